@@ -1,0 +1,52 @@
+"""The one exception tree, split by who must act.
+
+AutotradeError                 handled at the outermost level: one line on stderr, non-zero exit
+ ├── ConfigError               the user must fix a flag, a .env value or a file
+ ├── DataError                 the data is missing or malformed
+ ├── EndpointError             the model server is unreachable or refused the request
+ ├── ReplyError                the model's reply holds no usable code (an outcome: journaled, loop goes on)
+ ├── UnsafeCodeError           vetting rejected the candidate (an outcome)
+ └── CandidateError            the candidate crashed, timed out or looked ahead (an outcome)
+"""
+
+
+class AutotradeError(Exception):
+    """Base of every error the tool expects; anything else is a bug and keeps its traceback."""
+
+
+class ConfigError(AutotradeError):
+    """A flag, a setting or a user file is wrong; the message says what to change."""
+
+
+class DataError(AutotradeError):
+    """Market data is missing or malformed; the message names the file, column and line."""
+
+
+class EndpointError(AutotradeError):
+    """The OpenAI-compatible endpoint could not be reached or refused the request."""
+
+
+class ReplyError(AutotradeError):
+    """The model's reply held no usable candidate."""
+
+    def __init__(self, message: str, status: str = "parse_error") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UnsafeCodeError(AutotradeError):
+    """The candidate uses something outside the allowed surface."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class CandidateError(AutotradeError):
+    """The candidate failed at run time (crash, timeout, memory, look-ahead, bad signal)."""
+
+    def __init__(self, message: str, status: str, error_type: str | None = None, traceback: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.traceback = traceback

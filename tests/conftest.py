@@ -1,0 +1,26 @@
+"""Shared fixtures: real bundled data, prepared offline into a temporary directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="session")
+def sp500() -> pd.DataFrame:
+    """The bundled S&P 500 daily frame, 1999-01-04 to 2018-12-31."""
+    from autotrade.data import load_bundled
+
+    return load_bundled("sp500")
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory prepared offline from the bundled S&P 500 with the default splits."""
+    from autotrade.data import prepare_data
+
+    data_dir = tmp_path_factory.mktemp("data")
+    prepare_data(offline=True, data_dir=data_dir)
+    return data_dir
