@@ -49,7 +49,7 @@ def periods_per_year(index: pd.DatetimeIndex) -> float:
     stamps = _nanoseconds(index)
     spacing_days = float(np.median(np.diff(stamps))) / _DAY_NS
     if 0.5 <= spacing_days < 1.5:
-        weekend_share = float(np.mean(index.dayofweek >= 5))
+        weekend_share = float(np.mean(index.day_of_week >= 5))
         return 365.0 if weekend_share >= 0.1 else 252.0
     span_days = (stamps[-1] - stamps[0]) / _DAY_NS
     return (len(index) - 1) * _YEAR_DAYS / span_days
