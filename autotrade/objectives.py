@@ -1,0 +1,216 @@
+"""What the loop maximises: objective values and the TradePool-style rubric score (higher is always better).
+
+Inputs are the evaluation's per-window metric dicts, ``windows = {"train": metrics, "val": metrics}``, each with the
+engine's keys: total_return, cagr, sharpe (annualised), sortino, max_drawdown (negative fraction), calmar, num_trades,
+win_rate, exposure (0..1), turnover, total_costs, final_equity, buy_and_hold_return, buy_and_hold_sharpe, bars.
+Statuses are plain strings with the values of ``autotrade.evaluation.Status`` (a StrEnum, so its members pass as is).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from autotrade.metrics import bar_returns, sharpe_ratio
+
+
+class Objective(StrEnum):
+    """The figure the loop keeps the top 3 by."""
+
+    VAL_RETURN = "val_return"  # validation total return, as the original harness
+    VAL_SHARPE = "val_sharpe"  # validation annualised Sharpe
+    ROBUST = "robust"  # worst annualised Sharpe over k consecutive sub-windows of train + validation
+    RUBRIC = "rubric"  # TradePool-style weighted score in [0, 1] on the validation window, with hard gates
+
+
+DEFAULT_OBJECTIVE = Objective.VAL_RETURN
+
+# Mirrors autotrade.evaluation.Status (not imported: objectives stay importable without the evaluation stack).
+STATUSES = frozenset(
+    {
+        "ok",
+        "parse_error",
+        "syntax_error",
+        "rejected",
+        "runtime_error",
+        "timeout",
+        "memory",
+        "bad_signal",
+        "lookahead",
+        "no_trades",
+        "nan_equity",
+    }
+)
+_INVALID_CODE = frozenset(
+    {"parse_error", "syntax_error", "rejected", "runtime_error", "timeout", "memory", "bad_signal"}
+)
+
+# TradePool rubric weights (sum to 1).
+RUBRIC_WEIGHTS: Mapping[str, float] = {
+    "sharpe": 0.40,
+    "beats_buy_and_hold": 0.20,
+    "drawdown": 0.15,
+    "exposure": 0.10,
+    "costs": 0.05,
+    "trades": 0.10,
+}
+SHARPE_FULL_MARKS = 2.0  # annualised validation Sharpe that earns the whole sharpe component
+DRAWDOWN_ZERO_MARKS = 0.5  # a 50% drawdown (or worse) earns nothing
+EXPOSURE_SANE = (0.2, 0.95)  # fraction of bars in the market that earns the whole exposure component
+COSTS_ZERO_MARKS = 0.05  # costs of 5% of the starting capital (or more) earn nothing
+TRADES_FULL_MARKS = 5  # validation trades that earn the whole trades component
+
+
+def objective_value(
+    objective: Objective | str,
+    windows: Mapping[str, Mapping[str, float]],
+    daily_returns: np.ndarray | None = None,
+    *,
+    k: int = 4,
+    periods_per_year: float = 252.0,
+    status: str = "ok",
+) -> float:
+    """The objective's value for one evaluation (higher is better; a non-finite metric gives -inf, never selected).
+
+    val_return / val_sharpe read ``windows["val"]``. robust needs ``daily_returns`` (see ``robust_sharpe``). rubric is
+    ``rubric_score(windows["val"], status).total``; ``status`` matters only to rubric, callers rank only ``ok``
+    evaluations otherwise.
+    """
+    objective = Objective(objective)
+    if objective is Objective.ROBUST:
+        if daily_returns is None:
+            raise ValueError("the robust objective needs the per-bar strategy returns of train + validation")
+        value = robust_sharpe(daily_returns, k=k, periods_per_year=periods_per_year)
+    elif objective is Objective.RUBRIC:
+        value = rubric_score(windows.get("val", {}), status).total
+    else:
+        if "val" not in windows:
+            raise ValueError(f"the {objective} objective needs validation metrics (windows['val'])")
+        key = "total_return" if objective is Objective.VAL_RETURN else "sharpe"
+        value = float(windows["val"][key])
+    return value if math.isfinite(value) else -math.inf
+
+
+def robust_sharpe(daily_returns: np.ndarray, k: int = 4, periods_per_year: float = 252.0) -> float:
+    """Worst annualised Sharpe over ``k`` consecutive, near-equal sub-windows (sizes differ by at most one bar).
+
+    ``daily_returns``: 1-D per-bar simple returns of the strategy over train then validation, in time order, i.e. the
+    concatenation of each window's ``equity.pct_change()``; NaNs (each window's first bar) are dropped. Sharpe per
+    sub-window is the engine's (``metrics.sharpe_ratio``: mean / std(ddof=1) × √periods_per_year); a sub-window with
+    no variation (never in the market) scores 0.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    r = np.asarray(daily_returns, dtype=float).ravel()
+    r = r[~np.isnan(r)]
+    if not np.all(np.isfinite(r)):
+        raise ValueError("daily_returns contain infinite values")
+    if r.size < 2 * k:
+        raise ValueError(f"robust objective with k={k} needs at least {2 * k} returns, got {r.size}")
+    return min(sharpe_ratio(part, periods_per_year) for part in np.array_split(r, k))
+
+
+def concat_bar_returns(equity_curves: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-bar simple returns of each window's equity curve (currency), concatenated in order: robust's input.
+
+    Each window starts with fresh cash, so no return spans a window boundary; pass train's curve, then validation's
+    (e.g. ``[curves["train"].equity.to_numpy(), curves["val"].equity.to_numpy()]``).
+    """
+    return np.concatenate([bar_returns(np.asarray(curve, dtype=float)) for curve in equity_curves])
+
+
+@dataclass(frozen=True)
+class RubricScore:
+    """Weighted rubric total in [0, 1], each component in [0, 1] (before weighting), and each hard gate (True = passed)."""
+
+    total: float
+    components: dict[str, float]
+    gates: dict[str, bool]
+
+
+def rubric_score(val_metrics: Mapping[str, float], status: str = "ok") -> RubricScore:
+    """TradePool-style score of the validation window: Σ weight × component, or 0 when any hard gate fails.
+
+    Hard gates: valid_code (status not a parse/vet/run failure), no_lookahead (status != lookahead), finite_equity
+    (status != nan_equity and final_equity finite), trades (status != no_trades and num_trades > 0).
+    Components (each clipped to [0, 1], monotone; a missing or non-finite input scores 0):
+    - sharpe (0.40): sharpe / 2 — annualised validation Sharpe 0 or less → 0, 2 or more → 1.
+    - beats_buy_and_hold (0.20): (w − 0.5) / 0.5 with w = (1 + total_return) / (1 + buy_and_hold_return), the final
+      wealth relative to buy-and-hold: matching or beating it → 1, half its final wealth or less → 0.
+    - drawdown (0.15): 1 − |max_drawdown| / 0.5 — no drawdown → 1, 50% or deeper → 0.
+    - exposure (0.10): 1 for exposure in [0.2, 0.95]; exposure / 0.2 below; (1 − exposure) / 0.05 above
+      (always in the market is buy-and-hold in disguise → 0).
+    - costs (0.05): 1 − (total_costs / starting capital) / 0.05, starting capital = final_equity / (1 + total_return) —
+      no costs → 1, costs of 5% of the starting capital or more → 0.
+    - trades (0.10): num_trades / 5 — five or more validation trades → 1.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"unknown evaluation status {status!r}; expected one of {sorted(STATUSES)}")
+    num_trades = _metric(val_metrics, "num_trades")
+    final_equity = _metric(val_metrics, "final_equity")
+    gates = {
+        "valid_code": status not in _INVALID_CODE,
+        "no_lookahead": status != "lookahead",
+        "finite_equity": status != "nan_equity" and math.isfinite(final_equity),
+        "trades": status != "no_trades" and num_trades > 0,
+    }
+    components = {
+        "sharpe": _clip01(_metric(val_metrics, "sharpe") / SHARPE_FULL_MARKS),
+        "beats_buy_and_hold": _beats_buy_and_hold(val_metrics),
+        "drawdown": _clip01(1.0 - abs(_metric(val_metrics, "max_drawdown")) / DRAWDOWN_ZERO_MARKS),
+        "exposure": _exposure(_metric(val_metrics, "exposure")),
+        "costs": _costs(val_metrics),
+        "trades": _clip01(num_trades / TRADES_FULL_MARKS),
+    }
+    if not all(gates.values()):
+        return RubricScore(total=0.0, components=components, gates=gates)
+    total = sum(RUBRIC_WEIGHTS[name] * value for name, value in components.items())
+    return RubricScore(total=_clip01(total), components=components, gates=gates)
+
+
+def _metric(metrics: Mapping[str, float], key: str) -> float:
+    """A metric as float; NaN when missing (failed evaluations carry no metrics), so it scores 0."""
+    value = metrics.get(key)
+    return math.nan if value is None else float(value)
+
+
+def _clip01(x: float) -> float:
+    """x clipped to [0, 1]; NaN → 0."""
+    return min(max(x, 0.0), 1.0) if not math.isnan(x) else 0.0
+
+
+def _beats_buy_and_hold(m: Mapping[str, float]) -> float:
+    """Final wealth relative to buy-and-hold's, mapped from [0.5, 1] onto [0, 1]."""
+    strategy_wealth = 1.0 + _metric(m, "total_return")
+    bh_wealth = 1.0 + _metric(m, "buy_and_hold_return")
+    if not (math.isfinite(strategy_wealth) and math.isfinite(bh_wealth)):
+        return 0.0
+    if bh_wealth <= 0.0:  # buy-and-hold lost everything: anything not worse beats it
+        return 1.0 if strategy_wealth >= bh_wealth else 0.0
+    return _clip01((strategy_wealth / bh_wealth - 0.5) / 0.5)
+
+
+def _exposure(exposure: float) -> float:
+    """1 inside the sane band, falling linearly to 0 at exposure 0 and at exposure 1."""
+    low, high = EXPOSURE_SANE
+    if math.isnan(exposure):
+        return 0.0
+    if exposure < low:
+        return _clip01(exposure / low)
+    if exposure > high:
+        return _clip01((1.0 - exposure) / (1.0 - high))
+    return 1.0
+
+
+def _costs(m: Mapping[str, float]) -> float:
+    """1 − costs as a share of the starting capital / 5%."""
+    growth = 1.0 + _metric(m, "total_return")
+    final_equity = _metric(m, "final_equity")
+    total_costs = _metric(m, "total_costs")
+    if not (growth > 0.0 and final_equity > 0.0 and math.isfinite(final_equity)):
+        return 0.0  # wiped out (or unknown): the starting capital cannot be recovered
+    return _clip01(1.0 - (total_costs / (final_equity / growth)) / COSTS_ZERO_MARKS)

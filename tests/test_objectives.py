@@ -1,0 +1,238 @@
+"""Objectives on constructed metrics and equity curves; the rubric's gates and each component's mapping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from autotrade.objectives import (
+    DEFAULT_OBJECTIVE,
+    RUBRIC_WEIGHTS,
+    STATUSES,
+    Objective,
+    concat_bar_returns,
+    objective_value,
+    robust_sharpe,
+    rubric_score,
+)
+
+
+def _metrics(**overrides: float) -> dict[str, float]:
+    """Validation metrics of a decent strategy: every rubric component at 1 except where overridden."""
+    base = {
+        "total_return": 0.30,
+        "cagr": 0.09,
+        "sharpe": 2.5,
+        "sortino": 3.0,
+        "max_drawdown": 0.0,
+        "calmar": 0.0,
+        "num_trades": 12.0,
+        "win_rate": 0.6,
+        "exposure": 0.6,
+        "turnover": 4.0,
+        "total_costs": 0.0,
+        "final_equity": 13_000.0,
+        "buy_and_hold_return": 0.25,
+        "buy_and_hold_sharpe": 0.8,
+        "bars": 750.0,
+    }
+    return base | overrides
+
+
+def _regimes(means: list[float], bars: int = 250, seed: int = 0) -> np.ndarray:
+    """Per-bar returns: consecutive regimes of `bars` bars each with the given mean and 1% daily noise."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([mean + rng.normal(0.0, 0.01, bars) for mean in means])
+
+
+def test_default_objective_is_validation_return_as_the_original() -> None:
+    assert DEFAULT_OBJECTIVE is Objective.VAL_RETURN
+    assert [o.value for o in Objective] == ["val_return", "val_sharpe", "robust", "rubric"]
+
+
+def test_val_return_and_val_sharpe_read_the_validation_window() -> None:
+    windows = {"train": _metrics(total_return=9.0, sharpe=9.0), "val": _metrics(total_return=0.12, sharpe=0.7)}
+    assert objective_value("val_return", windows) == 0.12
+    assert objective_value(Objective.VAL_SHARPE, windows) == 0.7
+
+
+def test_non_finite_metric_never_ranks() -> None:
+    assert objective_value("val_sharpe", {"val": _metrics(sharpe=math.nan)}) == -math.inf
+
+
+def test_missing_validation_window_is_an_error() -> None:
+    with pytest.raises(ValueError, match="windows\\['val'\\]"):
+        objective_value("val_return", {"train": _metrics()})
+
+
+def test_unknown_objective_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        objective_value("val_sortino", {"val": _metrics()})
+
+
+def test_robust_picks_the_worst_regime() -> None:
+    # Four regimes of 250 bars; the third loses. Its Sharpe (about -0.001 / 0.01 * sqrt(252) = -1.6) is the answer.
+    returns = _regimes([0.001, 0.001, -0.001, 0.001])
+    third = returns[500:750]
+    expected = third.mean() / third.std(ddof=1) * math.sqrt(252)
+    assert robust_sharpe(returns, k=4) == pytest.approx(expected)
+    assert expected < -1.0
+
+
+def test_robust_prefers_the_strategy_that_works_in_every_regime() -> None:
+    steady = _regimes([0.002] * 4, seed=1)  # Sharpe about 3 in every regime
+    one_boom = _regimes([0.012, 0.0, -0.002, 0.0], seed=1)  # higher total return, but loses in the third regime
+    assert one_boom.sum() > steady.sum()
+    assert objective_value("robust", {}, steady) > 1.0
+    assert objective_value("robust", {}, one_boom) < -1.0
+
+
+def test_robust_scores_a_flat_regime_zero() -> None:
+    returns = _regimes([0.001, 0.001, 0.001, 0.001])
+    returns[250:500] = 0.0  # out of the market for a whole regime
+    assert robust_sharpe(returns, k=4) == 0.0
+
+
+def test_robust_uses_near_equal_consecutive_sub_windows() -> None:
+    # 10 returns, k=3 -> sub-windows of 4, 3, 3 bars; only the last is negative on average.
+    returns = np.array([0.01, 0.02, 0.01, 0.02, 0.01, 0.03, 0.02, -0.01, -0.02, 0.0])
+    last = returns[7:]
+    assert robust_sharpe(returns, k=3, periods_per_year=1.0) == pytest.approx(last.mean() / last.std(ddof=1))
+
+
+def test_robust_drops_window_leading_nans_and_rejects_short_series() -> None:
+    returns = _regimes([0.001, -0.001])
+    with_nans = np.concatenate([[np.nan], returns[:250], [np.nan], returns[250:]])
+    assert robust_sharpe(with_nans, k=2) == pytest.approx(robust_sharpe(returns, k=2))
+    with pytest.raises(ValueError, match="at least 8 returns"):
+        robust_sharpe(np.full(7, 0.01), k=4)
+    with pytest.raises(ValueError, match="per-bar strategy returns"):
+        objective_value("robust", {"val": _metrics()})
+
+
+def test_concat_bar_returns_keeps_window_boundaries_apart() -> None:
+    train = np.array([100.0, 110.0, 99.0])
+    val = np.array([50.0, 55.0])  # fresh cash: no return from 99 to 50
+    assert np.allclose(concat_bar_returns([train, val]), [0.1, -0.1, 0.1])
+
+
+def test_rubric_full_marks_for_a_strategy_meeting_every_target() -> None:
+    score = rubric_score(_metrics())
+    assert all(score.gates.values())
+    assert score.components == {name: 1.0 for name in RUBRIC_WEIGHTS}
+    assert score.total == pytest.approx(1.0)
+    assert sum(RUBRIC_WEIGHTS.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "gate"),
+    [
+        ("parse_error", "valid_code"),
+        ("syntax_error", "valid_code"),
+        ("rejected", "valid_code"),
+        ("runtime_error", "valid_code"),
+        ("timeout", "valid_code"),
+        ("memory", "valid_code"),
+        ("bad_signal", "valid_code"),
+        ("lookahead", "no_lookahead"),
+        ("nan_equity", "finite_equity"),
+        ("no_trades", "trades"),
+    ],
+)
+def test_rubric_hard_gates_zero_the_total(status: str, gate: str) -> None:
+    score = rubric_score(_metrics(), status)
+    assert score.total == 0.0
+    assert score.gates[gate] is False
+
+
+def test_rubric_gates_also_read_the_metrics() -> None:
+    assert rubric_score(_metrics(num_trades=0.0)).gates["trades"] is False
+    assert rubric_score(_metrics(num_trades=0.0)).total == 0.0
+    assert rubric_score(_metrics(final_equity=math.nan)).total == 0.0
+
+
+def test_rubric_of_a_failed_evaluation_without_metrics_is_zero() -> None:
+    score = rubric_score({}, "runtime_error")
+    assert score.total == 0.0
+    assert set(score.components.values()) == {0.0}
+    assert objective_value("rubric", {}, status="timeout") == 0.0
+
+
+def test_rubric_rejects_an_unknown_status() -> None:
+    with pytest.raises(ValueError, match="unknown evaluation status"):
+        rubric_score(_metrics(), "crashed")
+    assert "ok" in STATUSES
+
+
+@pytest.mark.parametrize(("sharpe", "expected"), [(-1.0, 0.0), (0.0, 0.0), (1.0, 0.5), (2.0, 1.0), (5.0, 1.0)])
+def test_rubric_sharpe_component(sharpe: float, expected: float) -> None:
+    assert rubric_score(_metrics(sharpe=sharpe)).components["sharpe"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("total_return", "bh_return", "expected"),
+    [
+        (0.30, 0.30, 1.0),  # matching buy-and-hold counts as beating it
+        (0.50, 0.30, 1.0),
+        (0.04, 0.30, 0.6),  # wealth 1.04 / 1.30 = 0.8 -> (0.8 - 0.5) / 0.5
+        (-0.35, 0.30, 0.0),  # half of buy-and-hold's final wealth
+        (-0.90, 0.30, 0.0),
+        (-0.50, -1.0, 1.0),  # buy-and-hold wiped out
+    ],
+)
+def test_rubric_beats_buy_and_hold_component(total_return: float, bh_return: float, expected: float) -> None:
+    metrics = _metrics(total_return=total_return, buy_and_hold_return=bh_return)
+    assert rubric_score(metrics).components["beats_buy_and_hold"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("drawdown", "expected"), [(0.0, 1.0), (-0.1, 0.8), (-0.25, 0.5), (-0.5, 0.0), (-0.8, 0.0)])
+def test_rubric_drawdown_component(drawdown: float, expected: float) -> None:
+    assert rubric_score(_metrics(max_drawdown=drawdown)).components["drawdown"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("exposure", "expected"),
+    [(0.0, 0.0), (0.1, 0.5), (0.2, 1.0), (0.6, 1.0), (0.95, 1.0), (0.975, 0.5), (1.0, 0.0)],
+)
+def test_rubric_exposure_component(exposure: float, expected: float) -> None:
+    assert rubric_score(_metrics(exposure=exposure)).components["exposure"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("total_costs", "expected"),
+    [(0.0, 1.0), (250.0, 0.5), (500.0, 0.0), (2_000.0, 0.0)],  # starting capital 13,000 / 1.3 = 10,000
+)
+def test_rubric_costs_component(total_costs: float, expected: float) -> None:
+    assert rubric_score(_metrics(total_costs=total_costs)).components["costs"] == pytest.approx(expected)
+
+
+def test_rubric_costs_component_is_zero_when_wiped_out() -> None:
+    metrics = _metrics(total_return=-1.0, final_equity=0.0, total_costs=10.0)
+    assert rubric_score(metrics).components["costs"] == 0.0
+
+
+@pytest.mark.parametrize(("trades", "expected"), [(1.0, 0.2), (3.0, 0.6), (5.0, 1.0), (40.0, 1.0)])
+def test_rubric_trades_component(trades: float, expected: float) -> None:
+    assert rubric_score(_metrics(num_trades=trades)).components["trades"] == pytest.approx(expected)
+
+
+def test_rubric_total_is_the_weighted_sum_and_monotone_in_each_input() -> None:
+    metrics = _metrics(sharpe=1.0, exposure=0.1, max_drawdown=-0.25)
+    score = rubric_score(metrics)
+    assert score.total == pytest.approx(sum(RUBRIC_WEIGHTS[n] * v for n, v in score.components.items()))
+    assert score.total == pytest.approx(0.40 * 0.5 + 0.20 + 0.15 * 0.5 + 0.10 * 0.5 + 0.05 + 0.10)
+    sharpe_path = [rubric_score(_metrics(sharpe=s)).total for s in np.linspace(-1, 3, 21)]
+    drawdown_path = [rubric_score(_metrics(max_drawdown=-d)).total for d in np.linspace(0, 0.7, 15)]
+    cost_path = [rubric_score(_metrics(total_costs=c)).total for c in np.linspace(0, 800, 17)]
+    assert all(a <= b for a, b in zip(sharpe_path, sharpe_path[1:]))
+    assert all(a >= b for a, b in zip(drawdown_path, drawdown_path[1:]))
+    assert all(a >= b for a, b in zip(cost_path, cost_path[1:]))
+    assert 0.0 <= min(sharpe_path) and max(sharpe_path) <= 1.0
+
+
+def test_rubric_objective_equals_the_rubric_total() -> None:
+    windows = {"train": _metrics(), "val": _metrics(sharpe=1.0)}
+    assert objective_value("rubric", windows) == pytest.approx(rubric_score(windows["val"]).total)
+    assert objective_value("rubric", windows, status="lookahead") == 0.0
