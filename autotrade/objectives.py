@@ -125,7 +125,7 @@ def concat_bar_returns(equity_curves: Sequence[np.ndarray]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RubricScore:
-    """Weighted rubric total in [0, 1], each component in [0, 1] (before weighting), and each hard gate (True = passed)."""
+    """Weighted total in [0, 1], each component in [0, 1] (before weighting), each hard gate (True = passed)."""
 
     total: float
     components: dict[str, float]

@@ -4,10 +4,10 @@ Pure functions: numpy arrays or floats in, floats (or frozen results) out.
 
 Conventions used throughout:
 - Sharpe inside every formula is PER PERIOD (per bar: daily for daily data), not annualised:
-  ``mean(r) / std(r, ddof=1)`` of simple per-bar returns, no risk-free rate. Annualised Sharpe = per-period × √periods_per_year;
-  helpers that take annualised figures say so in their names and convert.
-- Kurtosis is NON-excess (a normal distribution has 3). Skewness and kurtosis are the moment (biased, ddof=0) estimators,
-  as in Bailey & López de Prado.
+  ``mean(r) / std(r, ddof=1)`` of simple per-bar returns, no risk-free rate.
+  Annualised Sharpe = per-period × √periods_per_year; helpers taking annualised figures say so in their names.
+- Kurtosis is NON-excess (a normal distribution has 3). Skewness and kurtosis are the moment (biased, ddof=0)
+  estimators, as in Bailey & López de Prado.
 
 References:
 - Bailey, D. H. & López de Prado, M. (2012). "The Sharpe Ratio Efficient Frontier". Journal of Risk 15(2). (PSR)
@@ -41,9 +41,10 @@ def probabilistic_sharpe_ratio(sr: float, sr_benchmark: float, n_obs: int, skew:
         raise ValueError(f"PSR needs at least 2 observations, got n_obs={n_obs}")
     variance_term = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr**2
     if not variance_term > 0.0:
-        # Impossible for real data (Pearson: kurtosis ≥ 1 + skew²); guards against mixed-up inputs such as excess kurtosis.
+        # Impossible for real data (Pearson: kurtosis ≥ 1 + skew²): catches mixed-up inputs such as excess kurtosis.
         raise ValueError(
-            f"inconsistent moments (skew={skew}, kurtosis={kurtosis}, sr={sr}): 1 - skew*sr + (kurtosis-1)/4*sr^2 <= 0; "
+            f"inconsistent moments (skew={skew}, kurtosis={kurtosis}, sr={sr}): "
+            "1 - skew*sr + (kurtosis-1)/4*sr^2 <= 0; "
             "kurtosis must be non-excess (normal = 3)"
         )
     z = (sr - sr_benchmark) * math.sqrt(n_obs - 1) / math.sqrt(variance_term)
@@ -54,8 +55,8 @@ def expected_max_sharpe(n_trials: int, var_trials: float) -> float:
     """Expected maximum Sharpe of ``n_trials`` unskilled trials (true Sharpe 0), in the units of ``var_trials``.
 
     E[max SR] ≈ √V · ((1 − γ)·Φ⁻¹(1 − 1/N) + γ·Φ⁻¹(1 − 1/(N·e))), γ = Euler–Mascheroni constant
-    (Bailey & López de Prado 2014, eq. for SR0). V is the variance of the trials' Sharpe ratios: per-period variance gives a
-    per-period answer, annualised variance an annualised one. One trial involves no selection: 0.
+    (Bailey & López de Prado 2014, eq. for SR0). V is the variance of the trials' Sharpe ratios: a per-period
+    variance gives a per-period answer, an annualised one an annualised answer. One trial involves no selection: 0.
     """
     if n_trials < 1:
         raise ValueError(f"n_trials must be at least 1, got {n_trials}")
@@ -71,10 +72,10 @@ def expected_max_sharpe(n_trials: int, var_trials: float) -> float:
 def deflated_sharpe_ratio(
     sr: float, n_obs: int, skew: float, kurtosis: float, n_trials: int, var_trials: float
 ) -> float:
-    """Deflated Sharpe Ratio: PSR against the expected maximum Sharpe of ``n_trials`` unskilled trials (per-period inputs).
+    """Deflated Sharpe Ratio: PSR against the expected best Sharpe of ``n_trials`` unskilled trials (per-period inputs).
 
-    DSR = PSR(SR* = expected_max_sharpe(n_trials, var_trials)), Bailey & López de Prado (2014). ``sr`` and ``var_trials``
-    are per period (use ``deflated_sharpe_ratio_annualised`` for annual figures); n_obs = returns behind ``sr``.
+    DSR = PSR(SR* = expected_max_sharpe(n_trials, var_trials)), Bailey & López de Prado (2014). ``sr`` and
+    ``var_trials`` are per period (``deflated_sharpe_ratio_annualised`` takes annual ones); n_obs = returns behind sr.
     """
     sr0 = expected_max_sharpe(n_trials, var_trials)
     return probabilistic_sharpe_ratio(sr, sr0, n_obs, skew, kurtosis)
@@ -116,7 +117,7 @@ class SharpeMoments:
 
 
 def sharpe_moments(returns: np.ndarray) -> SharpeMoments:
-    """Per-period Sharpe, skewness and non-excess kurtosis of simple per-bar returns; NaNs (a pct_change's first) dropped.
+    """Per-period Sharpe, skewness and non-excess kurtosis of simple per-bar returns; NaNs (pct_change's first) dropped.
 
     sr = mean / std(ddof=1) (the product's Sharpe before × √ppy); skew = m3 / m2^1.5, kurtosis = m4 / m2² with central
     moments m_k = mean((r − mean)^k) (ddof=0). Zero variance gives sr = 0, skew = 0, kurtosis = 3 (treated as normal).

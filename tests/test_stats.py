@@ -137,8 +137,8 @@ def test_pbo_is_about_one_half_for_pure_noise_trials() -> None:
 
 
 def test_pbo_is_near_one_when_in_sample_winners_reverse() -> None:
-    # Each trial earns +d in 8 of the 16 blocks and -d in the others (zero total drift), plus small noise: for any split,
-    # the out-of-sample drift is minus the in-sample drift, so the in-sample winner is an out-of-sample loser.
+    # Each trial earns +d in 8 of the 16 blocks and -d in the others (zero total drift), plus small noise: for any
+    # split the out-of-sample drift is minus the in-sample drift, so the in-sample winner is an out-of-sample loser.
     rng = np.random.default_rng(3)
     n_trials, block = 12, 50
     returns = rng.normal(0.0, 0.001, size=(16 * block, n_trials))
