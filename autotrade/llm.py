@@ -1,0 +1,541 @@
+"""Talking to the model: any OpenAI-compatible endpoint through the official `openai` client, over HTTP.
+
+Retries are this module's own loop (the client runs with `max_retries=0`), so they are deterministic to
+test and also cover faults the client cannot see: a 200 whose body is not JSON or holds no choice.
+- Retried, with exponential backoff and jitter: connection errors, 408/409/429/500/502/503/504, non-JSON
+  bodies, completions without a choice. A timeout is retried once only (a second wait of `timeout_s`
+  would rarely end differently). `Retry-After` / `retry-after-ms` are honoured, capped.
+- Not retried: 400/401/403/404 and any other 4xx, and 429 `insufficient_quota`: one clear EndpointError.
+- `max_retries` counts tries in all, the first included.
+The API key is never shown: ModelSettings' repr leaves it out and every message is scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import random
+import re
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError, EndpointError
+from .reply import split_reasoning
+
+if TYPE_CHECKING:
+    import openai
+
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+CHARS_PER_TOKEN = 4  # rough size of a token, to estimate usage when the server reports none
+LIST_TIMEOUT_S = 30.0  # listing models is cheap; do not wait a generation timeout for it
+PROPS_TIMEOUT_S = 5.0
+OLLAMA_PORT = 11434
+START_HINT = (
+    "start your server (vLLM: `vllm serve MODEL`; llama.cpp: `llama-server -m FILE.gguf --port 8080`; "
+    "Ollama: `ollama serve`) or set OPENAI_BASE_URL"
+)
+# OpenAI reasoning models reject `max_tokens` and a non-default temperature.
+_REASONING_MODEL = re.compile(r"^(o\d+(-.*)?|gpt-5.*)$")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Where the model lives and how to ask it; timeouts and delays in seconds."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    model: str | None = None  # None: the server's only model
+    timeout_s: float = 600.0  # 30B-class local models can think for minutes
+    max_tokens: int | None = None  # None: the server's default
+    temperature: float | None = None  # None: the server's default
+    extra_body: dict[str, Any] | None = None  # sent only when set
+    max_retries: int = 5  # tries in all, the first included
+    retry_base_s: float = 1.0  # first backoff delay; doubles each try
+    retry_max_s: float = 30.0  # longest backoff delay
+    retry_after_cap_s: float = 120.0  # longest wait a server's Retry-After may impose
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model the server lists; context_length in tokens when the server says it."""
+
+    id: str
+    context_length: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One reply: content without reasoning, reasoning apart, usage in tokens, latency in seconds."""
+
+    content: str
+    reasoning: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    usage_estimated: bool  # True when the server sent no usage and the counts are chars / 4
+    latency_s: float  # the successful request alone
+    model: str
+    attempts: int = 1  # HTTP requests made, retries included
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """What the preflight found: the endpoint answers, the model exists, and the prompt fits."""
+
+    base_url: str  # without credentials or query
+    model: str
+    models: tuple[ModelInfo, ...]
+    context_length: int | None
+    prompt_tokens: int  # estimated from the prompt's characters
+    max_tokens: int | None
+    warnings: tuple[str, ...]
+
+
+class _ServerFault(Exception):
+    """A 200 answer that is not a usable completion: treated like a 5xx."""
+
+
+def is_openai_reasoning_model(model: str) -> bool:
+    """True for OpenAI's o-series and gpt-5* (also behind a provider prefix such as `openai/`)."""
+    return bool(_REASONING_MODEL.match(model.rsplit("/", 1)[-1].lower()))
+
+
+def display_url(url: str) -> str:
+    """The URL without user:password or query string, safe to print."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def estimate_tokens(chars: int) -> int:
+    """Tokens in a text of `chars` characters, roughly (chars / 4, rounded up)."""
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+class ModelClient:
+    """One endpoint and model; `sleep` and `rng` are injectable so tests can observe the backoff."""
+
+    def __init__(
+        self,
+        settings: ModelSettings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.url = display_url(settings.base_url)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._client: openai.OpenAI | None = None
+        self._model = settings.model
+
+    def __repr__(self) -> str:
+        return f"ModelClient({self.url!r}, model={self._model!r})"
+
+    def _openai(self) -> openai.OpenAI:
+        # Imported here: `import openai` costs over half a second, and `autotrade --help` must stay fast.
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(
+                base_url=self.settings.base_url,
+                api_key=self.settings.api_key or "EMPTY",  # the client refuses an empty key
+                timeout=self.settings.timeout_s,
+                max_retries=0,  # our own loop below
+            )
+        return self._client
+
+    # -- models ---------------------------------------------------------------------------------------
+
+    def list_models(self, *, tries: int | None = None, fail_fast: bool = False) -> list[ModelInfo]:
+        """The models the server lists, with their context length when it says it."""
+        client = self._openai().with_options(timeout=min(self.settings.timeout_s, LIST_TIMEOUT_S))
+
+        def attempt() -> list[dict[str, Any]]:
+            raw = client.models.with_raw_response.list()
+            payload = _json_body(raw.text, "the model list")
+            entries = payload.get("data") if isinstance(payload, dict) else payload
+            if not isinstance(entries, list) or not all(isinstance(e, dict) and "id" in e for e in entries):
+                raise _ServerFault("the model list is not an OpenAI-style {'data': [{'id': ...}]}")
+            return entries
+
+        entries, _ = self._with_retries(
+            f"listing models at {self.url}/models", attempt, self._list_status_error, tries=tries, fail_fast=fail_fast
+        )
+        models = [ModelInfo(str(e["id"]), _context_length(e)) for e in entries]
+        if len(entries) == 1 and isinstance(entries[0].get("meta"), dict) and "n_ctx" not in entries[0]["meta"]:
+            # llama.cpp lists the training context; the served one (per slot) is in /props.
+            served = self._llama_served_context()
+            if served:
+                models = [ModelInfo(models[0].id, served)]
+        return models
+
+    def resolve_model(self) -> str:
+        """The configured model, or the server's only model; ConfigError listing the choices otherwise."""
+        if self._model:
+            return self._model
+        ids = [m.id for m in self.list_models()]
+        if len(ids) == 1:
+            self._model = ids[0]
+            return self._model
+        if not ids:
+            raise ConfigError(f"the server at {self.url} lists no models: load one, or set OPENAI_MODEL")
+        raise ConfigError(f"{len(ids)} models at {self.url} ({_choices(ids)}): set OPENAI_MODEL to one of them")
+
+    def _llama_served_context(self) -> int | None:
+        """llama.cpp's per-slot context from `/props`, or None when the server has no such route."""
+        root = self.settings.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            props = self._openai().with_options(timeout=PROPS_TIMEOUT_S).get(f"{root}/props", cast_to=object)
+        except Exception:  # noqa: BLE001 - best effort: the model list's figure stands
+            return None
+        if not isinstance(props, dict):
+            return None
+        settings = props.get("default_generation_settings")
+        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else props.get("n_ctx")
+        return n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
+
+    # -- completions ----------------------------------------------------------------------------------
+
+    def request_options(self, model: str) -> dict[str, Any]:
+        """The optional arguments sent with each completion for this model."""
+        settings = self.settings
+        options: dict[str, Any] = {}
+        if is_openai_reasoning_model(model):
+            if settings.max_tokens is not None:
+                options["max_completion_tokens"] = settings.max_tokens
+        else:
+            if settings.max_tokens is not None:
+                options["max_tokens"] = settings.max_tokens
+            if settings.temperature is not None:
+                options["temperature"] = settings.temperature
+        if settings.extra_body is not None:
+            options["extra_body"] = dict(settings.extra_body)
+        return options
+
+    def complete(self, messages: Sequence[dict[str, Any]]) -> Completion:
+        """One chat completion (no streaming); EndpointError when the server cannot give one."""
+        model = self.resolve_model()
+        client = self._openai()
+        options = self.request_options(model)
+
+        def attempt() -> tuple[dict[str, Any], float]:
+            started = time.monotonic()
+            raw = client.chat.completions.with_raw_response.create(model=model, messages=list(messages), **options)
+            text = raw.text
+            return _completion_body(text), time.monotonic() - started
+
+        (payload, latency), attempts = self._with_retries(
+            f"asking {model!r} at {self.url}", attempt, lambda exc: self._chat_status_error(exc, model)
+        )
+        return _completion(payload, messages, model, latency, attempts)
+
+    # -- retries and errors ---------------------------------------------------------------------------
+
+    def _with_retries(
+        self,
+        what: str,
+        attempt: Callable[[], T],
+        status_error: Callable[[Any], EndpointError],
+        *,
+        tries: int | None = None,
+        fail_fast: bool = False,
+    ) -> tuple[T, int]:
+        """Run `attempt` until it succeeds; (result, tries used). `fail_fast`: a refused connection ends it."""
+        import openai
+
+        tries = max(1, tries if tries is not None else self.settings.max_retries)
+        timeouts = 0
+        problem = ""
+        for number in range(1, tries + 1):
+            retry_after = None
+            try:
+                return attempt(), number
+            except openai.APITimeoutError:
+                timeouts += 1
+                problem = f"no answer within {self.settings.timeout_s:g} s"
+                if timeouts >= 2:
+                    raise self._error(
+                        f"{what}: {problem}, twice: check the server, or raise OPENAI_TIMEOUT for slow models"
+                    ) from None
+            except openai.APIConnectionError as exc:
+                problem = _connection_problem(exc)
+                if fail_fast and problem in ("connection refused", "unknown host"):
+                    raise self._error(f"cannot reach {self.url} ({problem}): {START_HINT}") from None
+            except openai.APIStatusError as exc:
+                if exc.status_code not in RETRY_STATUSES or _quota_exhausted(exc):
+                    raise status_error(exc) from None
+                problem = f"HTTP {exc.status_code}: {_server_message(exc)}"
+                retry_after = _retry_after_s(exc.response.headers)
+            except _ServerFault as exc:
+                problem = str(exc)
+            if number < tries:
+                self._sleep(self._delay(number, retry_after))
+        raise self._error(f"{what} failed {tries} time(s); last: {problem}")
+
+    def _delay(self, tries_done: int, retry_after: float | None) -> float:
+        """Seconds before the next try: the server's Retry-After (capped), else backoff with equal jitter."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.settings.retry_after_cap_s)
+        ceiling = min(self.settings.retry_base_s * 2 ** (tries_done - 1), self.settings.retry_max_s)
+        return ceiling * (0.5 + 0.5 * self._rng.random())
+
+    def _error(self, message: str) -> EndpointError:
+        """An EndpointError on one line, scrubbed of the API key."""
+        return EndpointError(self._scrub(message))
+
+    def _scrub(self, text: str) -> str:
+        text = " ".join(text.split())
+        key = self.settings.api_key
+        if key and len(key) >= 6:
+            text = text.replace(key, "***")
+        return text
+
+    def _common_status_error(self, exc: Any) -> EndpointError | None:
+        status = exc.status_code
+        message = _server_message(exc)
+        if status == 401:
+            return self._error(f"401 unauthorized at {self.url}: check OPENAI_API_KEY ({message})")
+        if status == 403:
+            return self._error(f"403 forbidden at {self.url}: the key may not use this model or route ({message})")
+        if status == 429:
+            return self._error(f"429 quota exhausted at {self.url}: check the account's plan and billing ({message})")
+        return None
+
+    def _list_status_error(self, exc: Any) -> EndpointError:
+        common = self._common_status_error(exc)
+        if common is not None:
+            return common
+        if exc.status_code == 404:
+            return self._error(
+                f"no model list at {self.url}/models (404): OPENAI_BASE_URL should be the API root, "
+                "usually ending in /v1 (e.g. http://localhost:8000/v1)"
+            )
+        return self._error(f"HTTP {exc.status_code} listing models at {self.url}: {_server_message(exc)}")
+
+    def _chat_status_error(self, exc: Any, model: str) -> EndpointError:
+        common = self._common_status_error(exc)
+        if common is not None:
+            return common
+        message = _server_message(exc)
+        if exc.status_code == 404:
+            try:
+                ids = [m.id for m in self.list_models(tries=1)]
+            except EndpointError:
+                ids = None
+            if ids is not None and not _same_model(model, ids):
+                return self._error(f"model {model!r} not found at {self.url}: the server lists: {_choices(ids)}")
+            return self._error(
+                f"404 at {self.url}/chat/completions ({message}): check OPENAI_BASE_URL (usually ending in /v1)"
+            )
+        if exc.status_code == 400:
+            return self._error(f"400 bad request from {self.url} for model {model!r}: {message}")
+        return self._error(f"HTTP {exc.status_code} from {self.url} for model {model!r}: {message}")
+
+
+def preflight(settings: ModelSettings, prompt_chars: int, *, client: ModelClient | None = None) -> PreflightReport:
+    """Check before a run that the endpoint answers, the model exists and the prompt fits its context."""
+    client = client or ModelClient(settings)
+    models = tuple(client.list_models(fail_fast=True))
+    ids = [m.id for m in models]
+    if settings.model:
+        if not _same_model(settings.model, ids):
+            listed = _choices(ids) if ids else "none"
+            raise ConfigError(
+                f"model {settings.model!r} not found at {client.url}: the server lists: {listed}; set OPENAI_MODEL"
+            )
+        model = settings.model
+    else:
+        model = client.resolve_model()
+    info = next(m for m in models if _same_model(model, [m.id]))
+    prompt_tokens = estimate_tokens(prompt_chars)
+    warnings: list[str] = []
+    context = info.context_length
+    if context is not None:
+        needed = prompt_tokens + (settings.max_tokens or 0)
+        if needed > context:
+            raise ConfigError(
+                f"the prompt (~{prompt_tokens} tokens) plus max tokens ({settings.max_tokens or 0}) needs "
+                f"{needed} tokens but {model!r} at {client.url} serves a context of {context}: raise the server's "
+                "context (vLLM: --max-model-len; llama.cpp: -c) or lower OPENAI_MAX_TOKENS"
+            )
+        if settings.max_tokens is None and context - prompt_tokens < 4096:
+            warnings.append(
+                f"only ~{context - prompt_tokens} tokens of context are left for the reply: replies may be cut off"
+            )
+    elif urlsplit(settings.base_url).port == OLLAMA_PORT:
+        warnings.append(
+            "Ollama does not report its context size and silently cuts prompts longer than it (4096 tokens by "
+            f"default; this prompt is ~{prompt_tokens}): start it with OLLAMA_CONTEXT_LENGTH=32768 ollama serve"
+        )
+    else:
+        warnings.append(f"the server does not report its context size: cannot check that ~{prompt_tokens} tokens fit")
+    return PreflightReport(
+        base_url=client.url,
+        model=model,
+        models=models,
+        context_length=context,
+        prompt_tokens=prompt_tokens,
+        max_tokens=settings.max_tokens,
+        warnings=tuple(warnings),
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+
+
+def _json_body(text: str, what: str) -> Any:
+    """Parse a 200 body as JSON; a proxy's HTML page or a cut-off body is a server fault."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        snippet = " ".join(text.split())[:80]
+        raise _ServerFault(f"{what} is not JSON (starts {snippet!r})") from None
+
+
+def _completion_body(text: str) -> dict[str, Any]:
+    """A chat.completion object with at least one choice holding a message."""
+    payload = _json_body(text, "the reply")
+    if not isinstance(payload, dict):
+        raise _ServerFault("the reply is not a JSON object")
+    if isinstance(payload.get("error"), dict):  # some proxies send errors with status 200
+        raise _ServerFault(f"the server answered an error: {payload['error'].get('message', payload['error'])}")
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise _ServerFault("the reply holds no choices")
+    if not isinstance(choices[0].get("message"), dict):
+        raise _ServerFault("the reply's first choice holds no message")
+    return payload
+
+
+def _text(value: Any) -> str:
+    """Message content as text: a string, or the text parts of a list of content parts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(part.get("text", "") for part in value if isinstance(part, dict))
+    return ""
+
+
+def _completion(
+    payload: dict[str, Any], messages: Sequence[dict[str, Any]], model: str, latency: float, attempts: int
+) -> Completion:
+    """The Completion of a checked chat.completion payload."""
+    choice = payload["choices"][0]
+    message = choice["message"]
+    raw_content = _text(message.get("content"))
+    content, think = split_reasoning(raw_content)
+    # vLLM (older) and llama.cpp say `reasoning_content`; newer vLLM, OpenRouter and Ollama say `reasoning`.
+    field_reasoning = _text(message.get("reasoning_content")) or _text(message.get("reasoning"))
+    reasoning = "\n\n".join(part for part in (field_reasoning.strip(), think) if part)
+    usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+    prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    estimated = not (isinstance(prompt_tokens, int) and isinstance(completion_tokens, int))
+    if not isinstance(prompt_tokens, int):
+        prompt_tokens = estimate_tokens(sum(len(_text(m.get("content"))) for m in messages))
+    if not isinstance(completion_tokens, int):
+        completion_tokens = estimate_tokens(len(raw_content) + len(field_reasoning))
+    return Completion(
+        content=content,
+        reasoning=reasoning,
+        finish_reason=choice.get("finish_reason"),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        usage_estimated=estimated,
+        latency_s=latency,
+        model=str(payload.get("model") or model),
+        attempts=attempts,
+    )
+
+
+def _context_length(entry: dict[str, Any]) -> int | None:
+    """A listed model's context in tokens, from whichever field the server uses."""
+    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    candidates = (
+        entry.get("max_model_len"),  # vLLM: the served context
+        meta.get("n_ctx"),  # llama.cpp forks: the served context
+        entry.get("loaded_context_length"),  # LM Studio: the loaded context
+        entry.get("context_length"),  # OpenRouter and others
+        entry.get("context_window"),  # Groq and others
+        entry.get("max_context_length"),  # LM Studio: the model's maximum
+        meta.get("n_ctx_train"),  # llama.cpp: the training context (an upper bound)
+    )
+    for value in candidates:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _same_model(model: str, ids: Sequence[str]) -> bool:
+    """True when the server lists the model (Ollama's `name` and `name:latest` are one model)."""
+    names = {model, model.removesuffix(":latest"), f"{model}:latest"}
+    return any(i in names for i in ids)
+
+
+def _choices(ids: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _server_message(exc: Any) -> str:
+    """The server's error message (OpenAI-style body, else the raw text), on one short line."""
+    body = getattr(exc, "body", None)
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, str) or not message:
+        try:
+            message = exc.response.text
+        except Exception:  # noqa: BLE001 - a body that cannot be read says nothing more
+            message = ""
+    message = " ".join(str(message).split())
+    return (message[:297] + "...") if len(message) > 300 else (message or "no message")
+
+
+def _quota_exhausted(exc: Any) -> bool:
+    """429 insufficient_quota (billing) will not clear by waiting, unlike a rate limit."""
+    body = getattr(exc, "body", None)
+    return exc.status_code == 429 and isinstance(body, dict) and body.get("code") == "insufficient_quota"
+
+
+def _retry_after_s(headers: Any) -> float | None:
+    """The server's requested wait in seconds: `retry-after-ms`, else `Retry-After` (seconds or a date)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            if name == "retry-after-ms":
+                continue
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                continue
+            seconds = when.timestamp() - time.time()
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
+    return None
+
+
+def _connection_problem(exc: BaseException) -> str:
+    """A short phrase for why a connection failed, from the exception's causes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "unknown host"
+        if type(seen).__name__ == "RemoteProtocolError":
+            return "the server closed the connection without answering"
+        seen = seen.__cause__ or seen.__context__
+    cause = exc.__cause__ or exc.__context__
+    return " ".join(str(cause or exc).split()) or type(exc).__name__
