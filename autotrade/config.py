@@ -1,0 +1,169 @@
+"""Settings: the model endpoint (from `.env`, the environment and flags) and what defines a run.
+
+Precedence for the endpoint: a CLI flag, then the real environment, then `.env` in the working
+directory (python-dotenv never overrides a variable that is already set), then the defaults below.
+The API key is read from the environment only and is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .llm import ModelSettings, display_url
+from .objectives import Objective
+
+DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
+# Local servers accept any key; the openai client refuses to start without one.
+DEFAULT_API_KEY = "EMPTY"
+DEFAULT_TIMEOUT_S = 600.0  # 30B-class local models can think for minutes
+
+
+
+def load_env_file(cwd: Path | None = None) -> None:
+    """Load `.env` from the working directory without overriding variables already set."""
+    from dotenv import load_dotenv
+
+    path = (cwd or Path.cwd()) / ".env"
+    if path.is_file():
+        load_dotenv(path, override=False)
+
+
+def _env(environ: Mapping[str, str], name: str) -> str | None:
+    """A variable's value, stripped; None when unset or blank."""
+    value = environ.get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def _number(environ: Mapping[str, str], name: str, kind: type, low: float, high: float) -> Any:
+    """Parse a numeric variable within [low, high], or raise one line naming it."""
+    raw = _env(environ, name)
+    if raw is None:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a {'whole number' if kind is int else 'number'}") from None
+    if not (low <= value <= high) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ConfigError(f"{name}={raw!r} is out of range ({low:g} to {high:g})")
+    return value
+
+
+def parse_extra_body(raw: str | None, name: str = "OPENAI_EXTRA_BODY") -> dict[str, Any] | None:
+    """Parse the JSON object passed to the server as `extra_body`; None when unset."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{name} is not valid JSON ({exc.msg} at character {exc.pos}); "
+            'example: {"chat_template_kwargs": {"enable_thinking": false}}'
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_base_url(url: str) -> str:
+    """The base URL without a trailing slash, or ConfigError when it is not http(s)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"base URL {url!r} must look like http://host:port/v1")
+    return url.rstrip("/")
+
+
+def model_settings(
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    timeout_s: float | None = None,
+    extra_body: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ModelSettings:
+    """Endpoint settings: each argument given overrides the environment (call load_env_file first)."""
+    env = os.environ if environ is None else environ
+    url = check_base_url(base_url or _env(env, "OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise ConfigError(f"--temperature {temperature:g} is out of range (0 to 2)")
+    if max_tokens is not None and max_tokens < 1:
+        raise ConfigError(f"--max-tokens {max_tokens} must be at least 1")
+    env_timeout = _number(env, "OPENAI_TIMEOUT", float, 1.0, 86_400.0)
+    return ModelSettings(
+        base_url=url,
+        api_key=_env(env, "OPENAI_API_KEY") or DEFAULT_API_KEY,
+        model=model or _env(env, "OPENAI_MODEL"),
+        timeout_s=timeout_s or env_timeout or DEFAULT_TIMEOUT_S,
+        max_tokens=max_tokens if max_tokens is not None else _number(env, "OPENAI_MAX_TOKENS", int, 1, 10_000_000),
+        temperature=temperature if temperature is not None else _number(env, "OPENAI_TEMPERATURE", float, 0.0, 2.0),
+        extra_body=extra_body if extra_body is not None else parse_extra_body(_env(env, "OPENAI_EXTRA_BODY")),
+    )
+
+
+def public_model_config(settings: ModelSettings) -> dict[str, Any]:
+    """What a run records about its endpoint: everything but the API key."""
+    return {
+        "base_url": display_url(settings.base_url),
+        "model": settings.model,
+        "temperature": settings.temperature,
+        "max_tokens": settings.max_tokens,
+        "extra_body": settings.extra_body,
+        "timeout_s": settings.timeout_s,
+    }
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What defines a run; pinned in config.json so that resume continues the same experiment."""
+
+    max_iter: int = 50  # evaluated iterations, the baseline (iteration 0) included
+    max_fails: int = 5  # consecutive iterations that do not enter the population
+    population: int = 3  # members kept, best first by the objective
+    seed: int = 0  # random reversion
+    objective: str = "val_return"
+    learnings_budget: int = 6000  # characters of learnings in each prompt
+    fill: str = "next-open"
+    cost_bps: float = 2.0  # per side, basis points of traded value
+    eval_timeout: float = 60.0  # seconds per candidate evaluation
+    data_dir: str = "data"
+    start_from: str | None = None  # the trade.py iteration 0 came from; None = packaged baseline
+
+    def __post_init__(self) -> None:
+        """Reject settings that cannot define a run, naming the flag."""
+        if self.max_iter < 1:
+            raise ConfigError(f"--max-iter {self.max_iter} must be at least 1 (iteration 0 is the baseline)")
+        if self.max_fails < 1:
+            raise ConfigError(f"--max-fails {self.max_fails} must be at least 1")
+        if self.population < 1:
+            raise ConfigError(f"--population {self.population} must be at least 1")
+        if self.learnings_budget < 0:
+            raise ConfigError(f"--learnings-budget {self.learnings_budget} must not be negative")
+        if self.cost_bps < 0 or not math.isfinite(self.cost_bps):
+            raise ConfigError(f"--cost-bps {self.cost_bps} must be a non-negative number")
+        if self.objective not in {o.value for o in Objective}:
+            raise ConfigError(f"--objective {self.objective!r}: choose one of {', '.join(o.value for o in Objective)}")
+        if self.fill not in ("next-open", "close"):
+            raise ConfigError(f"--fill {self.fill!r}: choose next-open or close")
+        if self.eval_timeout <= 0:
+            raise ConfigError(f"--eval-timeout {self.eval_timeout} must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for config.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunSettings:
+        """Rebuild from config.json, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})

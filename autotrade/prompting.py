@@ -1,0 +1,229 @@
+"""The prompt: `program.md` (instructions) rendered through `prompt_template.md` (placeholders).
+
+Both files are user-editable: `prompts/` in the working directory overrides the packaged
+defaults. Placeholders are `{{name}}`, substituted in one pass, so code or learnings that happen
+to contain braces are never expanded again. Only research data reaches a prompt: the columns
+and sample rows come from the research frame's first rows, and population metrics are train
+and validation only — never the test window.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import ConfigError
+from .learnings import first_line, percent
+
+PROGRAM_FILE = "program.md"
+TEMPLATE_FILE = "prompt_template.md"
+PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+SAMPLE_ROWS = 5
+TRACEBACK_LINES = 12  # the end of a traceback is where the cause is
+TRACEBACK_CHARS = 1500
+
+OBJECTIVE_TEXT = {
+    "val_return": "the total return of the validation window (higher is better)",
+    "val_sharpe": "the annualised Sharpe ratio of the validation window (higher is better)",
+    "robust": (
+        "the worst annualised Sharpe ratio over 4 consecutive sub-windows spanning train and validation "
+        "(a strategy must work in more than one market regime)"
+    ),
+    "rubric": (
+        "a score in [0, 1] on the validation window: Sharpe 40%, beating buy-and-hold 20%, drawdown control 15%, "
+        "sane exposure 10%, low transaction costs 5%, actually trading 10%"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PromptFiles:
+    """The instruction and template texts, and where each came from."""
+
+    program: str
+    template: str
+    program_source: str
+    template_source: str
+
+
+def packaged_text(name: str) -> str:
+    """A packaged default from autotrade/templates/."""
+    return resources.files("autotrade").joinpath(f"templates/{name}").read_text(encoding="utf-8")
+
+
+def load_prompt_files(cwd: Path | None = None) -> PromptFiles:
+    """`prompts/program.md` and `prompts/prompt_template.md` from cwd when present, else the packaged defaults."""
+    folder = (cwd or Path.cwd()) / "prompts"
+    texts: list[tuple[str, str]] = []
+    for name in (PROGRAM_FILE, TEMPLATE_FILE):
+        path = folder / name
+        if path.is_file():
+            try:
+                texts.append((path.read_text(encoding="utf-8"), str(path)))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path}: cannot read ({exc})") from None
+        else:
+            texts.append((packaged_text(name), f"packaged {name}"))
+    (program, program_source), (template, template_source) = texts
+    return PromptFiles(program, template, program_source, template_source)
+
+
+def render(text: str, values: Mapping[str, str], where: str) -> str:
+    """Substitute every `{{name}}` in one pass; an unknown name is a ConfigError naming the file."""
+    unknown = sorted({m.group(1) for m in PLACEHOLDER.finditer(text)} - set(values))
+    if unknown:
+        raise ConfigError(f"{where}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in unknown)}; known: {', '.join(sorted(values))}")
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def describe_columns(frame: pd.DataFrame) -> str:
+    """One markdown line per column: name and dtype."""
+    return "\n".join(f"- `{name}`: {dtype}" for name, dtype in frame.dtypes.items())
+
+
+def sample_rows(frame: pd.DataFrame, rows: int = SAMPLE_ROWS) -> str:
+    """The first rows as a plain table (the research frame's start, never test rows)."""
+    return frame.head(rows).to_string(float_format=lambda x: f"{x:.4f}")
+
+
+def engine_rules(fill: str, cost_bps: float) -> str:
+    """The backtest rules the candidate is judged by, in plain words."""
+    if fill == "close":
+        timing = "A signal fills at the same bar's close (the original harness's optimistic convention)."
+    else:
+        timing = (
+            "A signal computed from bar t (its close included) fills at bar t+1's open; "
+            "a signal on the last bar never trades."
+        )
+    return "\n".join(
+        [
+            "- Long or flat, one instrument, all cash in or all out (fractional shares). No shorting, no leverage.",
+            "- `strategy_logic(row)` returns 1 = buy (go long with all cash if flat), -1 = sell (go flat if long), "
+            "0 = hold (keep the current position). A buy while long or a sell while flat changes nothing; "
+            "None or NaN counts as 0.",
+            f"- {timing}",
+            f"- Each side of a trade costs {cost_bps:g} basis points of the traded value; "
+            "an open position is sold at the window's last close.",
+            "- Train and validation are simulated separately, each starting flat with fresh cash.",
+            "- Features must be causal: the value at a date may use only that bar and earlier ones. The harness "
+            "recomputes your features on truncated histories and rejects the candidate (status `lookahead`) if any "
+            "past value changes: no negative `shift`, no `center=True`, no statistics over the whole sample, no `bfill`.",
+            "- The first rows of rolling features are NaN; comparisons with NaN are False, so handle them (return 0).",
+            "- A strategy that never trades in the validation window scores nothing (status `no_trades`).",
+            "- `pd` (pandas), `np` (numpy) and `math` are provided; `import` statements are rejected. Also rejected: "
+            "file, network and system access, pandas/numpy I/O (`read_*`, `to_*`, `np.load`/`np.save`), "
+            "`eval`/`exec`/`compile`/`open`/`getattr`/`setattr`/`globals`/`locals`, `DataFrame.eval`/`query`, "
+            "double-underscore attributes, and state kept between calls of `strategy_logic`.",
+        ]
+    )
+
+
+def _metric_line(metrics: Mapping[str, Any]) -> str:
+    """Return, Sharpe, drawdown and trades of one window."""
+
+    def number(key: str, fmt: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else fmt.format(value)
+
+    return (
+        f"return {percent(metrics.get('total_return'))}, Sharpe {number('sharpe', '{:.2f}')}, "
+        f"max drawdown {number('max_drawdown', '{:.1%}')}, {number('num_trades', '{:.0f}')} trades, "
+        f"exposure {number('exposure', '{:.0%}')}"
+    )
+
+
+def format_score(objective: str, score: float | None) -> str:
+    """An objective value as shown to people and models: returns in percent, ratios as numbers."""
+    if score is None:
+        return "n/a"
+    return percent(score) if objective == "val_return" else f"{score:.3f}"
+
+
+def describe_population(records: Sequence[Mapping[str, Any]], objective: str) -> str:
+    """The population, best first, each with train and validation metrics, then buy-and-hold."""
+    if not records:
+        return "(empty: no iteration has passed every check yet)"
+    lines = []
+    for rank, record in enumerate(records, start=1):
+        windows = record.get("windows", {})
+        lines.append(
+            f"{rank}. iteration {record['iteration']} — {objective} {format_score(objective, record.get('objective'))}\n"
+            f"   train: {_metric_line(windows.get('train', {}))}\n"
+            f"   validation: {_metric_line(windows.get('val', {}))}\n"
+            f"   hypothesis: {first_line(str(record.get('hypothesis') or 'baseline'), 160)}"
+        )
+    windows = records[0].get("windows", {})
+    lines.append(
+        "Buy-and-hold for comparison: "
+        f"train {percent(windows.get('train', {}).get('buy_and_hold_return'))}, "
+        f"validation {percent(windows.get('val', {}).get('buy_and_hold_return'))}."
+    )
+    return "\n".join(lines)
+
+
+def trim_traceback(text: str, lines: int = TRACEBACK_LINES, chars: int = TRACEBACK_CHARS) -> str:
+    """The last lines of a traceback, where the cause is, within a character limit."""
+    kept = text.strip().splitlines()[-lines:]
+    out = "\n".join(kept)
+    return out[-chars:]
+
+
+def describe_outcome(record: Mapping[str, Any] | None) -> str:
+    """The previous iteration's outcome: results when ok, else status, message and trimmed traceback."""
+    if record is None:
+        return "(none yet)"
+    parent = record.get("parent")
+    who = f"Iteration {record['iteration']}" + (" (the starting trade.py)" if parent is None else f" (parent {parent})")
+    windows = record.get("windows") or {}
+    if record.get("status") == "ok":
+        entered = "It entered the population." if record.get("entered_population") else (
+            "It did not score high enough to enter the population, so this proposal branches from a population member."
+        )
+        return (
+            f"{who}: ok.\n- train: {_metric_line(windows.get('train', {}))}\n"
+            f"- validation: {_metric_line(windows.get('val', {}))}\n{entered}"
+        )
+    kind = f" ({record['error_type']})" if record.get("error_type") else ""
+    parts = [f"{who} FAILED with status `{record.get('status')}`{kind}: {record.get('message') or '(no message)'}"]
+    if windows.get("val"):
+        parts.append(f"- validation: {_metric_line(windows['val'])}")
+    if record.get("traceback"):
+        parts.append("Traceback (last lines):\n```\n" + trim_traceback(str(record["traceback"])) + "\n```")
+    parts.append("Fix the cause; it counts as a failed iteration.")
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """Everything a prompt is rendered from (each a ready string)."""
+
+    iteration: str
+    last_iteration: str
+    objective: str
+    objective_description: str
+    columns: str
+    sample_rows: str
+    engine_rules: str
+    parent_iteration: str
+    parent_code: str
+    population: str
+    last_outcome: str
+    learnings: str
+
+
+def build_prompt(files: PromptFiles, context: PromptContext) -> str:
+    """program.md rendered with the context, then the template with the program and the context."""
+    values = asdict(context)
+    program = render(files.program, values, files.program_source).strip()
+    return render(files.template, {**values, "program": program}, files.template_source).strip() + "\n"
+
+
+def messages(prompt: str) -> list[dict[str, str]]:
+    """The chat messages for one proposal: a single user turn (every chat template accepts that)."""
+    return [{"role": "user", "content": prompt}]

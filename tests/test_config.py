@@ -1,0 +1,102 @@
+"""Endpoint settings from .env, the environment and flags; the run definition's checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autotrade.config import DEFAULT_API_KEY, DEFAULT_BASE_URL, RunSettings, load_env_file, model_settings, public_model_config
+from autotrade.errors import ConfigError
+
+
+def test_defaults_point_at_a_local_vllm_with_a_dummy_key() -> None:
+    settings = model_settings(environ={})
+    assert settings.base_url == DEFAULT_BASE_URL
+    assert settings.api_key == DEFAULT_API_KEY
+    assert settings.model is None and settings.max_tokens is None and settings.extra_body is None
+
+
+def test_environment_values_are_read_and_typed() -> None:
+    env = {
+        "OPENAI_BASE_URL": "http://localhost:8080/v1/",
+        "OPENAI_API_KEY": "sk-abc",
+        "OPENAI_MODEL": "qwen",
+        "OPENAI_TIMEOUT": "120",
+        "OPENAI_MAX_TOKENS": "4096",
+        "OPENAI_TEMPERATURE": "0.7",
+        "OPENAI_EXTRA_BODY": '{"chat_template_kwargs": {"enable_thinking": false}}',
+    }
+    settings = model_settings(environ=env)
+    assert settings.base_url == "http://localhost:8080/v1"
+    assert (settings.api_key, settings.model, settings.timeout_s) == ("sk-abc", "qwen", 120.0)
+    assert (settings.max_tokens, settings.temperature) == (4096, 0.7)
+    assert settings.extra_body == {"chat_template_kwargs": {"enable_thinking": False}}
+
+
+def test_flags_override_the_environment() -> None:
+    env = {"OPENAI_BASE_URL": "http://a:1/v1", "OPENAI_MODEL": "env-model", "OPENAI_MAX_TOKENS": "10"}
+    settings = model_settings(base_url="http://b:2/v1", model="flag-model", max_tokens=99, temperature=0.0, environ=env)
+    assert (settings.base_url, settings.model, settings.max_tokens, settings.temperature) == (
+        "http://b:2/v1",
+        "flag-model",
+        99,
+        0.0,
+    )
+
+
+def test_bad_extra_body_json_is_one_line_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="OPENAI_EXTRA_BODY is not valid JSON") as caught:
+        model_settings(environ={"OPENAI_EXTRA_BODY": "{enable_thinking: false}"})
+    assert "\n" not in str(caught.value)
+
+
+def test_extra_body_must_be_an_object() -> None:
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        model_settings(environ={"OPENAI_EXTRA_BODY": "[1, 2]"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OPENAI_MAX_TOKENS", "lots"), ("OPENAI_TEMPERATURE", "5"), ("OPENAI_TIMEOUT", "-1")],
+)
+def test_bad_numbers_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        model_settings(environ={name: value})
+
+
+def test_base_url_must_be_http() -> None:
+    with pytest.raises(ConfigError, match="http://host:port/v1"):
+        model_settings(environ={"OPENAI_BASE_URL": "localhost:8000"})
+
+
+def test_dotenv_fills_only_unset_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("OPENAI_MODEL=from-dotenv\nOPENAI_BASE_URL=http://dotenv:9/v1\n")
+    monkeypatch.setenv("OPENAI_MODEL", "")  # recorded, so teardown removes what load_dotenv sets
+    monkeypatch.delenv("OPENAI_MODEL")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://real-env:1/v1")
+    load_env_file(tmp_path)
+    settings = model_settings()
+    assert settings.model == "from-dotenv"
+    assert settings.base_url == "http://real-env:1/v1"
+
+
+def test_the_recorded_endpoint_config_never_holds_the_key() -> None:
+    settings = model_settings(environ={"OPENAI_API_KEY": "sk-canary-123456", "OPENAI_BASE_URL": "http://u:pw@h:1/v1?k=sk-canary-123456"})
+    recorded = public_model_config(settings)
+    assert "sk-canary" not in repr(recorded) and "pw" not in recorded["base_url"]
+    assert recorded["base_url"] == "http://h:1/v1"
+
+
+def test_run_settings_round_trip_through_json_form() -> None:
+    settings = RunSettings(max_iter=7, seed=42, objective="val_sharpe", start_from="x.py")
+    assert RunSettings.from_dict({**settings.to_dict(), "unknown_future_key": 1}) == settings
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [("max_iter", 0, "--max-iter"), ("max_fails", 0, "--max-fails"), ("population", 0, "--population"), ("objective", "profit", "--objective")],
+)
+def test_run_settings_reject_values_naming_the_flag(field: str, value: object, flag: str) -> None:
+    with pytest.raises(ConfigError, match=flag):
+        RunSettings(**{field: value})
