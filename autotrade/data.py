@@ -247,7 +247,10 @@ def normalize_ohlcv(
 
     if not frame.index.is_monotonic_increasing:
         first = int(np.flatnonzero(np.diff(frame.index.asi8) < 0)[0]) + 1
-        notify(f"{source_name}: rows were not in date order; sorted them (first out of order at {where(positions[first])})")
+        notify(
+            f"{source_name}: rows were not in date order; sorted them "
+            f"(first out of order at {where(positions[first])})"
+        )
         order = np.argsort(frame.index.asi8, kind="stable")
         frame, positions = frame.iloc[order], positions[order]
 
@@ -272,7 +275,8 @@ def _flatten_columns(df: pd.DataFrame, source: str) -> pd.DataFrame:
     for level in range(df.columns.nlevels):
         names = df.columns.get_level_values(level)
         if any(_canonical(name) == "Close" for name in names):
-            others = {str(key) for other in range(df.columns.nlevels) if other != level for key in df.columns.unique(other)}
+            levels = [df.columns.unique(other) for other in range(df.columns.nlevels) if other != level]
+            others = {str(key) for keys in levels for key in keys}
             if len(others) > 1:
                 raise DataError(f"{source}: columns hold several tickers ({', '.join(sorted(others))}); give one")
             return df.set_axis([str(name) for name in names], axis=1)
@@ -379,7 +383,8 @@ def _reject_bad_values(frame: pd.DataFrame, source: str, where: Callable[[int], 
             hits = np.flatnonzero(mask)
             if hits.size:
                 row = int(hits[0])
-                problems.append((row, order, f"{source}: column {column}: {where(row)}: {what}, got {values[row]!r}"))
+                message = f"{source}: column {column}: {where(row)}: {what}, got {float(values[row])!r}"
+                problems.append((row, order, message))
     if problems:
         raise DataError(min(problems)[2])
 
@@ -387,7 +392,9 @@ def _reject_bad_values(frame: pd.DataFrame, source: str, where: Callable[[int], 
 # --- splits ----------------------------------------------------------------------------------------------
 
 
-def default_splits(frame: pd.DataFrame, dataset_key: str | None = None, *, test_start: pd.Timestamp | None = None) -> Splits:
+def default_splits(
+    frame: pd.DataFrame, dataset_key: str | None = None, *, test_start: pd.Timestamp | None = None
+) -> Splits:
     """Default split dates: a bundled sample's registered ones, else the last ~15% test, the ~20% before it val.
 
     Histories of 5 years or more split on the nearest year starts; shorter ones on bar dates. With
@@ -440,7 +447,8 @@ def _window_slices(index: pd.DatetimeIndex, splits: Splits) -> dict[str, slice]:
     """Row slices of each window: train < val_start <= val < test_start <= test."""
     val = int(index.searchsorted(splits.val_start))
     test = int(index.searchsorted(splits.test_start))
-    return {"train": slice(0, val), "val": slice(val, test), "test": slice(test, len(index)), "full": slice(0, len(index))}
+    end = len(index)
+    return {"train": slice(0, val), "val": slice(val, test), "test": slice(test, end), "full": slice(0, end)}
 
 
 def _nearest_year_start(moment: pd.Timestamp) -> pd.Timestamp:
@@ -477,7 +485,14 @@ def download_yfinance(ticker: str, start: str = DEFAULT_START, end: str | None =
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # yfinance trips pandas deprecation warnings the user cannot act on
             frame = yfinance.download(
-                ticker, start=start, end=end, interval="1d", auto_adjust=False, actions=False, progress=False, threads=False
+                ticker,
+                start=start,
+                end=end,
+                interval="1d",
+                auto_adjust=False,  # keeps Adj Close beside the traded prices
+                actions=False,
+                progress=False,
+                threads=False,
             )
     except Exception as exc:  # yfinance raises many unrelated types (network, JSON, KeyError on odd replies)
         raise DataError(f"yfinance failed: {_one_line(str(exc)) or type(exc).__name__}") from None
@@ -521,54 +536,98 @@ def prepare_data(
         notes.append(message)
         notify(message)
 
-    record: dict[str, Any] = {"fallback_reason": None}
-    dataset_key: str | None = None
-    cut = True
     if csv is not None:
-        path = Path(csv)
-        frame = read_ohlcv_csv(path, notify=tell)
-        name = _safe_name(path.name.removesuffix(".gz").removesuffix(".csv"))
-        record |= {"source": "csv", "ticker": None, "description": f"imported from {path}", "origin": str(path)}
+        source = _csv_source(Path(csv), tell)
     elif offline:
-        dataset_key = bundled_key(ticker)
+        source = _bundled_source(bundled_key(ticker))
     else:
         try:
-            raw = download_yfinance(ticker, _iso(start_at) if start_at is not None else DEFAULT_START, _iso(end_at) if end_at is not None else None)
-            frame = normalize_ohlcv(raw, f"yfinance {ticker}", notify=tell)
+            source = _download_source(ticker, start_at, end_at, tell)
         except DataError as exc:
             if no_fallback:
                 raise DataError(f"could not download {ticker}: {exc}") from None
             tell(f"could not download {ticker}: {exc}; using the bundled S&P 500 sample (1999-2018) instead")
-            dataset_key, cut = "sp500", False  # the fallback is the whole sample, not a cut of it
-            record["fallback_reason"] = str(exc)
-        else:
-            name = _safe_name(ticker)
-            cut = False  # yfinance already applied start/end
-            record |= {"source": "yfinance", "ticker": ticker, "description": f"{ticker} daily from Yahoo Finance", "origin": "yfinance"}
-    if dataset_key is not None:
-        dataset = BUNDLED[dataset_key]
-        frame = load_bundled(dataset_key)
-        name = dataset.key
-        record |= {"source": "bundled", "ticker": dataset.symbol, "description": dataset.description, "origin": dataset.source}
+            source = _bundled_source("sp500", fallback_reason=str(exc))
 
-    if cut and (start_at is not None or end_at is not None):
+    frame, dataset_key = source.frame, source.dataset_key
+    # A download already honours start/end, and the fallback is the whole sample; a CSV or a chosen sample is cut.
+    if (csv is not None or offline) and (start_at is not None or end_at is not None):
         keep = np.ones(len(frame), dtype=bool)
         if start_at is not None:
             keep &= frame.index >= start_at
         if end_at is not None:
             keep &= frame.index < end_at
-        frame = frame[keep]
-        dataset_key = None  # a cut history gets computed splits, not the sample's registered ones
+        frame, dataset_key = frame[keep], None  # a cut history gets computed splits, not the registered ones
         if frame.empty:
-            raise DataError(f"{name}: no rows between --start {start} and --end {end}")
+            raise DataError(f"{source.name}: no rows between --start {start} and --end {end}")
 
     splits = _choose_splits(frame, dataset_key, val_at, test_at, tell)
-    check_splits(frame, splits, name)
-    return _publish(Path(data_dir), name, frame, splits, record, notes)
+    check_splits(frame, splits, source.name)
+    return _publish(Path(data_dir), source, frame, splits, notes)
+
+
+@dataclass(frozen=True, eq=False)
+class _Source:
+    """A validated frame and what meta.json records about where it came from."""
+
+    frame: pd.DataFrame
+    name: str  # stem of data/<name>.csv
+    kind: str  # bundled, yfinance or csv
+    ticker: str | None
+    description: str
+    origin: str
+    dataset_key: str | None = None  # the bundled sample whose registered splits apply
+    fallback_reason: str | None = None
+
+
+def _bundled_source(key: str, fallback_reason: str | None = None) -> _Source:
+    """A bundled sample as a source."""
+    dataset = BUNDLED[key]
+    return _Source(
+        frame=load_bundled(key),
+        name=key,
+        kind="bundled",
+        ticker=dataset.symbol,
+        description=dataset.description,
+        origin=dataset.source,
+        dataset_key=key,
+        fallback_reason=fallback_reason,
+    )
+
+
+def _csv_source(path: Path, tell: Notify) -> _Source:
+    """A user's CSV as a source, named after its file."""
+    return _Source(
+        frame=read_ohlcv_csv(path, notify=tell),
+        name=_safe_name(path.name.removesuffix(".gz").removesuffix(".csv")),
+        kind="csv",
+        ticker=None,
+        description=f"imported from {path}",
+        origin=str(path),
+    )
+
+
+def _download_source(ticker: str, start_at: pd.Timestamp | None, end_at: pd.Timestamp | None, tell: Notify) -> _Source:
+    """A yfinance download as a source; DataError when the download or its validation fails."""
+    raw = download_yfinance(
+        ticker, _iso(start_at) if start_at is not None else DEFAULT_START, _iso(end_at) if end_at is not None else None
+    )
+    return _Source(
+        frame=normalize_ohlcv(raw, f"yfinance {ticker}", notify=tell),
+        name=_safe_name(ticker),
+        kind="yfinance",
+        ticker=ticker,
+        description=f"{ticker} daily from Yahoo Finance",
+        origin="yfinance",
+    )
 
 
 def _choose_splits(
-    frame: pd.DataFrame, dataset_key: str | None, val_at: pd.Timestamp | None, test_at: pd.Timestamp | None, tell: Notify
+    frame: pd.DataFrame,
+    dataset_key: str | None,
+    val_at: pd.Timestamp | None,
+    test_at: pd.Timestamp | None,
+    tell: Notify,
 ) -> Splits:
     """The user's split dates where given, defaults for the rest (announced, since the user did not pick them)."""
     if val_at is not None and test_at is not None:
@@ -582,25 +641,25 @@ def _choose_splits(
     return splits
 
 
-def _publish(
-    data_dir: Path, name: str, frame: pd.DataFrame, splits: Splits, record: dict[str, Any], notes: list[str]
-) -> PreparedData:
+def _publish(data_dir: Path, source: _Source, frame: pd.DataFrame, splits: Splits, notes: list[str]) -> PreparedData:
     """Write the CSVs, then meta.json last: meta.json is the commit point that `load_prepared` trusts."""
     intraday = bool((frame.index != frame.index.normalize()).any())
     date_format = "%Y-%m-%d %H:%M:%S" if intraday else "%Y-%m-%d"
-    full_name = f"{name}.csv"
+    full_name = f"{source.name}.csv"
     slices = _window_slices(frame.index, splits)
     windows = {window: frame.iloc[slices[window]] for window in ("train", "val", "test")}
     parts = {full_name: frame} | {f"{window}.csv": part for window, part in windows.items()}
-    payloads = {file: part.to_csv(lineterminator="\n", date_format=date_format).encode() for file, part in parts.items()}
+    payloads = {
+        file: part.to_csv(lineterminator="\n", date_format=date_format).encode() for file, part in parts.items()
+    }
     hashes = {file: hashlib.sha256(payload).hexdigest() for file, payload in payloads.items()}
     meta: dict[str, Any] = {
-        "source": record["source"],
-        "ticker": record["ticker"],
-        "dataset": name,
-        "description": record["description"],
-        "origin": record["origin"],
-        "fallback_reason": record["fallback_reason"],
+        "source": source.kind,
+        "ticker": source.ticker,
+        "dataset": source.name,
+        "description": source.description,
+        "origin": source.origin,
+        "fallback_reason": source.fallback_reason,
         "file": full_name,
         "columns": list(frame.columns),
         "rows": len(frame),
