@@ -511,7 +511,7 @@ def download_yfinance(ticker: str, start: str = DEFAULT_START, end: str | None =
 def prepare_data(
     *,
     ticker: str = "SPY",
-    start: str | None = None,
+    start: str = DEFAULT_START,
     end: str | None = None,
     csv: Path | str | None = None,
     offline: bool = False,
@@ -524,11 +524,12 @@ def prepare_data(
     """Get, validate and split the data, and write `<name>.csv`, train/val/test.csv and meta.json to `data_dir`.
 
     Source: `csv` if given, else the bundled sample named by `ticker` when `offline`, else a yfinance download
-    (from `start`, default 2000-01-01). A failed download falls back to the bundled S&P 500, saying so through
-    `notify`, unless `no_fallback`. `start`/`end` (end exclusive) also cut a CSV or bundled history when given.
+    of `ticker` from `start` to `end` (exclusive; None: today). A CSV or bundled sample is used whole. A failed
+    download falls back to the bundled S&P 500, saying so through `notify`, unless `no_fallback`.
     Writes are atomic, and a rerun with the same result rewrites nothing.
     """
-    start_at, end_at = _date_flag("--start", start), _date_flag("--end", end)
+    start_at = _date_flag("--start", start) or pd.Timestamp(DEFAULT_START)  # None only from a caller's start=None
+    end_at = _date_flag("--end", end)
     val_at, test_at = _date_flag("--val-start", val_start), _date_flag("--test-start", test_start)
     notes: list[str] = []
 
@@ -549,21 +550,9 @@ def prepare_data(
             tell(f"could not download {ticker}: {exc}; using the bundled S&P 500 sample (1999-2018) instead")
             source = _bundled_source("sp500", fallback_reason=str(exc))
 
-    frame, dataset_key = source.frame, source.dataset_key
-    # A download already honours start/end, and the fallback is the whole sample; a CSV or a chosen sample is cut.
-    if (csv is not None or offline) and (start_at is not None or end_at is not None):
-        keep = np.ones(len(frame), dtype=bool)
-        if start_at is not None:
-            keep &= frame.index >= start_at
-        if end_at is not None:
-            keep &= frame.index < end_at
-        frame, dataset_key = frame[keep], None  # a cut history gets computed splits, not the registered ones
-        if frame.empty:
-            raise DataError(f"{source.name}: no rows between --start {start} and --end {end}")
-
-    splits = _choose_splits(frame, dataset_key, val_at, test_at, tell)
-    check_splits(frame, splits, source.name)
-    return _publish(Path(data_dir), source, frame, splits, notes)
+    splits = _choose_splits(source.frame, source.dataset_key, val_at, test_at, tell)
+    check_splits(source.frame, splits, source.name)
+    return _publish(Path(data_dir), source, splits, notes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -607,11 +596,9 @@ def _csv_source(path: Path, tell: Notify) -> _Source:
     )
 
 
-def _download_source(ticker: str, start_at: pd.Timestamp | None, end_at: pd.Timestamp | None, tell: Notify) -> _Source:
+def _download_source(ticker: str, start_at: pd.Timestamp, end_at: pd.Timestamp | None, tell: Notify) -> _Source:
     """A yfinance download as a source; DataError when the download or its validation fails."""
-    raw = download_yfinance(
-        ticker, _iso(start_at) if start_at is not None else DEFAULT_START, _iso(end_at) if end_at is not None else None
-    )
+    raw = download_yfinance(ticker, _iso(start_at), _iso(end_at) if end_at is not None else None)
     return _Source(
         frame=normalize_ohlcv(raw, f"yfinance {ticker}", notify=tell),
         name=_safe_name(ticker),
@@ -641,8 +628,9 @@ def _choose_splits(
     return splits
 
 
-def _publish(data_dir: Path, source: _Source, frame: pd.DataFrame, splits: Splits, notes: list[str]) -> PreparedData:
+def _publish(data_dir: Path, source: _Source, splits: Splits, notes: list[str]) -> PreparedData:
     """Write the CSVs, then meta.json last: meta.json is the commit point that `load_prepared` trusts."""
+    frame = source.frame
     intraday = bool((frame.index != frame.index.normalize()).any())
     date_format = "%Y-%m-%d %H:%M:%S" if intraday else "%Y-%m-%d"
     full_name = f"{source.name}.csv"

@@ -52,7 +52,8 @@ def read_with_notes(path: Path) -> tuple[pd.DataFrame, list[str]]:
 def yfinance_frame(frame: pd.DataFrame, ticker: str = "SPY") -> pd.DataFrame:
     """What `yfinance.download(ticker, auto_adjust=False)` returns: (Price, Ticker) columns, index named Date."""
     recorded = frame[["Adj Close", "Close", "High", "Low", "Open", "Volume"]].copy()
-    recorded.columns = pd.MultiIndex.from_tuples([(name, ticker) for name in recorded.columns], names=["Price", "Ticker"])
+    pairs = [(name, ticker) for name in recorded.columns]
+    recorded.columns = pd.MultiIndex.from_tuples(pairs, names=["Price", "Ticker"])
     return recorded
 
 
@@ -105,13 +106,24 @@ def test_bundled_sp500_keeps_the_source_values_unrounded(sp500: pd.DataFrame) ->
     assert sp500.iloc[-1]["Close"] == 2506.850098
 
 
-@pytest.mark.parametrize(("name", "key"), [("SPY", "sp500"), ("^gspc", "sp500"), ("^IXIC", "nasdaq"), ("BTC-USD", "btcusd"), ("EURUSD=X", "eurusd"), ("Goog", "goog")])
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("SPY", "sp500"),
+        ("^gspc", "sp500"),
+        ("^IXIC", "nasdaq"),
+        ("BTC-USD", "btcusd"),
+        ("EURUSD=X", "eurusd"),
+        ("Goog", "goog"),
+    ],
+)
 def test_tickers_and_aliases_select_a_bundled_dataset(name: str, key: str) -> None:
     assert bundled_key(name) == key
 
 
 def test_unknown_bundled_name_lists_the_choices() -> None:
-    with pytest.raises(DataError, match="no bundled data for 'AAPL': choose one of sp500, nasdaq, goog, eurusd, btcusd"):
+    choices = "sp500, nasdaq, goog, eurusd, btcusd"
+    with pytest.raises(DataError, match=f"no bundled data for 'AAPL': choose one of {choices}"):
         bundled_key("AAPL")
 
 
@@ -127,7 +139,8 @@ def test_registered_bundled_splits_follow_the_default_rule_and_fit(key: str) -> 
 
 def test_missing_column_error_names_file_and_column(tmp_path: Path) -> None:
     path = write_csv(tmp_path, ["2020-01-02,10,11,9,10,1000"], header="Date,Open,High,Low,Price,Volume\n")
-    with pytest.raises(DataError, match=r"prices\.csv: missing column\(s\) Close \(found: Date, Open, High, Low, Price, Volume\)"):
+    found = r"\(found: Date, Open, High, Low, Price, Volume\)"
+    with pytest.raises(DataError, match=rf"prices\.csv: missing column\(s\) Close {found}"):
         read_ohlcv_csv(path)
 
 
@@ -185,7 +198,8 @@ def test_unsorted_rows_are_sorted_and_reported(tmp_path: Path) -> None:
     frame, notes = read_with_notes(write_csv(tmp_path, rows))
     assert frame.index.is_monotonic_increasing
     assert frame["Close"].tolist() == [10.5, 11.0, 11.5, 12.0]
-    assert notes == [f"{tmp_path / 'prices.csv'}: rows were not in date order; sorted them (first out of order at line 4)"]
+    path = tmp_path / "prices.csv"
+    assert notes == [f"{path}: rows were not in date order; sorted them (first out of order at line 4)"]
 
 
 def test_duplicate_dates_are_dropped_keeping_the_first_and_reported(tmp_path: Path) -> None:
@@ -199,7 +213,8 @@ def test_duplicate_dates_are_dropped_keeping_the_first_and_reported(tmp_path: Pa
 
 
 def test_rows_with_missing_values_are_dropped_and_counted(tmp_path: Path) -> None:
-    rows = GOOD_ROWS[:1] + ["2020-01-03,10.5,,10.0,11.0,11.0,1200", "", "2020-01-06,NaN,12.0,10.5,11.5,11.5,900"] + GOOD_ROWS[3:]
+    gaps = ["2020-01-03,10.5,,10.0,11.0,11.0,1200", "", "2020-01-06,NaN,12.0,10.5,11.5,11.5,900"]
+    rows = GOOD_ROWS[:1] + gaps + GOOD_ROWS[3:]
     frame, notes = read_with_notes(write_csv(tmp_path, rows))
     assert list(frame.index) == [pd.Timestamp("2020-01-02"), pd.Timestamp("2020-01-07")]
     assert notes == [f"{tmp_path / 'prices.csv'}: dropped 3 row(s) with missing values (first at line 3)"]
@@ -276,18 +291,17 @@ def test_only_test_start_given_puts_validation_before_it(tmp_path: Path) -> None
     assert prepared.splits == Splits(pd.Timestamp("2008-01-01"), pd.Timestamp("2010-01-01"))
 
 
-def test_start_and_end_cut_a_bundled_history_and_recompute_splits(tmp_path: Path) -> None:
-    prepared = prepare_data(offline=True, ticker="nasdaq", start="2005-01-01", end="2015-01-01", data_dir=tmp_path)
-    assert prepared.frame.index[0] >= pd.Timestamp("2005-01-01")
-    assert prepared.frame.index[-1] < pd.Timestamp("2015-01-01")
-    assert prepared.splits == Splits(pd.Timestamp("2011-01-01"), pd.Timestamp("2013-01-01"))
+def test_offline_sample_is_used_whole_whatever_the_download_start(tmp_path: Path) -> None:
+    prepared = prepare_data(offline=True, start="2010-01-01", data_dir=tmp_path)
+    assert len(prepared.frame) == 5031 and prepared.frame.index[0] == pd.Timestamp("1999-01-04")
 
 
 # --- prepare and load_prepared ---------------------------------------------------------------------------
 
 
 def test_prepare_writes_every_file_and_meta_sha_matches_the_full_csv(prepared_dir: Path) -> None:
-    assert sorted(path.name for path in prepared_dir.iterdir()) == ["meta.json", "sp500.csv", "test.csv", "train.csv", "val.csv"]
+    files = sorted(path.name for path in prepared_dir.iterdir())
+    assert files == ["meta.json", "sp500.csv", "test.csv", "train.csv", "val.csv"]
     meta = json.loads((prepared_dir / "meta.json").read_text())
     assert meta["sha256"] == hashlib.sha256((prepared_dir / "sp500.csv").read_bytes()).hexdigest()
     assert {key: meta[key] for key in ("source", "ticker", "dataset", "rows", "first_date", "last_date")} == {
@@ -362,10 +376,14 @@ def test_successful_download_is_prepared_from_the_yfinance_frame(
     pd.testing.assert_frame_equal(prepared.frame, sp500.loc["2009":])
     # 10 years: test = last 1.5 years snapped to 2017-01-01, validation = ~20% of the 8 years before.
     assert prepared.splits == Splits(pd.Timestamp("2015-01-01"), pd.Timestamp("2017-01-01"))
-    assert notes == ["default splits: validation from 2015-01-01, test from 2017-01-01 (--val-start/--test-start change them)"]
+    assert notes == [
+        "default splits: validation from 2015-01-01, test from 2017-01-01 (--val-start/--test-start change them)"
+    ]
 
 
-def test_failed_download_falls_back_to_bundled_sp500_and_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_failed_download_falls_back_to_bundled_sp500_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     fake_yfinance(monkeypatch, lambda ticker, **kwargs: pd.DataFrame())
     notes: list[str] = []
     prepared = prepare_data(ticker="SPY", data_dir=tmp_path, notify=notes.append)
@@ -382,7 +400,8 @@ def test_no_fallback_makes_a_failed_download_an_error(monkeypatch: pytest.Monkey
         raise ConnectionError("Could not resolve host: query2.finance.yahoo.com\nmore detail")
 
     fake_yfinance(monkeypatch, unreachable)
-    with pytest.raises(DataError, match=r"^could not download SPY: yfinance failed: Could not resolve host: query2\.finance\.yahoo\.com$"):
+    reason = r"yfinance failed: Could not resolve host: query2\.finance\.yahoo\.com"
+    with pytest.raises(DataError, match=rf"^could not download SPY: {reason}$"):
         prepare_data(ticker="SPY", no_fallback=True, data_dir=tmp_path)
     assert not any(tmp_path.iterdir())
 
@@ -391,7 +410,8 @@ def test_no_fallback_makes_a_failed_download_an_error(monkeypatch: pytest.Monkey
 
 
 def test_atomic_write_json_writes_non_finite_floats_as_null(tmp_path: Path) -> None:
-    atomic_write_json(tmp_path / "out.json", {"sharpe": math.nan, "values": [1.5, np.float64(math.inf)], "n": np.int64(3)})
+    record = {"sharpe": math.nan, "values": [1.5, np.float64(math.inf)], "n": np.int64(3)}
+    atomic_write_json(tmp_path / "out.json", record)
     assert json.loads((tmp_path / "out.json").read_text()) == {"sharpe": None, "values": [1.5, None], "n": 3}
 
 
