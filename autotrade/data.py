@@ -404,7 +404,7 @@ def default_splits(
         return BUNDLED[bundled_key(dataset_key)].splits
     index = frame.index
     if len(index) < 3:
-        raise DataError(f"too few rows to split: {len(index)}")
+        raise DataError(f"too few rows to split: {len(index)} (train, validation and test need {sum(MIN_ROWS.values())})")
     first, last = index[0], index[-1]
     if (last - first) >= pd.Timedelta(days=365.25 * _MIN_YEARS_FOR_YEAR_STARTS):
         test = test_start if test_start is not None else _nearest_year_start(last - _TEST_SHARE * (last - first))
@@ -432,7 +432,7 @@ def _split_problem(index: pd.DatetimeIndex, splits: Splits) -> str | None:
         return f"validation start {_iso(splits.val_start)} must be before test start {_iso(splits.test_start)}"
     slices = _window_slices(index, splits)
     for name in ("train", "val", "test"):
-        rows = len(range(*slices[name].indices(len(index))))
+        rows = slices[name].stop - slices[name].start
         if rows < MIN_ROWS[name]:
             span = f"{_iso(index[0])}..{_iso(index[-1])}" if len(index) else "no rows"
             return (
