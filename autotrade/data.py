@@ -404,7 +404,8 @@ def default_splits(
         return BUNDLED[bundled_key(dataset_key)].splits
     index = frame.index
     if len(index) < 3:
-        raise DataError(f"too few rows to split: {len(index)} (train, validation and test need {sum(MIN_ROWS.values())})")
+        needed = sum(MIN_ROWS.values())
+        raise DataError(f"too few rows to split: {len(index)} (train, validation and test need {needed})")
     first, last = index[0], index[-1]
     if (last - first) >= pd.Timedelta(days=365.25 * _MIN_YEARS_FOR_YEAR_STARTS):
         test = test_start if test_start is not None else _nearest_year_start(last - _TEST_SHARE * (last - first))
