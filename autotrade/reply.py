@@ -6,9 +6,10 @@ The rules, in order:
    (chat templates that open the tag in the prompt), and everything after an unclosed `<think>`.
    Nothing left → ReplyError "empty".
 3. A reply that is a JSON object with `generate_features` / `strategy_logic` (/ `learnings`) strings is
-   used as is. Otherwise fenced blocks (``` or ~~~, CRLF tolerated, an unclosed last fence accepted)
-   labelled python/py/python3 or unlabelled are candidates, and so are ```json blocks holding that
-   object; the LAST candidate that defines at least one of the two functions at top level wins.
+   used as is. Otherwise fenced blocks (``` or ~~~, indented too as in list items, CRLF tolerated, an
+   unclosed last fence accepted) labelled python/py/python3 or unlabelled are candidates, and so are
+   ```json blocks holding that object; the LAST candidate that defines at least one of the two
+   functions at top level wins.
    "Defines" is read with `ast`; a block that does not parse falls back to a `^def name(` match, so its
    SyntaxError reaches vetting (and the model) instead of becoming a vague "no code".
    With no fence at all, a reply that parses as Python and defines a function is taken whole.
@@ -46,7 +47,7 @@ FORMAT_HINT = (
 _THINK_OPEN = re.compile(r"<(think|thinking)>", re.I)
 _THINK_CLOSE = re.compile(r"</(think|thinking)>", re.I)
 _THINK_PAIR = re.compile(r"<(think|thinking)>(.*?)</\1>", re.I | re.S)
-_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*([^\s`]*)[^`]*$")
+_FENCE_OPEN = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)[^`]*$")
 _DEF_LINE = re.compile(r"^(?:async[ \t]+)?def[ \t]+(\w+)[ \t]*\(", re.M)
 _ASSIGN_LINE = re.compile(r"^([A-Za-z_]\w*)[ \t]*(?::[^=\n]*)?=(?!=)", re.M)
 
@@ -171,7 +172,7 @@ def _fences(lines: list[str]) -> list[_Fence]:
             i += 1
             continue
         marker, label = opening.group(1), opening.group(2).lower()
-        closing = re.compile(rf"^ {{0,3}}{re.escape(marker[0])}{{{len(marker)},}}[ \t]*$")
+        closing = re.compile(rf"^[ \t]*{re.escape(marker[0])}{{{len(marker)},}}[ \t]*$")
         j = i + 1
         while j < len(lines) and not closing.match(lines[j]):
             j += 1

@@ -169,7 +169,10 @@ class OpenAIServer:
         handler = type("Handler", (_Handler,), {"owner": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-loopback", daemon=True)
+        # A short poll interval so that stopping takes milliseconds, not serve_forever's default 0.5 s.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="openai-loopback", daemon=True
+        )
         self._thread.start()
         return self
 

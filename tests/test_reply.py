@@ -1,0 +1,214 @@
+"""Parsing model replies: which block is taken, what is kept from the parent, and each failure status."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+
+from autotrade.candidate import BLOCK_END, BLOCK_START, baseline_source, extract_block
+from autotrade.errors import ReplyError
+from autotrade.reply import FORMAT_HINT, LEARNINGS_MAX_CHARS, parse_reply, split_reasoning, strip_reasoning
+
+PARENT = extract_block(baseline_source())
+
+FEATURES = 'def generate_features(df):\n    df["RSI"] = df["Close"].diff()\n    return df'
+LOGIC = 'def strategy_logic(row):\n    return 1 if row["RSI"] > 0 else -1'
+BOTH = f"{FEATURES}\n\n\n{LOGIC}"
+
+
+def top_level_functions(block: str) -> list[str]:
+    return [n.name for n in ast.parse(block).body if isinstance(n, ast.FunctionDef)]
+
+
+# -- taking the block ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["python", "py", "Python", "python3", ""])
+def test_python_or_unlabelled_fence_is_taken(label: str) -> None:
+    parsed = parse_reply(f"Here you go.\n\n```{label}\n{BOTH}\n```\n", PARENT)
+    assert parsed.block == BOTH + "\n"
+    assert parsed.source == "python-block"
+    assert parsed.kept_from_parent == ()
+
+
+def test_crlf_reply_is_read_like_lf() -> None:
+    reply = f"Idea.\r\n\r\n```python\r\n{BOTH}\r\n```\r\n".replace("\n", "\r\n").replace("\r\r\n", "\r\n")
+    assert parse_reply(reply, PARENT).block == BOTH + "\n"
+
+
+def test_tilde_fence_is_taken() -> None:
+    assert parse_reply(f"~~~python\n{BOTH}\n~~~", PARENT).block == BOTH + "\n"
+
+
+def test_unclosed_last_fence_is_taken() -> None:
+    assert parse_reply(f"Done:\n```python\n{BOTH}\n", PARENT).block == BOTH + "\n"
+
+
+def test_last_block_defining_a_function_wins() -> None:
+    old = BOTH.replace("RSI", "OLD")
+    reply = f"First try:\n```python\n{old}\n```\nBetter:\n```python\n{BOTH}\n```\nUsage:\n```python\nprint(1)\n```"
+    assert parse_reply(reply, PARENT).block == BOTH + "\n"
+
+
+def test_blocks_in_other_languages_are_ignored() -> None:
+    reply = f"```python\n{BOTH}\n```\n```bash\ndef generate_features(df): pass\n```"
+    assert parse_reply(reply, PARENT).block == BOTH + "\n"
+
+
+def test_block_with_syntax_error_is_still_taken_for_vetting_to_report() -> None:
+    broken = "def generate_features(df)\n    return df\n\n\ndef strategy_logic(row):\n    return 0"
+    parsed = parse_reply(f"```python\n{broken}\n```", PARENT)
+    assert parsed.block == broken + "\n"
+    with pytest.raises(SyntaxError):
+        ast.parse(parsed.block)
+
+
+def test_indented_block_is_dedented() -> None:
+    indented = "\n".join("    " + line if line else "" for line in BOTH.split("\n"))
+    assert parse_reply(f"1. The code:\n\n    ```python\n{indented}\n    ```", PARENT).block == BOTH + "\n"
+
+
+def test_copied_delimiter_lines_are_cut_away() -> None:
+    whole_file = baseline_source().replace(PARENT, BOTH + "\n")
+    parsed = parse_reply(f"```python\n{whole_file}```", PARENT)
+    assert parsed.block == BOTH + "\n"
+    assert BLOCK_START not in parsed.block and BLOCK_END not in parsed.block
+
+
+def test_reply_that_is_only_code_is_taken() -> None:
+    parsed = parse_reply(BOTH, PARENT)
+    assert (parsed.block, parsed.source) == (BOTH + "\n", "bare")
+
+
+# -- JSON replies ----------------------------------------------------------------------------------------
+
+
+def test_json_reply_is_used() -> None:
+    reply = json.dumps({"generate_features": FEATURES, "strategy_logic": LOGIC, "learnings": "RSI sign."})
+    parsed = parse_reply(reply, PARENT)
+    assert parsed.block == BOTH + "\n"
+    assert (parsed.source, parsed.learnings) == ("json", "RSI sign.")
+
+
+def test_fenced_json_reply_with_raw_newlines_is_used() -> None:
+    raw = '{"generate_features": "' + FEATURES.replace('"', '\\"') + '", "strategy_logic": "'
+    raw += LOGIC.replace('"', '\\"') + '"}'
+    parsed = parse_reply(f"```json\n{raw}\n```", PARENT)
+    assert parsed.block == BOTH + "\n"
+    assert parsed.source == "json"
+
+
+def test_json_without_the_functions_is_not_code() -> None:
+    with pytest.raises(ReplyError) as caught:
+        parse_reply('{"answer": "def generate_features(df): return df"}', PARENT)
+    assert caught.value.status == "parse_error"
+
+
+# -- one function only -----------------------------------------------------------------------------------
+
+
+def test_one_function_keeps_the_parents_other_one() -> None:
+    parsed = parse_reply(f"```python\n{LOGIC}\n```", PARENT)
+    assert parsed.kept_from_parent == ("generate_features",)
+    assert top_level_functions(parsed.block) == ["generate_features", "strategy_logic"]
+    assert 'df["SMA_20"]' in parsed.block  # the parent's generate_features
+    assert 'row["RSI"]' in parsed.block and 'row["SMA_20"]' not in parsed.block
+
+
+def test_one_function_keeps_parent_helpers_and_constants_not_redefined() -> None:
+    parent = (
+        "FAST = 20\nSLOW = 50\n\n\ndef _mean(s, n):\n    return s.rolling(n).mean()\n\n\n"
+        'def generate_features(df):\n    df["F"] = _mean(df["Close"], FAST)\n    return df\n\n\n'
+        'def strategy_logic(row):\n    return 1 if row["F"] > 0 else 0\n'
+    )
+    new = 'SLOW = 100\n\n\ndef strategy_logic(row):\n    return 1 if row["F"] > SLOW else -1'
+    parsed = parse_reply(f"```python\n{new}\n```", parent)
+    tree = ast.parse(parsed.block)
+    assigned = [t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets]
+    assert assigned == ["FAST", "SLOW"]  # the parent's SLOW is replaced by the reply's, not duplicated
+    assert "SLOW = 100" in parsed.block and "SLOW = 50" not in parsed.block
+    assert top_level_functions(parsed.block) == ["_mean", "generate_features", "strategy_logic"]
+    assert parsed.kept_from_parent == ("generate_features",)
+
+
+def test_functions_split_over_two_blocks_are_both_taken_from_the_reply() -> None:
+    parsed = parse_reply(f"Features:\n```python\n{FEATURES}\n```\nLogic:\n```python\n{LOGIC}\n```", PARENT)
+    assert parsed.block == BOTH + "\n"
+    assert parsed.kept_from_parent == ()
+
+
+# -- learnings -------------------------------------------------------------------------------------------
+
+
+def test_learnings_come_from_the_markdown_block() -> None:
+    reply = f"Some chatter.\n```python\n{BOTH}\n```\n```markdown\n## RSI sign\nMomentum persists.\n```"
+    assert parse_reply(reply, PARENT).learnings == "## RSI sign\nMomentum persists."
+
+
+def test_learnings_fall_back_to_the_prose_outside_code() -> None:
+    reply = f"Hypothesis: momentum.\n\n\n\n```python\n{BOTH}\n```\n\nExpect fewer trades.  \n"
+    assert parse_reply(reply, PARENT).learnings == "Hypothesis: momentum.\n\nExpect fewer trades."
+
+
+def test_learnings_are_bounded() -> None:
+    learnings = parse_reply(f"```md\n{'word ' * 2000}\n```\n```python\n{BOTH}\n```", PARENT).learnings
+    assert len(learnings) == LEARNINGS_MAX_CHARS
+    assert learnings.endswith("…")
+
+
+# -- failures --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["", "   \n", None, "<think>all thought, no answer</think>", "<think>cut off here"])
+def test_empty_reply_is_status_empty(text: str | None) -> None:
+    with pytest.raises(ReplyError) as caught:
+        parse_reply(text, PARENT)
+    assert caught.value.status == "empty"
+    assert FORMAT_HINT in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I think an RSI strategy would work well.",
+        "```python\nimport numpy as np\nx = 1\n```",
+        "```markdown\ndef generate_features(df): pass\n```",
+    ],
+)
+def test_reply_without_a_defining_code_block_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ReplyError) as caught:
+        parse_reply(text, PARENT)
+    assert caught.value.status == "parse_error"
+    assert str(caught.value).endswith(FORMAT_HINT)
+    assert "\n" not in str(caught.value)
+
+
+def test_code_inside_think_tags_is_never_taken() -> None:
+    with pytest.raises(ReplyError) as caught:
+        parse_reply(f"<think>Maybe:\n```python\n{BOTH}\n```\n</think>\nI could not decide.", PARENT)
+    assert caught.value.status == "parse_error"
+
+
+def test_code_before_a_lone_closing_think_tag_is_never_taken() -> None:
+    reply = f"Draft:\n```python\n{BOTH.replace('RSI', 'DRAFT')}\n```\n</think>\n```python\n{BOTH}\n```"
+    assert parse_reply(reply, PARENT).block == BOTH + "\n"
+
+
+def test_truncated_reply_is_status_truncated_even_with_code() -> None:
+    with pytest.raises(ReplyError) as caught:
+        parse_reply(f"```python\n{BOTH}\n```\n```markdown\nThe idea is", PARENT, finish_reason="length")
+    assert caught.value.status == "truncated"
+    assert "finish_reason=length" in str(caught.value)
+
+
+# -- reasoning -------------------------------------------------------------------------------------------
+
+
+def test_split_reasoning_separates_paired_lone_and_unclosed_tags() -> None:
+    assert split_reasoning("<think>a</think>\nB") == ("B", "a")
+    assert split_reasoning("a\n</think>\n\nB") == ("B", "a")
+    assert split_reasoning("B <THINKING>x</THINKING> C") == ("B  C", "x")
+    assert split_reasoning("B\n<think>never closed") == ("B", "never closed")
+    assert strip_reasoning("plain") == "plain"
