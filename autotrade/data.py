@@ -511,7 +511,7 @@ def download_yfinance(ticker: str, start: str = DEFAULT_START, end: str | None =
 
 def prepare_data(
     *,
-    ticker: str = "SPY",
+    ticker: str | None = "SPY",
     start: str = DEFAULT_START,
     end: str | None = None,
     csv: Path | str | None = None,
@@ -524,11 +524,13 @@ def prepare_data(
 ) -> PreparedData:
     """Get, validate and split the data, and write `<name>.csv`, train/val/test.csv and meta.json to `data_dir`.
 
-    Source: `csv` if given, else the bundled sample named by `ticker` when `offline`, else a yfinance download
-    of `ticker` from `start` to `end` (exclusive; None: today). A CSV or bundled sample is used whole. A failed
-    download falls back to the bundled S&P 500, saying so through `notify`, unless `no_fallback`.
+    Source: `csv` if given, else the bundled sample named by `ticker` (None: SPY, i.e. the S&P 500) when
+    `offline`, else a yfinance download of `ticker` from `start` to `end` (both inclusive; None: today). A CSV
+    or bundled sample is used whole. A failed download falls back to the bundled S&P 500, saying so through
+    `notify`, unless `no_fallback`.
     Writes are atomic, and a rerun with the same result rewrites nothing.
     """
+    ticker = ticker or "SPY"
     start_at = _date_flag("--start", start) or pd.Timestamp(DEFAULT_START)  # None only from a caller's start=None
     end_at = _date_flag("--end", end)
     val_at, test_at = _date_flag("--val-start", val_start), _date_flag("--test-start", test_start)
@@ -599,7 +601,8 @@ def _csv_source(path: Path, tell: Notify) -> _Source:
 
 def _download_source(ticker: str, start_at: pd.Timestamp, end_at: pd.Timestamp | None, tell: Notify) -> _Source:
     """A yfinance download as a source; DataError when the download or its validation fails."""
-    raw = download_yfinance(ticker, _iso(start_at), _iso(end_at) if end_at is not None else None)
+    # yfinance's end is exclusive; the user's --end is the last date they want.
+    raw = download_yfinance(ticker, _iso(start_at), _iso(end_at + pd.Timedelta(days=1)) if end_at is not None else None)
     return _Source(
         frame=normalize_ohlcv(raw, f"yfinance {ticker}", notify=tell),
         name=_safe_name(ticker),

@@ -381,6 +381,16 @@ def test_successful_download_is_prepared_from_the_yfinance_frame(
     ]
 
 
+def test_download_end_is_inclusive(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sp500: pd.DataFrame) -> None:
+    calls = fake_yfinance(monkeypatch, lambda ticker, **kwargs: yfinance_frame(sp500.loc["2009":"2018-06-29"]))
+    prepare_data(ticker="SPY", start="2009-01-01", end="2018-06-29", data_dir=tmp_path)
+    assert (calls[0]["start"], calls[0]["end"]) == ("2009-01-01", "2018-06-30")  # yfinance's end is exclusive
+
+
+def test_offline_without_a_ticker_uses_the_sp500_sample(tmp_path: Path) -> None:
+    assert prepare_data(offline=True, ticker=None, data_dir=tmp_path).meta["dataset"] == "sp500"
+
+
 def test_failed_download_falls_back_to_bundled_sp500_and_says_so(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
