@@ -396,3 +396,20 @@ def test_api_key_echoed_by_the_server_is_scrubbed_from_errors(openai_server: Ope
             client.complete(MESSAGES)
         assert KEY not in str(caught.value)
         assert "***" in str(caught.value)
+
+
+# -- the loopback server itself --------------------------------------------------------------------------
+
+
+def test_a_used_up_script_fails_fast_with_a_clear_line(openai_server: OpenAIServer) -> None:
+    openai_server.script([Reply(content="only one")])
+    client = client_for(openai_server)
+    client.complete(MESSAGES)
+    with pytest.raises(EndpointError, match="loopback script exhausted"):
+        client.complete(MESSAGES)
+    assert len(openai_server.chat_requests) == 2
+
+
+def test_a_callable_step_answers_from_the_request(openai_server: OpenAIServer) -> None:
+    openai_server.script([lambda request: Reply(content=f"{len(request.body['messages'])} messages")])
+    assert client_for(openai_server).complete(MESSAGES).content == "2 messages"
