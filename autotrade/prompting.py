@@ -89,7 +89,7 @@ def describe_columns(frame: pd.DataFrame) -> str:
 
 def sample_rows(frame: pd.DataFrame, rows: int = SAMPLE_ROWS) -> str:
     """The first rows as a plain table (the research frame's start, never test rows)."""
-    return frame.head(rows).to_string(float_format=lambda x: f"{x:.4f}")
+    return frame.head(rows).to_string()
 
 
 def engine_rules(fill: str, cost_bps: float) -> str:
@@ -116,7 +116,7 @@ def engine_rules(fill: str, cost_bps: float) -> str:
             "past value changes: no negative `shift`, no `center=True`, no statistics over the whole sample, no `bfill`.",
             "- The first rows of rolling features are NaN; comparisons with NaN are False, so handle them (return 0).",
             "- A strategy that never trades in the validation window scores nothing (status `no_trades`).",
-            "- `pd` (pandas), `np` (numpy) and `math` are provided; `import` statements are rejected. Also rejected: "
+            "- `pd` (pandas), `np` (numpy) and `math` are provided; importing anything else is rejected. Also rejected: "
             "file, network and system access, pandas/numpy I/O (`read_*`, `to_*`, `np.load`/`np.save`), "
             "`eval`/`exec`/`compile`/`open`/`getattr`/`setattr`/`globals`/`locals`, `DataFrame.eval`/`query`, "
             "double-underscore attributes, and state kept between calls of `strategy_logic`.",

@@ -1,0 +1,452 @@
+"""`autotrade run`, `resume` and `doctor`: parse flags, call the loop, render its progress.
+
+Plain functions with typer annotations; cli.py registers them. The API key comes from the
+environment or `.env` only: a flag would leave it in shell history and in `ps` output.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
+
+if TYPE_CHECKING:
+    from .config import RunSettings
+    from .loop import RunResult, Standing
+    from .rundir import RunDir
+
+RUNS_ROOT = Path("train")
+EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
+
+
+class ObjectiveChoice(StrEnum):
+    """What the population is ranked by; mirrors objectives.Objective without importing numpy at --help time."""
+
+    VAL_RETURN = "val_return"
+    VAL_SHARPE = "val_sharpe"
+    ROBUST = "robust"
+    RUBRIC = "rubric"
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+
+def pct(value: float | None) -> str:
+    """A fraction as a signed percentage; '—' when missing."""
+    return "—" if value is None else f"{value * 100:+.2f}%"
+
+
+def score_text(objective: str, value: float | None) -> str:
+    """An objective value: returns in percent, ratios and scores as numbers."""
+    if value is None:
+        return "—"
+    return pct(value) if objective == "val_return" else f"{value:.3f}"
+
+
+def duration(seconds: float) -> str:
+    """Seconds as h:mm:ss."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def why_failed(record: Mapping[str, Any]) -> str:
+    """One short line on why an iteration failed (empty for ok)."""
+    if record.get("status") == "ok":
+        return ""
+    message = " ".join(str(record.get("message") or "").split())
+    return message if len(message) <= 140 else message[:139] + "…"
+
+
+def iteration_line(record: Mapping[str, Any], standing: Standing, objective: str) -> str:
+    """The one greppable line printed per iteration."""
+    parts = [
+        f"iter {record['iteration']}/{standing.max_iter - 1}",
+        f"status={record['status']}",
+        f"parent={'-' if record.get('parent') is None else record['parent']}",
+        f"train_return={pct(record.get('train_return'))}",
+        f"val_return={pct(record.get('val_return'))}",
+        *([] if objective == "val_return" else [f"{objective}={score_text(objective, record.get('objective'))}"]),
+        "entered" if record.get("entered_population") else f"fails={standing.fail_streak}/{standing.max_fails}",
+        f"best={score_text(objective, standing.best_score)}"
+        + ("" if standing.best_iteration is None else f"@{standing.best_iteration}"),
+        f"tokens={standing.tokens}",
+        f"elapsed={duration(standing.elapsed_s)}",
+    ]
+    reason = why_failed(record)
+    return " ".join(parts) + (f" why={reason}" if reason else "")
+
+
+def final_table(result: RunResult) -> Table:
+    """The population beside buy-and-hold: train and validation figures only."""
+    show_score = result.objective != "val_return"  # val_return is already the val return column
+    table = Table(title=f"{result.name}: top {len(result.population)} by {result.objective}")
+    headers = ["rank", "iter", *([result.objective] if show_score else []), "train return", "val return", "val Sharpe", "val max DD", "val trades"]
+    for header in headers:
+        table.add_column(header, justify="right")
+    for rank, record in enumerate(result.population, start=1):
+        val = (record.get("windows") or {}).get("val", {})
+        table.add_row(
+            str(rank),
+            str(record["iteration"]),
+            *([score_text(result.objective, record.get("objective"))] if show_score else []),
+            pct(record.get("train_return")),
+            pct(record.get("val_return")),
+            "—" if val.get("sharpe") is None else f"{val['sharpe']:.2f}",
+            "—" if val.get("max_drawdown") is None else f"{val['max_drawdown']:.1%}",
+            "—" if val.get("num_trades") is None else f"{val['num_trades']:.0f}",
+        )
+    if result.population:
+        windows = result.population[0].get("windows") or {}
+        train, val = windows.get("train", {}), windows.get("val", {})
+        bh_sharpe = val.get("buy_and_hold_sharpe")
+        table.add_row(
+            "B&H",
+            "",
+            *([""] if show_score else []),
+            pct(train.get("buy_and_hold_return")),
+            pct(val.get("buy_and_hold_return")),
+            "—" if bh_sharpe is None else f"{bh_sharpe:.2f}",
+            "",
+            "",
+            style="dim",
+        )
+    return table
+
+
+def ending_lines(result: RunResult) -> list[str]:
+    """What to tell the user when the loop stops."""
+    if result.already_finished:
+        return [f"run {result.name} already finished ({result.stop_reason}, {result.iterations} iterations): nothing to do"]
+    if result.status == "finished":
+        why = "reached --max-iter" if result.stop_reason == "max_iter" else "reached --max-fails"
+        return [f"run {result.name} finished: {why} after {result.iterations} iterations; best in {result.path}/best_trade.py"]
+    return []
+
+
+class PlainReporter:
+    """--quiet: plain log lines, one per event, flushed (fit for files and pipes)."""
+
+    def __init__(self, out: Any = None) -> None:
+        self.out = out or sys.stdout
+        self.objective = "val_return"
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def begin(self, run: RunDir, settings: RunSettings, model: Mapping[str, Any], standing: Standing) -> None:
+        """Announce the run."""
+        self.objective = settings.objective
+        self._print(
+            f"run={run.name} dir={run.path} model={model.get('model')} base_url={model.get('base_url')} "
+            f"objective={settings.objective} max_iter={settings.max_iter} max_fails={settings.max_fails} "
+            f"population={settings.population} seed={settings.seed} next_iteration={standing.done}"
+        )
+
+    def phase(self, iteration: int, text: str) -> None:
+        """Phases are not logged in plain mode (one line per iteration)."""
+
+    def iteration(self, record: Mapping[str, Any], standing: Standing) -> None:
+        """One line per iteration."""
+        self._print(iteration_line(record, standing, self.objective))
+
+    def note(self, line: str) -> None:
+        """An informational line."""
+        self._print(line)
+
+    def end(self, result: RunResult) -> None:
+        """The population as plain lines, then the ending."""
+        for rank, record in enumerate(result.population, start=1):
+            self._print(
+                f"top{rank} iter={record['iteration']} {result.objective}={score_text(result.objective, record.get('objective'))} "
+                f"train_return={pct(record.get('train_return'))} val_return={pct(record.get('val_return'))}"
+            )
+        if result.population:
+            windows = result.population[0].get("windows") or {}
+            self._print(
+                f"buy_and_hold train_return={pct(windows.get('train', {}).get('buy_and_hold_return'))} "
+                f"val_return={pct(windows.get('val', {}).get('buy_and_hold_return'))}"
+            )
+        for line in ending_lines(result):
+            self._print(line)
+
+
+class RichReporter:
+    """A live progress bar (iteration i/N, best so far, failure streak, tokens, elapsed) above per-iteration lines."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.objective = "val_return"
+
+    def begin(self, run: RunDir, settings: RunSettings, model: Mapping[str, Any], standing: Standing) -> None:
+        """Print the run's header and start the progress display."""
+        self.objective = settings.objective
+        self.console.print(
+            Text.assemble(("run ", "bold"), (run.name, "bold cyan"), f" in {run.path}  ·  model {model.get('model')} at {model.get('base_url')}")
+        )
+        self.console.print(
+            f"objective {settings.objective} · max-iter {settings.max_iter} · max-fails {settings.max_fails} · "
+            f"population {settings.population} · seed {settings.seed} · fill {settings.fill} · cost {settings.cost_bps:g} bp",
+            style="dim",
+        )
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("starting", total=settings.max_iter, completed=standing.done, stats=self._stats(standing))
+
+    def _stats(self, standing: Standing) -> str:
+        best = score_text(self.objective, standing.best_score)
+        where = "" if standing.best_iteration is None else f" (iter {standing.best_iteration})"
+        return (
+            f"best {best}{where} · fails {standing.fail_streak}/{standing.max_fails} · "
+            f"{standing.tokens:,} tokens · total {duration(standing.elapsed_s)}"
+        )
+
+    def phase(self, iteration: int, text: str) -> None:
+        """Show what the current iteration is doing."""
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"iter {iteration}: {text}")
+
+    def iteration(self, record: Mapping[str, Any], standing: Standing) -> None:
+        """Print the iteration's line and advance the bar."""
+        status = str(record["status"])
+        line = Text.assemble(
+            (f"iter {record['iteration']:>3} ", "bold"),
+            (f"{status:<13}", "green" if status == "ok" else "red"),
+            f" train {pct(record.get('train_return')):>9}  val {pct(record.get('val_return')):>9}",
+        )
+        if record.get("entered_population"):
+            line.append("  ↑ population", style="green")
+        elif status == "ok":
+            line.append("  not in the top", style="yellow")
+        reason = why_failed(record)
+        if reason:
+            line.append(f"  {reason}", style="dim")
+        self.console.print(line, soft_wrap=True)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=standing.done, stats=self._stats(standing))
+
+    def note(self, line: str) -> None:
+        """An informational line above the bar."""
+        self.console.print(Text(line, style="yellow"), soft_wrap=True)
+
+    def end(self, result: RunResult) -> None:
+        """Stop the bar; print the population beside buy-and-hold."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        if result.population:
+            self.console.print(final_table(result))
+        for line in ending_lines(result):
+            self.console.print(line)
+
+
+def make_reporter(quiet: bool) -> PlainReporter | RichReporter:
+    """Plain lines with --quiet (or off a terminal's progress needs), else the rich display."""
+    return PlainReporter() if quiet else RichReporter()
+
+
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so `kill` also stops at a clean point."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def finish(result: RunResult) -> None:
+    """Exit as the result says: 0 finished, 130 interrupted, 1 endpoint error (with the resume hint on stderr)."""
+    err = Console(stderr=True)
+    if result.status == "finished":
+        return
+    hint = f"continue with: autotrade resume {result.name}"
+    if result.stop_reason == "interrupted":
+        err.print(Text(f"interrupted after {result.iterations} committed iterations; {hint}"), soft_wrap=True)
+        raise typer.Exit(code=EXIT_INTERRUPTED)
+    err.print(Text.assemble(("error: ", "bold red"), result.message), soft_wrap=True)
+    err.print(Text(f"the run is saved; {hint}"), soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def run(
+    max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="Evaluated iterations, the baseline (iteration 0) included.")] = 50,
+    max_fails: Annotated[int, typer.Option("--max-fails", min=1, help="Stop after this many iterations in a row that do not enter the population.")] = 5,
+    population: Annotated[int, typer.Option("--population", min=1, help="How many best iterations to keep.")] = 3,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: <ticker>-<YYYYmmdd-HHMMSS>); the run lives in train/<name>/.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random reversion (default: random, recorded).")] = None,
+    start_from: Annotated[Path | None, typer.Option("--from", help="Start from this trade.py (or a file holding only the agent block).")] = None,
+    objective: Annotated[ObjectiveChoice, typer.Option("--objective", help="What the population is ranked by.")] = ObjectiveChoice.VAL_RETURN,
+    learnings_budget: Annotated[int, typer.Option("--learnings-budget", min=0, help="Characters of learnings in each prompt.")] = 6000,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
+    data_dir: DataDirOpt = Path("data"),
+    fill: FillOpt = FillChoice.NEXT_OPEN,
+    cost_bps: CostOpt = 2.0,
+    eval_timeout: EvalTimeoutOpt = 60.0,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else http://localhost:8000/v1).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name (default: $OPENAI_MODEL, else the server's only model).")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature (default: $OPENAI_TEMPERATURE, else the server's).")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Reply token limit (default: $OPENAI_MAX_TOKENS, else the server's).")] = None,
+) -> None:
+    """Let the model rewrite the strategy, evaluating every attempt; the key comes from OPENAI_API_KEY (env or .env)."""
+    from .config import RunSettings, load_env_file, model_settings
+    from .loop import start_run
+    from .prompting import load_prompt_files
+
+    load_env_file()
+    settings = RunSettings(
+        max_iter=max_iter,
+        max_fails=max_fails,
+        population=population,
+        seed=seed if seed is not None else secrets.randbelow(2**31),
+        objective=objective.value,
+        learnings_budget=learnings_budget,
+        fill=fill.value,
+        cost_bps=cost_bps,
+        eval_timeout=eval_timeout,
+        data_dir=str(data_dir.resolve()),
+        start_from=str(start_from.resolve()) if start_from else None,
+    )
+    endpoint = model_settings(base_url=base_url, model=model, temperature=temperature, max_tokens=max_tokens)
+    _stop_on_sigterm()
+    result = start_run(settings, endpoint, make_reporter(quiet), prompts=load_prompt_files(), name=name, root=RUNS_ROOT)
+    finish(result)
+
+
+def resume(
+    name: Annotated[str | None, typer.Argument(help="Run to continue (default: the latest run in train/).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="The endpoint moved: use this URL instead of the recorded one.")] = None,
+) -> None:
+    """Continue a stopped or killed run exactly where it left off (settings, model and data are the run's own)."""
+    from .config import check_base_url, load_env_file, model_settings
+    from .loop import resume_run
+    from .rundir import RunDir
+
+    load_env_file()
+    run_dir = RunDir.open(RUNS_ROOT, name)
+    env = model_settings()  # the key and timeout; the run's recorded model and URL win over the environment
+    recorded = run_dir.read_config().get("model", {})
+    reporter = make_reporter(quiet)
+    if os.environ.get("OPENAI_MODEL") and recorded.get("model") and os.environ["OPENAI_MODEL"] != recorded["model"]:
+        reporter.note(f"note: resuming with the run's model {recorded['model']!r}; OPENAI_MODEL is ignored on resume")
+    _stop_on_sigterm()
+    result = resume_run(
+        run_dir,
+        reporter,
+        api_key=env.api_key,
+        base_url=check_base_url(base_url) if base_url else None,
+        timeout_s=env.timeout_s if os.environ.get("OPENAI_TIMEOUT") else None,
+    )
+    finish(result)
+
+
+def doctor(
+    base_url: Annotated[str | None, typer.Option("--base-url", help="Endpoint to check (default: $OPENAI_BASE_URL).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model to check (default: $OPENAI_MODEL).")] = None,
+    data_dir: DataDirOpt = Path("data"),
+) -> None:
+    """Check the endpoint (models, a test completion with its speed), the sandbox layers and the prepared data."""
+    from dataclasses import replace
+
+    from .config import load_env_file, model_settings
+    from .errors import AutotradeError
+    from .llm import ModelClient, display_url, preflight
+
+    console = Console()
+    load_env_file()
+    settings = model_settings(base_url=base_url, model=model)
+    problems = 0
+
+    def line(ok: bool | None, label: str, detail: str) -> None:
+        mark = {True: ("ok  ", "green"), False: ("FAIL", "bold red"), None: ("warn", "yellow")}[ok]
+        console.print(Text.assemble((mark[0], mark[1]), f"  {label}: ", detail), soft_wrap=True)
+
+    key = "set" if os.environ.get("OPENAI_API_KEY") else "not set (a dummy key is sent; fine for local servers)"
+    line(True, "endpoint", f"{display_url(settings.base_url)} · API key {key}")
+    try:
+        report = preflight(settings, 2000)
+    except AutotradeError as exc:
+        problems += 1
+        line(False, "preflight", str(exc))
+    else:
+        for info in report.models:
+            context = f"context {info.context_length:,}" if info.context_length else "context size not reported"
+            line(True, "model" + (" (selected)" if info.id == report.model else ""), f"{info.id} · {context}")
+        for warning in report.warnings:
+            line(None, "preflight", warning)
+        probe = replace(settings, model=report.model, max_tokens=min(settings.max_tokens or 512, 512), max_retries=2)
+        try:
+            started = time.monotonic()
+            reply = ModelClient(probe).complete([{"role": "user", "content": "Reply with the single word: ready"}])
+            wall = time.monotonic() - started
+        except AutotradeError as exc:
+            problems += 1
+            line(False, "test completion", str(exc))
+        else:
+            speed = reply.completion_tokens / reply.latency_s if reply.latency_s > 0 else 0.0
+            estimated = " (estimated)" if reply.usage_estimated else ""
+            said = " ".join(reply.content.split())[:60] or "(empty content)"
+            usable = reply.finish_reason != "length" and bool(reply.content.strip())
+            line(
+                True if usable else None,
+                "test completion",
+                f"{reply.latency_s:.2f} s ({wall:.2f} s with retries) · {reply.prompt_tokens} + {reply.completion_tokens} "
+                f"tokens{estimated} · {speed:.1f} tokens/s · finish {reply.finish_reason} · said {said!r}"
+                + (f" · {len(reply.reasoning)} characters of reasoning" if reply.reasoning else ""),
+            )
+    try:
+        from .sandbox.layers import active_layers
+
+        layers = active_layers()
+    except Exception as exc:  # noqa: BLE001 - doctor reports, it does not crash
+        problems += 1
+        line(False, "sandbox", f"cannot inspect the layers ({type(exc).__name__}: {exc})")
+    else:
+        on = [name for name, active in layers.items() if active]
+        off = [name for name, active in layers.items() if not active]
+        line(True if not off else None, "sandbox", f"active: {', '.join(on) or 'none'}" + (f" · inactive: {', '.join(off)}" if off else ""))
+    try:
+        from .data import load_prepared
+
+        data = load_prepared(data_dir)
+    except AutotradeError as exc:
+        problems += 1
+        line(False, "data", str(exc))
+    else:
+        meta = data.meta
+        line(
+            True,
+            "data",
+            f"{data_dir}: {meta.get('dataset') or meta.get('ticker')} · {len(data.frame):,} bars "
+            f"{data.frame.index[0]:%Y-%m-%d} to {data.frame.index[-1]:%Y-%m-%d} · validation from "
+            f"{data.splits.val_start:%Y-%m-%d} · test (held out) from {data.splits.test_start:%Y-%m-%d}",
+        )
+    if problems:
+        raise typer.Exit(code=1)

@@ -1,0 +1,547 @@
+"""The research loop: ask the model, parse, vet, splice, evaluate, select, remember — and resume exactly.
+
+One iteration, in order: (model call, reply written) → (candidate written) → evaluation →
+results record → learnings.md and best_trade.py re-rendered from the committed records plus
+this one → state.json (the commit point) → journal. Anything an interrupted iteration left
+behind is removed when the run continues, and that iteration is redone once.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from . import __version__
+from .backtest import BacktestSettings, Fill, periods_per_year
+from .candidate import baseline_source, extract_block, has_delimiters, read_block, splice_block
+from .config import RunSettings, public_model_config
+from .data import PreparedData, load_prepared
+from .errors import ConfigError, EndpointError, ReplyError
+from .evaluation import EvalSettings, Evaluation, evaluate_block
+from .learnings import Lesson, for_prompt, render_file
+from .llm import Completion, ModelClient, ModelSettings, preflight
+from .objectives import Objective, objective_value
+from .population import Population, choose_parent, record_outcome, rng_from_state, rng_state
+from .prompting import (
+    OBJECTIVE_TEXT,
+    PromptContext,
+    PromptFiles,
+    build_prompt,
+    describe_columns,
+    describe_outcome,
+    describe_population,
+    engine_rules,
+    messages,
+    sample_rows,
+)
+from .reply import parse_reply
+from .rundir import RunDir, RunState, RunStatus, default_name, now_iso
+
+class StopReason:
+    """Why a run stopped (state.json's `stop_reason`)."""
+
+    MAX_ITER = "max_iter"  # N iterations evaluated
+    MAX_FAILS = "max_fails"  # the failure streak reached --max-fails
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
+    ENDPOINT = "endpoint_error"  # the model server failed after retries
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Progress figures shown after each iteration."""
+
+    done: int  # iterations committed
+    max_iter: int
+    best_iteration: int | None
+    best_score: float | None
+    fail_streak: int
+    max_fails: int
+    tokens: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run (or this session of it) ended."""
+
+    name: str
+    path: Path
+    status: str  # finished or stopped
+    stop_reason: str | None
+    message: str  # why, in one line (the endpoint's error for endpoint_error)
+    iterations: int  # committed iterations
+    population: list[dict[str, Any]]  # records of the members, best first
+    objective: str
+    already_finished: bool = False  # resume found nothing to do
+
+
+class Reporter(Protocol):
+    """Where the loop's progress goes; the loop never prints."""
+
+    def begin(self, run: RunDir, settings: RunSettings, model: Mapping[str, Any], standing: Standing) -> None:
+        """The run is about to iterate."""
+
+    def phase(self, iteration: int, text: str) -> None:
+        """The current iteration entered a phase ('asking the model', 'evaluating')."""
+
+    def iteration(self, record: Mapping[str, Any], standing: Standing) -> None:
+        """One iteration committed."""
+
+    def note(self, line: str) -> None:
+        """An informational line."""
+
+    def end(self, result: RunResult) -> None:
+        """The loop stopped (finished, interrupted or endpoint error)."""
+
+
+def data_identity(data: PreparedData) -> dict[str, Any]:
+    """What pins the data of a run: the full CSV's sha256 and the split dates."""
+    return {
+        "sha256": str(data.meta.get("sha256")),
+        "val_start": str(data.splits.val_start.date()),
+        "test_start": str(data.splits.test_start.date()),
+    }
+
+
+def eval_settings(settings: RunSettings) -> EvalSettings:
+    """The evaluation settings a run pins."""
+    return EvalSettings(
+        backtest=BacktestSettings(fill=Fill(settings.fill), cost_bps=settings.cost_bps),
+        timeout_s=settings.eval_timeout,
+    )
+
+
+def window_return(evaluation_record: Mapping[str, Any], window: str) -> float | None:
+    """A window's total return from a results record, or None."""
+    value = (evaluation_record.get("windows") or {}).get(window, {}).get("total_return")
+    return None if value is None else float(value)
+
+
+def score(objective: str, evaluation: Evaluation, frame_index: Any) -> float | None:
+    """The objective's value for an ok evaluation; None when not ok or not finite (never selected)."""
+    if not evaluation.ok:
+        return None
+    returns = None
+    if objective == Objective.ROBUST:
+        parts = [evaluation.curves[w].equity.pct_change().to_numpy() for w in ("train", "val") if w in evaluation.curves]
+        returns = np.concatenate(parts) if parts else None
+    try:
+        value = objective_value(
+            objective,
+            evaluation.windows,
+            returns,
+            periods_per_year=periods_per_year(frame_index),
+            status=str(evaluation.status),
+        )
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def render_proposal(
+    prompts: PromptFiles,
+    settings: RunSettings,
+    research_frame: Any,
+    records: list[dict[str, Any]],
+    members: list[dict[str, Any]],
+    iteration: int,
+    parent: int,
+    parent_block: str,
+) -> str:
+    """The prompt of one proposal from the committed records (never test-window data)."""
+    objective = settings.objective
+    context = PromptContext(
+        iteration=str(iteration),
+        last_iteration=str(settings.max_iter - 1),
+        objective=objective,
+        objective_description=OBJECTIVE_TEXT.get(objective, objective),
+        columns=describe_columns(research_frame),
+        sample_rows=sample_rows(research_frame),
+        engine_rules=engine_rules(settings.fill, settings.cost_bps),
+        parent_iteration=str(parent),
+        parent_code=parent_block.strip("\n"),
+        population=describe_population(members, objective),
+        last_outcome=describe_outcome(records[-1] if records else None),
+        learnings=for_prompt([Lesson.from_record(r) for r in records], settings.learnings_budget) or "(none yet)",
+    )
+    return build_prompt(prompts, context)
+
+
+def estimate_prompt_chars(prompts: PromptFiles, settings: RunSettings, research_frame: Any, start_block: str) -> int:
+    """A generous size in characters for a proposal prompt once learnings and population fill up."""
+    chars = len(render_proposal(prompts, settings, research_frame, [], [], 1, 0, start_block))
+    # Learnings up to their budget; population lines, a failure's traceback and a longer parent add the rest.
+    return chars + settings.learnings_budget + 2500 + 600 * settings.population
+
+
+def check_endpoint(model: ModelSettings, prompt_chars: int, reporter: Reporter) -> ModelSettings:
+    """Preflight: the endpoint answers, the model exists, the prompt fits; returns settings with the model resolved."""
+    report = preflight(model, prompt_chars)
+    for warning in report.warnings:
+        reporter.note(f"warning: {warning}")
+    return replace(model, model=report.model)
+
+
+class Research:
+    """One process's session of a run: holds the committed state and advances it iteration by iteration."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        config: Mapping[str, Any],
+        model: ModelSettings,
+        data: PreparedData,
+        reporter: Reporter,
+    ) -> None:
+        self.run = run
+        self.config = config
+        self.settings = RunSettings.from_dict(config["settings"])
+        self.model = model
+        self.data = data
+        self.reporter = reporter
+        self.prompts = PromptFiles(
+            program=config["prompts"]["program"],
+            template=config["prompts"]["template"],
+            program_source=f"{run.name}/config.json (program.md)",
+            template_source=f"{run.name}/config.json (prompt_template.md)",
+        )
+        self.skeleton: str = config["start_source"]
+        self.start_block = extract_block(self.skeleton, "the run's starting trade.py")
+        self.research = data.research_frame()  # never the test rows
+        self.eval = eval_settings(self.settings)
+        self.client: ModelClient | None = None
+        state = run.read_state()
+        if state is None:
+            raise ConfigError(f"{run.path}: no state.json (the run never started); start a new run")
+        self.state = state
+        self.records = run.records(state.next_iteration)
+        self.session_mark = time.monotonic()
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def population(self) -> Population:
+        """The committed population."""
+        return Population.from_list(self.settings.population, self.state.population)
+
+    def standing(self) -> Standing:
+        """Figures for the progress display."""
+        best = self.population.best
+        totals = self.state.totals
+        return Standing(
+            done=self.state.next_iteration,
+            max_iter=self.settings.max_iter,
+            best_iteration=best.iteration if best else None,
+            best_score=best.score if best else None,
+            fail_streak=self.state.fail_streak,
+            max_fails=self.settings.max_fails,
+            tokens=int(totals.get("prompt_tokens", 0) + totals.get("completion_tokens", 0)),
+            elapsed_s=totals.get("wall_s", 0.0) + time.monotonic() - self.session_mark,
+        )
+
+    def block_of(self, iteration: int) -> str:
+        """The agent block a committed iteration evaluated (the start block for iteration 0 or none)."""
+        block = self.records[iteration].get("block") if iteration < len(self.records) else None
+        return block or self.start_block
+
+    def prompt_for(self, iteration: int, parent: int) -> str:
+        """The rendered prompt of one proposal: a pure function of the committed records."""
+        return render_proposal(
+            self.prompts,
+            self.settings,
+            self.research,
+            self.records,
+            [self.records[i] for i in self.population.iterations],
+            iteration,
+            parent,
+            self.block_of(parent),
+        )
+
+    def repair(self) -> None:
+        """Make the files agree with the committed state: drop an interrupted iteration's debris."""
+        removed = self.run.discard_uncommitted(self.state.next_iteration)
+        if removed:
+            self.run.journal("discarded_uncommitted", files=removed, next_iteration=self.state.next_iteration)
+        self.write_derived(self.population)
+
+    def write_derived(self, population: Population) -> None:
+        """learnings.md, best_trade.py and trade.py, re-rendered from the records (idempotent)."""
+        self.run.write_text(self.run.learnings_path, render_file(Lesson.from_record(r) for r in self.records))
+        best = population.best
+        if best is not None:
+            self.run.write_text(self.run.best_path, splice_block(self.skeleton, self.block_of(best.iteration)))
+        latest = next((r["block"] for r in reversed(self.records) if r.get("block")), self.start_block)
+        self.run.write_text(self.run.trade_path, splice_block(self.skeleton, latest))
+
+    def commit(self, state: RunState) -> None:
+        """Write state.json (the commit point), adding this session's wall time."""
+        now = time.monotonic()
+        totals = dict(state.totals)
+        totals["wall_s"] = totals.get("wall_s", 0.0) + now - self.session_mark
+        self.session_mark = now
+        self.state = replace(state, totals=totals, updated_at=now_iso())
+        self.run.write_state(self.state)
+
+    # -- one iteration -------------------------------------------------------------------------
+    def ask(self, iteration: int, parent: int) -> tuple[str | None, dict[str, Any]]:
+        """Ask the model for a proposal; return (block or None, record fields). EndpointError propagates."""
+        prompt = self.prompt_for(iteration, parent)
+        if self.client is None:
+            self.client = ModelClient(self.model)
+        self.reporter.phase(iteration, "asking the model")
+        completion: Completion = self.client.complete(messages(prompt))
+        self.run.write_text(self.run.iter_path(iteration, "response.md"), completion.content or "")
+        fields: dict[str, Any] = {
+            "model": completion.model,
+            "finish_reason": completion.finish_reason,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "usage_estimated": completion.usage_estimated,
+            "latency_s": round(completion.latency_s, 3),
+            "prompt_chars": len(prompt),
+            "reply_chars": len(completion.content or ""),
+            "reasoning_chars": len(completion.reasoning or ""),
+        }
+        self.run.journal(
+            "model_reply",
+            iteration=iteration,
+            finish_reason=completion.finish_reason,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            latency_s=fields["latency_s"],
+        )
+        try:
+            parsed = parse_reply(completion.content, self.block_of(parent), completion.finish_reason)
+        except ReplyError as exc:
+            fields.update(status=exc.status, message=str(exc))
+            return None, fields
+        fields["hypothesis"] = parsed.learnings
+        fields["reply_source"] = parsed.source
+        fields["kept_from_parent"] = list(parsed.kept_from_parent)
+        return parsed.block, fields
+
+    def iterate(self) -> dict[str, Any]:
+        """Run and commit the next iteration; return its record."""
+        i = self.state.next_iteration
+        parent = None if i == 0 else (self.state.next_parent if self.state.next_parent is not None else 0)
+        started_at = now_iso()
+        self.run.journal("iteration_started", iteration=i, parent=parent)
+        fields: dict[str, Any] = {}
+        if parent is None:
+            block: str | None = self.start_block
+        else:
+            block, fields = self.ask(i, parent)
+        record: dict[str, Any] = {"iteration": i, "parent": parent}
+        evaluation: Evaluation | None = None
+        if block is not None:
+            self.run.write_text(self.run.iter_path(i, "trade.py"), splice_block(self.skeleton, block))
+            self.reporter.phase(i, "evaluating")
+            mark = time.monotonic()
+            evaluation = evaluate_block(block, self.data, ("train", "val"), self.eval)
+            record.update(evaluation.to_record())
+            record["eval_s"] = round(time.monotonic() - mark, 3)
+            record["block"] = block
+        else:
+            record.update(status=fields.pop("status"), message=fields.pop("message"), error_type=None, traceback="")
+            record.update(windows={}, columns=[], timings={}, eval_s=0.0, block=None)
+        value = score(self.settings.objective, evaluation, self.research.index) if evaluation is not None else None
+        step = record_outcome(self.population, self.state.fail_streak, i, value)
+        rng = rng_from_state(self.state.rng)
+        next_parent = choose_parent(step.population, i, step.entered, rng)
+        record.update(
+            train_return=window_return(record, "train"),
+            val_return=window_return(record, "val"),
+            objective_name=self.settings.objective,
+            objective=value,
+            entered_population=step.entered,
+            population=step.population.iterations,
+            fail_streak=step.fail_streak,
+            next_parent=next_parent,
+            hypothesis=fields.pop("hypothesis", ""),
+            **fields,
+            started_at=started_at,
+            finished_at=now_iso(),
+        )
+        self.run.write_json(self.run.iter_path(i, "results.json"), record)
+        self.records.append(record)
+        totals = dict(self.state.totals)
+        for key in ("prompt_tokens", "completion_tokens"):
+            totals[key] = totals.get(key, 0) + int(record.get(key) or 0)
+        totals["model_s"] = totals.get("model_s", 0.0) + float(record.get("latency_s") or 0.0)
+        totals["eval_s"] = totals.get("eval_s", 0.0) + float(record["eval_s"])
+        new_state = replace(
+            self.state,
+            next_iteration=i + 1,
+            population=step.population.to_list(),
+            fail_streak=step.fail_streak,
+            next_parent=next_parent,
+            rng=rng_state(rng),
+            best_iteration=step.population.best.iteration if step.population.best else None,
+            totals=totals,
+        )
+        self.write_derived(step.population)
+        self.commit(new_state)
+        self.run.journal(
+            "iteration_committed",
+            iteration=i,
+            status=record["status"],
+            objective=value,
+            entered=step.entered,
+            fail_streak=step.fail_streak,
+        )
+        return record
+
+    # -- the session ---------------------------------------------------------------------------
+    def stop_reason(self) -> str | None:
+        """Why the run must stop now, or None to go on."""
+        if self.state.next_iteration >= self.settings.max_iter:
+            return StopReason.MAX_ITER
+        if self.state.fail_streak >= self.settings.max_fails:
+            return StopReason.MAX_FAILS
+        return None
+
+    def result(self, status: str, reason: str | None, message: str = "", already: bool = False) -> RunResult:
+        """The RunResult of the committed state."""
+        return RunResult(
+            name=self.run.name,
+            path=self.run.path,
+            status=status,
+            stop_reason=reason,
+            message=message,
+            iterations=self.state.next_iteration,
+            population=[self.records[i] for i in self.population.iterations],
+            objective=self.settings.objective,
+            already_finished=already,
+        )
+
+    def stop(self, reason: str, message: str) -> RunResult:
+        """Stop cleanly: the state stays at the last commit (re-read: a commit may have just landed)."""
+        self.state = self.run.read_state() or self.state
+        self.records = self.records[: self.state.next_iteration]
+        self.repair()
+        self.commit(replace(self.state, status=RunStatus.STOPPED, stop_reason=reason))
+        self.run.journal("stopped", reason=reason, message=message, next_iteration=self.state.next_iteration)
+        result = self.result(RunStatus.STOPPED, reason, message)
+        self.reporter.end(result)
+        return result
+
+    def drive(self) -> RunResult:
+        """Iterate until a stop rule holds, Ctrl-C, or an endpoint error; always leave a resumable state."""
+        with self.run.locked():
+            self.repair()
+            self.commit(replace(self.state, status=RunStatus.RUNNING, stop_reason=None))
+            self.reporter.begin(self.run, self.settings, self.config["model"], self.standing())
+            try:
+                while (reason := self.stop_reason()) is None:
+                    record = self.iterate()
+                    self.reporter.iteration(record, self.standing())
+            except KeyboardInterrupt:
+                return self.stop(StopReason.INTERRUPTED, "interrupted")
+            except EndpointError as exc:
+                return self.stop(StopReason.ENDPOINT, str(exc))
+            self.commit(replace(self.state, status=RunStatus.FINISHED, stop_reason=reason))
+            self.run.journal("finished", reason=reason, iterations=self.state.next_iteration)
+            result = self.result(RunStatus.FINISHED, reason)
+            self.reporter.end(result)
+            return result
+
+
+def start_source(start_from: Path | None) -> str:
+    """The run's starting trade.py: --from's file (a whole trade.py, or a block spliced into the baseline)."""
+    if start_from is None:
+        return baseline_source()
+    text = start_from.read_text(encoding="utf-8") if start_from.is_file() else None
+    if text is not None and has_delimiters(text):
+        return text
+    return splice_block(baseline_source(), read_block(start_from))
+
+
+def start_run(
+    settings: RunSettings,
+    model: ModelSettings,
+    reporter: Reporter,
+    *,
+    prompts: PromptFiles,
+    name: str | None = None,
+    root: Path = Path("train"),
+) -> RunResult:
+    """Preflight, create train/<name>/, and run: iteration 0 is the starting trade.py, then model proposals."""
+    data = load_prepared(Path(settings.data_dir))
+    source = start_source(Path(settings.start_from) if settings.start_from else None)
+    if settings.max_iter > 1:
+        # Before anything is written: a wrong URL or model must not leave an empty run behind.
+        chars = estimate_prompt_chars(prompts, settings, data.research_frame(), extract_block(source))
+        model = check_endpoint(model, chars, reporter)
+    ticker = str(data.meta.get("ticker") or data.meta.get("dataset") or "run")
+    run = RunDir.create(root, name or default_name(ticker))
+    config = {
+        "name": run.name,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "autotrade_version": __version__,
+        "settings": settings.to_dict(),
+        "model": public_model_config(model),
+        "data": {**data_identity(data), "dir": settings.data_dir, "ticker": ticker, "research_bars": len(data.research_frame())},
+        "prompts": {
+            "program": prompts.program,
+            "template": prompts.template,
+            "sources": [prompts.program_source, prompts.template_source],
+        },
+        "start_source": source,
+    }
+    run.write_json(run.config_path, config)
+    run.write_state(RunState(rng=rng_state(random.Random(settings.seed)), updated_at=now_iso()))
+    run.journal("run_started", settings=settings.to_dict(), model=config["model"], data=config["data"])
+    return Research(run, config, model, data, reporter).drive()
+
+
+def pinned_model(config: Mapping[str, Any], api_key: str, base_url: str | None, timeout_s: float | None) -> ModelSettings:
+    """The endpoint settings a run recorded, with the key from the environment and an optional new URL."""
+    recorded = config["model"]
+    return ModelSettings(
+        base_url=base_url or recorded["base_url"],
+        api_key=api_key,
+        model=recorded["model"],
+        timeout_s=timeout_s or recorded.get("timeout_s") or 600.0,
+        max_tokens=recorded.get("max_tokens"),
+        temperature=recorded.get("temperature"),
+        extra_body=recorded.get("extra_body"),
+    )
+
+
+def resume_run(
+    run: RunDir,
+    reporter: Reporter,
+    *,
+    api_key: str,
+    base_url: str | None = None,
+    timeout_s: float | None = None,
+) -> RunResult:
+    """Continue a run exactly where its last commit left it; a finished run just says so."""
+    config = run.read_config()
+    settings = RunSettings.from_dict(config["settings"])
+    data = load_prepared(Path(settings.data_dir))
+    pinned = {k: config["data"].get(k) for k in ("sha256", "val_start", "test_start")}
+    if data_identity(data) != pinned:
+        raise ConfigError(
+            f"the prepared data in {settings.data_dir} is not the data run {run.name!r} started with "
+            f"(sha256 or split dates differ): restore it, or start a new run"
+        )
+    research = Research(run, config, pinned_model(config, api_key, base_url, timeout_s), data, reporter)
+    if research.state.status == RunStatus.FINISHED:
+        result = research.result(RunStatus.FINISHED, research.state.stop_reason, already=True)
+        reporter.end(result)
+        return result
+    if research.stop_reason() is None and settings.max_iter > 1:
+        chars = estimate_prompt_chars(research.prompts, settings, research.research, research.start_block)
+        research.model = check_endpoint(research.model, chars, reporter)
+    if base_url and base_url != config["model"]["base_url"]:
+        run.journal("endpoint_moved", base_url=base_url)
+    run.journal("resumed", next_iteration=research.state.next_iteration)
+    return research.drive()

@@ -1,0 +1,242 @@
+"""The research loop end to end: the real openai client against the loopback server, real evaluations."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+from openai_server import Fault, OpenAIServer, Recorded, Reply, openai_server  # noqa: F401 - fixture
+
+from autotrade.cli_research import PlainReporter
+from autotrade.config import RunSettings, model_settings
+from autotrade.data import load_bundled, prepare_data
+from autotrade.errors import ConfigError
+from autotrade.loop import RunResult, resume_run, start_run
+from autotrade.population import Population, choose_parent, record_outcome
+from autotrade.prompting import load_prompt_files
+from autotrade.rundir import RunDir
+
+CANARY = "sk-canary-7f3a9c1e5b"  # the API key: must never reach a file
+
+
+# -- replies -----------------------------------------------------------------------------------------
+
+
+def sma_block(fast: int, slow: int) -> str:
+    """A causal moving-average crossover with the given windows."""
+    return (
+        "def generate_features(df):\n"
+        f"    df['fast'] = df['Close'].rolling({fast}).mean()\n"
+        f"    df['slow'] = df['Close'].rolling({slow}).mean()\n"
+        "    return df\n\n\n"
+        "def strategy_logic(row):\n"
+        "    if row['fast'] > row['slow']:\n"
+        "        return 1\n"
+        "    if row['fast'] < row['slow']:\n"
+        "        return -1\n"
+        "    return 0\n"
+    )
+
+
+def answer(block: str, title: str) -> str:
+    """A well-formed reply: one python block, one markdown block."""
+    return f"Here is my proposal.\n\n```python\n{block}```\n\n```markdown\n{title}\n\nBecause it should work.\n```\n"
+
+
+def good(fast: int = 10, slow: int = 30) -> str:
+    return answer(sma_block(fast, slow), f"SMA {fast}/{slow}")
+
+
+KEY_ERROR = answer(
+    "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['RSI_14'] > 50 else -1\n",
+    "RSI filter",
+)
+# Whole-sample statistics pass vetting; only the harness's truncation check can see the future in them.
+LOOKAHEAD = answer(
+    "def generate_features(df):\n    df['above_mean'] = df['Close'] - df['Close'].mean()\n    return df\n\n\n"
+    "def strategy_logic(row):\n    return 1 if row['above_mean'] < 0 else -1\n",
+    "Buy below the long-run mean",
+)
+REJECTED = answer(
+    "import os\n\n\ndef generate_features(df):\n    os.system('true')\n    return df\n\n\n"
+    "def strategy_logic(row):\n    return 1\n",
+    "Shell out",
+)
+SYNTAX = answer("def generate_features(df)\n    return df\n\n\ndef strategy_logic(row):\n    return 1\n", "Typo")
+NO_CODE = "I would add an RSI filter, but I will not write code today."
+
+
+def iteration_of(request: Recorded) -> int:
+    """The iteration a proposal prompt is for (the template's heading)."""
+    content = request.body["messages"][-1]["content"]
+    return int(re.search(r"^# Iteration (\d+)", content, re.M).group(1))
+
+
+# -- data and runs -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Bundled S&P 500 cut to 2014-2018 (train 2014-2016, validation 2017, test 2018): quick to evaluate."""
+    folder = tmp_path_factory.mktemp("small")
+    frame = load_bundled("sp500")
+    frame[frame.index >= "2014-01-01"].to_csv(folder / "spx.csv")
+    prepare_data(csv=folder / "spx.csv", data_dir=folder / "data", val_start="2017-01-01", test_start="2018-01-01")
+    return folder / "data"
+
+
+def settings(data: Path, **overrides: object) -> RunSettings:
+    values: dict = {"max_iter": 4, "max_fails": 10, "population": 3, "seed": 7, "data_dir": str(data)}
+    return RunSettings(**{**values, **overrides})
+
+
+def start(server: OpenAIServer, root: Path, data: Path, name: str = "t", **overrides: object) -> tuple[RunResult, str]:
+    """Run in-process with a plain reporter; return the result and what it printed."""
+    out = io.StringIO()
+    endpoint = model_settings(base_url=server.base_url, environ={"OPENAI_API_KEY": CANARY})
+    result = start_run(
+        settings(data, **overrides), endpoint, PlainReporter(out), prompts=load_prompt_files(root), name=name, root=root / "train"
+    )
+    return result, out.getvalue()
+
+
+def records(run: Path) -> list[dict]:
+    """Every results record of a run directory, by iteration."""
+    found = sorted(run.glob("iter_*_results.json"), key=lambda p: int(p.name.split("_")[1]))
+    return [json.loads(p.read_text()) for p in found]
+
+
+def assert_no_key_anywhere(run: Path) -> None:
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
+
+
+# -- tests ---------------------------------------------------------------------------------------------
+
+
+def test_mixed_replies_are_recorded_with_typed_statuses_and_the_run_goes_on(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
+    openai_server.script(
+        [Reply(good()), Reply(KEY_ERROR), Reply(LOOKAHEAD), Reply(NO_CODE), Reply(""), Reply(good(), finish_reason="length"), Reply(REJECTED), Reply(SYNTAX)]
+    )
+    result, printed = start(openai_server, tmp_path, small_data, max_iter=9)
+    statuses = [r["status"] for r in records(result.path)]
+    assert statuses == ["ok", "ok", "runtime_error", "lookahead", "parse_error", "empty", "truncated", "rejected", "syntax_error"]
+    assert (result.status, result.stop_reason, result.iterations) == ("finished", "max_iter", 9)
+    key_error = records(result.path)[2]
+    assert key_error["error_type"] == "KeyError" and "RSI_14" in key_error["message"]
+    assert "why=" in printed.splitlines()[3]  # the iteration line says why it failed
+
+
+def test_results_record_what_the_report_needs(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.script([Reply(good(), usage=(1234, 321)), Reply(KEY_ERROR)])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=3)
+    base, first, failed = records(result.path)
+    assert base["parent"] is None and first["parent"] == 0 and failed["parent"] == 1
+    assert (first["prompt_tokens"], first["completion_tokens"], first["finish_reason"]) == (1234, 321, "stop")
+    assert first["latency_s"] > 0 and first["eval_s"] > 0 and first["usage_estimated"] is False
+    assert first["val_return"] == first["windows"]["val"]["total_return"] and first["objective"] == first["val_return"]
+    assert first["block"] == sma_block(10, 30) and first["hypothesis"].startswith("SMA 10/30")
+    assert failed["error_type"] == "KeyError" and failed["traceback"] and failed["train_return"] is None
+    assert (result.path / "iter_1_response.md").read_text() == good().strip()
+    assert "test" not in first["windows"]
+
+
+def test_run_directory_holds_runnable_trade_files_and_the_best(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.script([Reply(good(5, 20)), Reply(KEY_ERROR)])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=3)
+    run = result.path
+    for name in ("trade.py", "best_trade.py", "iter_0_trade.py", "iter_1_trade.py", "learnings.md", "config.json", "state.json", "journal.jsonl"):
+        assert (run / name).is_file(), name
+    best = result.population[0]["iteration"]
+    assert (run / "best_trade.py").read_text() == (run / f"iter_{best}_trade.py").read_text()
+    assert 'if __name__ == "__main__":' in (run / "iter_1_trade.py").read_text()
+    config = json.loads((run / "config.json").read_text())
+    assert config["settings"]["seed"] == 7 and config["model"]["model"] == "test-model"
+    assert len(config["data"]["sha256"]) == 64
+    assert_no_key_anywhere(run)
+
+
+def test_learnings_hold_each_iteration_once_with_actual_results(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.script([Reply(good()), Reply(NO_CODE)])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=3)
+    text = (result.path / "learnings.md").read_text()
+    for i in range(3):
+        assert text.count(f"## Iteration {i} ") == 1
+    assert "SMA 10/30" in text and "SYSTEM: status ok; train_return" in text and "SYSTEM: status parse_error" in text
+
+
+def test_random_reversion_and_the_stop_rule_follow_the_seed(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    # Three distinct good strategies fill the population; then failures only, until --max-fails.
+    openai_server.script([Reply(good(5, 20)), Reply(good(10, 50)), Reply(good(20, 100))] + [Reply(KEY_ERROR)] * 10)
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=20, max_fails=4, population=3, seed=11)
+    found = records(result.path)
+    assert (result.status, result.stop_reason) == ("finished", "max_fails")
+    # Replay the rules on the recorded objectives: population, streak and parents must match exactly.
+    population, streak, rng, parent = Population(3), 0, random.Random(11), None
+    for record in found:
+        assert record["parent"] == parent
+        step = record_outcome(population, streak, record["iteration"], record["objective"] if record["status"] == "ok" else None)
+        population, streak = step.population, step.fail_streak
+        parent = choose_parent(population, record["iteration"], step.entered, rng)
+        assert (record["entered_population"], record["fail_streak"]) == (step.entered, streak)
+    assert streak == 4 and len(found) == len([r for r in found if r["status"] == "ok"]) + 4
+    reverted = [r["parent"] for r in found if r["iteration"] > 0 and not found[r["iteration"] - 1]["entered_population"]]
+    assert len(reverted) == 3 and len(set(reverted)) > 1  # branches from random members, not always the latest
+    state = json.loads((result.path / "state.json").read_text())
+    assert state["population"] == population.to_list() and state["next_parent"] == parent
+
+
+def test_same_seed_same_parents(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    script = [Reply(good(5, 20)), Reply(good(10, 50))] + [Reply(KEY_ERROR)] * 4
+    parents = []
+    for name in ("a", "b"):
+        openai_server.script(script)
+        result, _ = start(openai_server, tmp_path, small_data, name=name, max_iter=7, seed=3)
+        parents.append([r["parent"] for r in records(result.path)])
+    assert parents[0] == parents[1]
+
+
+def test_prompts_show_columns_population_and_last_error_but_never_the_test_window(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
+    openai_server.script([Reply(KEY_ERROR), Reply(good())])
+    start(openai_server, tmp_path, small_data, max_iter=3)
+    second = openai_server.chat_requests[1].body["messages"][-1]["content"]
+    assert "- `Close`: float64" in second and "2014-01-02" in second
+    assert "FAILED with status `runtime_error` (KeyError)" in second and "RSI_14" in second
+    assert "1. iteration 0 — val_return" in second
+    for request in openai_server.chat_requests:
+        content = request.body["messages"][-1]["content"]
+        assert "2018-" not in content  # no test-window dates: sample rows are the first research rows
+
+
+def test_an_endpoint_error_stops_cleanly_and_the_run_resumes(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.script([Reply(good()), Fault(401, "bad key")])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=4)
+    assert (result.status, result.stop_reason, result.iterations) == ("stopped", "endpoint_error", 2)
+    assert "401" in result.message and CANARY not in result.message
+    assert not (result.path / "iter_2_results.json").exists()
+    openai_server.script([Reply(good(5, 20)), Reply(good(20, 60))])
+    resumed = resume_run(RunDir(result.path), PlainReporter(io.StringIO()), api_key=CANARY)
+    assert (resumed.status, resumed.iterations) == ("finished", 4)
+    assert [r["iteration"] for r in records(result.path)] == [0, 1, 2, 3]
+
+
+def test_preflight_failure_leaves_no_run_behind(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    endpoint = model_settings(base_url=openai_server.base_url, model="no-such-model", environ={})
+    with pytest.raises(ConfigError, match="no-such-model"):
+        start_run(settings(small_data), endpoint, PlainReporter(io.StringIO()), prompts=load_prompt_files(tmp_path), name="x", root=tmp_path / "train")
+    assert not (tmp_path / "train" / "x").exists()
+
+
+def test_a_baseline_only_run_needs_no_server(tmp_path: Path, small_data: Path) -> None:
+    endpoint = model_settings(base_url="http://127.0.0.1:9/v1", environ={})
+    result = start_run(settings(small_data, max_iter=1), endpoint, PlainReporter(io.StringIO()), prompts=load_prompt_files(tmp_path), name="b", root=tmp_path / "train")
+    assert (result.status, result.iterations) == ("finished", 1)
