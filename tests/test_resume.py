@@ -1,0 +1,242 @@
+"""Interrupt a run anywhere, resume it, and get every iteration exactly once."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai_server import OpenAIServer, Recorded, Reply, Slow, openai_server  # noqa: F401 - fixture
+from test_loop import CANARY, KEY_ERROR, answer, assert_no_key_anywhere, good, iteration_of, records, settings, sma_block, small_data  # noqa: F401
+
+from autotrade.cli_research import PlainReporter
+from autotrade.config import model_settings
+from autotrade.loop import resume_run, start_run
+from autotrade.population import Population, choose_parent, record_outcome
+from autotrade.prompting import load_prompt_files
+from autotrade.rundir import RunDir
+
+# `autotrade` as the user runs it, from this interpreter (so it uses this checkout).
+AUTOTRADE = [sys.executable, "-c", "import sys; from autotrade.cli import main; sys.argv[0] = 'autotrade'; main()"]
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing in the loop catches it."""
+
+
+def assert_consistent(run: Path, seed: int, size: int, max_iter: int) -> None:
+    """Each iteration exactly once everywhere, and state equal to replaying the rules on the records."""
+    found = records(run)
+    assert [r["iteration"] for r in found] == list(range(max_iter))
+    learnings = (run / "learnings.md").read_text()
+    assert all(learnings.count(f"## Iteration {i} ") == 1 for i in range(max_iter))
+    journal = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines() if line.strip()]
+    committed = Counter(e["iteration"] for e in journal if e["event"] == "iteration_committed")
+    assert committed == Counter(range(max_iter))
+    population, streak, rng, parent = Population(size), 0, random.Random(seed), None
+    for record in found:
+        assert record["parent"] == parent
+        step = record_outcome(population, streak, record["iteration"], record["objective"] if record["status"] == "ok" else None)
+        population, streak = step.population, step.fail_streak
+        parent = choose_parent(population, record["iteration"], step.entered, rng)
+    state = json.loads((run / "state.json").read_text())
+    assert (state["next_iteration"], state["status"]) == (max_iter, "finished")
+    assert (state["population"], state["fail_streak"], state["next_parent"]) == (population.to_list(), streak, parent)
+    assert not list(run.glob(f"iter_{max_iter}_*")) and not list(run.glob(".*.tmp"))
+    assert_no_key_anywhere(run)
+
+
+def per_iteration_replies(request: Recorded) -> Reply:
+    """A distinct good strategy per iteration, every third one broken."""
+    i = iteration_of(request)
+    return Reply(KEY_ERROR if i % 3 == 0 else good(3 + i, 20 + 5 * i))
+
+
+class CrashingReporter(PlainReporter):
+    """Dies when the loop enters a given phase of a given iteration."""
+
+    def __init__(self, iteration: int, phase: str) -> None:
+        super().__init__(io.StringIO())
+        self.at = (iteration, phase)
+
+    def phase(self, iteration: int, text: str) -> None:
+        if (iteration, text) == self.at:
+            raise Crash(f"died at {self.at}")
+
+
+CRASH_POINTS = ["before the model call", "after the reply is saved", "during evaluation", "after the results, before the commit", "after the commit"]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_an_iteration_cut_short_anywhere_is_redone_once(
+    point: str, openai_server: OpenAIServer, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openai_server.default = per_iteration_replies
+    reporter = PlainReporter(io.StringIO())
+    if point == "before the model call":
+        reporter = CrashingReporter(2, "asking the model")
+    elif point == "during evaluation":
+        reporter = CrashingReporter(2, "evaluating")
+    else:
+        event_or_state = {"after the reply is saved": "model_reply", "after the commit": "iteration_committed"}.get(point)
+        journal, write_state = RunDir.journal, RunDir.write_state
+
+        def crashing_journal(self: RunDir, event: str, **fields: Any) -> None:
+            journal(self, event, **fields)
+            if event == event_or_state and fields.get("iteration") == 2:
+                raise Crash(point)
+
+        def crashing_write_state(self: RunDir, state: Any) -> None:
+            if point == "after the results, before the commit" and state.next_iteration == 3:
+                raise Crash(point)
+            write_state(self, state)
+
+        monkeypatch.setattr(RunDir, "journal", crashing_journal)
+        monkeypatch.setattr(RunDir, "write_state", crashing_write_state)
+    endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
+    with pytest.raises(Crash):
+        start_run(settings(small_data, max_iter=4, seed=5), endpoint, reporter, prompts=load_prompt_files(tmp_path), name="c", root=tmp_path / "train")
+    monkeypatch.undo()
+    run = tmp_path / "train" / "c"
+    resumed = resume_run(RunDir(run), PlainReporter(io.StringIO()), api_key=CANARY)
+    assert (resumed.status, resumed.iterations) == ("finished", 4)
+    assert_consistent(run, seed=5, size=3, max_iter=4)
+    prompts = [r.body["messages"][-1]["content"] for r in openai_server.chat_requests if iteration_of(r) == 2]
+    assert len(set(prompts)) == 1  # a redone iteration asks exactly the same question
+
+
+# -- the real thing: SIGKILL a subprocess ---------------------------------------------------------------------
+
+SLOW_BLOCK = sma_block(8, 40).replace(
+    "def generate_features(df):\n", "def generate_features(df):\n    total = 0.0\n    for i in range(20_000_000):\n        total += i\n", 1
+)
+
+
+class Script:
+    """The server side of the kill test: holds iteration 2's first reply, slows iteration 4's first evaluation."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[int] = Counter()
+        self.holding = threading.Event()
+
+    def __call__(self, request: Recorded) -> Reply | Slow:
+        i = iteration_of(request)
+        self.seen[i] += 1
+        first = self.seen[i] == 1
+        if i == 2 and first:
+            self.holding.set()
+            return Slow(60, then=Reply(good()))
+        if i == 4 and first:
+            return Reply(answer(SLOW_BLOCK, "Slow features"))
+        return per_iteration_replies(request)
+
+
+def wait_for(condition: Any, what: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Poll until condition() holds; fail fast if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"autotrade exited with {process.returncode} before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def journal_has(run: Path, event: str, iteration: int) -> bool:
+    path = run / "journal.jsonl"
+    if not path.exists():
+        return False
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == event and entry.get("iteration") == iteration:
+            return True
+    return False
+
+
+def test_sigkill_at_several_points_then_resume_loses_and_duplicates_nothing(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
+    script = Script()
+    openai_server.default = script
+    env = {**os.environ, "OPENAI_BASE_URL": openai_server.base_url, "OPENAI_API_KEY": CANARY}
+    env.pop("OPENAI_MODEL", None)
+    run = tmp_path / "train" / "k"
+
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def launch(*args: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([*AUTOTRADE, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(process)
+        return process
+
+    def kill(process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+    first = launch("run", "--name", "k", "--max-iter", "6", "--seed", "9", "--quiet", "--data", str(small_data))
+    try:
+        wait_for(script.holding.is_set, "the model call of iteration 2", first)
+        kill(first)  # during the model call
+        second = launch("resume", "k", "--quiet")
+        wait_for(lambda: (run / "iter_3_results.json").exists(), "iteration 3's results", second)
+        kill(second)  # right after an iteration's files appear
+        third = launch("resume", "--quiet")  # the latest run
+        wait_for(lambda: journal_has(run, "model_reply", 4), "iteration 4's reply", third)
+        wait_for(lambda: (run / "iter_4_trade.py").exists(), "iteration 4's candidate", third)
+        kill(third)  # during the evaluation
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    done = subprocess.run([*AUTOTRADE, "resume", "k", "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "finished: reached --max-iter after 6 iterations" in done.stdout
+    assert_consistent(run, seed=9, size=3, max_iter=6)
+    assert script.seen[2] == 2 and script.seen[4] == 2  # each interrupted iteration asked again, once
+
+    again = subprocess.run([*AUTOTRADE, "resume", "k"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert_no_key_anywhere(run)
+
+
+def test_resuming_an_unknown_run_names_the_problem(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    done = subprocess.run([*AUTOTRADE, "resume", "nope"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "no run named 'nope'" in done.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    script = Script()
+    openai_server.default = script
+    env = {**os.environ, "OPENAI_BASE_URL": openai_server.base_url, "OPENAI_API_KEY": CANARY}
+    process = subprocess.Popen(
+        [*AUTOTRADE, "run", "--name", "i", "--max-iter", "5", "--quiet", "--data", str(small_data)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for(script.holding.is_set, "the model call of iteration 2", process)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, out + err
+    assert "autotrade resume i" in err
+    state = json.loads((tmp_path / "train" / "i" / "state.json").read_text())
+    assert (state["status"], state["stop_reason"], state["next_iteration"]) == ("stopped", "interrupted", 2)
+    assert not (tmp_path / "train" / "i" / "iter_2_response.md").exists()
