@@ -269,6 +269,7 @@ class Research:
         removed = self.run.discard_uncommitted(self.state.next_iteration)
         if removed:
             self.run.journal("discarded_uncommitted", files=removed, next_iteration=self.state.next_iteration)
+            self.reporter.note(f"iteration {self.state.next_iteration} was interrupted before it committed: redoing it")
         self.write_derived(self.population)
 
     def write_derived(self, population: Population) -> None:

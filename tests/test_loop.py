@@ -240,3 +240,50 @@ def test_a_baseline_only_run_needs_no_server(tmp_path: Path, small_data: Path) -
     endpoint = model_settings(base_url="http://127.0.0.1:9/v1", environ={})
     result = start_run(settings(small_data, max_iter=1), endpoint, PlainReporter(io.StringIO()), prompts=load_prompt_files(tmp_path), name="b", root=tmp_path / "train")
     assert (result.status, result.iterations) == ("finished", 1)
+
+
+@pytest.mark.parametrize("objective", ["val_sharpe", "robust", "rubric"])
+def test_each_objective_ranks_the_population(objective: str, openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.script([Reply(good())])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, objective=objective)
+    found = records(result.path)
+    assert all(r["objective_name"] == objective and isinstance(r["objective"], float) for r in found)
+    if objective == "val_sharpe":
+        assert found[1]["objective"] == found[1]["windows"]["val"]["sharpe"]
+    ranked = sorted(found, key=lambda r: (-r["objective"], r["iteration"]))
+    assert [r["iteration"] for r in result.population] == [r["iteration"] for r in ranked]
+
+
+def test_a_run_in_use_by_another_process_is_refused(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.script([Reply(good())])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=3, max_fails=1)
+    run = RunDir(result.path)
+    state = json.loads(run.state_path.read_text())
+    run.write_json(run.state_path, {**state, "status": "stopped"})
+    with run.locked():
+        assert run.is_active() and run.status() == "running"
+        with pytest.raises(ConfigError, match="being run by another process"):
+            resume_run(RunDir(result.path), PlainReporter(io.StringIO()), api_key=CANARY)
+    assert run.status() == "stopped"
+
+
+def test_doctor_reports_models_a_timed_completion_and_the_data(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from autotrade import cli_research
+
+    app = typer.Typer()
+    app.command("doctor")(cli_research.doctor)
+    app.command("run")(cli_research.run)
+    monkeypatch.chdir(tmp_path)
+    openai_server.script([Reply("ready", usage=(12, 4))])
+    env = {"OPENAI_BASE_URL": openai_server.base_url, "OPENAI_API_KEY": CANARY, "OPENAI_MODEL": ""}
+    outcome = CliRunner().invoke(app, ["doctor", "--data", str(small_data)], env=env)
+    text = " ".join(outcome.output.split())
+    assert "test-model · context 32,768" in text
+    assert "12 + 4 tokens" in text and "tokens/s" in text and "said 'ready'" in text
+    assert "data:" in text and "test (held out) from 2018-01-01" in text
+    assert CANARY not in outcome.output
