@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,7 +46,8 @@ from .prompting import (
 from .reply import parse_reply
 from .rundir import RunDir, RunState, RunStatus, default_name, now_iso
 
-class StopReason:
+
+class StopReason(StrEnum):
     """Why a run stopped (state.json's `stop_reason`)."""
 
     MAX_ITER = "max_iter"  # N iterations evaluated

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 ITER_FILE = re.compile(r"iter_(\d+)_(trade\.py|results\.json|response\.md)")
 
 
-class RunStatus:
-    """Values of state.json's `status` (plain strings in JSON)."""
+class RunStatus(StrEnum):
+    """Values of state.json's `status`."""
 
     RUNNING = "running"  # started or resumed, not known to have stopped (a killed run stays here)
     STOPPED = "stopped"  # stopped early and cleanly (Ctrl-C, endpoint error): resumable
