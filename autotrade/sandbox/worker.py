@@ -1,0 +1,801 @@
+"""Run a candidate in isolated worker processes and bring back plain data: features and signals.
+
+Processes:
+- harness (trusted): `run_candidate` sends each worker child its slice of the frame and the
+  code over a pipe, reads back a length-prefixed JSON header plus raw float64 bytes
+  (nothing is unpickled), validates lengths and values, and computes everything else itself.
+- fork server: a fresh `python -I` (scrubbed environment, none of the harness's memory, so
+  no API key and no test rows to find) that imports pandas once, enters a network namespace
+  and a read-only library-only filesystem view, then forks one child per run. It never sees
+  candidate data: the harness passes each child's pipes to it (SCM_RIGHTS) and writes the
+  data straight into the child, so a prefix run cannot find the full frame anywhere in memory.
+  It enforces the wall-clock limit with SIGKILL and reports how each child ended.
+- worker child: applies rlimits, uid nobody, seccomp and the audit hook (layers.py), runs the
+  block (execute.py) on its frame, writes the result and exits with os._exit (no atexit hooks).
+
+Each run (the full frame and every look-ahead prefix) is its own fresh child: no state survives
+between runs. Runs go two at a time by default; the first failure cancels the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import gc
+import json
+import math
+import os
+import resource
+import select
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import zlib
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AutotradeError, CandidateError
+from . import layers
+from .execute import candidate_error, compile_block, compute_features_and_signals, exec_block
+
+_PREFIX = struct.Struct("<IQ")  # header length, payload length
+_INTERNAL_ERROR = 70  # exit code of a child whose set-up failed (EX_SOFTWARE)
+_HEADER_CAP = 1 << 20  # bytes of JSON header a child may send back
+_FRAME_DTYPES = ("float64", "int64", "bool")  # sent as is; anything else is sent as float64
+_STATUSES = frozenset({"ok", "syntax_error", "runtime_error", "memory", "bad_signal", "timeout"})
+_SERVER_ENV = {  # everything the fork server's environment holds: no secrets, one thread per library
+    "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC",
+    "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1", "NUMEXPR_MAX_THREADS": "1",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Resource limits for every worker run (the full frame and each look-ahead prefix)."""
+
+    timeout_s: float = 60.0  # wall-clock seconds per run; the child is SIGKILLed past it
+    memory_mb: int = 4096  # address space per run
+    output_bytes: int = 64 * 1024  # stdout+stderr kept per run; the rest is read and dropped
+    workers: int = 2  # runs at once (each may use memory_mb)
+    max_columns: int = 512  # feature columns a run may return
+
+    @property
+    def cpu_s(self) -> int:
+        """CPU-seconds rlimit: a backstop just above the wall-clock limit."""
+        return math.ceil(self.timeout_s) + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """One run of the candidate on the first `rows` bars of the frame."""
+
+    rows: int
+    columns: tuple[str, ...]  # every column generate_features returned, in order
+    features: Mapping[str, np.ndarray]  # column -> float64[rows] (non-numeric columns as value hashes)
+    signals: np.ndarray  # float64[rows] in {-1, 0, 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateOutput:
+    """The full-frame run plus the look-ahead prefix runs; the harness computes everything else."""
+
+    rows: int
+    columns: tuple[str, ...]
+    features: Mapping[str, np.ndarray]
+    signals: np.ndarray
+    prefixes: tuple[RunResult, ...]
+    output: str  # the full run's captured stdout/stderr, truncated to Limits.output_bytes
+    warnings: tuple[str, ...]  # forgiven mistakes, e.g. a generate_features without `return df`
+    timings: Mapping[str, float]  # seconds: run_s (full run), prefix_runs_s (sum over prefixes), total_s
+
+    @property
+    def added_columns(self) -> tuple[str, ...]:
+        """Columns generate_features added to the input frame."""
+        return tuple(c for c in self.columns if c not in _INPUT_COLUMNS)
+
+
+_INPUT_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close", "Volume"})
+
+
+def run_candidate(source: str, frame: pd.DataFrame, cut_points: Sequence[int] = (),
+                  limits: Limits = Limits()) -> CandidateOutput:
+    """Run the block on `frame` and on each prefix `frame.iloc[:cut]`, each in a fresh sandboxed child.
+
+    Raises CandidateError with status syntax_error, runtime_error, memory, timeout or bad_signal
+    for the full run; a prefix run that fails where the full run did not is status lookahead
+    (the block behaves differently when later bars are removed). The look-ahead comparison
+    itself is lookahead.check_lookahead.
+    """
+    started = time.perf_counter()
+    rows = len(frame)
+    cuts = sorted({int(c) for c in cut_points if 0 < int(c) < rows}, reverse=True)
+    encoded = _encode_frame(frame)
+    runs = [_Run(0, rows, source, encoded, limits)] + [_Run(i + 1, c, source, encoded, limits)
+                                                         for i, c in enumerate(cuts)]
+    _SERVER.execute(runs, limits)
+    full = runs[0]
+    if full.error is not None:
+        raise full.error
+    for run in runs[1:]:
+        if run.error is not None:
+            raise _prefix_failure(run, frame.index)
+    assert full.result is not None
+    total = time.perf_counter() - started
+    return CandidateOutput(
+        rows=rows, columns=full.result.columns, features=full.result.features, signals=full.result.signals,
+        prefixes=tuple(r.result for r in runs[1:] if r.result is not None), output=full.output_text(),
+        warnings=tuple(full.warnings),
+        timings={"run_s": full.wall_s, "prefix_runs_s": sum(r.wall_s for r in runs[1:]), "total_s": total})
+
+
+def probe_layers() -> dict[str, bool | str]:
+    """Measure the isolation layers from inside a real worker child (for `autotrade doctor`)."""
+    run = _Run(0, 0, "", _encode_frame(pd.DataFrame(index=pd.DatetimeIndex([], name="Date"))), Limits(),
+               probe=True)
+    _SERVER.execute([run], Limits())
+    report: dict[str, bool | str] = {"worker_process": True}
+    report.update(_SERVER.setup_report)
+    if run.probe is None:
+        reason = str(run.error) if run.error else "no report"
+        report.update({k: f"unknown (probe failed: {reason})" for k in ("seccomp", "audit_hook", "rlimits")})
+    else:
+        report.update(run.probe)
+    return report
+
+
+def _prefix_failure(run: _Run, index: pd.DatetimeIndex) -> CandidateError:
+    error = run.error
+    assert error is not None
+    if error.status in ("timeout", "memory"):
+        return error
+    last = index[run.rows - 1].date()
+    return CandidateError(f"look-ahead check: the block fails when bars after {last} are removed "
+                          f"(first {run.rows} bars): {error}", status="lookahead",
+                          error_type=error.error_type, traceback=error.traceback)
+
+
+# ----------------------------------------------------------------------------------------------
+# Harness side: one fork server per harness process, shared by all evaluations.
+
+
+def _encode_frame(frame: pd.DataFrame) -> dict[str, Any]:
+    """Column arrays and index as plain numpy (sent to children as raw bytes, never pickled)."""
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise TypeError("the frame must have a DatetimeIndex")
+    columns, arrays = [], []
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        if values.dtype.name not in _FRAME_DTYPES:
+            values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        columns.append(str(name))
+        arrays.append(np.ascontiguousarray(values))
+    unit = np.datetime_data(frame.index.dtype)[0] if frame.index.tz is None else "ns"
+    stamps = frame.index.tz_localize(None) if frame.index.tz is not None else frame.index
+    return {"columns": columns, "arrays": arrays, "index": np.ascontiguousarray(stamps.asi8),
+            "unit": unit, "index_name": frame.index.name}
+
+
+class _Run:
+    """One child: its job bytes going in, its result and output coming back, how it ended."""
+
+    def __init__(self, number: int, rows: int, source: str, encoded: dict[str, Any], limits: Limits,
+                 probe: bool = False) -> None:
+        self.number, self.rows, self.limits = number, rows, limits
+        header = {"source": source, "rows": rows, "columns": encoded["columns"],
+                  "dtypes": [a.dtype.name for a in encoded["arrays"]], "unit": encoded["unit"],
+                  "index_name": encoded["index_name"], "max_columns": limits.max_columns, "probe": probe}
+        parts = [encoded["index"][:rows].tobytes()] + [a[:rows].tobytes() for a in encoded["arrays"]]
+        self.job = _pack(header, b"".join(parts))
+        self.sent = 0
+        self.result_bytes = bytearray()
+        self.result_cap = _PREFIX.size + _HEADER_CAP + 8 * rows * (1 + limits.max_columns)
+        self.overflow = False
+        self.output = bytearray()
+        self.dropped = 0
+        self.exit: dict[str, Any] | None = None
+        self.fds: dict[str, int] = {}
+        self.started = self.finished = 0.0
+        self.result: RunResult | None = None
+        self.error: CandidateError | None = None
+        self.probe: dict[str, bool | str] | None = None
+        self.warnings: list[str] = []
+
+    @property
+    def wall_s(self) -> float:
+        return self.finished - self.started
+
+    def output_text(self) -> str:
+        text = self.output.decode("utf-8", errors="replace")
+        if self.dropped:
+            text += f"\n[... {self.dropped} more bytes of output dropped]"
+        return text
+
+    def done(self) -> bool:
+        return self.exit is not None and not self.fds
+
+    def conclude(self) -> None:
+        """Turn what came back into a result or a CandidateError."""
+        self.finished = time.perf_counter()
+        exit_info = self.exit or {}
+        limits = self.limits
+        if exit_info.get("timed_out"):
+            self.error = CandidateError(f"timed out after {limits.timeout_s:g} s (wall clock); the worker was killed",
+                                        status="timeout", error_type="TimeoutError")
+            return
+        if self.overflow:
+            self.error = CandidateError(f"the worker sent back more than {self.result_cap} bytes "
+                                        f"(limit: {limits.max_columns} feature columns)", status="runtime_error")
+            return
+        if self.result_bytes:
+            self._parse()
+            return
+        killed_by = exit_info.get("signal")
+        if killed_by in (signal.SIGXCPU, signal.SIGKILL) and exit_info.get("cpu_s", 0.0) >= limits.cpu_s - 0.5:
+            self.error = CandidateError(f"CPU time limit of {limits.cpu_s} s exceeded; the worker was killed",
+                                        status="timeout", error_type="TimeoutError")
+        elif killed_by == signal.SIGKILL:
+            self.error = CandidateError(f"the worker was killed, most likely out of memory (limit {limits.memory_mb} MB)",
+                                        status="memory", error_type="MemoryError")
+        elif killed_by:
+            self.error = CandidateError(f"the worker crashed ({signal.Signals(killed_by).name})",
+                                        status="runtime_error", error_type=signal.Signals(killed_by).name)
+        elif exit_info.get("code") == _INTERNAL_ERROR:
+            last = self.output_text().strip().splitlines()[-1:] or ["no details"]
+            self.error = CandidateError(f"the sandbox worker failed: {last[0]}", status="runtime_error")
+        else:
+            self.error = CandidateError(f"the worker ended (exit code {exit_info.get('code')}) without a result; "
+                                        "the block must not exit, fork or close its output", status="runtime_error")
+
+    def _parse(self) -> None:
+        try:
+            header, payload = _unpack(bytes(self.result_bytes), _HEADER_CAP)
+            self._accept(header, payload)
+        except (ValueError, TypeError, KeyError) as exc:
+            self.error = CandidateError(f"the worker returned malformed output ({exc})", status="runtime_error")
+
+    def _accept(self, header: Any, payload: bytes) -> None:
+        """Validate a child's result header and payload; nothing in them is trusted."""
+        if not isinstance(header, dict):
+            raise TypeError("header is not an object")
+        status = header.get("status")
+        if status == "probe" and isinstance(header.get("layers"), dict):
+            self.probe = {str(k)[:40]: (v if v is True else str(v)[:200]) for k, v in header["layers"].items()}
+            return
+        if status not in _STATUSES:
+            raise ValueError(f"unknown status {str(status)[:40]!r}")
+        if status != "ok":
+            error_type = header.get("error_type")
+            self.error = CandidateError(_text(header.get("message"), 4000), status=status,
+                                        error_type=_text(error_type, 100) if error_type is not None else None,
+                                        traceback=_text(header.get("traceback"), 10_000))
+            return
+        columns = header.get("columns")
+        if (not isinstance(columns, list) or len(columns) > self.limits.max_columns
+                or not all(isinstance(c, str) and len(c) <= 200 for c in columns) or len(set(columns)) != len(columns)):
+            raise ValueError("bad column list")
+        rows = self.rows
+        if len(payload) != 8 * rows * (1 + len(columns)):
+            raise ValueError(f"payload of {len(payload)} bytes for {rows} rows and {len(columns)} columns")
+        values = np.frombuffer(payload, dtype="<f8").reshape(1 + len(columns), rows) if rows else \
+            np.zeros((1 + len(columns), 0))
+        signals = values[0].copy()
+        if not np.isin(signals, (-1.0, 0.0, 1.0)).all():
+            raise ValueError("signals outside {-1, 0, 1}")
+        features = {c: values[i + 1].copy() for i, c in enumerate(columns)}
+        self.result = RunResult(rows=rows, columns=tuple(columns), features=features, signals=signals)
+        warnings = header.get("warnings")
+        if isinstance(warnings, list):
+            self.warnings = [_text(w, 300) for w in warnings[:10]]
+
+
+def _text(value: Any, cap: int) -> str:
+    text = value if isinstance(value, str) else ""
+    return text if len(text) <= cap else text[:cap] + "..."
+
+
+class _ForkServerHandle:
+    """The harness's connection to its fork server: started on first use, restarted if it dies."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._stderr: Any = None
+        self.setup_report: dict[str, bool | str] = {}
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._stderr = tempfile.TemporaryFile()
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        boot = (f"import sys; sys.path.insert(0, {package_root!r}); "
+                f"from autotrade.sandbox.worker import serve; serve({theirs.fileno()}, {os.getpid()})")
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", "-B", "-c", boot], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=self._stderr, pass_fds=(theirs.fileno(),), env=_SERVER_ENV, cwd="/", start_new_session=True)
+        theirs.close()
+        self._sock = ours
+        ours.settimeout(120)
+        try:
+            message = ours.recv(65536)
+        except OSError:
+            message = b""
+        ours.settimeout(None)
+        if not message:
+            self._stop()
+            raise AutotradeError(f"the sandbox worker failed to start: {self._server_log()}")
+        self.setup_report = json.loads(message)["layers"]
+
+    def _server_log(self) -> str:
+        if self._stderr is None:
+            return "(no log)"
+        self._stderr.seek(0)
+        lines = self._stderr.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else "(no log)"
+
+    def _stop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        if self._process is not None:
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)  # the server and any child still running
+            except ProcessLookupError:
+                pass
+            self._process.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+        self._process = self._sock = self._stderr = None
+
+    def close(self) -> None:
+        """Stop the server (its children die with it)."""
+        with self._lock:
+            self._stop()
+
+    def execute(self, runs: list[_Run], limits: Limits) -> None:
+        """Run every job, at most `limits.workers` at once; the first failure cancels the others."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._stop()
+                self._start()
+            try:
+                self._execute(runs, limits)
+            except BrokenPipeError:
+                self._stop()
+                for run in runs:
+                    if run.result is None and run.error is None and run.probe is None:
+                        run.error = CandidateError("the sandbox worker stopped unexpectedly", status="runtime_error")
+
+    def _execute(self, runs: list[_Run], limits: Limits) -> None:
+        assert self._sock is not None
+        sock = self._sock
+        queue = deque(runs)
+        active: dict[int, _Run] = {}
+        failed = False
+        backstop = time.monotonic() + limits.timeout_s * (1 + len(runs)) + 30
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ, None)
+            while queue or active:
+                while queue and len(active) < max(1, limits.workers) and not failed:
+                    run = queue.popleft()
+                    self._spawn(run, limits, selector)
+                    active[run.number] = run
+                if failed:
+                    queue.clear()
+                if not active:
+                    break
+                events = selector.select(timeout=max(0.0, backstop - time.monotonic()))
+                if not events and time.monotonic() >= backstop:
+                    raise BrokenPipeError("sandbox server did not answer")
+                for key, mask in events:
+                    if key.data is None:
+                        self._server_message(sock, active)
+                    else:
+                        run, role = key.data
+                        self._pump(run, role, selector)
+                for number in [n for n, r in active.items() if r.done()]:
+                    run = active.pop(number)
+                    run.conclude()
+                    if run.error is not None and not failed:
+                        failed = True
+                        for other in active.values():
+                            sock.send(json.dumps({"op": "kill", "job": other.number}).encode())
+            for run in runs:
+                if run.result is None and run.error is None and run.probe is None:
+                    run.error = CandidateError("cancelled after another run failed", status="runtime_error")
+
+    def _spawn(self, run: _Run, limits: Limits, selector: selectors.BaseSelector) -> None:
+        job_read, job_write = os.pipe()
+        result_read, result_write = os.pipe()
+        output_read, output_write = os.pipe()
+        request = {"op": "spawn", "job": run.number, "timeout_s": limits.timeout_s,
+                   "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s}
+        try:
+            socket.send_fds(self._sock, [json.dumps(request).encode()], [job_read, result_write, output_write])
+        finally:
+            for fd in (job_read, result_write, output_write):
+                os.close(fd)
+        run.started = time.perf_counter()
+        for role, fd in (("job", job_write), ("result", result_read), ("output", output_read)):
+            os.set_blocking(fd, False)
+            run.fds[role] = fd
+            selector.register(fd, selectors.EVENT_WRITE if role == "job" else selectors.EVENT_READ, (run, role))
+
+    def _server_message(self, sock: socket.socket, active: dict[int, _Run]) -> None:
+        message = sock.recv(65536)
+        if not message:
+            raise BrokenPipeError("sandbox server closed its socket")
+        event = json.loads(message)
+        run = active.get(event.get("job"))
+        if run is not None and event.get("op") == "exited":
+            run.exit = event
+
+    @staticmethod
+    def _pump(run: _Run, role: str, selector: selectors.BaseSelector) -> None:
+        fd = run.fds[role]
+        try:
+            if role == "job":
+                run.sent += os.write(fd, memoryview(run.job)[run.sent:run.sent + (1 << 20)])
+                finished = run.sent >= len(run.job)
+            else:
+                chunk = os.read(fd, 1 << 16)
+                finished = not chunk
+                if role == "result":
+                    run.result_bytes += chunk
+                    if len(run.result_bytes) > run.result_cap:
+                        run.overflow, finished = True, True
+                else:
+                    room = max(0, run.limits.output_bytes - len(run.output))
+                    run.output += chunk[:room]
+                    run.dropped += max(0, len(chunk) - room)
+        except BlockingIOError:
+            return
+        except (BrokenPipeError, ConnectionResetError):
+            finished = True  # the child is gone before reading its job; the server's exit report says why
+        if finished:
+            selector.unregister(fd)
+            os.close(fd)
+            del run.fds[role]
+
+
+_SERVER = _ForkServerHandle()
+
+
+def _pack(header: dict[str, Any], payload: bytes) -> bytes:
+    encoded = json.dumps(header).encode()
+    return _PREFIX.pack(len(encoded), len(payload)) + encoded + payload
+
+
+def _unpack(data: bytes, header_cap: int) -> tuple[Any, bytes]:
+    """Split a framed message; raise ValueError unless the lengths add up exactly."""
+    if len(data) < _PREFIX.size:
+        raise ValueError("short message")
+    header_length, payload_length = _PREFIX.unpack_from(data)
+    if header_length > header_cap or _PREFIX.size + header_length + payload_length != len(data):
+        raise ValueError("lengths do not match")
+    try:
+        header = json.loads(data[_PREFIX.size:_PREFIX.size + header_length])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError("header is not JSON") from exc
+    return header, data[_PREFIX.size + header_length:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Fork server side (a separate, fresh interpreter).
+
+# Runs in the server before any candidate, so that pandas' lazily imported parts (formatting,
+# window functions, groupby, resample...) are loaded while the whole filesystem is still visible.
+_WARM_UP = '''
+def generate_features(df):
+    c = df["Close"]
+    df["a"] = c.rolling(20).mean() - c.rolling(5, min_periods=1).median() + c.rolling(9).std()
+    df["b"] = c.ewm(span=12, adjust=False).mean() - c.ewm(alpha=0.1).std() + c.expanding().max()
+    df["c"] = c.pct_change().rolling(10).apply(lambda x: x.sum(), raw=True) + c.diff().clip(-1, 1)
+    df["d"] = np.where(c > c.shift(1), 1.0, -1.0) + c.rolling(14).quantile(0.8) + c.rolling(14).rank()
+    df["e"] = c.rolling(20).corr(df["Volume"]) + c.rolling(5).min() + c.rolling(5).max() + c.rolling(5).sum()
+    df["f"] = pd.qcut(c, 4, labels=False) + pd.cut(c, 3, labels=False) + c.rank(pct=True)
+    df["g"] = c.where(c > 0).ffill().bfill().interpolate().fillna(0).cumsum().cummax()
+    df["h"] = np.log(c).diff().abs().mask(c < 0, 0) + np.sign(c.diff()) + np.gradient(c.to_numpy())
+    df["i"] = df.index.dayofweek + df.index.month + pd.Series(df.index, index=df.index).dt.day
+    df["j"] = c.groupby(df.index.year).transform("mean") + c.resample("W").last().reindex(df.index).ffill()
+    df["k"] = pd.concat([c, c.shift(1)], axis=1).max(axis=1).astype("float32").astype(float)
+    df["m"] = (df[["Open", "Close"]].mean(axis=1) > c).astype(int) + c.isna() + pd.isna(c) + c.notna()
+    np.polyfit(np.arange(10.0), c.to_numpy()[:10], 1); np.linalg.lstsq(np.ones((5, 2)), np.ones(5), rcond=None)
+    np.percentile(c, 50); c.describe(); c.value_counts(); c.autocorr(); df.corr(); df.cov(); c.nlargest(3)
+    str(df); repr(c); str(df.head()); df.to_numpy(); c.tolist(); c.to_list(); c.round(2); c.astype(str)
+    df.loc[df.index[0], "a"] = 1.0; df.iloc[0, 0] = df.iloc[0, 0]; df.replace(np.inf, np.nan)
+    return df
+
+def strategy_logic(row):
+    value = row.get("a", 0.0)
+    if pd.isna(value) or np.isnan(value) or math.isnan(value):
+        return 0
+    return 1 if row["Close"] > row.Close and row.name.month > 0 and "a" in row else -1
+'''
+
+
+class _Policy:
+    """What the server set up and what every child must apply."""
+
+    def __init__(self, roots: tuple[str, ...], seccomp: bytes | None, drop_to_nobody: bool) -> None:
+        self.roots, self.seccomp, self.drop_to_nobody = roots, seccomp, drop_to_nobody
+
+
+def serve(control_fd: int, harness_pid: int) -> None:
+    """Fork-server main loop (entry point of the `python -I` process the harness starts)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's business
+    layers.die_with_parent(harness_pid)
+    control = socket.socket(fileno=control_fd)
+    _warm_up()
+    report: dict[str, bool | str] = {}
+    roots = layers.library_roots()
+    try:
+        seccomp: bytes | None = layers.build_seccomp_filter()
+        report["seccomp"] = True
+    except OSError as exc:
+        seccomp = None
+        report["seccomp"] = f"unavailable ({exc})"
+    nobody = layers.can_drop_to_nobody(roots)
+    report["unprivileged_user"] = nobody
+    report.update(layers.enter_namespaces(roots))
+    policy = _Policy(roots, seccomp, nobody is True and os.geteuid() == 0)
+    gc.collect()
+    gc.freeze()  # children then never touch the server's objects for GC: fewer copied pages per fork
+    control.send(json.dumps({"op": "ready", "layers": report}).encode())
+    _serve_loop(control, policy)
+
+
+def _warm_up() -> None:
+    index = pd.bdate_range("2000-01-03", periods=300, name="Date")
+    prices = 100 + np.cumsum(np.random.default_rng(0).normal(0, 1, 300))
+    frame = pd.DataFrame({"Open": prices, "High": prices + 1, "Low": prices - 1, "Close": prices,
+                          "Adj Close": prices, "Volume": np.full(300, 1e6)}, index=index)
+    namespace = exec_block(_WARM_UP)
+    features, _, _ = compute_features_and_signals(namespace, frame, _WARM_UP)
+    for name in features.columns:
+        _column_as_float(features[name].astype(str))
+        _column_as_float(features[name])
+
+
+def _serve_loop(control: socket.socket, policy: _Policy) -> None:
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so SIGCHLD wakes select via the fd
+    children: dict[int, dict[str, Any]] = {}  # pid -> {job, deadline, killed, timed_out, started}
+    try:
+        while True:
+            deadlines = [c["deadline"] for c in children.values() if not c["killed"]]
+            wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            try:
+                readable, _, _ = select.select([control, wake_read], [], [], wait)
+            except InterruptedError:
+                readable = []
+            if wake_read in readable:
+                while True:
+                    try:
+                        if not os.read(wake_read, 512):
+                            break
+                    except BlockingIOError:
+                        break
+            if control in readable:
+                message, fds, _, _ = socket.recv_fds(control, 65536, 3)
+                if not message:
+                    return  # the harness has gone: stop everything
+                request = json.loads(message)
+                if request.get("op") == "spawn" and len(fds) == 3:
+                    pid = _fork_child(request, fds, policy, control, (wake_read, wake_write))
+                    children[pid] = {"job": request["job"], "deadline": time.monotonic() + float(request["timeout_s"]),
+                                     "killed": False, "timed_out": False, "started": time.monotonic()}
+                else:
+                    for fd in fds:
+                        os.close(fd)
+                    for pid, child in children.items():
+                        if request.get("op") == "kill" and child["job"] == request.get("job") and not child["killed"]:
+                            os.kill(pid, signal.SIGKILL)  # not reaped yet, so the pid is still ours
+                            child["killed"] = True
+            now = time.monotonic()
+            for pid, child in children.items():
+                if not child["killed"] and now >= child["deadline"]:
+                    os.kill(pid, signal.SIGKILL)
+                    child["killed"] = child["timed_out"] = True
+            while children:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                child = children.pop(pid, None)
+                if child is None:
+                    continue
+                control.send(json.dumps({
+                    "op": "exited", "job": child["job"], "timed_out": child["timed_out"],
+                    "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                    "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                    "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": time.monotonic() - child["started"],
+                }).encode())
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+
+
+def _fork_child(request: dict[str, Any], fds: list[int], policy: _Policy, control: socket.socket,
+                wake: tuple[int, int]) -> int:
+    server_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = _INTERNAL_ERROR
+        try:
+            code = _child(request, fds, policy, server_pid)
+        except BaseException:  # noqa: BLE001 - a harness bug: say it on the output pipe, which the harness reads
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    for fd in fds:
+        os.close(fd)
+    return pid
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker child side.
+
+
+def _child(request: dict[str, Any], fds: list[int], policy: _Policy, server_pid: int) -> int:
+    """Set up the layers, read the job, run it, write the result; returns the exit code."""
+    signal.set_wakeup_fd(-1)
+    for number in (signal.SIGCHLD, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)
+    job_fd, result_fd, output_fd = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds)
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.dup2(job_fd, 3)
+    os.dup2(result_fd, 4)
+    os.closerange(5, 1 << 16)  # the control socket, the wake pipe, every other received descriptor
+    layers.die_with_parent(server_pid)
+    layers.make_undumpable()
+    job = _read_all(3)
+    os.close(3)
+    layers.set_limits(int(request["memory_mb"]), int(request["cpu_s"]))
+    if policy.drop_to_nobody:
+        layers.drop_privileges()
+    if policy.seccomp is not None:
+        layers.apply_seccomp(policy.seccomp)
+    os.environ.clear()
+    np.random.seed(0)  # legacy global RNG use stays reproducible between the full and prefix runs
+    header, payload = _unpack(job, 1 << 30)
+    if header.get("probe"):
+        reply = _pack({"status": "probe", "layers": _probe(policy, request)}, b"")
+        ok = True
+    else:
+        reply, ok = _run_job(header, payload, policy)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    view = memoryview(reply)
+    while view:
+        view = view[os.write(4, view):]
+    return 0 if ok else 1
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    expected = None
+    received = 0
+    while expected is None or received < expected:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
+        if expected is None and received >= _PREFIX.size:
+            header_length, payload_length = _PREFIX.unpack(b"".join(chunks)[:_PREFIX.size])
+            expected = _PREFIX.size + header_length + payload_length
+    return b"".join(chunks)
+
+
+def _job_frame(header: dict[str, Any], payload: bytes) -> pd.DataFrame:
+    rows = int(header["rows"])
+    stamps = np.frombuffer(payload, dtype=np.int64, count=rows)
+    index = pd.DatetimeIndex(stamps.view(f"datetime64[{header['unit']}]"), name=header["index_name"])
+    data, offset = {}, 8 * rows
+    for name, dtype in zip(header["columns"], header["dtypes"]):
+        values = np.frombuffer(payload, dtype=dtype, count=rows, offset=offset).copy()
+        offset += values.nbytes
+        data[name] = values
+    return pd.DataFrame(data, index=index)
+
+
+def _run_job(header: dict[str, Any], payload: bytes, policy: _Policy) -> tuple[bytes, bool]:
+    """The candidate's run; returns (framed reply, ok)."""
+    source = header["source"]
+    frame = _job_frame(header, payload)
+    del payload
+    started = time.perf_counter()
+    try:
+        code = compile_block(source)
+        layers.install_audit_hook(policy.roots, code)  # sealed from here on
+        namespace = exec_block(code, source)
+        features, signals, warnings = compute_features_and_signals(namespace, frame, source)
+        columns = [str(c) for c in features.columns]
+        if len(columns) > int(header["max_columns"]):
+            raise CandidateError(f"generate_features returned {len(columns)} columns; at most "
+                                 f"{header['max_columns']} are allowed", status="runtime_error")
+        blocks = [np.ascontiguousarray(signals, dtype="<f8").tobytes()]
+        blocks += [_column_as_float(features[c]).astype("<f8").tobytes() for c in columns]
+        reply = {"status": "ok", "columns": columns, "warnings": warnings,
+                 "timings": {"run_s": time.perf_counter() - started}}
+        return _pack(reply, b"".join(blocks)), True
+    except CandidateError as exc:
+        error = exc
+    except BaseException as exc:  # noqa: BLE001 - anything the candidate raises is its outcome
+        error = candidate_error(exc, source, "while running the block")
+    return _pack({"status": error.status, "message": str(error), "error_type": error.error_type,
+                  "traceback": error.traceback}, b""), False
+
+
+def _column_as_float(series: pd.Series) -> np.ndarray:
+    """A feature column as float64 for the look-ahead comparison; non-numeric values become hashes."""
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype) or (pd.api.types.is_numeric_dtype(dtype)
+                                              and not pd.api.types.is_complex_dtype(dtype)):
+        try:
+            return series.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            pass
+    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+        values = series.to_numpy()
+        if values.dtype.kind in "mM":
+            out = values.view("i8").astype(np.float64)
+            out[np.isnat(values)] = np.nan
+            return out
+    return np.array([np.nan if _is_missing(v) else float(zlib.crc32(repr(v).encode("utf-8", "replace")))
+                     for v in series.tolist()], dtype=np.float64)
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _probe(policy: _Policy, request: dict[str, Any]) -> dict[str, bool | str]:
+    """Measure, from inside a child with its layers applied, which of them hold."""
+    report: dict[str, bool | str] = {}
+    uid = os.getuid()
+    report["unprivileged_user"] = True if uid != 0 else "runs as root (uid 0)"
+    expected = {resource.RLIMIT_FSIZE: 0, resource.RLIMIT_NPROC: 0, resource.RLIMIT_CORE: 0,
+                resource.RLIMIT_AS: int(request["memory_mb"]) * 1024 * 1024}
+    wrong = [str(k) for k, v in expected.items() if resource.getrlimit(k) != (v, v)]
+    report["rlimits"] = True if not wrong else f"not applied ({', '.join(wrong)})"
+    report["scrubbed_env"] = True if not os.environ else f"{len(os.environ)} variables left"
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        report["seccomp"] = "not enforced (a socket could be created)"
+    except PermissionError:
+        report["seccomp"] = True
+    except OSError as exc:
+        report["seccomp"] = f"not enforced ({exc})"
+    if os.path.exists("/proc/self") or os.path.exists("/etc/passwd"):
+        report["filesystem_view"] = "not enforced (/proc or /etc visible)"
+    layers.install_audit_hook(policy.roots, compile("", "<probe>", "exec"))
+    try:
+        os.listdir("/")
+        report["audit_hook"] = "not enforced (listing / worked)"
+    except PermissionError:
+        report["audit_hook"] = True
+    return report
+
+
+__all__ = ["CandidateOutput", "Limits", "RunResult", "probe_layers", "run_candidate", "serve"]
