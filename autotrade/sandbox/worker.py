@@ -70,6 +70,9 @@ class Limits:
     output_bytes: int = 64 * 1024  # stdout+stderr kept per run; the rest is read and dropped
     workers: int = 2  # runs at once (each may use memory_mb)
     max_columns: int = 512  # feature columns a run may return
+    # Layers to leave off, to measure what the others stop (tests only): any of
+    # "audit_hook", "seccomp", "nobody". Namespaces are per server and always on where possible.
+    disabled_layers: frozenset[str] = frozenset()
 
     @property
     def cpu_s(self) -> int:
@@ -277,7 +280,10 @@ class _Run:
             raise ValueError(f"unknown status {str(status)[:40]!r}")
         if status != "ok":
             error_type = header.get("error_type")
-            self.error = CandidateError(_text(header.get("message"), 4000), status=status,
+            message = _text(header.get("message"), 4000)
+            if status == "memory":
+                message += f" (limit {self.limits.memory_mb} MB)"
+            self.error = CandidateError(message, status=status,
                                         error_type=_text(error_type, 100) if error_type is not None else None,
                                         traceback=_text(header.get("traceback"), 10_000))
             return
@@ -419,7 +425,7 @@ class _ForkServerHandle:
         result_read, result_write = os.pipe()
         output_read, output_write = os.pipe()
         request = {"op": "spawn", "job": run.number, "timeout_s": limits.timeout_s,
-                   "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s}
+                   "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "disabled": sorted(limits.disabled_layers)}
         try:
             socket.send_fds(self._sock, [json.dumps(request).encode()], [job_read, result_write, output_write])
         finally:
@@ -668,9 +674,10 @@ def _child(request: dict[str, Any], fds: list[int], policy: _Policy, server_pid:
     job = _read_all(3)
     os.close(3)
     layers.set_limits(int(request["memory_mb"]), int(request["cpu_s"]))
-    if policy.drop_to_nobody:
+    disabled = set(request.get("disabled", ()))
+    if policy.drop_to_nobody and "nobody" not in disabled:
         layers.drop_privileges()
-    if policy.seccomp is not None:
+    if policy.seccomp is not None and "seccomp" not in disabled:
         layers.apply_seccomp(policy.seccomp)
     os.environ.clear()
     np.random.seed(0)  # legacy global RNG use stays reproducible between the full and prefix runs
@@ -679,7 +686,7 @@ def _child(request: dict[str, Any], fds: list[int], policy: _Policy, server_pid:
         reply = _pack({"status": "probe", "layers": _probe(policy, request)}, b"")
         ok = True
     else:
-        reply, ok = _run_job(header, payload, policy)
+        reply, ok = _run_job(header, payload, policy, seal="audit_hook" not in disabled)
     sys.stdout.flush()
     sys.stderr.flush()
     view = memoryview(reply)
@@ -716,7 +723,7 @@ def _job_frame(header: dict[str, Any], payload: bytes) -> pd.DataFrame:
     return pd.DataFrame(data, index=index)
 
 
-def _run_job(header: dict[str, Any], payload: bytes, policy: _Policy) -> tuple[bytes, bool]:
+def _run_job(header: dict[str, Any], payload: bytes, policy: _Policy, seal: bool) -> tuple[bytes, bool]:
     """The candidate's run; returns (framed reply, ok)."""
     source = header["source"]
     frame = _job_frame(header, payload)
@@ -724,7 +731,8 @@ def _run_job(header: dict[str, Any], payload: bytes, policy: _Policy) -> tuple[b
     started = time.perf_counter()
     try:
         code = compile_block(source)
-        layers.install_audit_hook(policy.roots, code)  # sealed from here on
+        if seal:
+            layers.install_audit_hook(policy.roots, code)  # sealed from here on
         namespace = exec_block(code, source)
         features, signals, warnings = compute_features_and_signals(namespace, frame, source)
         columns = [str(c) for c in features.columns]
