@@ -662,6 +662,24 @@ def test_active_layers_reports_every_layer() -> None:
     assert layers["worker_process"] is True and layers["audit_hook"] is True and layers["scrubbed_env"] is True
 
 
+def test_error_on_every_frame_is_the_blocks_own_error_not_lookahead(frame: pd.DataFrame) -> None:
+    block = "def generate_features(df):\n    return df\n\ndef strategy_logic(row):\n    return 1 / 0\n"
+    for _ in range(3):  # prefix and full runs race; the full run's verdict must win every time
+        with pytest.raises(CandidateError) as caught:
+            run_candidate(block, frame, [20, 40, 60, 80], Limits(timeout_s=10))
+        assert caught.value.status == "runtime_error" and caught.value.error_type == "ZeroDivisionError"
+
+
+def test_a_killed_server_is_replaced_on_the_next_run(frame: pd.DataFrame) -> None:
+    block = extract_block(baseline_source())
+    assert isinstance(run(block, frame), CandidateOutput)
+    process = worker._SERVER._process
+    assert process is not None
+    os.kill(process.pid, 9)
+    process.wait()
+    assert isinstance(run(block, frame), CandidateOutput)
+
+
 def test_prefix_runs_receive_only_their_bars(frame: pd.DataFrame) -> None:
     block = "def generate_features(df):\n    df['n'] = float(len(df))\n    df['last'] = df.index[-1].value / 1e18\n" \
             "    return df\n\ndef strategy_logic(row):\n    return 0\n"

@@ -207,20 +207,32 @@ def _chroot_into_view(libc: ctypes.CDLL, roots: tuple[str, ...]) -> None:
     os.chdir("/")
 
 
-def can_drop_to_nobody(roots: tuple[str, ...]) -> bool | str:
-    """True when running as root and nobody can read the library dirs (pyenv under /root often cannot)."""
+def can_drop_to_nobody(roots: tuple[str, ...], view_active: bool) -> bool | str:
+    """True when running as root and nobody can read the library dirs (pyenv under /root often cannot).
+
+    Inside the filesystem view the roots' parents are our own 0755 directories; outside it
+    every parent directory must be searchable by others too.
+    """
     if os.geteuid() != 0:
         return "not root (runs as the invoking user)"
     import numpy
     import pandas
 
-    probes = [*roots, os.path.dirname(numpy.__file__), os.path.dirname(pandas.__file__),
-              os.path.dirname(os.__file__)]
-    for path in probes:
-        mode = os.stat(path).st_mode
-        if mode & 0o005 != 0o005:
+    probes = {*roots, os.path.dirname(numpy.__file__), os.path.dirname(pandas.__file__), os.path.dirname(os.__file__)}
+    if not view_active:
+        probes |= {parent for path in probes for parent in _parents(path)}
+    for path in sorted(probes):
+        if os.stat(path).st_mode & 0o005 != 0o005:
             return f"unavailable ({path} is not readable by nobody)"
     return True
+
+
+def _parents(path: str) -> list[str]:
+    parents = []
+    while (parent := os.path.dirname(path)) != path:
+        parents.append(parent)
+        path = parent
+    return parents
 
 
 def build_seccomp_filter() -> bytes:

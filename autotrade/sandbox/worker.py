@@ -19,6 +19,7 @@ between runs. Runs go two at a time by default; the first failure cancels the re
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import fcntl
 import gc
@@ -132,7 +133,7 @@ def run_candidate(source: str, frame: pd.DataFrame, cut_points: Sequence[int] = 
     if full.error is not None:
         raise full.error
     for run in runs[1:]:
-        if run.error is not None:
+        if run.error is not None and not run.cancelled:
             raise _prefix_failure(run, frame.index)
     assert full.result is not None
     total = time.perf_counter() - started
@@ -208,6 +209,7 @@ class _Run:
         self.output = bytearray()
         self.dropped = 0
         self.exit: dict[str, Any] | None = None
+        self.cancelled = False  # killed or never started because another run failed
         self.fds: dict[str, int] = {}
         self.started = self.finished = 0.0
         self.result: RunResult | None = None
@@ -228,11 +230,19 @@ class _Run:
     def done(self) -> bool:
         return self.exit is not None and not self.fds
 
+    def close_pipes(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
     def conclude(self) -> None:
         """Turn what came back into a result or a CandidateError."""
         self.finished = time.perf_counter()
         exit_info = self.exit or {}
         limits = self.limits
+        if self.cancelled:
+            self.error = CandidateError("cancelled after another run failed", status="runtime_error")
+            return
         if exit_info.get("timed_out"):
             self.error = CandidateError(f"timed out after {limits.timeout_s:g} s (wall clock); the worker was killed",
                                         status="timeout", error_type="TimeoutError")
@@ -316,6 +326,7 @@ class _ForkServerHandle:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._owner = 0  # pid of the process that started the server (a forked harness needs its own)
         self._process: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._stderr: Any = None
@@ -331,7 +342,7 @@ class _ForkServerHandle:
             [sys.executable, "-I", "-B", "-c", boot], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._stderr, pass_fds=(theirs.fileno(),), env=_SERVER_ENV, cwd="/", start_new_session=True)
         theirs.close()
-        self._sock = ours
+        self._sock, self._owner = ours, os.getpid()
         ours.settimeout(120)
         try:
             message = ours.recv(65536)
@@ -371,12 +382,14 @@ class _ForkServerHandle:
     def execute(self, runs: list[_Run], limits: Limits) -> None:
         """Run every job, at most `limits.workers` at once; the first failure cancels the others."""
         with self._lock:
+            if self._owner != os.getpid():  # forked harness: the server and socket belong to the parent
+                self._process = self._sock = self._stderr = None
             if self._process is None or self._process.poll() is not None:
                 self._stop()
                 self._start()
             try:
                 self._execute(runs, limits)
-            except BrokenPipeError:
+            except OSError:  # the server died or stopped answering: start a fresh one next time
                 self._stop()
                 for run in runs:
                     if run.result is None and run.error is None and run.probe is None:
@@ -387,38 +400,49 @@ class _ForkServerHandle:
         sock = self._sock
         queue = deque(runs)
         active: dict[int, _Run] = {}
-        failed = False
         backstop = time.monotonic() + limits.timeout_s * (1 + len(runs)) + 30
         with selectors.DefaultSelector() as selector:
             selector.register(sock, selectors.EVENT_READ, None)
-            while queue or active:
-                while queue and len(active) < max(1, limits.workers) and not failed:
-                    run = queue.popleft()
-                    self._spawn(run, limits, selector)
-                    active[run.number] = run
-                if failed:
-                    queue.clear()
-                if not active:
-                    break
-                events = selector.select(timeout=max(0.0, backstop - time.monotonic()))
-                if not events and time.monotonic() >= backstop:
-                    raise BrokenPipeError("sandbox server did not answer")
-                for key, mask in events:
-                    if key.data is None:
-                        self._server_message(sock, active)
-                    else:
-                        run, role = key.data
-                        self._pump(run, role, selector)
-                for number in [n for n, r in active.items() if r.done()]:
-                    run = active.pop(number)
-                    run.conclude()
-                    if run.error is not None and not failed:
-                        failed = True
-                        for other in active.values():
-                            sock.send(json.dumps({"op": "kill", "job": other.number}).encode())
-            for run in runs:
-                if run.result is None and run.error is None and run.probe is None:
-                    run.error = CandidateError("cancelled after another run failed", status="runtime_error")
+            try:
+                while queue or active:
+                    while queue and len(active) < max(1, limits.workers):
+                        run = queue.popleft()
+                        if run.cancelled:
+                            continue
+                        self._spawn(run, limits, selector)
+                        active[run.number] = run
+                    if not active:
+                        break
+                    events = selector.select(timeout=max(0.0, backstop - time.monotonic()))
+                    if not events and time.monotonic() >= backstop:
+                        raise BrokenPipeError("sandbox server did not answer")
+                    for key, _ in events:
+                        if key.data is None:
+                            self._server_message(sock, active)
+                        else:
+                            self._pump(*key.data, selector)
+                    for number in [n for n, r in active.items() if r.done()]:
+                        run = active.pop(number)
+                        run.conclude()
+                        if run.error is not None and not run.cancelled:
+                            self._cancel_after(run, runs, active)
+            finally:
+                for run in runs:
+                    run.close_pipes()
+
+    def _cancel_after(self, failed: _Run, runs: list[_Run], active: dict[int, _Run]) -> None:
+        """A failed full run ends every run; a failed prefix ends the other prefixes but not the full run.
+
+        The full run then tells a block that fails everywhere (its own error) from one that only
+        fails when later bars are missing (look-ahead).
+        """
+        assert self._sock is not None
+        for run in runs:
+            if run is failed or run.cancelled or run.done() or (run.number == 0 and failed.number != 0):
+                continue
+            run.cancelled = True
+            if run.number in active:
+                self._sock.send(json.dumps({"op": "kill", "job": run.number}).encode())
 
     def _spawn(self, run: _Run, limits: Limits, selector: selectors.BaseSelector) -> None:
         job_read, job_write = os.pipe()
@@ -475,6 +499,7 @@ class _ForkServerHandle:
 
 
 _SERVER = _ForkServerHandle()
+atexit.register(_SERVER.close)
 
 
 def _pack(header: dict[str, Any], payload: bytes) -> bytes:
@@ -551,9 +576,9 @@ def serve(control_fd: int, harness_pid: int) -> None:
     except OSError as exc:
         seccomp = None
         report["seccomp"] = f"unavailable ({exc})"
-    nobody = layers.can_drop_to_nobody(roots)
-    report["unprivileged_user"] = nobody
     report.update(layers.enter_namespaces(roots))
+    nobody = layers.can_drop_to_nobody(roots, view_active=report.get("filesystem_view") is True)
+    report["unprivileged_user"] = nobody
     policy = _Policy(roots, seccomp, nobody is True and os.geteuid() == 0)
     gc.collect()
     gc.freeze()  # children then never touch the server's objects for GC: fewer copied pages per fork
