@@ -536,6 +536,17 @@ def strategy_logic(row):
     assert {-1.0, 1.0} <= set(np.unique(result.signals))
 
 
+@pytest.mark.parametrize("expression", [
+    "df.index.tz_localize('US/Eastern')", "df.query('Close > Open')", "df.eval('Close - Open')",
+    "np.random.default_rng(1).normal(size=3)", "df.resample('ME').last()", "df['Close'].apply(lambda x: x * 2)",
+    "df.to_string()", "df['Close'].rolling(5).apply(lambda x: x[-1] - x[0], raw=True)",
+    "df.groupby(df.index.to_period('M')).mean()", "__import__('numpy.lib.stride_tricks').lib.stride_tricks",
+])
+def test_common_pandas_idioms_work_under_the_seal(expression: str, frame: pd.DataFrame) -> None:
+    block = f"def generate_features(df):\n    x = {expression}\n    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    assert isinstance(run(block, frame), CandidateOutput)
+
+
 def test_printing_is_captured(frame: pd.DataFrame) -> None:
     block = "def generate_features(df):\n    print('rows', len(df))\n    return df\n\ndef strategy_logic(row):\n    return 0\n"
     result = run(block, frame)

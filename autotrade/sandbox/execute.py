@@ -52,6 +52,11 @@ def _restricted_import(name: str, globals: Any = None, locals: Any = None,
     return builtins.__import__(name, globals, locals, fromlist, level)
 
 
+def bar_label(stamp: pd.Timestamp) -> str:
+    """A bar's date, with the time only when the bar has one (intraday data)."""
+    return str(stamp.date()) if stamp == stamp.normalize() else str(stamp)
+
+
 def safe_builtins() -> dict[str, Any]:
     """A fresh builtins dict: the harmless builtins plus an import limited to numpy, pandas and math."""
     table = {name: getattr(builtins, name) for name in _SAFE_BUILTIN_NAMES}
@@ -114,7 +119,7 @@ class Row:
 
     def __repr__(self) -> str:
         pairs = ", ".join(f"{c}={v!r}" for c, v in zip(self._columns, self._values))
-        return f"Row({self.name.date()}: {pairs})"
+        return f"Row({bar_label(self.name)}: {pairs})"
 
     def get(self, key: str, default: Any = None) -> Any:
         """The column's value, or `default` when the row has no such column."""
@@ -145,8 +150,8 @@ class Row:
 
     @property
     def values(self) -> np.ndarray:
-        """The values as a numpy array."""
-        return np.array(self._values, dtype=object)
+        """The values as a numpy array (float64 when every column is numeric)."""
+        return np.array(self._values)
 
     @property
     def loc(self) -> Row:
@@ -214,7 +219,7 @@ def _check_features(features: object, frame: pd.DataFrame) -> None:
         raise bad(f"generate_features must return a pandas DataFrame (the frame it was given, with columns added); "
                   f"it returned {type(features).__name__}")
     if not features.index.equals(frame.index):
-        span = f"{len(frame)} rows from {frame.index[0].date()} to {frame.index[-1].date()}" if len(frame) else "0 rows"
+        span = f"{len(frame)} rows from {bar_label(frame.index[0])} to {bar_label(frame.index[-1])}" if len(frame) else "0 rows"
         got = len(features.index)
         hint = ("; fill or keep NaN instead of dropping rows (no dropna, no slicing)" if got < len(frame)
                 else "; keep the frame's DatetimeIndex (no reset_index, set_index, sorting or resampling)")
@@ -248,7 +253,7 @@ def _signals(strategy: Any, features: pd.DataFrame, source: str) -> np.ndarray:
         for at, values in enumerate(rows):
             append(strategy(row_class(values, at)))
     except BaseException as exc:
-        when = features.index[at].date() if len(features) else "?"
+        when = bar_label(features.index[at]) if len(features) else "?"
         raise candidate_error(exc, source, f"in strategy_logic on {when}") from None
     return normalise_signals(raw, features.index)
 
@@ -298,7 +303,7 @@ def _bad_signal(value: Any, date: pd.Timestamp) -> CandidateError:
     shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return CandidateError(f"strategy_logic returned {shown} ({type(value).__name__}) on {date.date()}; "
+    return CandidateError(f"strategy_logic returned {shown} ({type(value).__name__}) on {bar_label(date)}; "
                           "it must return 1 (buy), -1 (sell) or 0 (hold)", status="bad_signal",
                           error_type=None)
 

@@ -87,6 +87,9 @@ _IMPORT_MACHINERY = ("<frozen importlib", os.path.dirname(os.path.realpath(__imp
 # Stdlib code that legitimately compiles and execs generated source (namedtuple, dataclass).
 _CODEGEN_FILES = frozenset(os.path.realpath(m.__file__) for m in (
     __import__("collections"), __import__("dataclasses")))
+# ast.parse compiles to a syntax tree only (pandas' eval/query parse their expression this way).
+_PARSE_ONLY_FILES = frozenset({os.path.realpath(__import__("ast").__file__)})
+_ZONEINFO = "/usr/share/zoneinfo"  # named time zones (tz_localize("US/Eastern")) are read from here
 
 
 def _libc() -> ctypes.CDLL:
@@ -350,6 +353,11 @@ def drop_privileges(uid: int = NOBODY) -> None:
     os.setuid(uid)
 
 
+def read_roots(roots: tuple[str, ...]) -> tuple[str, ...]:
+    """What the audit hook lets a worker read: the library roots plus the time zone database."""
+    return _outermost([*roots, *([_ZONEINFO] if os.path.isdir(_ZONEINFO) else [])])
+
+
 def install_audit_hook(read_roots: tuple[str, ...], candidate_code: types.CodeType) -> None:
     """Seal the process with a PEP 578 audit hook: from now on only library reads and safe events pass.
 
@@ -370,6 +378,7 @@ def _make_hook(prefixes: tuple[str, ...], exact: frozenset[str],
     code_type = types.CodeType
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     free, denied_imports, machinery, codegen = _FREE_EVENTS, _DENIED_IMPORTS, _IMPORT_MACHINERY, _CODEGEN_FILES
+    parse_only = _PARSE_ONLY_FILES
     allowed_roots = frozenset({"numpy", "pandas", "math"})
     ran_candidate = []  # the candidate's module code may be executed once
 
@@ -425,7 +434,7 @@ def _make_hook(prefixes: tuple[str, ...], exact: frozenset[str],
             caller = caller_file(2)
             if caller.startswith("<frozen importlib") and type(args[1]) is str and readable(args[1]):
                 return
-            if realpath(caller) in codegen:
+            if realpath(caller) in codegen or realpath(caller) in parse_only:
                 return
             refuse("compile")
         elif event in ("marshal.loads", "marshal.load"):

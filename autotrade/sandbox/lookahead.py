@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CandidateError
+from .execute import bar_label
 
 RTOL = 1e-9  # relative tolerance: float noise, not information
 ATOL = 1e-12
@@ -90,9 +91,9 @@ def check_lookahead(full: _FullRun, index: pd.DatetimeIndex, prefixes: Sequence[
     row, order, name, whole_value, part_value, rows = worst
     what = "the signal" if order == len(full.columns) else f"column '{name}'"
     raise CandidateError(
-        f"look-ahead: {what} at {_when(index[row])} changes when later bars are removed "
+        f"look-ahead: {what} at {bar_label(index[row])} changes when later bars are removed "
         f"(uses future data): {whole_value:.6g} with all bars, {part_value:.6g} with bars up to "
-        f"{_when(index[rows - 1])} only", status="lookahead", error_type=None)
+        f"{bar_label(index[rows - 1])} only", status="lookahead", error_type=None)
 
 
 def _columns_differ(full: list[str], prefix: list[str], last: pd.Timestamp, rows: int) -> CandidateError:
@@ -104,9 +105,4 @@ def _columns_differ(full: list[str], prefix: list[str], last: pd.Timestamp, rows
     else:
         detail = "the column order differs"
     return CandidateError(f"look-ahead: generate_features returns different columns when bars after "
-                          f"{_when(last)} are removed ({detail}; first {rows} bars)", status="lookahead")
-
-
-def _when(stamp: pd.Timestamp) -> str:
-    """A date, with the time only when the bar has one (intraday data)."""
-    return str(stamp.date()) if stamp == stamp.normalize() else str(stamp)
+                          f"{bar_label(last)} are removed ({detail}; first {rows} bars)", status="lookahead")

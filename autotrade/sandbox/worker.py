@@ -48,7 +48,7 @@ import pandas as pd
 
 from ..errors import AutotradeError, CandidateError
 from . import layers
-from .execute import candidate_error, compile_block, compute_features_and_signals, exec_block
+from .execute import bar_label, candidate_error, compile_block, compute_features_and_signals, exec_block
 
 _PREFIX = struct.Struct("<IQ")  # header length, payload length
 _INTERNAL_ERROR = 70  # exit code of a child whose set-up failed (EX_SOFTWARE)
@@ -164,7 +164,7 @@ def _prefix_failure(run: _Run, index: pd.DatetimeIndex) -> CandidateError:
     assert error is not None
     if error.status in ("timeout", "memory"):
         return error
-    last = index[run.rows - 1].date()
+    last = bar_label(index[run.rows - 1])
     return CandidateError(f"look-ahead check: the block fails when bars after {last} are removed "
                           f"(first {run.rows} bars): {error}", status="lookahead",
                           error_type=error.error_type, traceback=error.traceback)
@@ -185,8 +185,8 @@ def _encode_frame(frame: pd.DataFrame) -> dict[str, Any]:
             values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
         columns.append(str(name))
         arrays.append(np.ascontiguousarray(values))
-    unit = np.datetime_data(frame.index.dtype)[0] if frame.index.tz is None else "ns"
     stamps = frame.index.tz_localize(None) if frame.index.tz is not None else frame.index
+    unit = np.datetime_data(stamps.dtype)[0]
     return {"columns": columns, "arrays": arrays, "index": np.ascontiguousarray(stamps.asi8),
             "unit": unit, "index_name": frame.index.name}
 
@@ -579,7 +579,7 @@ def serve(control_fd: int, harness_pid: int) -> None:
     report.update(layers.enter_namespaces(roots))
     nobody = layers.can_drop_to_nobody(roots, view_active=report.get("filesystem_view") is True)
     report["unprivileged_user"] = nobody
-    policy = _Policy(roots, seccomp, nobody is True and os.geteuid() == 0)
+    policy = _Policy(layers.read_roots(roots), seccomp, nobody is True and os.geteuid() == 0)
     gc.collect()
     gc.freeze()  # children then never touch the server's objects for GC: fewer copied pages per fork
     control.send(json.dumps({"op": "ready", "layers": report}).encode())
