@@ -429,8 +429,9 @@ def doctor(
         problems += 1
         line(False, "sandbox", f"cannot inspect the layers ({type(exc).__name__}: {exc})")
     else:
-        on = [name for name, active in layers.items() if active]
-        off = [name for name, active in layers.items() if not active]
+        # A layer is on when it says True; otherwise its value is False or the reason it is off.
+        on = [name for name, state in layers.items() if state is True]
+        off = [name if state is False else f"{name} ({state})" for name, state in layers.items() if state is not True]
         line(True if not off else None, "sandbox", f"active: {', '.join(on) or 'none'}" + (f" · inactive: {', '.join(off)}" if off else ""))
     try:
         from .data import load_prepared
