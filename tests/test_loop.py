@@ -286,5 +286,5 @@ def test_doctor_reports_models_a_timed_completion_and_the_data(
     assert "test-model · context 32,768" in text
     assert "12 + 4 tokens" in text and "tokens/s" in text and "said 'ready'" in text
     assert "data:" in text and "test (held out) from 2018-01-01" in text
-    assert "active: worker_process" in text or "sandbox:" in text
+    assert "sandbox: active: worker_process" in text
     assert CANARY not in outcome.output
