@@ -144,36 +144,32 @@ def _system_binds() -> tuple[list[str], list[tuple[str, str]]]:
 def enter_namespaces(roots: tuple[str, ...]) -> dict[str, bool | str]:
     """In the fork server: a new network namespace and a read-only filesystem view of `roots` only.
 
-    Returns {"network_namespace": True|reason, "filesystem_view": True|reason}.
-    Unprivileged users get the same through a user namespace where the kernel allows it.
+    Returns {"network_namespace": True|reason, "filesystem_view": True|reason}. Root uses
+    mount and network namespaces directly; other users get them inside a user namespace
+    (mapped to their own uid) where the kernel allows it.
     """
-    report: dict[str, bool | str] = {}
     libc = _libc()
-    flags = _CLONE_NEWNET | _CLONE_NEWNS
     uid, gid = os.getuid(), os.getgid()
-    if os.geteuid() != 0:
-        flags |= _CLONE_NEWUSER
+    privileged = os.geteuid() == 0
+    user = 0 if privileged else _CLONE_NEWUSER
     try:
-        _check(libc.unshare(flags), "unshare")
-        if flags & _CLONE_NEWUSER:
+        _check(libc.unshare(user | _CLONE_NEWNET | _CLONE_NEWNS), "unshare")
+    except OSError as exc:
+        try:  # a network namespace alone may still be allowed
+            _check(libc.unshare(user | _CLONE_NEWNET), "unshare")
+            network: bool | str = True
+        except OSError as exc2:
+            network = f"unavailable ({exc2.strerror})"
+        return {"network_namespace": network, "filesystem_view": f"unavailable ({exc.strerror})"}
+    try:
+        if not privileged:
             for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
                 with open(f"/proc/self/{name}", "w") as handle:
                     handle.write(text)
-    except OSError as exc:
-        try:  # a network namespace alone may still be allowed
-            _check(libc.unshare(_CLONE_NEWNET | (_CLONE_NEWUSER if os.geteuid() else 0)), "unshare")
-            report["network_namespace"] = True
-        except OSError as exc2:
-            report["network_namespace"] = f"unavailable ({exc2.strerror})"
-        report["filesystem_view"] = f"unavailable ({exc.strerror})"
-        return report
-    report["network_namespace"] = True
-    try:
         _chroot_into_view(libc, roots)
-        report["filesystem_view"] = True
     except OSError as exc:
-        report["filesystem_view"] = f"unavailable ({exc})"
-    return report
+        return {"network_namespace": True, "filesystem_view": f"unavailable ({exc})"}
+    return {"network_namespace": True, "filesystem_view": True}
 
 
 def _chroot_into_view(libc: ctypes.CDLL, roots: tuple[str, ...]) -> None:

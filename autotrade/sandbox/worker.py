@@ -154,8 +154,8 @@ def probe_layers() -> dict[str, bool | str]:
     if run.probe is None:
         reason = str(run.error) if run.error else "no report"
         report.update({k: f"unknown (probe failed: {reason})" for k in ("seccomp", "audit_hook", "rlimits")})
-    else:
-        report.update(run.probe)
+    else:  # what the child measured, except where set-up already said why a layer is missing
+        report.update({k: v for k, v in run.probe.items() if report.get(k, True) is True})
     return report
 
 
