@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from openai_server import openai_server  # noqa: F401  (the loopback OpenAI server fixture)
 
 
 @pytest.fixture(scope="session")

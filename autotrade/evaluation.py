@@ -1,0 +1,214 @@
+"""The one evaluation path every candidate takes: vet → isolated run → look-ahead gate → simulate → gates.
+
+The harness, never the candidate, simulates fills and computes metrics: the candidate's process only
+returns its feature columns and one signal per bar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backtest import BacktestSettings, WindowResult, run_window
+from .data import PreparedData, load_prepared
+from .errors import AutotradeError, CandidateError, UnsafeCodeError
+from .sandbox.lookahead import check_lookahead, cut_points
+from .sandbox.vet import vet_block
+from .sandbox.worker import Limits, run_candidate
+
+
+class Status(StrEnum):
+    """The outcome of evaluating one candidate."""
+
+    OK = "ok"
+    EMPTY = "empty"  # the reply had no content at all
+    TRUNCATED = "truncated"  # the reply hit the token limit (finish_reason "length")
+    PARSE_ERROR = "parse_error"  # the reply held no usable code
+    SYNTAX_ERROR = "syntax_error"  # the block does not compile
+    REJECTED = "rejected"  # vetting refused something outside the allowed surface
+    RUNTIME_ERROR = "runtime_error"  # the candidate raised
+    TIMEOUT = "timeout"  # killed after the wall-clock or CPU limit
+    MEMORY = "memory"  # killed at the address-space limit
+    BAD_SIGNAL = "bad_signal"  # a signal other than -1/0/1 (or NaN/None for hold)
+    LOOKAHEAD = "lookahead"  # features or signals change when later bars are removed
+    NO_TRADES = "no_trades"  # never trades in the validation window: a do-nothing strategy
+    NAN_EQUITY = "nan_equity"  # the equity curve is not finite
+
+
+RESEARCH_WINDOWS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a candidate is run and simulated."""
+
+    backtest: BacktestSettings = field(default_factory=BacktestSettings)
+    timeout_s: float = 60.0
+    memory_mb: int = 4096
+    lookahead: bool = True
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The record of one evaluation: a status, and metrics per window when it ran."""
+
+    status: Status
+    message: str = ""
+    error_type: str | None = None
+    traceback: str = ""
+    windows: dict[str, dict[str, float]] = field(default_factory=dict)
+    curves: dict[str, WindowResult] = field(default_factory=dict, repr=False, compare=False)
+    columns: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the candidate passed every gate."""
+        return self.status is Status.OK
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-safe dict (non-finite numbers become null); equity curves are left out."""
+        return {
+            "status": self.status.value,
+            "message": self.message,
+            "error_type": self.error_type,
+            "traceback": self.traceback,
+            "windows": {name: {k: _finite_or_none(v) for k, v in m.items()} for name, m in self.windows.items()},
+            "columns": list(self.columns),
+            "timings": {k: round(v, 6) for k, v in self.timings.items()},
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _failure(status: str, message: str, timings: dict[str, float], error_type: str | None = None, tb: str = "") -> Evaluation:
+    return Evaluation(status=Status(status), message=message, error_type=error_type, traceback=tb, timings=timings)
+
+
+def _window_mask(name: str, index: Any, data: PreparedData) -> np.ndarray:
+    """Boolean mask of `name`'s bars within `index`."""
+    val_start, test_start = data.splits.val_start, data.splits.test_start
+    if name == "train":
+        return np.asarray(index < val_start)
+    if name == "val":
+        return np.asarray((index >= val_start) & (index < test_start))
+    if name == "test":
+        return np.asarray(index >= test_start)
+    if name == "full":
+        return np.ones(len(index), dtype=bool)
+    raise ValueError(f"unknown window {name!r}")
+
+
+def evaluate_block(
+    block: str,
+    data: PreparedData,
+    windows: Sequence[str] = RESEARCH_WINDOWS,
+    settings: EvalSettings | None = None,
+) -> Evaluation:
+    """Evaluate an agent block on the prepared data; candidate problems become a status, never an exception.
+
+    Only the research frame (train and validation) reaches the candidate unless a window needs the
+    held-out bars, so nothing the candidate prints or raises during research can reveal the test window.
+    """
+    settings = settings or EvalSettings()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        vetted = vet_block(block)
+    except UnsafeCodeError as exc:
+        return _failure("rejected", str(exc), {"vet_s": time.perf_counter() - started})
+    except CandidateError as exc:
+        return _failure(exc.status, str(exc), {"vet_s": time.perf_counter() - started}, exc.error_type, exc.traceback)
+    timings["vet_s"] = time.perf_counter() - started
+
+    needs_holdout = any(name in ("test", "full") for name in windows)
+    frame = data.frame if needs_holdout else data.research_frame()
+    val_position = int(np.searchsorted(frame.index.values, np.datetime64(data.splits.val_start)))
+    seed = int.from_bytes(hashlib.sha256(vetted.source.encode()).digest()[:4], "little")
+    cuts = cut_points(len(frame), val_position, seed) if settings.lookahead else []
+    limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
+
+    mark = time.perf_counter()
+    try:
+        output = run_candidate(vetted.source, frame, cuts, limits)
+        timings["run_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        if settings.lookahead:
+            check_lookahead(output, frame.index)
+        timings["lookahead_s"] = time.perf_counter() - mark
+    except CandidateError as exc:
+        timings["total_s"] = time.perf_counter() - started
+        return _failure(exc.status, str(exc), timings, exc.error_type, exc.traceback)
+
+    mark = time.perf_counter()
+    curves: dict[str, WindowResult] = {}
+    for name in windows:
+        mask = _window_mask(name, frame.index, data)
+        if not mask.any():
+            raise AutotradeError(f"window '{name}' has no bars in the prepared data")
+        curves[name] = run_window(frame[mask], output.signals[mask], settings.backtest)
+    timings["backtest_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - started
+
+    metrics = {name: result.metrics for name, result in curves.items()}
+    status, message = Status.OK, ""
+    if any(not np.isfinite(result.equity.to_numpy()).all() for result in curves.values()):
+        status, message = Status.NAN_EQUITY, "the equity curve holds NaN or infinite values"
+    elif "val" in metrics and metrics["val"]["num_trades"] == 0:
+        status = Status.NO_TRADES
+        message = "the strategy never trades in the validation window (a do-nothing strategy scores nothing)"
+    return Evaluation(
+        status=status,
+        message=message,
+        windows=metrics,
+        curves=curves,
+        columns=tuple(output.columns),
+        timings=timings,
+    )
+
+
+def find_data_dir(start: Path) -> Path:
+    """The prepared data directory: $AUTOTRADE_DATA, else the nearest `data/meta.json` above `start` or the cwd."""
+    if env_dir := os.environ.get("AUTOTRADE_DATA"):
+        return Path(env_dir)
+    for base in (Path.cwd(), start.resolve().parent):
+        for directory in (base, *base.parents):
+            if (directory / "data" / "meta.json").is_file():
+                return directory / "data"
+    return Path("data")
+
+
+def print_trade_py_results(trade_py: str) -> None:
+    """`python trade.py`: evaluate the file on train and validation and print the original output contract."""
+    from .candidate import read_block
+
+    path = Path(trade_py)
+    try:
+        data = load_prepared(find_data_dir(path))
+        evaluation = evaluate_block(read_block(path), data)
+    except AutotradeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if not evaluation.windows:
+        print(f"error: {evaluation.status}: {evaluation.message}", file=sys.stderr)
+        raise SystemExit(1)
+    print(f"train_return: {evaluation.windows['train']['total_return']:.6f}")
+    print(f"val_return: {evaluation.windows['val']['total_return']:.6f}")
+    for name, metrics in evaluation.to_record()["windows"].items():
+        print(json.dumps({"window": name, **metrics}))
+    if not evaluation.ok:
+        print(f"status: {evaluation.status}: {evaluation.message}", file=sys.stderr)
+        raise SystemExit(1)
