@@ -20,9 +20,11 @@ between runs. Runs go two at a time by default; the first failure cancels the re
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import fcntl
 import gc
+import itertools
 import json
 import math
 import os
@@ -202,6 +204,7 @@ class _Run:
                   "index_name": encoded["index_name"], "max_columns": limits.max_columns, "probe": probe}
         parts = [encoded["index"][:rows].tobytes()] + [a[:rows].tobytes() for a in encoded["arrays"]]
         self.job = _pack(header, b"".join(parts))
+        self.job_id = -1  # unique per server connection, given at spawn
         self.sent = 0
         self.result_bytes = bytearray()
         self.result_cap = _PREFIX.size + _HEADER_CAP + 8 * rows * (1 + limits.max_columns)
@@ -327,12 +330,26 @@ class _ForkServerHandle:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._owner = 0  # pid of the process that started the server (a forked harness needs its own)
+        self._job_ids = itertools.count()  # never reused: a late report about an old child matches nothing
         self._process: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._stderr: Any = None
+        self._ready = False
         self.setup_report: dict[str, bool | str] = {}
 
-    def _start(self) -> None:
+    def prestart(self) -> None:
+        """Launch the server without waiting for it (it imports pandas while the harness works)."""
+        with self._lock:
+            if self._owner != os.getpid() or self._process is None or self._process.poll() is not None:
+                self._stop_if_ours()
+                self._launch()
+
+    def _stop_if_ours(self) -> None:
+        if self._owner != os.getpid():  # forked harness: the server and socket belong to the parent
+            self._process = self._sock = self._stderr = None
+        self._stop()
+
+    def _launch(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._stderr = tempfile.TemporaryFile()
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -342,7 +359,11 @@ class _ForkServerHandle:
             [sys.executable, "-I", "-B", "-c", boot], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._stderr, pass_fds=(theirs.fileno(),), env=_SERVER_ENV, cwd="/", start_new_session=True)
         theirs.close()
-        self._sock, self._owner = ours, os.getpid()
+        self._sock, self._owner, self._ready = ours, os.getpid(), False
+
+    def _wait_ready(self) -> None:
+        assert self._sock is not None
+        ours = self._sock
         ours.settimeout(120)
         try:
             message = ours.recv(65536)
@@ -350,9 +371,11 @@ class _ForkServerHandle:
             message = b""
         ours.settimeout(None)
         if not message:
+            log = self._server_log()
             self._stop()
-            raise AutotradeError(f"the sandbox worker failed to start: {self._server_log()}")
+            raise AutotradeError(f"the sandbox worker failed to start: {log}")
         self.setup_report = json.loads(message)["layers"]
+        self._ready = True
 
     def _server_log(self) -> str:
         if self._stderr is None:
@@ -373,6 +396,7 @@ class _ForkServerHandle:
         if self._stderr is not None:
             self._stderr.close()
         self._process = self._sock = self._stderr = None
+        self._ready = False
 
     def close(self) -> None:
         """Stop the server (its children die with it)."""
@@ -382,11 +406,11 @@ class _ForkServerHandle:
     def execute(self, runs: list[_Run], limits: Limits) -> None:
         """Run every job, at most `limits.workers` at once; the first failure cancels the others."""
         with self._lock:
-            if self._owner != os.getpid():  # forked harness: the server and socket belong to the parent
-                self._process = self._sock = self._stderr = None
-            if self._process is None or self._process.poll() is not None:
-                self._stop()
-                self._start()
+            if self._owner != os.getpid() or self._process is None or self._process.poll() is not None:
+                self._stop_if_ours()
+                self._launch()
+            if not self._ready:
+                self._wait_ready()
             try:
                 self._execute(runs, limits)
             except OSError:  # the server died or stopped answering: start a fresh one next time
@@ -410,7 +434,7 @@ class _ForkServerHandle:
                         if run.cancelled:
                             continue
                         self._spawn(run, limits, selector)
-                        active[run.number] = run
+                        active[run.job_id] = run
                     if not active:
                         break
                     events = selector.select(timeout=max(0.0, backstop - time.monotonic()))
@@ -427,6 +451,10 @@ class _ForkServerHandle:
                         if run.error is not None and not run.cancelled:
                             self._cancel_after(run, runs, active)
             finally:
+                for run in active.values():  # interrupted (Ctrl-C, server gone): stop what still runs
+                    if run.exit is None:
+                        with contextlib.suppress(OSError):
+                            sock.send(json.dumps({"op": "kill", "job": run.job_id}).encode())
                 for run in runs:
                     run.close_pipes()
 
@@ -441,14 +469,15 @@ class _ForkServerHandle:
             if run is failed or run.cancelled or run.done() or (run.number == 0 and failed.number != 0):
                 continue
             run.cancelled = True
-            if run.number in active:
-                self._sock.send(json.dumps({"op": "kill", "job": run.number}).encode())
+            if run.job_id in active:
+                self._sock.send(json.dumps({"op": "kill", "job": run.job_id}).encode())
 
     def _spawn(self, run: _Run, limits: Limits, selector: selectors.BaseSelector) -> None:
         job_read, job_write = os.pipe()
         result_read, result_write = os.pipe()
         output_read, output_write = os.pipe()
-        request = {"op": "spawn", "job": run.number, "timeout_s": limits.timeout_s,
+        run.job_id = next(self._job_ids)
+        request = {"op": "spawn", "job": run.job_id, "timeout_s": limits.timeout_s,
                    "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "disabled": sorted(limits.disabled_layers)}
         try:
             socket.send_fds(self._sock, [json.dumps(request).encode()], [job_read, result_write, output_write])
@@ -500,6 +529,11 @@ class _ForkServerHandle:
 
 _SERVER = _ForkServerHandle()
 atexit.register(_SERVER.close)
+
+
+def prestart() -> None:
+    """Start the fork server now, in the background (about 0.3 s of pandas import overlaps the caller's work)."""
+    _SERVER.prestart()
 
 
 def _pack(header: dict[str, Any], payload: bytes) -> bytes:
@@ -831,4 +865,4 @@ def _probe(policy: _Policy, request: dict[str, Any]) -> dict[str, bool | str]:
     return report
 
 
-__all__ = ["CandidateOutput", "Limits", "RunResult", "probe_layers", "run_candidate", "serve"]
+__all__ = ["CandidateOutput", "Limits", "RunResult", "prestart", "probe_layers", "run_candidate", "serve"]
