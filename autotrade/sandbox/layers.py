@@ -381,6 +381,9 @@ def _make_hook(prefixes: tuple[str, ...], exact: frozenset[str],
     def refuse(what: str) -> None:
         raise PermissionError(f"sandbox: {what} is not allowed")
 
+    def shown(path: Any) -> str:  # never call a candidate's own __repr__ from inside the hook
+        return repr(path) if type(path) in (str, bytes, int) else f"<{type(path).__name__}>"
+
     def readable(path: Any) -> bool:
         if type(path) is bytes:
             path = fsdecode(path)
@@ -404,12 +407,12 @@ def _make_hook(prefixes: tuple[str, ...], exact: frozenset[str],
         if event == "open":
             path, mode, flags = args
             if (type(mode) is str and any(c in mode for c in "wax+")) or (type(flags) is int and flags & write_flags):
-                refuse(f"opening {path!r} for writing")
+                refuse(f"opening {shown(path)} for writing")
             if not readable(path):
-                refuse(f"opening {path!r}")
+                refuse(f"opening {shown(path)}")
         elif event in ("os.listdir", "os.scandir"):
             if not readable(args[0]):
-                refuse(f"listing {args[0]!r}")
+                refuse(f"listing {shown(args[0])}")
         elif event == "import":
             name = args[0] if type(args[0]) is str else ""
             root = name.partition(".")[0]

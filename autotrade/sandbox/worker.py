@@ -660,7 +660,7 @@ def _serve_loop(control: socket.socket, policy: _Policy) -> None:
                     return  # the harness has gone: stop everything
                 request = json.loads(message)
                 if request.get("op") == "spawn" and len(fds) == 3:
-                    pid = _fork_child(request, fds, policy, control, (wake_read, wake_write))
+                    pid = _fork_child(request, fds, policy)
                     children[pid] = {"job": request["job"], "deadline": time.monotonic() + float(request["timeout_s"]),
                                      "killed": False, "timed_out": False, "started": time.monotonic()}
                 else:
@@ -693,8 +693,8 @@ def _serve_loop(control: socket.socket, policy: _Policy) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _fork_child(request: dict[str, Any], fds: list[int], policy: _Policy, control: socket.socket,
-                wake: tuple[int, int]) -> int:
+def _fork_child(request: dict[str, Any], fds: list[int], policy: _Policy) -> int:
+    """Fork one worker child for `request`; the server keeps none of the child's descriptors."""
     server_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
