@@ -135,7 +135,9 @@ def backtest(
     from .candidate import baseline_source, extract_block, read_block
     from .data import load_prepared
     from .evaluation import EvalSettings, evaluate_block
+    from .sandbox.worker import prestart
 
+    prestart()  # the sandbox imports pandas in parallel with our own start-up
     windows = tuple(dict.fromkeys(w.value for w in (window or [WindowChoice.TRAIN, WindowChoice.VAL])))
     if "test" in windows or "full" in windows:
         err_console.print(

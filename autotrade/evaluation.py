@@ -6,7 +6,6 @@ returns its feature columns and one signal per bar.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,9 +22,9 @@ import numpy as np
 from .backtest import BacktestSettings, WindowResult, run_window
 from .data import PreparedData, load_prepared
 from .errors import AutotradeError, CandidateError, UnsafeCodeError
-from .sandbox.lookahead import check_lookahead, cut_points
+from .sandbox.lookahead import check_lookahead, cut_points, seed_for
 from .sandbox.vet import vet_block
-from .sandbox.worker import Limits, run_candidate
+from .sandbox.worker import Limits, prestart, run_candidate
 
 
 class Status(StrEnum):
@@ -70,6 +69,8 @@ class Evaluation:
     windows: dict[str, dict[str, float]] = field(default_factory=dict)
     curves: dict[str, WindowResult] = field(default_factory=dict, repr=False, compare=False)
     columns: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # mistakes the sandbox forgave, e.g. a generate_features without `return df`
+    output: str = ""  # what the candidate printed, truncated by the sandbox
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -86,6 +87,8 @@ class Evaluation:
             "traceback": self.traceback,
             "windows": {name: {k: _finite_or_none(v) for k, v in m.items()} for name, m in self.windows.items()},
             "columns": list(self.columns),
+            "warnings": list(self.warnings),
+            "output": self.output,
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }
 
@@ -137,8 +140,7 @@ def evaluate_block(
     needs_holdout = any(name in ("test", "full") for name in windows)
     frame = data.frame if needs_holdout else data.research_frame()
     val_position = int(np.searchsorted(frame.index.values, np.datetime64(data.splits.val_start)))
-    seed = int.from_bytes(hashlib.sha256(vetted.source.encode()).digest()[:4], "little")
-    cuts = cut_points(len(frame), val_position, seed) if settings.lookahead else []
+    cuts = cut_points(len(frame), val_position, seed_for(vetted.source)) if settings.lookahead else []
     limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
 
     mark = time.perf_counter()
@@ -176,6 +178,8 @@ def evaluate_block(
         windows=metrics,
         curves=curves,
         columns=tuple(output.columns),
+        warnings=tuple(output.warnings),
+        output=output.output,
         timings=timings,
     )
 
@@ -196,6 +200,7 @@ def print_trade_py_results(trade_py: str) -> None:
     from .candidate import read_block
 
     path = Path(trade_py)
+    prestart()
     try:
         data = load_prepared(find_data_dir(path))
         evaluation = evaluate_block(read_block(path), data)

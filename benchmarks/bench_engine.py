@@ -7,20 +7,27 @@ BENCHMARKS; `main()` runs each in order and prints its lines.
 from __future__ import annotations
 
 import math
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from autotrade.backtest import BacktestSettings, Fill, run_window
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.data import load_bundled
+from autotrade.data import PreparedData, load_bundled, load_prepared, prepare_data
+from autotrade.evaluation import evaluate_block
 from autotrade.metrics import METRIC_KEYS, periods_per_year
 
 SEED_SETTINGS = BacktestSettings(fill=Fill.CLOSE, cost_bps=0.0)
+ORIGINAL = Path(__file__).with_name("original_trade.py")
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,8 @@ class Fixture:
 
     prices: pd.DataFrame
     signals: np.ndarray
+    data_dir: Path  # the bundled S&P 500 prepared with its default splits
+    data: PreparedData
 
 
 def baseline_signals(frame: pd.DataFrame) -> np.ndarray:
@@ -149,16 +158,69 @@ def bench_engine_vs_iterrows(fixture: Fixture) -> dict[str, float | str]:
     }
 
 
-BENCHMARKS: list[Callable[[Fixture], dict[str, float | str]]] = [bench_engine_vs_iterrows]
+def median_process_seconds(commands: dict[str, list[str]], repeats: int, cwd: Path) -> dict[str, float]:
+    """Median wall time of each whole command, run in turn (interleaved, so load hits all alike)."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for round_ in range(repeats + 1):
+        for name, command in commands.items():
+            start = time.perf_counter()
+            subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+            if round_:  # the first round warms the disk cache
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def bench_evaluation_vs_original(fixture: Fixture) -> dict[str, float | str]:
+    """One full sandboxed evaluation (vet, isolated runs, look-ahead prefixes, train/val/test simulation)
+    against the original harness's whole `python trade.py` on the same data."""
+    block = extract_block(baseline_source())
+    windows = ("train", "val", "test")
+    evaluation = median_seconds(lambda: evaluate_block(block, fixture.data, windows=windows), repeats=21)
+    original = median_process_seconds({"original": [sys.executable, str(ORIGINAL), str(fixture.data_dir)]}, 7,
+                                      fixture.data_dir)["original"]
+    return {
+        "evaluation_ms": round(evaluation * 1e3, 1),
+        "original_trade_py_ms": round(original * 1e3, 1),
+        "evaluation_to_original_ratio": round(evaluation / original, 3),
+    }
+
+
+def bench_backtest_command(fixture: Fixture) -> dict[str, float | str]:
+    """The whole `autotrade backtest` process against the original harness's `python trade.py`."""
+    autotrade = str(Path(sys.executable).with_name("autotrade"))
+    medians = median_process_seconds(
+        {
+            "backtest": [autotrade, "backtest", "--data", str(fixture.data_dir)],
+            "original": [sys.executable, str(ORIGINAL), str(fixture.data_dir)],
+        },
+        repeats=7,
+        cwd=fixture.data_dir,
+    )
+    return {
+        "backtest_command_ms": round(medians["backtest"] * 1e3, 1),
+        "original_trade_py_process_ms": round(medians["original"] * 1e3, 1),
+        "backtest_to_original_ratio": round(medians["backtest"] / medians["original"], 3),
+    }
+
+
+BENCHMARKS: list[Callable[[Fixture], dict[str, float | str]]] = [
+    bench_engine_vs_iterrows,
+    bench_evaluation_vs_original,
+    bench_backtest_command,
+]
 
 
 def main() -> None:
     """Run every benchmark and print one `key: value` line per result."""
-    prices = load_bundled("sp500")
-    fixture = Fixture(prices=prices, signals=baseline_signals(prices))
-    for benchmark in BENCHMARKS:
-        for key, value in benchmark(fixture).items():
-            print(f"{key}: {value}", flush=True)
+    print(f"cores: {os.cpu_count()}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        prepare_data(offline=True, data_dir=data_dir)
+        prices = load_bundled("sp500")
+        fixture = Fixture(prices, baseline_signals(prices), data_dir, load_prepared(data_dir))
+        for benchmark in BENCHMARKS:
+            for key, value in benchmark(fixture).items():
+                print(f"{key}: {value}", flush=True)
 
 
 if __name__ == "__main__":
