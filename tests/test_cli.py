@@ -1,0 +1,87 @@
+"""The command line: exit codes, one-line errors, and what each command prints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from autotrade.cli import app
+
+runner = CliRunner()
+
+
+def test_backtest_without_prepared_data_says_to_run_prepare(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["backtest", "--data", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: no prepared data in {tmp_path / 'none'}: run `autotrade prepare` first"
+    ]
+
+
+def test_backtest_json_reports_train_and_validation_with_settings(prepared_dir: Path) -> None:
+    result = runner.invoke(app, ["backtest", "--json", "--data", str(prepared_dir), "--cost-bps", "5"])
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert set(record["windows"]) == {"train", "val"}
+    assert record["settings"]["cost_bps"] == 5.0
+    assert record["windows"]["val"]["total_costs"] > 0
+
+
+def test_backtest_table_shows_buy_and_hold_beside_the_strategy(prepared_dir: Path) -> None:
+    result = runner.invoke(app, ["backtest", "--data", str(prepared_dir)])
+    assert result.exit_code == 0, result.stderr
+    assert "val B&H" in result.stdout and "Sharpe" in result.stdout
+
+
+def test_looking_at_the_test_window_prints_a_reminder(prepared_dir: Path) -> None:
+    result = runner.invoke(app, ["backtest", "--window", "test", "--json", "--data", str(prepared_dir)])
+    assert result.exit_code == 0, result.stderr
+    assert "held-out test window" in result.stderr
+    assert set(json.loads(result.stdout)["windows"]) == {"test"}
+
+
+def test_block_without_strategy_logic_fails_with_one_line(prepared_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "half.py"
+    path.write_text("def generate_features(df):\n    return df\n")
+    result = runner.invoke(app, ["backtest", str(path), "--data", str(prepared_dir)])
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "strategy_logic" in result.stderr
+
+
+def test_unknown_fill_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["backtest", "--fill", "sideways"])
+    assert result.exit_code == 2
+    assert "sideways" in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--debug", "backtest", "--data", str(tmp_path)])
+    assert result.exit_code == 1
+    assert type(result.exception).__name__ == "DataError"
+
+
+def test_prepare_offline_writes_the_split_files(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = runner.invoke(app, ["prepare", "--offline", "--ticker", "nasdaq", "--data", str(data_dir)])
+    assert result.exit_code == 0, result.stderr
+    assert {p.name for p in data_dir.iterdir()} >= {"train.csv", "val.csv", "test.csv", "meta.json", "nasdaq.csv"}
+
+
+def test_prepare_with_a_broken_csv_names_the_file_and_line(tmp_path: Path) -> None:
+    csv = tmp_path / "prices.csv"
+    csv.write_text("Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,0.5,1.5,100\nnot-a-date,1,2,0.5,1.5,100\n")
+    result = runner.invoke(app, ["prepare", "--csv", str(csv), "--data", str(tmp_path / "data")])
+    assert result.exit_code == 1
+    assert "prices.csv" in result.stderr and "line 3" in result.stderr
+    assert not (tmp_path / "data" / "meta.json").exists()
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    probe = "import sys, autotrade.cli; print(sorted({'pandas', 'openai', 'yfinance', 'matplotlib'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

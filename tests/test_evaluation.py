@@ -1,0 +1,93 @@
+"""The one evaluation path: statuses, gates, honesty of what the candidate sees, and the seed numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autotrade.backtest import BacktestSettings, Fill
+from autotrade.candidate import baseline_source, extract_block
+from autotrade.data import PreparedData, load_prepared
+from autotrade.evaluation import EvalSettings, Status, evaluate_block
+
+BASELINE = extract_block(baseline_source())
+SEED = EvalSettings(backtest=BacktestSettings(fill=Fill.CLOSE, cost_bps=0.0))
+
+FEATURES = BASELINE[: BASELINE.index("def strategy_logic")]
+
+
+@pytest.fixture(scope="module")
+def data(prepared_dir: Path) -> PreparedData:
+    return load_prepared(prepared_dir)
+
+
+def test_baseline_reproduces_the_original_harness_numbers_through_the_sandbox(data: PreparedData) -> None:
+    evaluation = evaluate_block(BASELINE, data, windows=("full",), settings=SEED)
+    full = evaluation.windows["full"]
+    assert evaluation.status is Status.OK
+    assert full["total_return"] == pytest.approx(0.381912604536292, abs=1e-9)
+    assert full["sharpe"] == pytest.approx(0.2009463423477185, abs=1e-9)
+    assert full["max_drawdown"] == pytest.approx(-0.36432831105976626, abs=1e-9)
+    assert full["num_trades"] == 58
+
+
+def test_research_evaluation_never_gives_the_candidate_test_bars(data: PreparedData) -> None:
+    peeking = BASELINE.replace(
+        "    return df\n",
+        "    if df.index[-1] >= pd.Timestamp('2016-01-01'):\n        raise ValueError('saw the test window')\n    return df\n",
+        1,
+    )
+    assert evaluate_block(peeking, data).status is Status.OK
+    assert evaluate_block(peeking, data, windows=("test",)).error_type == "ValueError"
+
+
+def test_overwriting_prices_in_features_does_not_change_the_fills(data: PreparedData) -> None:
+    tampering = BASELINE.replace("    return df\n", "    df['Close'] = df['Close'] * 3\n    df['Open'] = 1.0\n    return df\n", 1)
+    honest, tampered = evaluate_block(BASELINE, data), evaluate_block(tampering, data)
+    assert tampered.status is Status.OK
+    assert tampered.windows == honest.windows
+
+
+def test_strategy_that_never_trades_in_validation_is_no_trades(data: PreparedData) -> None:
+    idle = FEATURES + "def strategy_logic(row):\n    return 0\n"
+    evaluation = evaluate_block(idle, data)
+    assert evaluation.status is Status.NO_TRADES
+    assert evaluation.windows["val"]["num_trades"] == 0
+
+
+def test_missing_column_is_a_typed_runtime_error(data: PreparedData) -> None:
+    evaluation = evaluate_block(BASELINE.replace('row["SMA_20"] >', 'row["RSI_14"] >'), data)
+    assert evaluation.status is Status.RUNTIME_ERROR
+    assert evaluation.error_type == "KeyError"
+    assert "RSI_14" in evaluation.message
+
+
+def test_whole_sample_normalisation_is_look_ahead_naming_the_column(data: PreparedData) -> None:
+    leaking = BASELINE.replace("    return df\n", "    df['Z'] = df['Close'] / df['Close'].max()\n    return df\n", 1)
+    evaluation = evaluate_block(leaking, data)
+    assert evaluation.status is Status.LOOKAHEAD
+    assert "'Z'" in evaluation.message
+
+
+def test_import_of_os_is_rejected_with_its_line(data: PreparedData) -> None:
+    evaluation = evaluate_block("import os\n" + BASELINE, data)
+    assert evaluation.status is Status.REJECTED
+    assert evaluation.message.startswith("line 1:")
+
+
+def test_broken_syntax_is_syntax_error(data: PreparedData) -> None:
+    evaluation = evaluate_block(BASELINE.replace("def strategy_logic(row):", "def strategy_logic(row)"), data)
+    assert evaluation.status is Status.SYNTAX_ERROR
+
+
+def test_signal_outside_minus_one_to_one_is_bad_signal(data: PreparedData) -> None:
+    evaluation = evaluate_block(BASELINE.replace("return 1\n", "return 2\n", 1), data)
+    assert evaluation.status is Status.BAD_SIGNAL
+    assert "2" in evaluation.message
+
+
+def test_record_is_strict_json(data: PreparedData) -> None:
+    record = evaluate_block(BASELINE, data).to_record()
+    assert json.loads(json.dumps(record, allow_nan=False))["windows"]["val"]["bars"] == 756
