@@ -28,11 +28,14 @@ class Objective(StrEnum):
 
 
 DEFAULT_OBJECTIVE = Objective.VAL_RETURN
+DEFAULT_ROBUST_K = 4  # sub-windows of train + validation for the robust objective
 
 # Mirrors autotrade.evaluation.Status (not imported: objectives stay importable without the evaluation stack).
 STATUSES = frozenset(
     {
         "ok",
+        "empty",
+        "truncated",
         "parse_error",
         "syntax_error",
         "rejected",
@@ -46,7 +49,7 @@ STATUSES = frozenset(
     }
 )
 _INVALID_CODE = frozenset(
-    {"parse_error", "syntax_error", "rejected", "runtime_error", "timeout", "memory", "bad_signal"}
+    {"empty", "truncated", "parse_error", "syntax_error", "rejected", "runtime_error", "timeout", "memory", "bad_signal"}
 )
 
 # TradePool rubric weights (sum to 1).
@@ -70,7 +73,7 @@ def objective_value(
     windows: Mapping[str, Mapping[str, float]],
     daily_returns: np.ndarray | None = None,
     *,
-    k: int = 4,
+    k: int = DEFAULT_ROBUST_K,
     periods_per_year: float = 252.0,
     status: str = "ok",
 ) -> float:
@@ -95,8 +98,33 @@ def objective_value(
     return value if math.isfinite(value) else -math.inf
 
 
-def robust_sharpe(daily_returns: np.ndarray, k: int = 4, periods_per_year: float = 252.0) -> float:
-    """Worst annualised Sharpe over ``k`` consecutive, near-equal sub-windows (sizes differ by at most one bar).
+def describe_objective(objective: Objective | str, k: int = DEFAULT_ROBUST_K) -> str:
+    """One sentence for the prompt: what the model is judged on (``k`` matters to robust only)."""
+    objective = Objective(objective)
+    if objective is Objective.VAL_RETURN:
+        return "the total return of the validation window (higher is better)"
+    if objective is Objective.VAL_SHARPE:
+        return "the annualised Sharpe ratio of the validation window (higher is better)"
+    if objective is Objective.ROBUST:
+        return (
+            f"the worst annualised Sharpe ratio over {k} consecutive, equal sub-windows spanning train and validation "
+            "(a strategy must work in more than one market regime; higher is better)"
+        )
+    return (
+        "a score in [0, 1] on the validation window (higher is better): Sharpe 40% (full marks at 2), "
+        "beating buy-and-hold 20%, drawdown control 15% (nothing at -50%), sane exposure 10% (20% to 95% of bars "
+        "in the market), low transaction costs 5%, actually trading 10% (full marks at 5 trades); "
+        "0 for invalid code, look-ahead, non-finite equity or no trades"
+    )
+
+
+def robust_sharpe(daily_returns: np.ndarray, k: int = DEFAULT_ROBUST_K, periods_per_year: float = 252.0) -> float:
+    """Worst annualised Sharpe over ``k`` consecutive, near-equal sub-windows (see ``sub_window_sharpes``)."""
+    return min(sub_window_sharpes(daily_returns, k, periods_per_year))
+
+
+def sub_window_sharpes(daily_returns: np.ndarray, k: int = DEFAULT_ROBUST_K, periods_per_year: float = 252.0) -> list[float]:
+    """Annualised Sharpe of each of ``k`` consecutive, near-equal sub-windows (sizes differ by at most one bar).
 
     ``daily_returns``: 1-D per-bar simple returns of the strategy over train then validation, in time order, i.e. the
     concatenation of each window's ``equity.pct_change()``; NaNs (each window's first bar) are dropped. Sharpe per
@@ -111,7 +139,7 @@ def robust_sharpe(daily_returns: np.ndarray, k: int = 4, periods_per_year: float
         raise ValueError("daily_returns contain infinite values")
     if r.size < 2 * k:
         raise ValueError(f"robust objective with k={k} needs at least {2 * k} returns, got {r.size}")
-    return min(sharpe_ratio(part, periods_per_year) for part in np.array_split(r, k))
+    return [float(sharpe_ratio(part, periods_per_year)) for part in np.array_split(r, k)]
 
 
 def concat_bar_returns(equity_curves: Sequence[np.ndarray]) -> np.ndarray:

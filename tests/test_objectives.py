@@ -13,9 +13,11 @@ from autotrade.objectives import (
     STATUSES,
     Objective,
     concat_bar_returns,
+    describe_objective,
     objective_value,
     robust_sharpe,
     rubric_score,
+    sub_window_sharpes,
 )
 
 
@@ -236,3 +238,23 @@ def test_rubric_objective_equals_the_rubric_total() -> None:
     windows = {"train": _metrics(), "val": _metrics(sharpe=1.0)}
     assert objective_value("rubric", windows) == pytest.approx(rubric_score(windows["val"]).total)
     assert objective_value("rubric", windows, status="lookahead") == 0.0
+
+
+def test_statuses_mirror_the_evaluation_statuses() -> None:
+    from autotrade.evaluation import Status
+
+    assert STATUSES == {status.value for status in Status}
+
+
+def test_each_objective_is_described_for_the_prompt_with_its_k() -> None:
+    assert "validation" in describe_objective("val_return") and "Sharpe" in describe_objective("val_sharpe")
+    assert "over 6 consecutive" in describe_objective(Objective.ROBUST, k=6)
+    rubric = describe_objective("rubric")
+    assert "[0, 1]" in rubric and "look-ahead" in rubric and "no trades" in rubric
+
+
+def test_sub_window_sharpes_are_in_time_order_and_robust_is_their_minimum() -> None:
+    r = _regimes([0.002, -0.001, 0.001])
+    parts = sub_window_sharpes(r, k=3)
+    assert parts[0] > parts[2] > 0 > parts[1]
+    assert robust_sharpe(r, k=3) == min(parts)
