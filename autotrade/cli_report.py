@@ -1,0 +1,77 @@
+"""`autotrade report`, `runs` and `compare`: read runs, compute, render.
+
+Plain functions with typer annotations; cli.py registers them. `report` is the only command that
+evaluates strategies on the held-out test window.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .cli_research import RUNS_ROOT
+from .errors import ConfigError
+
+
+def report(
+    name: Annotated[str | None, typer.Argument(help="Run name (default: the latest run in train/).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data", help="Prepared data directory (default: the one the run recorded; its sha256 must match).")
+    ] = None,
+    holdout: Annotated[
+        bool,
+        typer.Option("--holdout/--no-holdout", help="Evaluate the population on the held-out test window (recorded in the run)."),
+    ] = True,
+    max_trials: Annotated[
+        int, typer.Option("--max-trials", min=4, help="At most this many ok trials re-evaluated for PBO and correlations.")
+    ] = 200,
+) -> None:
+    """Report a run: leaderboard, held-out test beside buy-and-hold, overfitting statistics, failures, diversity, spend; writes report.html and PNG plots into the run."""
+    from .report import build_report
+    from .report_render import print_report, write_files
+    from .rundir import RunDir
+
+    console = Console()
+    run = RunDir.open(RUNS_ROOT, name)
+    with console.status(f"evaluating run {run.name}…"):
+        built = build_report(run, data_dir=data_dir, holdout=holdout, max_trials=max_trials)
+        files = write_files(built)
+    print_report(built, console, files)
+
+
+def runs() -> None:
+    """List every run in train/: model, endpoint, iterations, ok share, best validation, test once revealed, state."""
+    from .report import summarize_run
+    from .report_render import runs_table
+    from .rundir import list_runs
+
+    console = Console()
+    found = list_runs(RUNS_ROOT)
+    if not found:
+        console.print(f"no runs in {RUNS_ROOT}/: start one with `autotrade run`")
+        return
+    console.print(runs_table([summarize_run(r) for r in found], f"runs in {RUNS_ROOT}/"))
+
+
+def compare(
+    names: Annotated[list[str], typer.Argument(help="Two or more run names.")],
+) -> None:
+    """Compare runs side by side: ok share, failures, diversity, best validation, test once revealed, DSR, PBO, tokens and time."""
+    from .report import summarize_run
+    from .report_render import compare_table
+    from .rundir import RunDir
+
+    if len(set(names)) < 2:
+        raise ConfigError("compare needs at least two different run names (see `autotrade runs`)")
+    rows = [summarize_run(RunDir.open(RUNS_ROOT, n)) for n in dict.fromkeys(names)]
+    console = Console()
+    console.print(compare_table(rows))
+    datasets = {r.data_sha256 for r in rows if r.data_sha256}
+    if len(datasets) > 1:
+        console.print("note: these runs used different data, so their returns are not directly comparable", style="yellow")
+    for r in rows:
+        if r.problem:
+            console.print(f"note: run {r.name} could not be read: {r.problem}", style="yellow")

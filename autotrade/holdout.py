@@ -1,0 +1,161 @@
+"""The held-out test window: evaluated here, at report time, and nowhere else; every look is recorded.
+
+The loop never reads `holdout.json` (prompts are built from the iteration records only), so no test
+figure can reach the model. Each report that evaluates strategies on the test window appends one
+reveal (when, which iterations, their test figures) to `holdout.json` and a `holdout_revealed` journal
+event; the first reveal is shown on every later report, so a user knows the holdout has been looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backtest import WindowResult, run_window
+from .data import PreparedData
+from .errors import ConfigError
+from .evaluation import EvalSettings, Evaluation, evaluate_block
+from .rundir import RunDir, now_iso
+
+HOLDOUT_FILE = "holdout.json"
+HOLDOUT_VERSION = 1
+ALL_WINDOWS = ("train", "val", "test")
+# The test figures kept in holdout.json for `runs` and `compare` (which never re-evaluate).
+KEPT_METRICS = ("total_return", "cagr", "sharpe", "max_drawdown", "num_trades", "buy_and_hold_return", "buy_and_hold_sharpe")
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """One look at the test window: when, which iterations, and what they scored there (None when not ok)."""
+
+    at: str  # UTC, ISO 8601
+    iterations: tuple[int, ...]
+    test: Mapping[int, Mapping[str, Any]]  # iteration → {"status", and KEPT_METRICS when ok}
+    buy_and_hold: Mapping[str, float | None]  # test-window buy-and-hold: total_return, sharpe, max_drawdown, cagr
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for holdout.json."""
+        return {
+            "at": self.at,
+            "iterations": list(self.iterations),
+            "test": {str(i): dict(m) for i, m in self.test.items()},
+            "buy_and_hold": dict(self.buy_and_hold),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Reveal:
+        """Rebuild from holdout.json."""
+        return cls(
+            at=str(raw["at"]),
+            iterations=tuple(int(i) for i in raw["iterations"]),
+            test={int(i): dict(m) for i, m in (raw.get("test") or {}).items()},
+            buy_and_hold=dict(raw.get("buy_and_hold") or {}),
+        )
+
+    def test_return(self, iteration: int) -> float | None:
+        """An iteration's test total return in this reveal, or None."""
+        value = (self.test.get(iteration) or {}).get("total_return")
+        return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """This report's view of the test window.
+
+    reveals: every recorded look, oldest first (this report's included when it looked).
+    evaluations: this report's evaluations of the members on train, validation and test (empty when it did not look).
+    buy_and_hold: buy-and-hold simulated per window under the run's settings (test only when it looked).
+    """
+
+    reveals: tuple[Reveal, ...]
+    evaluations: Mapping[int, Evaluation] = field(default_factory=dict, repr=False, compare=False)
+    buy_and_hold: Mapping[str, WindowResult] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def first(self) -> Reveal | None:
+        """The first look ever, or None when the test window has never been evaluated."""
+        return self.reveals[0] if self.reveals else None
+
+    @property
+    def looked(self) -> bool:
+        """True when this report evaluated strategies on the test window."""
+        return bool(self.evaluations)
+
+
+def holdout_path(run: RunDir) -> Path:
+    """The run's holdout.json."""
+    return run.path / HOLDOUT_FILE
+
+
+def read_reveals(run: RunDir) -> tuple[Reveal, ...]:
+    """Every recorded look at the test window, oldest first; () when never looked; ConfigError when damaged."""
+    path = holdout_path(run)
+    if not path.exists():
+        return ()
+    raw = run.read_json(path)
+    try:
+        return tuple(Reveal.from_dict(r) for r in raw["reveals"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path} is damaged ({exc}); it records who looked at the test window: restore it from a backup") from None
+
+
+def buy_and_hold_windows(data: PreparedData, settings: EvalSettings, windows: Sequence[str]) -> dict[str, WindowResult]:
+    """Buy-and-hold per window under the run's fill and costs (the engine's own always-long simulation)."""
+    results = {}
+    for name in windows:
+        frame = data.window(name)
+        results[name] = run_window(frame, np.ones(len(frame)), settings.backtest)
+    return results
+
+
+def _kept(evaluation: Evaluation) -> dict[str, Any]:
+    """What holdout.json keeps of one member's test evaluation."""
+    if not evaluation.ok or "test" not in evaluation.windows:
+        return {"status": str(evaluation.status), "message": evaluation.message[:300]}
+    test = evaluation.windows["test"]
+    return {"status": "ok", **{k: float(test[k]) for k in KEPT_METRICS}}
+
+
+def reveal_holdout(
+    run: RunDir,
+    members: Sequence[int],
+    blocks: Mapping[int, str],
+    data: PreparedData,
+    settings: EvalSettings,
+    *,
+    at: str | None = None,
+) -> Holdout:
+    """Evaluate the members on train, validation and test, record the look, and return it with every earlier look.
+
+    The look-ahead gate stays on: a strategy could behave differently only on bars it has never been run on.
+    With no members nothing is evaluated and nothing is recorded.
+    """
+    earlier = read_reveals(run)
+    if not members:
+        return Holdout(reveals=earlier, buy_and_hold=buy_and_hold_windows(data, settings, ("train", "val")))
+    evaluations = {i: evaluate_block(blocks[i], data, ALL_WINDOWS, replace(settings, lookahead=True)) for i in members}
+    buy_and_hold = buy_and_hold_windows(data, settings, ALL_WINDOWS)
+    bh_test = buy_and_hold["test"].metrics
+    reveal = Reveal(
+        at=at or now_iso(),
+        iterations=tuple(members),
+        test={i: _kept(e) for i, e in evaluations.items()},
+        buy_and_hold={k: float(bh_test[k]) for k in ("total_return", "cagr", "sharpe", "max_drawdown")},
+    )
+    reveals = (*earlier, reveal)
+    run.write_json(
+        holdout_path(run),
+        {
+            "version": HOLDOUT_VERSION,
+            "note": "Every evaluation of this run's strategies on the held-out test window, oldest first.",
+            "test_start": str(data.splits.test_start.date()),
+            "data_sha256": str(data.meta.get("sha256")),
+            "reveals": [r.to_dict() for r in reveals],
+        },
+    )
+    run.journal("holdout_revealed", at=reveal.at, iterations=list(reveal.iterations), looks=len(reveals))
+    return Holdout(reveals=reveals, evaluations=evaluations, buy_and_hold=buy_and_hold)

@@ -1,0 +1,734 @@
+"""What a run found, honestly: the leaderboard, the held-out test, overfitting statistics, failures, diversity, spend.
+
+Compute only (render in `report_render`, store there too). `build_report` reads a run directory and the run's
+own prepared data (its sha256 must match the run's record), re-evaluates the ok trials on the research windows
+for their per-bar returns (the records keep metrics, not curves), evaluates the population on the test window
+(recorded by `holdout`), and returns one frozen `Report`. `summarize_run` is the cheap version for `runs`
+and `compare`: records and files only, nothing re-evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+
+from .candidate import extract_block
+from .data import PreparedData, load_prepared
+from .diversity import Diversity, measure_diversity
+from .errors import AutotradeError, DataError
+from .evaluation import EvalSettings, Evaluation, evaluate_block
+from .holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
+from .metrics import periods_per_year
+from .plots import chain_windows
+from .rundir import RunDir, RunState, now_iso
+from .stats import Degradation, deflated_sharpe_ratio, degradation, expected_max_sharpe, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
+
+MAX_TRIALS = 200  # ok trials re-evaluated for PBO (about 0.1 s each); beyond it an evenly spaced subset
+PBO_BLOCKS = 16
+PBO_MIN_TRIALS = 4
+REPORT_JSON = "report.json"
+
+# Failures without an exception type, named for the failure table.
+FAILURE_LABELS = {
+    "empty": "empty reply",
+    "truncated": "truncated reply",
+    "parse_error": "unparseable reply",
+    "syntax_error": "SyntaxError",
+    "rejected": "rejected by vetting",
+    "runtime_error": "runtime error",
+    "timeout": "timeout",
+    "memory": "out of memory",
+    "bad_signal": "bad signal",
+    "lookahead": "look-ahead",
+    "no_trades": "no trades",
+    "nan_equity": "NaN equity",
+}
+
+
+# -- pieces of the report ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One iteration on the leaderboard."""
+
+    iteration: int
+    parent: int | None
+    status: str
+    error_type: str | None
+    message: str
+    train: Mapping[str, float | None]
+    val: Mapping[str, float | None]
+    objective: float | None
+    rank: int | None  # 1-based place in the population, None when not a member
+
+
+@dataclass(frozen=True)
+class Share:
+    """A count and its share (fraction) of some total."""
+
+    label: str
+    count: int
+    share: float
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    """Outcomes by status (shares of all iterations) and failures by exception type (shares of failures)."""
+
+    iterations: int
+    failures: int
+    by_status: tuple[Share, ...]
+    by_error: tuple[Share, ...]
+
+
+@dataclass(frozen=True)
+class Spend:
+    """Model tokens and seconds (committed iterations plus model calls of interrupted attempts), and wall time."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    model_calls: int
+    model_s: float
+    eval_s: float
+    wall_s: float
+    interrupted_calls: int  # replies whose iteration never committed (killed or redone)
+    interrupted_tokens: int
+    usage_estimated: bool  # some call's usage was estimated from characters (the server sent none)
+
+
+@dataclass(frozen=True)
+class Overfitting:
+    """Overfitting statistics of the best iteration (see `figures` for what each means).
+
+    Sharpe ratios are annualised for display; inside the formulas they are per period (per bar).
+    """
+
+    best_iteration: int | None
+    n_trials: int  # ok trials: N of the DSR
+    sharpe: float | None  # the best's validation Sharpe, annualised
+    n_obs: int  # its validation returns
+    skew: float | None
+    kurtosis: float | None  # non-excess (normal = 3)
+    trials_sharpe_var: float | None  # variance of the ok trials' annualised validation Sharpe ratios
+    expected_max_sharpe: float | None  # annualised: what N unskilled trials would reach
+    psr: float | None
+    dsr: float | None
+    pbo: float | None
+    pbo_trials: int
+    pbo_oos_loss: float | None  # share of splits where the in-sample best lost money out of sample
+    sharpe_path: Degradation | None  # annualised Sharpe: train → validation → test
+    cagr_path: Degradation | None
+    notes: tuple[str, ...]  # why a figure is missing, or how it was computed when unusual
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One headline figure: label, display text, and one plain sentence on what it means."""
+
+    key: str
+    label: str
+    text: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Growth-of-1 curves for the equity plot (each window restarts from cash), and the split dates."""
+
+    members: Mapping[int, pd.Series] = field(repr=False)
+    buy_and_hold: pd.Series = field(repr=False)
+    val_start: pd.Timestamp
+    test_start: pd.Timestamp | None  # None when the test window was not evaluated by this report
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything `autotrade report` shows for one run."""
+
+    name: str
+    path: Path
+    generated_at: str
+    created_at: str
+    model: str
+    endpoint: str
+    policy: str
+    objective: str
+    fill: str
+    cost_bps: float
+    data: Mapping[str, Any]  # ticker, sha256, first/last dates, val_start, test_start
+    state: str  # running, stopped or finished
+    stop_reason: str | None
+    max_iter: int
+    rows: tuple[Row, ...]
+    population: tuple[int, ...]
+    best_iteration: int | None
+    holdout: Holdout
+    overfitting: Overfitting
+    figures: tuple[Figure, ...]
+    taxonomy: Taxonomy
+    diversity: Diversity
+    spend: Spend
+    curves: Curves
+    notes: tuple[str, ...]
+
+    @property
+    def iterations(self) -> int:
+        """Committed iterations."""
+        return len(self.rows)
+
+    @property
+    def ok(self) -> int:
+        """Iterations with status ok."""
+        return sum(r.status == "ok" for r in self.rows)
+
+    def row(self, iteration: int) -> Row:
+        """One iteration's row."""
+        return self.rows[iteration]
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+
+
+def run_policy(config: Mapping[str, Any]) -> str:
+    """Who proposed the candidates: a model (default) or a built-in policy such as `random`."""
+    settings = config.get("settings") or {}
+    return str(config.get("policy") or settings.get("policy") or "model")
+
+
+def endpoint_host(config: Mapping[str, Any]) -> str:
+    """The endpoint's host:port (never credentials), or '—'."""
+    parts = urlsplit(str((config.get("model") or {}).get("base_url") or ""))
+    if not parts.hostname:
+        return "—"
+    return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+
+
+def _float(value: Any) -> float | None:
+    """A finite float, or None."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _window(record: Mapping[str, Any], name: str) -> dict[str, float | None]:
+    """One window's metrics from a record (empty when it did not run)."""
+    return {k: _float(v) for k, v in ((record.get("windows") or {}).get(name) or {}).items()}
+
+
+def _block(run: RunDir, record: Mapping[str, Any]) -> str | None:
+    """The agent block an iteration evaluated: from its record, else from iter_<i>_trade.py."""
+    if record.get("block"):
+        return str(record["block"])
+    path = run.iter_path(int(record["iteration"]), "trade.py")
+    if not path.is_file():
+        return None
+    try:
+        return extract_block(path.read_text(encoding="utf-8"))
+    except AutotradeError:
+        return None
+
+
+def _committed(run: RunDir) -> tuple[RunState | None, list[dict[str, Any]]]:
+    """The committed state and its records (none before the first commit)."""
+    state = run.read_state()
+    return state, (run.records(state.next_iteration) if state else [])
+
+
+def _returns(evaluation: Evaluation, windows: Sequence[str]) -> np.ndarray:
+    """Per-bar simple returns of the named windows, concatenated (each window's first bar has none)."""
+    parts = [evaluation.curves[w].equity.pct_change().to_numpy()[1:] for w in windows]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def load_run_data(run: RunDir, config: Mapping[str, Any], data_dir: Path | None = None) -> PreparedData:
+    """The run's own prepared data (or `data_dir`'s), checked against the sha256 and splits the run recorded."""
+    from .loop import data_identity
+
+    recorded = config.get("data") or {}
+    folder = Path(data_dir or (config.get("settings") or {}).get("data_dir") or recorded.get("dir") or "data")
+    try:
+        data = load_prepared(folder)
+    except DataError as exc:
+        raise DataError(f"{exc} (run {run.name!r} used the data in {recorded.get('dir') or folder}; pass --data DIR to point at a copy)") from None
+    pinned = {k: recorded.get(k) for k in ("sha256", "val_start", "test_start")}
+    found = data_identity(data)
+    if found != pinned:
+        raise DataError(
+            f"the prepared data in {folder} is not the data run {run.name!r} used "
+            f"(sha256 {str(found['sha256'])[:12]}…, splits {found['val_start']}/{found['test_start']}; the run recorded "
+            f"{str(pinned['sha256'])[:12]}…, {pinned['val_start']}/{pinned['test_start']}): restore that data or pass --data DIR"
+        )
+    return data
+
+
+# -- the parts ---------------------------------------------------------------------------------------
+
+
+def failure_taxonomy(records: Sequence[Mapping[str, Any]]) -> Taxonomy:
+    """Counts and shares by status (of all iterations) and by exception type (of failures; typeless ones by status)."""
+    total = len(records)
+    statuses = Counter(str(r.get("status")) for r in records)
+    failures = [r for r in records if r.get("status") != "ok"]
+    kinds = Counter(str(r.get("error_type") or FAILURE_LABELS.get(str(r.get("status")), r.get("status"))) for r in failures)
+    return Taxonomy(
+        iterations=total,
+        failures=len(failures),
+        by_status=tuple(Share(s, n, n / total) for s, n in sorted(statuses.items(), key=lambda t: (-t[1], t[0]))),
+        by_error=tuple(Share(k, n, n / len(failures)) for k, n in sorted(kinds.items(), key=lambda t: (-t[1], t[0]))),
+    )
+
+
+def spend_of(records: Sequence[Mapping[str, Any]], journal: Sequence[Mapping[str, Any]], state: RunState | None, active: bool) -> Spend:
+    """Tokens and seconds of the committed iterations, plus model replies the journal saw whose iteration never committed.
+
+    A reply is pending from its `model_reply` event until its iteration's `iteration_committed`; the iteration
+    starting again (a redo after a kill) or the run no longer running means that reply was spent for nothing.
+    """
+    pending: dict[int, Mapping[str, Any]] = {}
+    lost: list[Mapping[str, Any]] = []
+    for event in journal:
+        kind, i = event.get("event"), event.get("iteration")
+        if kind == "model_reply" and isinstance(i, int):
+            if i in pending:
+                lost.append(pending[i])
+            pending[i] = event
+        elif kind == "iteration_committed" and isinstance(i, int):
+            pending.pop(i, None)
+        elif kind == "iteration_started" and isinstance(i, int) and i in pending:
+            lost.append(pending.pop(i))
+    if not active:
+        lost.extend(pending.values())
+    lost_tokens = [(int(e.get("prompt_tokens") or 0), int(e.get("completion_tokens") or 0)) for e in lost]
+    calls = [r for r in records if r.get("finish_reason") is not None or r.get("prompt_tokens")]
+    totals = state.totals if state else {}
+    return Spend(
+        prompt_tokens=sum(int(r.get("prompt_tokens") or 0) for r in records) + sum(p for p, _ in lost_tokens),
+        completion_tokens=sum(int(r.get("completion_tokens") or 0) for r in records) + sum(c for _, c in lost_tokens),
+        model_calls=len(calls) + len(lost),
+        model_s=sum(float(r.get("latency_s") or 0.0) for r in records) + sum(float(e.get("latency_s") or 0.0) for e in lost),
+        eval_s=sum(float(r.get("eval_s") or 0.0) for r in records),
+        wall_s=float(totals.get("wall_s") or 0.0),
+        interrupted_calls=len(lost),
+        interrupted_tokens=sum(p + c for p, c in lost_tokens),
+        usage_estimated=any(bool(r.get("usage_estimated")) for r in records),
+    )
+
+
+def overfitting_of(
+    records: Sequence[Mapping[str, Any]],
+    best: int | None,
+    research: Mapping[int, Evaluation],
+    holdout: Holdout,
+    ppy: float,
+) -> Overfitting:
+    """DSR, PSR, PBO and degradation for the best iteration (figures that cannot be computed are None, with a note)."""
+    notes: list[str] = []
+    ok = [r for r in records if r.get("status") == "ok"]
+    sharpes = [s for r in ok if (s := _window(r, "val").get("sharpe")) is not None]
+    n_trials = len(ok)
+    var = float(np.var(sharpes, ddof=1)) if len(sharpes) >= 2 else 0.0
+    sharpe = skew = kurt = psr = dsr = emax = None
+    n_obs = 0
+    if best is None:
+        notes.append("no ok iteration: there is no best strategy to test")
+    elif best not in research:
+        notes.append(f"iteration {best} could not be re-evaluated, so its daily returns are unavailable")
+    else:
+        moments = sharpe_moments(research[best].curves["val"].equity.pct_change().to_numpy())
+        sharpe, skew, kurt, n_obs = moments.sr * math.sqrt(ppy), moments.skew, moments.kurtosis, moments.n_obs
+        emax = expected_max_sharpe(max(n_trials, 1), var)
+        try:
+            psr = probabilistic_sharpe_ratio(moments.sr, 0.0, n_obs, skew, kurt)
+            dsr = deflated_sharpe_ratio(moments.sr, n_obs, skew, kurt, max(n_trials, 1), var / ppy)
+        except ValueError as exc:
+            notes.append(f"PSR/DSR undefined for these returns ({exc})")
+
+    pbo = oos_loss = None
+    columns = {i: _returns(e, ("train", "val")) for i, e in sorted(research.items())}
+    columns = {i: c for i, c in columns.items() if c.size and np.isfinite(c).all()}
+    if len(columns) >= PBO_MIN_TRIALS and len({c.size for c in columns.values()}) == 1:
+        matrix = np.column_stack(list(columns.values()))
+        if matrix.shape[0] >= 2 * PBO_BLOCKS:
+            result = pbo_cscv(matrix, n_blocks=PBO_BLOCKS)
+            pbo, oos_loss = result.pbo, result.prob_oos_loss
+        else:
+            notes.append(f"PBO needs at least {2 * PBO_BLOCKS} bars of returns")
+    else:
+        notes.append(f"PBO needs at least {PBO_MIN_TRIALS} ok trials (this run has {len(columns)})")
+    if len(columns) < n_trials and len(columns) >= PBO_MIN_TRIALS:
+        notes.append(f"PBO over {len(columns)} of the {n_trials} ok trials (evenly spaced, population included)")
+
+    sharpe_path = cagr_path = None
+    if best is not None:
+        record = records[best]
+        train, val = _window(record, "train"), _window(record, "val")
+        test = holdout.evaluations.get(best)
+        test_metrics = test.windows.get("test") if test is not None and test.ok else None
+        if train.get("sharpe") is not None and val.get("sharpe") is not None:
+            sharpe_path = degradation(train["sharpe"], val["sharpe"], None if test_metrics is None else float(test_metrics["sharpe"]))
+        if train.get("cagr") is not None and val.get("cagr") is not None:
+            cagr_path = degradation(train["cagr"], val["cagr"], None if test_metrics is None else float(test_metrics["cagr"]))
+        if test is not None and not test.ok:
+            notes.append(f"iteration {best} failed on the test window: {test.status}: {test.message}")
+    return Overfitting(
+        best_iteration=best,
+        n_trials=n_trials,
+        sharpe=sharpe,
+        n_obs=n_obs,
+        skew=skew,
+        kurtosis=kurt,
+        trials_sharpe_var=var if n_trials else None,
+        expected_max_sharpe=emax,
+        psr=psr,
+        dsr=dsr,
+        pbo=pbo,
+        pbo_trials=len(columns) if pbo is not None else 0,
+        pbo_oos_loss=oos_loss,
+        sharpe_path=sharpe_path,
+        cagr_path=cagr_path,
+        notes=tuple(notes),
+    )
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
+    """The headline overfitting figures, each with one plain sentence."""
+    figures: list[Figure] = []
+    b = o.best_iteration
+    if o.dsr is not None:
+        verdict = "is likely more than luck" if o.dsr >= 0.95 else "could well be luck"
+        figures.append(Figure(
+            "dsr", "Deflated Sharpe Ratio", _num(o.dsr),
+            f"Probability that iteration {b}'s validation Sharpe of {_num(o.sharpe)} beats the {_num(o.expected_max_sharpe)} that the best "
+            f"of {o.n_trials} skill-less strategies would reach by luck (Sharpe variance across trials {_num(o.trials_sharpe_var, 3)}); "
+            f"at {_num(o.dsr)} the result {verdict} (0.95 is the usual bar).",
+        ))
+    if o.psr is not None:
+        figures.append(Figure(
+            "psr", "Probabilistic Sharpe Ratio (vs 0)", _num(o.psr),
+            f"Probability that iteration {b}'s true Sharpe is above zero, judged from {o.n_obs} daily validation returns "
+            f"(skew {_num(o.skew)}, kurtosis {_num(o.kurtosis, 1)}) as if it were the only strategy tried.",
+        ))
+    if o.pbo is not None:
+        figures.append(Figure(
+            "pbo", "Probability of backtest overfitting", f"{o.pbo:.0%}",
+            f"Across 12,870 ways of splitting the {o.pbo_trials} ok trials' train+validation days into two halves, the best "
+            f"strategy of one half ranked in the bottom half of the other {o.pbo:.0%} of the time (50% is no better than picking at random).",
+        ))
+    if o.sharpe_path is not None:
+        path = o.sharpe_path
+        test = "not evaluated" if path.test is None else _num(path.test)
+        change = "" if path.test_minus_val is None else f"; {_num(path.test_minus_val)} from validation to test"
+        figures.append(Figure(
+            "sharpe_path", "Sharpe train → validation → test", f"{_num(path.train)} → {_num(path.val)} → {test}",
+            f"Annualised Sharpe of iteration {b} in each window: {_num(path.val_minus_train)} from train to validation{change}; "
+            "a fall on the untouched test window is the part of the validation score that was selection luck.",
+        ))
+    first = holdout.first
+    if first is not None:
+        figures.append(Figure(
+            "holdout", "Held-out test first revealed", first.at,
+            f"The test window was first evaluated at {first.at} (iterations {', '.join(map(str, first.iterations))}) and has been "
+            f"looked at {len(holdout.reveals)} time(s); every look after the first is less of a surprise test.",
+        ))
+    return tuple(figures)
+
+
+def _select_trials(ok: Sequence[int], keep: Sequence[int], limit: int) -> list[int]:
+    """At most `limit` ok iterations: all when few, else evenly spaced plus the ones to keep (population)."""
+    if len(ok) <= limit:
+        return list(ok)
+    picks = set(keep) & set(ok)
+    spaced = np.linspace(0, len(ok) - 1, max(limit - len(picks), 0)).round().astype(int)
+    picks |= {ok[k] for k in spaced}
+    return sorted(picks)
+
+
+def build_report(
+    run: RunDir,
+    *,
+    data_dir: Path | None = None,
+    holdout: bool = True,
+    max_trials: int = MAX_TRIALS,
+    at: str | None = None,
+) -> Report:
+    """Compute the report of a run; with `holdout` the population is evaluated on the test window and the look recorded."""
+    from .config import RunSettings
+    from .loop import eval_settings
+
+    config = run.read_config()
+    settings = RunSettings.from_dict(config["settings"])
+    state, records = _committed(run)
+    data = load_run_data(run, config, data_dir)
+    evaluation_settings: EvalSettings = eval_settings(settings)
+    research_index = data.research_frame().index
+    ppy = periods_per_year(research_index)
+
+    blocks = {int(r["iteration"]): _block(run, r) for r in records}
+    ok = [int(r["iteration"]) for r in records if r.get("status") == "ok" and blocks.get(int(r["iteration"]))]
+    population = tuple(int(m["iteration"]) for m in (state.population if state else []))
+    best = state.best_iteration if state else None
+    notes: list[str] = []
+
+    # Re-evaluate ok trials on train and validation for their per-bar curves; they passed the look-ahead gate already.
+    quick = replace(evaluation_settings, lookahead=False)
+    research: dict[int, Evaluation] = {}
+    for i in _select_trials(ok, population, max_trials):
+        evaluation = evaluate_block(str(blocks[i]), data, ("train", "val"), quick)
+        if evaluation.ok:
+            research[i] = evaluation
+        else:
+            notes.append(f"iteration {i} did not re-evaluate ok ({evaluation.status}: {evaluation.message[:120]})")
+
+    if holdout:
+        seen = reveal_holdout(run, [i for i in population if blocks.get(i)], {i: str(b) for i, b in blocks.items() if b}, data, evaluation_settings, at=at)
+    else:
+        seen = Holdout(reveals=read_reveals(run), buy_and_hold=buy_and_hold_windows(data, evaluation_settings, ("train", "val")))
+
+    rows = tuple(
+        Row(
+            iteration=int(r["iteration"]),
+            parent=r.get("parent"),
+            status=str(r.get("status")),
+            error_type=r.get("error_type"),
+            message=" ".join(str(r.get("message") or "").split()),
+            train=_window(r, "train"),
+            val=_window(r, "val"),
+            objective=_float(r.get("objective")),
+            rank=population.index(int(r["iteration"])) + 1 if int(r["iteration"]) in population else None,
+        )
+        for r in records
+    )
+    overfitting = overfitting_of(records, best, research, seen, ppy)
+    positions = {i: np.concatenate([e.curves[w].position.to_numpy() for w in ("train", "val")]) for i, e in research.items()}
+    diversity = measure_diversity(blocks, ok, population, positions)
+
+    windows = ("train", "val", "test") if seen.looked else ("train", "val")
+    cash = evaluation_settings.backtest.cash
+    members: dict[int, pd.Series] = {}
+    for i in population:
+        source = seen.evaluations.get(i) if seen.looked else research.get(i)
+        if source is not None and source.ok and all(w in source.curves for w in windows):
+            members[i] = chain_windows([source.curves[w].equity for w in windows], cash)
+    curves = Curves(
+        members=members,
+        buy_and_hold=chain_windows([seen.buy_and_hold[w].equity for w in windows], cash),
+        val_start=data.splits.val_start,
+        test_start=data.splits.test_start if seen.looked else None,
+    )
+    frame = data.frame
+    return Report(
+        name=run.name,
+        path=run.path,
+        generated_at=at or now_iso(),
+        created_at=str(config.get("created_at") or ""),
+        model=str((config.get("model") or {}).get("model") or "—"),
+        endpoint=endpoint_host(config),
+        policy=run_policy(config),
+        objective=settings.objective,
+        fill=settings.fill,
+        cost_bps=settings.cost_bps,
+        data={
+            "ticker": (config.get("data") or {}).get("ticker"),
+            "sha256": data.meta.get("sha256"),
+            "first": str(frame.index[0].date()),
+            "last": str(frame.index[-1].date()),
+            "val_start": str(data.splits.val_start.date()),
+            "test_start": str(data.splits.test_start.date()),
+        },
+        state=str(run.status()),
+        stop_reason=state.stop_reason if state else None,
+        max_iter=settings.max_iter,
+        rows=rows,
+        population=population,
+        best_iteration=best,
+        holdout=seen,
+        overfitting=overfitting,
+        figures=figures_of(overfitting, seen),
+        taxonomy=failure_taxonomy(records),
+        diversity=diversity,
+        spend=spend_of(records, run.read_journal(), state, run.is_active()),
+        curves=curves,
+        notes=tuple(notes),
+    )
+
+
+def summary(report: Report) -> dict[str, Any]:
+    """The report's headline figures as flat key → value (numbers unformatted): printed as `key: value`, kept in report.json."""
+    o, t, d, s = report.overfitting, report.taxonomy, report.diversity, report.spend
+    best = report.rows[report.best_iteration] if report.best_iteration is not None else None
+    first = report.holdout.first
+    test = report.holdout.evaluations.get(report.best_iteration) if report.best_iteration is not None else None
+    test_metrics = test.windows.get("test") if test is not None and test.ok else None
+    bh = report.holdout.buy_and_hold
+    top_error = t.by_error[0] if t.by_error else None
+    return {
+        "run": report.name,
+        "policy": report.policy,
+        "model": report.model,
+        "endpoint": report.endpoint,
+        "state": report.state,
+        "iterations": report.iterations,
+        "ok": report.ok,
+        "ok_share": report.ok / report.iterations if report.iterations else None,
+        "best_iteration": report.best_iteration,
+        "best_train_return": best.train.get("total_return") if best else None,
+        "best_val_return": best.val.get("total_return") if best else None,
+        "best_val_sharpe": best.val.get("sharpe") if best else None,
+        "best_test_return": None if test_metrics is None else float(test_metrics["total_return"]),
+        "best_test_sharpe": None if test_metrics is None else float(test_metrics["sharpe"]),
+        "buy_and_hold_val_return": float(bh["val"].metrics["total_return"]) if "val" in bh else None,
+        "buy_and_hold_test_return": float(bh["test"].metrics["total_return"]) if "test" in bh else None,
+        "holdout_first_revealed_at": first.at if first else None,
+        "holdout_first_iterations": ",".join(map(str, first.iterations)) if first else None,
+        "holdout_looks": len(report.holdout.reveals),
+        "dsr": o.dsr,
+        "psr": o.psr,
+        "n_trials": o.n_trials,
+        "skew": o.skew,
+        "kurtosis": o.kurtosis,
+        "pbo": o.pbo,
+        "pbo_trials": o.pbo_trials,
+        "failures": t.failures,
+        "failure_share": t.failures / t.iterations if t.iterations else None,
+        "top_failure": f"{top_error.label} {top_error.share:.0%}" if top_error else None,
+        "distinct_strategies": d.distinct,
+        "candidates": d.candidates,
+        "repeat_share": d.repeat_share,
+        "population_position_correlation": d.mean_correlation,
+        "diversity_collapsed": d.collapsed,
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": s.completion_tokens,
+        "interrupted_calls": s.interrupted_calls,
+        "model_s": s.model_s,
+        "eval_s": s.eval_s,
+        "wall_s": s.wall_s,
+    }
+
+
+# -- runs and compare: cheap summaries ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run's figures from its files alone (nothing re-evaluated): a row of `runs`, a column of `compare`."""
+
+    name: str
+    created_at: str
+    model: str
+    endpoint: str
+    policy: str
+    objective: str
+    state: str
+    stop_reason: str | None
+    data_sha256: str | None
+    iterations: int
+    ok: int
+    best_iteration: int | None
+    best_val_return: float | None
+    best_val_sharpe: float | None
+    best_objective: float | None
+    test_return: float | None  # the best iteration's, from the latest look that evaluated it
+    test_revealed_at: str | None  # the first look
+    top_failure: str | None
+    distinct_strategies: int
+    prompt_tokens: int
+    completion_tokens: int
+    model_s: float
+    eval_s: float
+    wall_s: float
+    dsr: float | None  # from report.json when it covers every committed iteration
+    pbo: float | None
+    problem: str | None = None  # why the run could not be read, when it could not
+
+    @property
+    def ok_share(self) -> float | None:
+        """ok iterations / iterations."""
+        return self.ok / self.iterations if self.iterations else None
+
+
+def summarize_run(run: RunDir) -> RunSummary:
+    """A run's summary from config.json, state.json, its records, journal, holdout.json and report.json."""
+    try:
+        config = run.read_config()
+        state, records = _committed(run)
+        reveals: tuple[Reveal, ...] = read_reveals(run)
+    except AutotradeError as exc:
+        return _damaged(run, str(exc))
+    best = state.best_iteration if state else None
+    best_record = records[best] if best is not None and best < len(records) else {}
+    test_return = next((r.test_return(best) for r in reversed(reveals) if best is not None and best in r.test), None)
+    taxonomy = failure_taxonomy(records)
+    blocks = {int(r["iteration"]): _block(run, r) for r in records}
+    ok = [int(r["iteration"]) for r in records if r.get("status") == "ok"]
+    diversity = measure_diversity(blocks, ok, [], {})
+    spend = spend_of(records, run.read_journal(), state, run.is_active())
+    saved = _saved_summary(run, len(records))
+    top = taxonomy.by_error[0] if taxonomy.by_error else None
+    return RunSummary(
+        name=run.name,
+        created_at=str(config.get("created_at") or ""),
+        model=str((config.get("model") or {}).get("model") or "—"),
+        endpoint=endpoint_host(config),
+        policy=run_policy(config),
+        objective=str((config.get("settings") or {}).get("objective") or "val_return"),
+        state=str(run.status()),
+        stop_reason=state.stop_reason if state else None,
+        data_sha256=(config.get("data") or {}).get("sha256"),
+        iterations=len(records),
+        ok=len(ok),
+        best_iteration=best,
+        best_val_return=_float(best_record.get("val_return")),
+        best_val_sharpe=_window(best_record, "val").get("sharpe") if best_record else None,
+        best_objective=_float(best_record.get("objective")),
+        test_return=test_return,
+        test_revealed_at=reveals[0].at if reveals else None,
+        top_failure=f"{top.label} {top.share:.0%}" if top else None,
+        distinct_strategies=diversity.distinct,
+        prompt_tokens=spend.prompt_tokens,
+        completion_tokens=spend.completion_tokens,
+        model_s=spend.model_s,
+        eval_s=spend.eval_s,
+        wall_s=spend.wall_s,
+        dsr=_float(saved.get("dsr")),
+        pbo=_float(saved.get("pbo")),
+    )
+
+
+def _saved_summary(run: RunDir, iterations: int) -> dict[str, Any]:
+    """report.json's summary when it was made from the same committed iterations, else {}."""
+    path = run.path / REPORT_JSON
+    if not path.is_file():
+        return {}
+    try:
+        saved = run.read_json(path)
+    except AutotradeError:
+        return {}
+    values = saved.get("summary") or {}
+    return values if values.get("iterations") == iterations else {}
+
+
+def _damaged(run: RunDir, problem: str) -> RunSummary:
+    """The summary of a run whose files cannot be read."""
+    return RunSummary(
+        name=run.name, created_at="", model="—", endpoint="—", policy="—", objective="—", state="damaged", stop_reason=None,
+        data_sha256=None, iterations=0, ok=0, best_iteration=None, best_val_return=None, best_val_sharpe=None,
+        best_objective=None, test_return=None, test_revealed_at=None, top_failure=None, distinct_strategies=0,
+        prompt_tokens=0, completion_tokens=0, model_s=0.0, eval_s=0.0, wall_s=0.0, dsr=None, pbo=None, problem=problem,
+    )

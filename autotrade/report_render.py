@@ -1,0 +1,403 @@
+"""Render and store a Report: rich tables for the terminal, PNG plots, a self-contained report.html, report.json.
+
+Tables are built once as plain rows of text (`sections`) and laid out twice: as rich tables and as HTML,
+so the terminal and the browser always show the same figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .fileio import atomic_write_bytes, atomic_write_text
+from .plots import equity_plot, objective_plot
+from .report import REPORT_JSON, Report, RunSummary, summary
+from .rundir import to_json
+
+HTML_FILE = "report.html"
+EQUITY_PNG = "report_equity.png"
+OBJECTIVE_PNG = "report_objective.png"
+
+
+# -- formatting ----------------------------------------------------------------------------------------
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    """A fraction as a signed percentage; '—' when missing."""
+    return "—" if value is None or not math.isfinite(value) else f"{value * 100:+.{digits}f}%"
+
+
+def num(value: float | None, digits: int = 2) -> str:
+    """A number with fixed decimals; '—' when missing."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def share(value: float | None) -> str:
+    """A fraction as a whole percentage; '—' when missing."""
+    return "—" if value is None else f"{value:.0%}"
+
+
+def duration(seconds: float) -> str:
+    """Seconds as '12.3 s' under a minute, else h:mm:ss."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def objective_text(objective: str, value: float | None) -> str:
+    """An objective value: returns in percent, ratios and scores as numbers."""
+    return pct(value) if objective == "val_return" else num(value, 3)
+
+
+def short(text: str, limit: int = 70) -> str:
+    """One line of at most `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def value_text(value: object) -> str:
+    """A summary value for `key: value` lines: floats to 6 significant digits, None as '—'."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return "—" if not math.isfinite(value) else f"{value:.6g}"
+    return str(value)
+
+
+# -- sections: tables as plain text rows -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table of the report: title, headers, rows of text, an optional note under it; `right` = numeric columns."""
+
+    title: str
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    note: str = ""
+    right: tuple[bool, ...] = ()
+    highlight: tuple[bool, ...] = ()  # per row: a population member
+
+
+def header_lines(report: Report) -> list[str]:
+    """What run this is, in three lines."""
+    data = report.data
+    who = f"policy {report.policy}" if report.policy != "model" else f"model {report.model} at {report.endpoint}"
+    stop = f" ({report.stop_reason})" if report.stop_reason else ""
+    return [
+        f"run {report.name} · {who} · {report.iterations} of {report.max_iter} iterations · {report.state}{stop}",
+        f"objective {report.objective} · fill {report.fill} · cost {report.cost_bps:g} bp per side · "
+        f"data {data['ticker']} {data['first']} to {data['last']}, validation from {data['val_start']}, test (held out) from {data['test_start']}",
+        f"report made {report.generated_at} from {report.path}",
+    ]
+
+
+def leaderboard(report: Report) -> Section:
+    """Every iteration: status, train and validation figures, parent; population members marked ★."""
+    show_objective = report.objective != "val_return"
+    headers = ("iter", "pop", "status", "parent", "train return", "train Sharpe", "val return", "val Sharpe", "val max DD", "val trades",
+               *((report.objective,) if show_objective else ()), "why")
+    rows, marks = [], []
+    for row in report.rows:
+        why = "" if row.status == "ok" else short(row.message or row.error_type or row.status, 60)
+        rows.append((
+            str(row.iteration),
+            f"★{row.rank}" if row.rank else "",
+            row.status,
+            "—" if row.parent is None else str(row.parent),
+            pct(row.train.get("total_return")),
+            num(row.train.get("sharpe")),
+            pct(row.val.get("total_return")),
+            num(row.val.get("sharpe")),
+            pct(row.val.get("max_drawdown"), 1),
+            num(row.val.get("num_trades"), 0),
+            *((objective_text(report.objective, row.objective),) if show_objective else ()),
+            why,
+        ))
+        marks.append(row.rank is not None)
+    right = (True, False, False, True, True, True, True, True, True, True, *((True,) if show_objective else ()), False)
+    note = "★ = population member (its rank); the best is ★1." if report.population else "no iteration entered the population."
+    return Section("Leaderboard: every iteration", headers, tuple(rows), note, right, tuple(marks))
+
+
+def holdout_section(report: Report) -> Section:
+    """The population and buy-and-hold on train, validation and the held-out test."""
+    seen = report.holdout
+    first = seen.first
+    if first is None:
+        note = "The held-out test window has never been evaluated for this run."
+    else:
+        note = (f"Held-out test first revealed {first.at} (iterations {', '.join(map(str, first.iterations))}); "
+                f"looked at {len(seen.reveals)} time(s) in all. The model never sees these figures.")
+    headers = ("", "train return", "val return", "test return", "test Sharpe", "test max DD", "test trades")
+    rows: list[tuple[str, ...]] = []
+    if not seen.looked:
+        if first is not None:
+            last = seen.reveals[-1]
+            for i in last.iterations:
+                kept = last.test.get(i) or {}
+                rows.append((f"iter {i} (as revealed {last.at})", "", "", pct(kept.get("total_return")), num(kept.get("sharpe")),
+                             pct(kept.get("max_drawdown"), 1), num(kept.get("num_trades"), 0)))
+        return Section("Held-out test", headers, tuple(rows), note + ("" if rows else " Nothing was evaluated on it by this report."), (False,) + (True,) * 6)
+    for i in report.population:
+        evaluation = seen.evaluations.get(i)
+        if evaluation is None:
+            continue
+        if not evaluation.ok:
+            rows.append((f"★{report.population.index(i) + 1} iter {i}", "", "", f"{evaluation.status}: {short(evaluation.message, 40)}", "", "", ""))
+            continue
+        w = evaluation.windows
+        rows.append((f"★{report.population.index(i) + 1} iter {i}", pct(w["train"]["total_return"]), pct(w["val"]["total_return"]),
+                     pct(w["test"]["total_return"]), num(w["test"]["sharpe"]), pct(w["test"]["max_drawdown"], 1), num(w["test"]["num_trades"], 0)))
+    bh = {name: result.metrics for name, result in seen.buy_and_hold.items()}
+    rows.append(("buy and hold", pct(bh["train"]["total_return"]), pct(bh["val"]["total_return"]), pct(bh["test"]["total_return"]),
+                 num(bh["test"]["sharpe"]), pct(bh["test"]["max_drawdown"], 1), "1"))
+    return Section("Held-out test: the population beside buy-and-hold", headers, tuple(rows), note, (False,) + (True,) * 6)
+
+
+def overfitting_section(report: Report) -> Section:
+    """The overfitting figures, each with its plain sentence."""
+    o = report.overfitting
+    rows = [(f.label, f.text, f.meaning) for f in report.figures]
+    if o.skew is not None:
+        rows.append(("Skew / kurtosis of daily returns", f"{num(o.skew)} / {num(o.kurtosis, 1)}",
+                     "Shape of the best's validation returns: negative skew and kurtosis above 3 (the normal value) mean rare large losses, which lower PSR and DSR."))
+    if o.n_trials:
+        rows.append(("Trials (N)", str(o.n_trials), "The ok strategies the validation window chose among: the more were tried, the higher the best scores by luck alone."))
+    return Section("Overfitting: how much of the best result is real", ("figure", "value", "what it means"), tuple(rows),
+                   " ".join(o.notes), (False, True, False))
+
+
+def failure_sections(report: Report) -> list[Section]:
+    """Outcomes by status, then failures by exception type."""
+    t = report.taxonomy
+    statuses = Section("Outcomes by status", ("status", "count", "share"),
+                       tuple((s.label, str(s.count), share(s.share)) for s in t.by_status), f"{t.iterations} iterations.", (False, True, True))
+    errors = Section("Failures by type", ("type", "count", "share of failures"),
+                     tuple((s.label, str(s.count), share(s.share)) for s in t.by_error),
+                     f"{t.failures} of {t.iterations} iterations failed ({share(t.failures / t.iterations) if t.iterations else '—'}): "
+                     "this is what the model gets wrong most." if t.failures else "No failures.", (False, True, True))
+    return [statuses, errors]
+
+
+def diversity_sections(report: Report) -> list[Section]:
+    """Families and operations used, distinct strategies, and the population's position correlation."""
+    d = report.diversity
+    families = Section("Indicators used", ("family", "strategies", "share of candidates"),
+                       tuple((f, str(n), share(n / d.candidates)) for f, n in d.family_counts.items()),
+                       d.verdict() + (f" {d.repeats} of {d.proposals} proposals repeat an earlier structure, {d.copies_of_start} copy the starting strategy "
+                                      "(same code up to names and numbers)." if d.proposals else ""),
+                       (False, True, True))
+    operations = Section("Operations called", ("operation", "strategies"),
+                         tuple((op, str(n)) for op, n in list(d.operation_counts.items())[:15]), "", (False, True))
+    sections = [families, operations]
+    if len(d.population) >= 2:
+        labels = tuple(f"iter {i}" for i in d.population)
+        rows = tuple((labels[a], *(num(float(d.correlation[a, b])) for b in range(len(labels)))) for a in range(len(labels)))
+        mean = num(d.mean_correlation)
+        sections.append(Section("Population position correlation (train + validation)", ("", *labels), rows,
+                                f"Mean pairwise correlation {mean}: near 1 the population is one strategy held three times.",
+                                (False,) + (True,) * len(labels)))
+    return sections
+
+
+def spend_section(report: Report) -> Section:
+    """Tokens and time."""
+    s = report.spend
+    rows = [
+        ("model calls", f"{s.model_calls:,}"),
+        ("tokens in (prompt)", f"{s.prompt_tokens:,}" + (" (some estimated)" if s.usage_estimated else "")),
+        ("tokens out (completion)", f"{s.completion_tokens:,}"),
+        ("time in the model", duration(s.model_s)),
+        ("time evaluating", duration(s.eval_s)),
+        ("wall time", duration(s.wall_s)),
+    ]
+    note = (f"Includes {s.interrupted_calls} model call(s) ({s.interrupted_tokens:,} tokens) of attempts that were interrupted before they committed."
+            if s.interrupted_calls else "")
+    return Section("Spend", ("", "value"), tuple(rows), note, (False, True))
+
+
+def sections(report: Report) -> list[Section]:
+    """Every table of the report, in reading order."""
+    return [leaderboard(report), holdout_section(report), overfitting_section(report), *failure_sections(report),
+            *diversity_sections(report), spend_section(report)]
+
+
+def summary_lines(report: Report) -> list[str]:
+    """The greppable `key: value` summary."""
+    return [f"{key}: {value_text(value)}" for key, value in summary(report).items()]
+
+
+# -- terminal ------------------------------------------------------------------------------------------------
+
+
+def rich_table(section: Section) -> Table:
+    """One section as a rich table."""
+    table = Table(title=section.title, title_justify="left", caption=section.note or None, caption_justify="left")
+    for k, header in enumerate(section.headers):
+        right = section.right[k] if k < len(section.right) else False
+        table.add_column(header, justify="right" if right else "left", overflow="fold")
+    for k, row in enumerate(section.rows):
+        member = section.highlight[k] if k < len(section.highlight) else False
+        table.add_row(*row, style="bold green" if member else None)
+    return table
+
+
+def print_report(report: Report, console: Console, files: Sequence[Path] = ()) -> None:
+    """The report on the terminal: header, tables, files written, then the `key: value` summary."""
+    for k, line in enumerate(header_lines(report)):
+        console.print(Text(line, style="bold" if k == 0 else "dim"), soft_wrap=True)
+    for section in sections(report):
+        console.print()
+        console.print(rich_table(section))
+    for note in report.notes:
+        console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
+    if files:
+        console.print()
+        console.print(Text("written: " + ", ".join(str(p) for p in files)), soft_wrap=True)
+    console.print()
+    for line in summary_lines(report):
+        console.print(Text(line), soft_wrap=True, highlight=False)
+
+
+def runs_table(rows: Sequence[RunSummary], title: str) -> Table:
+    """`autotrade runs`: one row per run."""
+    table = Table(title=title, title_justify="left")
+    for header, right in (("name", False), ("model", False), ("endpoint", False), ("iterations", True), ("ok", True),
+                          ("best val return", True), ("test return", True), ("state", False)):
+        table.add_column(header, justify="right" if right else "left", overflow="fold")
+    for r in rows:
+        who = r.model if r.policy == "model" else f"{r.policy} policy"
+        test = pct(r.test_return) if r.test_revealed_at else "not revealed"
+        state = r.state if not r.problem else f"damaged: {short(r.problem, 60)}"
+        table.add_row(r.name, who, r.endpoint, str(r.iterations), share(r.ok_share), pct(r.best_val_return), test, state)
+    return table
+
+
+COMPARE_ROWS: tuple[tuple[str, str], ...] = (
+    ("model", "model"), ("policy", "policy"), ("endpoint", "endpoint"), ("objective", "objective"), ("state", "state"),
+    ("iterations", "iterations"), ("ok share", "ok_share"), ("top failure", "top_failure"),
+    ("distinct strategies", "distinct_strategies"), ("best iteration", "best_iteration"), ("best val return", "best_val_return"),
+    ("best val Sharpe", "best_val_sharpe"), ("test return (revealed)", "test_return"), ("DSR", "dsr"), ("PBO", "pbo"),
+    ("tokens in", "prompt_tokens"), ("tokens out", "completion_tokens"), ("tokens per ok iteration", "tokens_per_ok"),
+    ("time in the model", "model_s"), ("time evaluating", "eval_s"), ("wall time", "wall_s"),
+)
+
+
+def compare_cell(summary_row: RunSummary, key: str) -> str:
+    """One figure of one run for `compare`."""
+    r = summary_row
+    if key == "tokens_per_ok":
+        return f"{(r.prompt_tokens + r.completion_tokens) / r.ok:,.0f}" if r.ok else "—"
+    if key == "ok_share":
+        return f"{share(r.ok_share)} ({r.ok}/{r.iterations})"
+    if key == "test_return":
+        return pct(r.test_return) if r.test_revealed_at else "not revealed"
+    if key in ("dsr", "pbo"):
+        value = getattr(r, key)
+        return ("—" if value is None else num(value) if key == "dsr" else share(value)) if r.iterations else "—"
+    value = getattr(r, key)
+    if key in ("best_val_return",):
+        return pct(value)
+    if key == "best_val_sharpe":
+        return num(value)
+    if key in ("model_s", "eval_s", "wall_s"):
+        return duration(value)
+    if key in ("prompt_tokens", "completion_tokens"):
+        return f"{value:,}"
+    return value_text(value)
+
+
+def compare_table(rows: Sequence[RunSummary]) -> Table:
+    """`autotrade compare`: figures down, runs across."""
+    table = Table(title="Runs side by side", title_justify="left",
+                  caption="DSR and PBO come from each run's last `autotrade report` (— until it covers every iteration).", caption_justify="left")
+    table.add_column("")
+    for r in rows:
+        table.add_column(r.name, justify="right", overflow="fold")
+    for label, key in COMPARE_ROWS:
+        table.add_row(label, *(compare_cell(r, key) for r in rows))
+    return table
+
+
+# -- files ---------------------------------------------------------------------------------------------------
+
+
+def plot_images(report: Report) -> dict[str, bytes]:
+    """The report's PNGs by file name."""
+    curves = report.curves
+    members = {f"★{report.population.index(i) + 1} iter {i}": curve for i, curve in curves.members.items()}
+    test = "" if curves.test_start is not None else " (test window not evaluated)"
+    return {
+        EQUITY_PNG: equity_plot(members, curves.buy_and_hold, curves.val_start, curves.test_start,
+                                f"{report.name}: population vs buy-and-hold{test}"),
+        OBJECTIVE_PNG: objective_plot([r.iteration for r in report.rows], [r.objective for r in report.rows], report.objective,
+                                      report.population, f"{report.name}: {report.objective} by iteration"),
+    }
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}p.dim{color:#666;margin:.2rem 0}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}th,td{border-bottom:1px solid #ddd;padding:.25rem .6rem;vertical-align:top}
+th{text-align:left;background:#f4f4f4}td.r{text-align:right;font-variant-numeric:tabular-nums}tr.member td{background:#eef8ee;font-weight:600}
+p.note{color:#555;font-size:.85rem;max-width:60rem}img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:.8rem;font-size:.8rem}
+"""
+
+
+def html_table(section: Section) -> str:
+    """One section as an HTML table with its note."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in section.headers)
+    body = []
+    for k, row in enumerate(section.rows):
+        member = section.highlight[k] if k < len(section.highlight) else False
+        cells = "".join(
+            f'<td class="r">{html.escape(c)}</td>' if (j < len(section.right) and section.right[j]) else f"<td>{html.escape(c)}</td>"
+            for j, c in enumerate(row)
+        )
+        body.append(f'<tr class="member">{cells}</tr>' if member else f"<tr>{cells}</tr>")
+    note = f'<p class="note">{html.escape(section.note)}</p>' if section.note else ""
+    return f"<h2>{html.escape(section.title)}</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
+
+
+def render_html(report: Report, images: dict[str, bytes]) -> str:
+    """A self-contained HTML page: header, plots (inline base64 PNG), every table, the summary."""
+    lines = header_lines(report)
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>autotrade report: {html.escape(report.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(lines[0])}</h1>",
+        *(f'<p class="dim">{html.escape(line)}</p>' for line in lines[1:]),
+    ]
+    for name, png in images.items():
+        alt = "equity curves" if name == EQUITY_PNG else "objective by iteration"
+        parts.append(f'<h2>{html.escape(alt.capitalize())}</h2><img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">')
+    parts.extend(html_table(section) for section in sections(report))
+    parts.extend(f'<p class="note">note: {html.escape(n)}</p>' for n in report.notes)
+    parts.append("<h2>Summary</h2><pre>" + html.escape("\n".join(summary_lines(report))) + "</pre>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_files(report: Report) -> list[Path]:
+    """Write the PNGs, report.html and report.json into the run directory (atomically); return their paths."""
+    images = plot_images(report)
+    written = []
+    for name, png in images.items():
+        atomic_write_bytes(report.path / name, png)
+        written.append(report.path / name)
+    atomic_write_text(report.path / HTML_FILE, render_html(report, images))
+    written.append(report.path / HTML_FILE)
+    atomic_write_text(report.path / REPORT_JSON, to_json({"generated_at": report.generated_at, "summary": summary(report)}))
+    written.append(report.path / REPORT_JSON)
+    return written
