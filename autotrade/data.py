@@ -707,8 +707,43 @@ def load_prepared(data_dir: Path | str) -> PreparedData:
             f"{csv_path} changed since `autotrade prepare` (its sha256 no longer matches {meta_path}): "
             "rerun `autotrade prepare`"
         )
-    frame = _parse_csv(io.BytesIO(payload), str(csv_path), _ignore)
+    frame = _parse_prepared_csv(payload)
+    if frame is None:  # not in the canonical form prepare writes (e.g. hand-edited): the validating parser
+        frame = _parse_csv(io.BytesIO(payload), str(csv_path), _ignore)
     return PreparedData(frame, splits, meta)
+
+
+def _parse_prepared_csv(payload: bytes) -> pd.DataFrame | None:
+    """The canonical CSV `prepare` writes, parsed with typed columns (~5x faster); None when it is not canonical.
+
+    Canonical: header `Date` then known columns in COLUMN_ORDER, ISO dates strictly increasing, every value
+    a finite float, prices positive and volumes non-negative. Anything else returns None, so that the
+    validating parser reports (or repairs) it exactly as for any other CSV. The result equals that parser's.
+    """
+    header = payload[: payload.find(b"\n")].decode("utf-8", "replace").split(",")
+    columns = header[1:]
+    if header[0] != "Date" or columns != [c for c in COLUMN_ORDER if c in columns] or not set(REQUIRED_COLUMNS) <= set(columns):
+        return None
+    try:
+        frame = pd.read_csv(io.BytesIO(payload), index_col=0, dtype={"Date": str} | dict.fromkeys(columns, np.float64))
+        dates = pd.DatetimeIndex(pd.to_datetime(frame.index, format="ISO8601"), name="Date")
+    except (ValueError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    values = frame.to_numpy()
+    prices = frame[[c for c in columns if c in PRICE_COLUMNS]].to_numpy()
+    canonical = (
+        len(frame) > 0
+        and dates.tz is None
+        and not dates.isna().any()
+        and bool((np.diff(dates.asi8) > 0).all())
+        and bool(np.isfinite(values).all())
+        and bool((prices > 0).all())
+        and bool((frame["Volume"].to_numpy() >= 0).all())
+    )
+    if not canonical:
+        return None
+    frame.index = dates.as_unit("ns")
+    return frame
 
 
 # --- small helpers ---------------------------------------------------------------------------------------

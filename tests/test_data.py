@@ -361,6 +361,40 @@ def test_load_prepared_refuses_a_csv_changed_since_prepare(tmp_path: Path) -> No
         load_prepared(tmp_path)
 
 
+@pytest.mark.parametrize("key", sorted(BUNDLED))
+def test_load_prepared_gives_exactly_what_the_validating_parser_gives(tmp_path: Path, key: str) -> None:
+    prepare_data(offline=True, ticker=key, data_dir=tmp_path)
+    loaded = load_prepared(tmp_path).frame
+    validated = read_ohlcv_csv(tmp_path / json.loads((tmp_path / "meta.json").read_text())["file"])
+    pd.testing.assert_frame_equal(loaded, validated, check_exact=True)
+    assert list(loaded.columns) == list(validated.columns) and loaded.index.dtype == validated.index.dtype
+
+
+def _reprepare_with(tmp_path: Path, text: str) -> None:
+    """Replace the prepared full CSV with `text` and record its sha256, as a hand edit plus a meta fix would."""
+    (tmp_path / "sp500.csv").write_text(text)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    meta["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    atomic_write_json(tmp_path / "meta.json", meta)
+
+
+def test_load_prepared_repairs_a_non_canonical_csv_like_any_csv(tmp_path: Path) -> None:
+    prepare_data(offline=True, data_dir=tmp_path)
+    lines = (tmp_path / "sp500.csv").read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]  # two rows out of date order
+    _reprepare_with(tmp_path, "\n".join(lines) + "\n")
+    frame = load_prepared(tmp_path).frame
+    assert frame.index.is_monotonic_increasing and len(frame) == 5031
+
+
+def test_load_prepared_names_the_line_of_a_bad_value_in_a_non_canonical_csv(tmp_path: Path) -> None:
+    prepare_data(offline=True, data_dir=tmp_path)
+    text = (tmp_path / "sp500.csv").read_text().replace("1229.22998", "-1229.22998", 1)
+    _reprepare_with(tmp_path, text)
+    with pytest.raises(DataError, match=r"sp500\.csv: column Open: line 2: price must be positive"):
+        load_prepared(tmp_path)
+
+
 # --- download and fallback -------------------------------------------------------------------------------
 
 
