@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 RUNS_ROOT = Path("train")
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
+DEFAULT_MAX_FAILS = 5  # the original harness's stop rule
 
 
 class ObjectiveChoice(StrEnum):
@@ -40,6 +41,31 @@ class ObjectiveChoice(StrEnum):
     VAL_SHARPE = "val_sharpe"
     ROBUST = "robust"
     RUBRIC = "rubric"
+
+
+class PolicyChoice(StrEnum):
+    """Who proposes; mirrors policy.Policy without importing the loop at --help time."""
+
+    MODEL = "model"
+    RANDOM = "random"
+
+
+OBJECTIVE_HELP = (
+    "What the population is ranked by: val_return or val_sharpe (validation window), robust (worst Sharpe over "
+    "--robust-k sub-windows of train + validation) or rubric (TradePool-style score in [0, 1] with hard gates; "
+    "weights and how each component maps to [0, 1]: autotrade/objectives.py, rubric_score)."
+)
+POLICY_HELP = (
+    "Who proposes: model (the LLM at the endpoint) or random (random causal-indicator strategies, no endpoint "
+    "needed: the undirected baseline a model should beat)."
+)
+
+
+def who_proposes(settings: RunSettings, model: Mapping[str, Any]) -> str:
+    """'model M at URL', or 'random policy (no model)'."""
+    if settings.policy == "random":
+        return "random policy (no model)"
+    return f"model {model.get('model')} at {model.get('base_url')}"
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -151,7 +177,7 @@ class PlainReporter:
         """Announce the run."""
         self.objective = settings.objective
         self._print(
-            f"run={run.name} dir={run.path} model={model.get('model')} base_url={model.get('base_url')} "
+            f"run={run.name} dir={run.path} policy={settings.policy} model={model.get('model')} base_url={model.get('base_url')} "
             f"objective={settings.objective} max_iter={settings.max_iter} max_fails={settings.max_fails} "
             f"population={settings.population} seed={settings.seed} next_iteration={standing.done}"
         )
@@ -197,7 +223,7 @@ class RichReporter:
         """Print the run's header and start the progress display."""
         self.objective = settings.objective
         self.console.print(
-            Text.assemble(("run ", "bold"), (run.name, "bold cyan"), f" in {run.path}  ·  model {model.get('model')} at {model.get('base_url')}")
+            Text.assemble(("run ", "bold"), (run.name, "bold cyan"), f" in {run.path}  ·  {who_proposes(settings, model)}")
         )
         self.console.print(
             f"objective {settings.objective} · max-iter {settings.max_iter} · max-fails {settings.max_fails} · "
@@ -297,12 +323,14 @@ def finish(result: RunResult) -> None:
 
 def run(
     max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="Evaluated iterations, the baseline (iteration 0) included.")] = 50,
-    max_fails: Annotated[int, typer.Option("--max-fails", min=1, help="Stop after this many iterations in a row that do not enter the population.")] = 5,
+    max_fails: Annotated[int | None, typer.Option("--max-fails", min=1, help="Stop after this many iterations in a row that do not enter the population (default 5; none with --policy random, whose proposals never build on the population).")] = None,
     population: Annotated[int, typer.Option("--population", min=1, help="How many best iterations to keep.")] = 3,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: <ticker>-<YYYYmmdd-HHMMSS>); the run lives in train/<name>/.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random reversion (default: random, recorded).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random reversion and the random policy (default: random, recorded).")] = None,
     start_from: Annotated[Path | None, typer.Option("--from", help="Start from this trade.py (or a file holding only the agent block).")] = None,
-    objective: Annotated[ObjectiveChoice, typer.Option("--objective", help="What the population is ranked by.")] = ObjectiveChoice.VAL_RETURN,
+    objective: Annotated[ObjectiveChoice, typer.Option("--objective", help=OBJECTIVE_HELP)] = ObjectiveChoice.VAL_RETURN,
+    robust_k: Annotated[int, typer.Option("--robust-k", min=1, help="Sub-windows of train + validation for --objective robust.")] = 4,
+    policy: Annotated[PolicyChoice, typer.Option("--policy", help=POLICY_HELP)] = PolicyChoice.MODEL,
     learnings_budget: Annotated[int, typer.Option("--learnings-budget", min=0, help="Characters of learnings in each prompt.")] = 6000,
     quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
     data_dir: DataDirOpt = Path("data"),
@@ -314,18 +342,21 @@ def run(
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature (default: $OPENAI_TEMPERATURE, else the server's).")] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Reply token limit (default: $OPENAI_MAX_TOKENS, else the server's).")] = None,
 ) -> None:
-    """Let the model rewrite the strategy, evaluating every attempt; the key comes from OPENAI_API_KEY (env or .env)."""
+    """Let the model (or --policy random) rewrite the strategy, evaluating every attempt; the key comes from OPENAI_API_KEY (env or .env)."""
     from .config import RunSettings, load_env_file, model_settings
+    from .errors import ConfigError
     from .loop import start_run
     from .prompting import load_prompt_files
 
     load_env_file()
     settings = RunSettings(
         max_iter=max_iter,
-        max_fails=max_fails,
+        max_fails=max_fails if max_fails is not None else (max_iter if policy is PolicyChoice.RANDOM else DEFAULT_MAX_FAILS),
         population=population,
         seed=seed if seed is not None else secrets.randbelow(2**31),
         objective=objective.value,
+        robust_k=robust_k,
+        policy=policy.value,
         learnings_budget=learnings_budget,
         fill=fill.value,
         cost_bps=cost_bps,
@@ -333,7 +364,13 @@ def run(
         data_dir=str(data_dir.resolve()),
         start_from=str(start_from.resolve()) if start_from else None,
     )
-    endpoint = model_settings(base_url=base_url, model=model, temperature=temperature, max_tokens=max_tokens)
+    if policy is PolicyChoice.RANDOM:
+        given = [flag for flag, value in (("--base-url", base_url), ("--model", model), ("--temperature", temperature), ("--max-tokens", max_tokens)) if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: endpoint settings apply to --policy model only")
+        endpoint = None
+    else:
+        endpoint = model_settings(base_url=base_url, model=model, temperature=temperature, max_tokens=max_tokens)
     _stop_on_sigterm()
     result = start_run(settings, endpoint, make_reporter(quiet), prompts=load_prompt_files(), name=name, root=RUNS_ROOT)
     finish(result)
@@ -351,18 +388,22 @@ def resume(
 
     load_env_file()
     run_dir = RunDir.open(RUNS_ROOT, name)
-    env = model_settings()  # the key and timeout; the run's recorded model and URL win over the environment
-    recorded = run_dir.read_config().get("model", {})
+    config = run_dir.read_config()
     reporter = make_reporter(quiet)
-    if os.environ.get("OPENAI_MODEL") and recorded.get("model") and os.environ["OPENAI_MODEL"] != recorded["model"]:
-        reporter.note(f"note: resuming with the run's model {recorded['model']!r}; OPENAI_MODEL is ignored on resume")
+    api_key, timeout_s = "", None  # a random-policy run has no endpoint
+    if config.get("policy", "model") == "model":
+        env = model_settings()  # the key and timeout; the run's recorded model and URL win over the environment
+        api_key, timeout_s = env.api_key, env.timeout_s if os.environ.get("OPENAI_TIMEOUT") else None
+        recorded = config.get("model", {}).get("model")
+        if os.environ.get("OPENAI_MODEL") and recorded and os.environ["OPENAI_MODEL"] != recorded:
+            reporter.note(f"note: resuming with the run's model {recorded!r}; OPENAI_MODEL is ignored on resume")
     _stop_on_sigterm()
     result = resume_run(
         run_dir,
         reporter,
-        api_key=env.api_key,
+        api_key=api_key,
         base_url=check_base_url(base_url) if base_url else None,
-        timeout_s=env.timeout_s if os.environ.get("OPENAI_TIMEOUT") else None,
+        timeout_s=timeout_s,
     )
     finish(result)
 

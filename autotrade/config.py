@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .llm import ModelSettings, display_url
-from .objectives import Objective
+from .objectives import DEFAULT_ROBUST_K, Objective
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
 # Local servers accept any key; the openai client refuses to start without one.
@@ -132,6 +132,8 @@ class RunSettings:
     population: int = 3  # members kept, best first by the objective
     seed: int = 0  # random reversion
     objective: str = "val_return"
+    robust_k: int = DEFAULT_ROBUST_K  # sub-windows of train + validation for the robust objective
+    policy: str = "model"  # who proposes: "model" (the endpoint) or "random" (undirected search, no endpoint)
     learnings_budget: int = 6000  # characters of learnings in each prompt
     fill: str = "next-open"
     cost_bps: float = 2.0  # per side, basis points of traded value
@@ -153,6 +155,10 @@ class RunSettings:
             raise ConfigError(f"--cost-bps {self.cost_bps} must be a non-negative number")
         if self.objective not in {o.value for o in Objective}:
             raise ConfigError(f"--objective {self.objective!r}: choose one of {', '.join(o.value for o in Objective)}")
+        if self.robust_k < 1:
+            raise ConfigError(f"--robust-k {self.robust_k} must be at least 1")
+        if self.policy not in ("model", "random"):
+            raise ConfigError(f"--policy {self.policy!r}: choose model or random")
         if self.fill not in ("next-open", "close"):
             raise ConfigError(f"--fill {self.fill!r}: choose next-open or close")
         if self.eval_timeout <= 0:

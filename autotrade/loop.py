@@ -1,6 +1,9 @@
-"""The research loop: ask the model, parse, vet, splice, evaluate, select, remember — and resume exactly.
+"""The research loop: ask the proposer, parse, vet, splice, evaluate, select, remember — and resume exactly.
 
-One iteration, in order: (model call, reply written) → (candidate written) → evaluation →
+The proposer is the model at the endpoint (``--policy model``) or undirected random search (``--policy random``);
+both reply in text, so every proposal takes the same parse → vet → splice → evaluate path.
+
+One iteration, in order: (proposal, reply written) → (candidate written) → evaluation →
 results record → learnings.md and best_trade.py re-rendered from the committed records plus
 this one → state.json (the commit point) → journal. Anything an interrupted iteration left
 behind is removed when the run continues, and that iteration is redone once.
@@ -18,21 +21,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from . import __version__
-from .backtest import BacktestSettings, Fill, periods_per_year
+from .backtest import BacktestSettings, Fill
 from .candidate import baseline_source, extract_block, has_delimiters, read_block, splice_block
 from .config import RunSettings, public_model_config
 from .data import PreparedData, load_prepared
 from .errors import ConfigError, EndpointError, ReplyError
 from .evaluation import EvalSettings, Evaluation, evaluate_block
 from .learnings import Lesson, for_prompt, render_file
-from .llm import Completion, ModelClient, ModelSettings, preflight
-from .objectives import Objective, objective_value
+from .llm import ModelSettings, preflight
+from .metrics import periods_per_year
+from .objectives import DEFAULT_ROBUST_K, describe_objective
+from .policy import RANDOM_MODEL, Policy, ProposalRequest, Proposer, make_proposer
 from .population import Population, choose_parent, record_outcome, rng_from_state, rng_state
 from .prompting import (
-    OBJECTIVE_TEXT,
     PromptContext,
     PromptFiles,
     build_prompt,
@@ -40,11 +42,11 @@ from .prompting import (
     describe_outcome,
     describe_population,
     engine_rules,
-    messages,
     sample_rows,
 )
 from .reply import parse_reply
 from .rundir import RunDir, RunState, RunStatus, default_name, now_iso
+from .score import score_evaluation
 
 
 class StopReason(StrEnum):
@@ -127,24 +129,11 @@ def window_return(evaluation_record: Mapping[str, Any], window: str) -> float | 
     return None if value is None else float(value)
 
 
-def score(objective: str, evaluation: Evaluation, frame_index: Any) -> float | None:
-    """The objective's value for an ok evaluation; None when not ok or not finite (never selected)."""
+def score(objective: str, evaluation: Evaluation, frame_index: Any, robust_k: int = DEFAULT_ROBUST_K) -> float | None:
+    """The objective's value for an ok evaluation (score.score_evaluation's total); None when not ok or not finite."""
     if not evaluation.ok:
         return None
-    returns = None
-    if objective == Objective.ROBUST:
-        parts = [evaluation.curves[w].equity.pct_change().to_numpy() for w in ("train", "val") if w in evaluation.curves]
-        returns = np.concatenate(parts) if parts else None
-    try:
-        value = objective_value(
-            objective,
-            evaluation.windows,
-            returns,
-            periods_per_year=periods_per_year(frame_index),
-            status=str(evaluation.status),
-        )
-    except ValueError:
-        return None
+    value = score_evaluation(evaluation, objective, robust_k=robust_k, periods=periods_per_year(frame_index)).total
     return value if math.isfinite(value) else None
 
 
@@ -164,7 +153,7 @@ def render_proposal(
         iteration=str(iteration),
         last_iteration=str(settings.max_iter - 1),
         objective=objective,
-        objective_description=OBJECTIVE_TEXT.get(objective, objective),
+        objective_description=describe_objective(objective, settings.robust_k),
         columns=describe_columns(research_frame),
         sample_rows=sample_rows(research_frame),
         engine_rules=engine_rules(settings.fill, settings.cost_bps),
@@ -199,7 +188,7 @@ class Research:
         self,
         run: RunDir,
         config: Mapping[str, Any],
-        model: ModelSettings,
+        model: ModelSettings | None,
         data: PreparedData,
         reporter: Reporter,
     ) -> None:
@@ -219,7 +208,7 @@ class Research:
         self.start_block = extract_block(self.skeleton, "the run's starting trade.py")
         self.research = data.research_frame()  # never the test rows
         self.eval = eval_settings(self.settings)
-        self.client: ModelClient | None = None
+        self.proposer: Proposer | None = None  # made on the first proposal, once preflight has resolved the model
         state = run.read_state()
         if state is None:
             raise ConfigError(f"{run.path}: no state.json (the run never started); start a new run")
@@ -293,35 +282,36 @@ class Research:
         self.run.write_state(self.state)
 
     # -- one iteration -------------------------------------------------------------------------
-    def ask(self, iteration: int, parent: int) -> tuple[str | None, dict[str, Any]]:
-        """Ask the model for a proposal; return (block or None, record fields). EndpointError propagates."""
+    def ask(self, iteration: int, parent: int, rng: random.Random) -> tuple[str | None, dict[str, Any]]:
+        """Ask the proposer for a proposal; return (block or None, record fields). EndpointError propagates."""
         prompt = self.prompt_for(iteration, parent)
-        if self.client is None:
-            self.client = ModelClient(self.model)
-        self.reporter.phase(iteration, "asking the model")
-        completion: Completion = self.client.complete(messages(prompt))
-        self.run.write_text(self.run.iter_path(iteration, "response.md"), completion.content or "")
+        if self.proposer is None:
+            self.proposer = make_proposer(self.settings.policy, self.model)
+        self.reporter.phase(iteration, "asking the model" if self.proposer.policy is Policy.MODEL else "proposing")
+        request = ProposalRequest(iteration, parent, self.block_of(parent), prompt, rng)
+        proposal = self.proposer.propose(request)
+        self.run.write_text(self.run.iter_path(iteration, "response.md"), proposal.text)
         fields: dict[str, Any] = {
-            "model": completion.model,
-            "finish_reason": completion.finish_reason,
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "usage_estimated": completion.usage_estimated,
-            "latency_s": round(completion.latency_s, 3),
+            "model": proposal.model,
+            "finish_reason": proposal.finish_reason,
+            "prompt_tokens": proposal.prompt_tokens,
+            "completion_tokens": proposal.completion_tokens,
+            "usage_estimated": proposal.usage_estimated,
+            "latency_s": round(proposal.latency_s, 3),
             "prompt_chars": len(prompt),
-            "reply_chars": len(completion.content or ""),
-            "reasoning_chars": len(completion.reasoning or ""),
+            "reply_chars": len(proposal.text),
+            "reasoning_chars": len(proposal.reasoning),
         }
         self.run.journal(
             "model_reply",
             iteration=iteration,
-            finish_reason=completion.finish_reason,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
+            finish_reason=proposal.finish_reason,
+            prompt_tokens=proposal.prompt_tokens,
+            completion_tokens=proposal.completion_tokens,
             latency_s=fields["latency_s"],
         )
         try:
-            parsed = parse_reply(completion.content, self.block_of(parent), completion.finish_reason)
+            parsed = parse_reply(proposal.text, request.parent_block, proposal.finish_reason)
         except ReplyError as exc:
             fields.update(status=exc.status, message=str(exc))
             return None, fields
@@ -337,11 +327,14 @@ class Research:
         started_at = now_iso()
         self.run.journal("iteration_started", iteration=i, parent=parent)
         fields: dict[str, Any] = {}
+        # One seeded stream for the proposer's draws and then the reversion; committed with the state, so a redone
+        # iteration proposes the same candidate. The model policy draws nothing from it.
+        rng = rng_from_state(self.state.rng)
         if parent is None:
             block: str | None = self.start_block
         else:
-            block, fields = self.ask(i, parent)
-        record: dict[str, Any] = {"iteration": i, "parent": parent}
+            block, fields = self.ask(i, parent, rng)
+        record: dict[str, Any] = {"iteration": i, "parent": parent, "policy": self.settings.policy}
         evaluation: Evaluation | None = None
         if block is not None:
             self.run.write_text(self.run.iter_path(i, "trade.py"), splice_block(self.skeleton, block))
@@ -354,9 +347,8 @@ class Research:
         else:
             record.update(status=fields.pop("status"), message=fields.pop("message"), error_type=None, traceback="")
             record.update(windows={}, columns=[], timings={}, eval_s=0.0, block=None)
-        value = score(self.settings.objective, evaluation, self.research.index) if evaluation is not None else None
+        value = None if evaluation is None else score(self.settings.objective, evaluation, self.research.index, self.settings.robust_k)
         step = record_outcome(self.population, self.state.fail_streak, i, value)
-        rng = rng_from_state(self.state.rng)
         next_parent = choose_parent(step.population, i, step.entered, rng)
         record.update(
             train_return=window_return(record, "train"),
@@ -466,19 +458,35 @@ def start_source(start_from: Path | None) -> str:
     return splice_block(baseline_source(), read_block(start_from))
 
 
+def uses_model(settings: RunSettings) -> bool:
+    """True when the run's proposals come from the model at an endpoint (which then needs a preflight)."""
+    return Policy(settings.policy) is Policy.MODEL
+
+
+def model_config(policy: str, model: ModelSettings | None) -> dict[str, Any]:
+    """config.json's `model`: the endpoint without its key, or, for the random policy, the model `random` and no URL."""
+    if Policy(policy) is Policy.RANDOM or model is None:
+        return {"base_url": None, "model": RANDOM_MODEL, "temperature": None, "max_tokens": None, "extra_body": None, "timeout_s": None}
+    return public_model_config(model)
+
+
 def start_run(
     settings: RunSettings,
-    model: ModelSettings,
+    model: ModelSettings | None,
     reporter: Reporter,
     *,
     prompts: PromptFiles,
     name: str | None = None,
     root: Path = Path("train"),
 ) -> RunResult:
-    """Preflight, create train/<name>/, and run: iteration 0 is the starting trade.py, then model proposals."""
+    """Preflight (model policy), create train/<name>/, and run: iteration 0 is the starting trade.py, then proposals."""
     data = load_prepared(Path(settings.data_dir))
     source = start_source(Path(settings.start_from) if settings.start_from else None)
-    if settings.max_iter > 1:
+    if not uses_model(settings):
+        model = None  # the random policy never talks to an endpoint
+    elif model is None:
+        raise ConfigError("the model policy needs endpoint settings")
+    elif settings.max_iter > 1:
         # Before anything is written: a wrong URL or model must not leave an empty run behind.
         chars = estimate_prompt_chars(prompts, settings, data.research_frame(), extract_block(source))
         model = check_endpoint(model, chars, reporter)
@@ -489,7 +497,8 @@ def start_run(
         "created_at": datetime.now(timezone.utc).isoformat(),
         "autotrade_version": __version__,
         "settings": settings.to_dict(),
-        "model": public_model_config(model),
+        "policy": settings.policy,
+        "model": model_config(settings.policy, model),
         "data": {**data_identity(data), "dir": settings.data_dir, "ticker": ticker, "research_bars": len(data.research_frame())},
         "prompts": {
             "program": prompts.program,
@@ -500,7 +509,7 @@ def start_run(
     }
     run.write_json(run.config_path, config)
     run.write_state(RunState(rng=rng_state(random.Random(settings.seed)), updated_at=now_iso()))
-    run.journal("run_started", settings=settings.to_dict(), model=config["model"], data=config["data"])
+    run.journal("run_started", settings=settings.to_dict(), policy=settings.policy, model=config["model"], data=config["data"])
     return Research(run, config, model, data, reporter).drive()
 
 
@@ -522,13 +531,15 @@ def resume_run(
     run: RunDir,
     reporter: Reporter,
     *,
-    api_key: str,
+    api_key: str = "",
     base_url: str | None = None,
     timeout_s: float | None = None,
 ) -> RunResult:
     """Continue a run exactly where its last commit left it; a finished run just says so."""
     config = run.read_config()
     settings = RunSettings.from_dict(config["settings"])
+    if base_url and not uses_model(settings):
+        raise ConfigError(f"run {run.name!r} uses the {settings.policy} policy: it has no endpoint to move")
     data = load_prepared(Path(settings.data_dir))
     pinned = {k: config["data"].get(k) for k in ("sha256", "val_start", "test_start")}
     if data_identity(data) != pinned:
@@ -536,12 +547,13 @@ def resume_run(
             f"the prepared data in {settings.data_dir} is not the data run {run.name!r} started with "
             f"(sha256 or split dates differ): restore it, or start a new run"
         )
-    research = Research(run, config, pinned_model(config, api_key, base_url, timeout_s), data, reporter)
+    model = pinned_model(config, api_key, base_url, timeout_s) if uses_model(settings) else None
+    research = Research(run, config, model, data, reporter)
     if research.state.status == RunStatus.FINISHED:
         result = research.result(RunStatus.FINISHED, research.state.stop_reason, already=True)
         reporter.end(result)
         return result
-    if research.stop_reason() is None and settings.max_iter > 1:
+    if research.model is not None and research.stop_reason() is None and settings.max_iter > 1:
         chars = estimate_prompt_chars(research.prompts, settings, research.research, research.start_block)
         research.model = check_endpoint(research.model, chars, reporter)
     if base_url and base_url != config["model"]["base_url"]:

@@ -288,3 +288,40 @@ def test_doctor_reports_models_a_timed_completion_and_the_data(
     assert "data:" in text and "test (held out) from 2018-01-01" in text
     assert "sandbox: active: worker_process" in text
     assert CANARY not in outcome.output
+
+
+SCRIPTED = [(5, 20), (20, 100), (8, 40), (10, 30)]  # iterations 1-4: crossovers whose rankings differ by objective
+
+
+def test_the_chosen_objective_decides_the_population_order(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    from autotrade.data import load_prepared
+    from autotrade.objectives import objective_value
+    from autotrade.score import score_code
+
+    data = load_prepared(small_data)
+    orders = {}
+    for objective in ("val_return", "val_sharpe", "robust", "rubric"):
+        openai_server.script([Reply(good(fast, slow)) for fast, slow in SCRIPTED])
+        result, _ = start(openai_server, tmp_path, small_data, name=objective, max_iter=5, objective=objective, robust_k=3)
+        found = records(result.path)
+        if objective == "robust":  # needs the equity curves: score the recorded code again through score_code
+            expected = {r["iteration"]: score_code(r["block"], data, objective="robust", robust_k=3).total for r in found}
+        else:
+            expected = {r["iteration"]: objective_value(objective, r["windows"], status=r["status"]) for r in found}
+        assert [r["objective"] for r in found] == pytest.approx([expected[r["iteration"]] for r in found])
+        ranked = sorted(expected, key=lambda i: (-expected[i], i))[:3]
+        assert [r["iteration"] for r in result.population] == ranked
+        assert json.loads((result.path / "state.json").read_text())["best_iteration"] == ranked[0]
+        orders[objective] = tuple(ranked)
+    assert len(set(orders.values())) >= 3  # the objective changes who survives, not just the numbers
+
+
+@pytest.mark.parametrize(("objective", "words"), [("robust", "over 3 consecutive"), ("rubric", "score in [0, 1]")])
+def test_the_prompt_names_the_objective_the_model_is_judged_on(
+    objective: str, words: str, openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
+    openai_server.script([Reply(good())])
+    start(openai_server, tmp_path, small_data, max_iter=2, objective=objective, robust_k=3)
+    prompt = openai_server.chat_requests[0].body["messages"][-1]["content"]
+    assert f"**{objective}**: " in prompt
+    assert words in prompt and f"(best first, by {objective})" in prompt

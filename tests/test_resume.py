@@ -240,3 +240,31 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(openai_server: OpenAIServer
     state = json.loads((tmp_path / "train" / "i" / "state.json").read_text())
     assert (state["status"], state["stop_reason"], state["next_iteration"]) == ("stopped", "interrupted", 2)
     assert not (tmp_path / "train" / "i" / "iter_2_response.md").exists()
+
+
+def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
+    tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from autotrade.cli import app
+
+    def random_run(name: str, reporter: PlainReporter) -> None:
+        start_run(settings(small_data, max_iter=6, seed=4, policy="random"), None, reporter, prompts=load_prompt_files(tmp_path), name=name, root=tmp_path / "train")
+
+    random_run("whole", PlainReporter(io.StringIO()))
+    with pytest.raises(Crash):
+        random_run("cut", CrashingReporter(3, "proposing"))
+    monkeypatch.chdir(tmp_path)
+    env = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_MODEL": "some-model"}  # nothing listens; no note either
+    outcome = CliRunner().invoke(app, ["resume", "cut", "--quiet"], env=env)
+    assert outcome.exit_code == 0, outcome.output
+    assert "finished: reached --max-iter after 6 iterations" in outcome.output and "OPENAI_MODEL" not in outcome.output
+    whole, cut = records(tmp_path / "train" / "whole"), records(tmp_path / "train" / "cut")
+    assert [(r["block"], r["objective"], r["parent"]) for r in cut] == [(r["block"], r["objective"], r["parent"]) for r in whole]
+    assert len({r["block"] for r in whole}) == 6
+    states = [json.loads((tmp_path / "train" / name / "state.json").read_text()) for name in ("whole", "cut")]
+    pinned = ("next_iteration", "population", "fail_streak", "next_parent", "rng", "status")
+    assert [states[1][k] for k in pinned] == [states[0][k] for k in pinned]  # the RNG stream continued exactly
+    journal = (tmp_path / "train" / "cut" / "journal.jsonl").read_text()
+    assert journal.count('"iteration_committed"') == 6 and (tmp_path / "train" / "cut" / "learnings.md").read_text().count("## Iteration 3 ") == 1

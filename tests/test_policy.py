@@ -1,0 +1,108 @@
+"""The random policy: vetted, causal source code from a seed, through the same path as a model's reply, end to end."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+from test_loop import records, small_data  # noqa: F401 - fixture
+from typer.testing import CliRunner
+
+from autotrade.cli import app
+from autotrade.config import RunSettings
+from autotrade.data import load_prepared
+from autotrade.errors import ConfigError
+from autotrade.evaluation import evaluate_block
+from autotrade.policy import RANDOM_MODEL, Policy, ProposalRequest, RandomProposer, random_strategy
+from autotrade.reply import parse_reply
+from autotrade.sandbox.vet import vet_block
+
+CLOSED_PORT = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "", "OPENAI_MODEL": ""}  # nothing listens
+
+
+def strategies(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    return [random_strategy(rng).block for _ in range(n)]
+
+
+def test_thirty_random_blocks_from_a_seed_all_pass_vetting_and_differ() -> None:
+    blocks = strategies(2024, 30)
+    for block in blocks:
+        vet_block(block)
+    assert len(set(blocks)) == 30
+
+
+def test_random_blocks_evaluate_ok_or_no_trades_never_a_failure(small_data: Path) -> None:  # noqa: F811
+    data = load_prepared(small_data)
+    statuses = [str(evaluate_block(block, data).status) for block in strategies(2024, 30)[::3]]
+    assert set(statuses) <= {"ok", "no_trades"}, statuses
+    assert statuses.count("ok") >= 7
+
+
+def test_random_strategies_cover_every_indicator_family() -> None:
+    text = "\n".join(strategies(7, 80))
+    for pattern in (
+        r"\.rolling\(\d+\)\.mean\(\)",  # moving averages
+        r"\.ewm\(span=\d+, adjust=False",  # exponential averages
+        r"\.pct_change\(\d+\)",  # momentum
+        r"wilder_rsi\(df\[\"Close\"\], \d+\)",  # RSI-like oscillators
+        r"\.rolling\(\d+\)\.max\(\)\.shift\(1\)",  # breakouts against the prior high
+        r"\.pct_change\(\)\.rolling\(\d+\)\.std\(\)",  # volatility filters
+        r"df\[\"Volume\"\]\.rolling",  # volume filters
+    ):
+        assert re.search(pattern, text), pattern
+
+
+def test_the_same_seed_writes_the_same_strategies() -> None:
+    assert strategies(5, 10) == strategies(5, 10)
+    assert strategies(5, 10) != strategies(6, 10)
+
+
+def test_a_random_reply_parses_to_its_block_and_hypothesis() -> None:
+    strategy = random_strategy(random.Random(3))
+    parsed = parse_reply(strategy.reply(), "def generate_features(df):\n    return df\n", "stop")
+    assert parsed.block == strategy.block and parsed.kept_from_parent == ()
+    assert parsed.learnings.startswith(f"Random policy: {strategy.title}")
+
+
+def test_the_random_proposer_draws_only_from_the_request_generator_and_costs_no_tokens() -> None:
+    rng, twin = random.Random(11), random.Random(11)
+    proposal = RandomProposer().propose(ProposalRequest(iteration=4, parent=2, parent_block="", prompt="ignored", rng=rng))
+    assert proposal.text == random_strategy(twin).reply() and rng.getstate() == twin.getstate()
+    assert (proposal.model, proposal.finish_reason, proposal.prompt_tokens, proposal.completion_tokens) == (RANDOM_MODEL, "stop", 0, 0)
+    assert RandomProposer.policy is Policy.RANDOM
+
+
+def test_an_unknown_policy_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--policy 'oracle'"):
+        RunSettings(policy="oracle")
+
+
+def test_autotrade_run_with_the_random_policy_needs_no_endpoint(
+    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--policy", "random", "--max-iter", "5", "--seed", "1", "--name", "r", "--quiet", "--data", str(small_data)]
+    outcome = CliRunner().invoke(app, argv, env=CLOSED_PORT)
+    assert outcome.exit_code == 0, outcome.output
+    assert "policy=random" in outcome.output and "finished: reached --max-iter after 5 iterations" in outcome.output
+    run = tmp_path / "train" / "r"
+    for name in ("trade.py", "best_trade.py", "learnings.md", "config.json", "state.json", "iter_4_trade.py", "iter_4_response.md"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert (config["policy"], config["settings"]["policy"], config["model"]["model"], config["model"]["base_url"]) == ("random", "random", "random", None)
+    found = records(run)
+    assert [r["policy"] for r in found] == ["random"] * 5 and [r["model"] for r in found[1:]] == ["random"] * 4
+    assert all(r["status"] in ("ok", "no_trades") for r in found)
+    assert sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in found) == 0
+    assert found[1]["hypothesis"].startswith("Random policy:")
+
+
+def test_endpoint_flags_with_the_random_policy_are_refused(small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    outcome = CliRunner().invoke(app, ["run", "--policy", "random", "--model", "x", "--data", str(small_data)], env=CLOSED_PORT)
+    assert outcome.exit_code == 1 and "--model: endpoint settings apply to --policy model only" in outcome.output
+    assert not (tmp_path / "train").exists()
