@@ -109,5 +109,6 @@ def objective_plot(
     axes.grid(True, alpha=0.3)
     if iterations:
         axes.set_xlim(min(iterations) - 0.5, max(iterations) + 0.5)
-    axes.legend(loc="best", fontsize=8)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="best", fontsize=8)
     return _png(figure)

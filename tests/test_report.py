@@ -1,0 +1,290 @@
+"""The report on real runs produced against the loopback server: leaderboard, statistics, taxonomy, diversity, spend, files.
+
+The helpers at the top (replies, small data, `make_run`) are shared with test_holdout.py and test_cli_report.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from openai_server import OpenAIServer, Reply
+
+from autotrade.backtest import BacktestSettings, Fill
+from autotrade.cli_research import PlainReporter
+from autotrade.config import RunSettings, model_settings
+from autotrade.data import load_bundled, load_prepared, prepare_data
+from autotrade.errors import DataError
+from autotrade.evaluation import EvalSettings, evaluate_block
+from autotrade.loop import start_run
+from autotrade.plots import PNG_SIGNATURE
+from autotrade.prompting import load_prompt_files
+from autotrade.report import build_report, spend_of, summary
+from autotrade.report_render import EQUITY_PNG, HTML_FILE, OBJECTIVE_PNG, write_files
+from autotrade.rundir import RunDir
+from autotrade.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
+
+# -- shared helpers ------------------------------------------------------------------------------------
+
+
+def sma_block(fast: int, slow: int) -> str:
+    """A causal moving-average crossover."""
+    return (
+        "def generate_features(df):\n"
+        f"    df['fast'] = df['Close'].rolling({fast}).mean()\n"
+        f"    df['slow'] = df['Close'].rolling({slow}).mean()\n"
+        "    return df\n\n\n"
+        "def strategy_logic(row):\n"
+        "    if row['fast'] > row['slow']:\n"
+        "        return 1\n"
+        "    if row['fast'] < row['slow']:\n"
+        "        return -1\n"
+        "    return 0\n"
+    )
+
+
+def answer(block: str, title: str) -> str:
+    """A well-formed reply: one python block, one markdown block."""
+    return f"Proposal.\n\n```python\n{block}```\n\n```markdown\n{title}\n\nBecause.\n```\n"
+
+
+def good(fast: int, slow: int) -> Reply:
+    return Reply(answer(sma_block(fast, slow), f"SMA {fast}/{slow}"), usage=(1000, 200))
+
+
+KEY_ERROR = Reply(answer("def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['RSI_14'] > 50 else -1\n", "RSI"), usage=(1000, 100))
+LOOKAHEAD = Reply(answer(
+    "def generate_features(df):\n    df['gap'] = df['Close'] - df['Close'].mean()\n    return df\n\n\n"
+    "def strategy_logic(row):\n    return 1 if row['gap'] < 0 else -1\n", "Below the mean"), usage=(1000, 100))
+SYNTAX = Reply(answer("def generate_features(df)\n    return df\n\n\ndef strategy_logic(row):\n    return 1\n", "Typo"), usage=(1000, 100))
+NO_CODE = Reply("I would add an RSI filter.", usage=(1000, 20))
+
+# 10 iterations: 5 ok (baseline + 4 crossovers), KeyError ×2, look-ahead, SyntaxError, unparseable reply.
+MIXED = [good(5, 20), KEY_ERROR, good(10, 50), LOOKAHEAD, SYNTAX, good(20, 100), NO_CODE, good(15, 40), KEY_ERROR]
+
+
+def prepare_small(folder: Path) -> Path:
+    """Bundled S&P 500 cut to 2014-2018: train 2014-2016, validation 2017, test 2018."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = load_bundled("sp500")
+    frame[frame.index >= "2014-01-01"].to_csv(folder / "spx.csv")
+    prepare_data(csv=folder / "spx.csv", data_dir=folder / "data", val_start="2017-01-01", test_start="2018-01-01")
+    return folder / "data"
+
+
+def make_run(root: Path, data: Path, name: str, replies: list[Reply], **overrides: object) -> Path:
+    """Run the loop in-process against a fresh loopback server; return the run directory."""
+    values: dict = {"max_iter": len(replies) + 1, "max_fails": 20, "population": 3, "seed": 7, "data_dir": str(data)}
+    with OpenAIServer() as server:
+        server.script(replies)
+        endpoint = model_settings(base_url=server.base_url, environ={"OPENAI_API_KEY": "sk-test"})
+        result = start_run(
+            RunSettings(**{**values, **overrides}), endpoint, PlainReporter(io.StringIO()),
+            prompts=load_prompt_files(root), name=name, root=root / "train",
+        )
+    return result.path
+
+
+def copy_run(run: Path, name: str) -> RunDir:
+    """A copy of a run beside it (reports write into their run)."""
+    target = run.parent / name
+    shutil.copytree(run, target)
+    return RunDir(target)
+
+
+# -- fixtures ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A work folder holding small data and the mixed run."""
+    root = tmp_path_factory.mktemp("report")
+    data = prepare_small(root / "small")
+    make_run(root, data, "mixed", MIXED)
+    return root
+
+
+@pytest.fixture(scope="module")
+def mixed(lab: Path) -> tuple:
+    """The mixed run's report (test window revealed) and the files written."""
+    run = copy_run(lab / "train" / "mixed", "mixed-report")
+    report = build_report(run, at="2030-01-02T03:04:05+00:00")
+    return report, write_files(report)
+
+
+def records(run: Path) -> list[dict]:
+    found = sorted(run.glob("iter_*_results.json"), key=lambda p: int(p.name.split("_")[1]))
+    return [json.loads(p.read_text()) for p in found]
+
+
+def settings_of(run: Path) -> EvalSettings:
+    config = json.loads((run / "config.json").read_text())["settings"]
+    return EvalSettings(backtest=BacktestSettings(fill=Fill(config["fill"]), cost_bps=config["cost_bps"]))
+
+
+# -- tests ---------------------------------------------------------------------------------------------
+
+
+def test_leaderboard_lists_every_iteration_with_status_parent_and_population(mixed: tuple, lab: Path) -> None:
+    report, _ = mixed
+    found = records(lab / "train" / "mixed")
+    assert [r.status for r in report.rows] == [r["status"] for r in found]
+    assert [r.parent for r in report.rows] == [r["parent"] for r in found]
+    state = json.loads((lab / "train" / "mixed" / "state.json").read_text())
+    assert list(report.population) == [m["iteration"] for m in state["population"]]
+    assert [r.iteration for r in report.rows if r.rank] == sorted(report.population)
+    assert report.rows[report.best_iteration].rank == 1
+    assert report.rows[1].val["total_return"] == found[1]["val_return"]
+
+
+def test_failure_taxonomy_counts_and_shares_by_status_and_exception_type(mixed: tuple) -> None:
+    taxonomy = mixed[0].taxonomy
+    assert (taxonomy.iterations, taxonomy.failures) == (10, 5)
+    by_status = {s.label: (s.count, s.share) for s in taxonomy.by_status}
+    assert by_status["ok"] == (5, 0.5) and by_status["runtime_error"] == (2, 0.2)
+    by_error = {s.label: (s.count, s.share) for s in taxonomy.by_error}
+    assert by_error == {"KeyError": (2, 0.4), "SyntaxError": (1, 0.2), "look-ahead": (1, 0.2), "unparseable reply": (1, 0.2)}
+    assert taxonomy.by_error[0].label == "KeyError"
+
+
+def test_dsr_and_psr_use_the_best_daily_validation_returns_and_all_ok_trials(mixed: tuple, lab: Path) -> None:
+    report, _ = mixed
+    run = lab / "train" / "mixed"
+    found = records(run)
+    ok = [r for r in found if r["status"] == "ok"]
+    best = found[report.best_iteration]
+    data = load_prepared(lab / "small" / "data")
+    evaluation = evaluate_block(best["block"], data, ("train", "val"), settings_of(run))
+    moments = sharpe_moments(evaluation.curves["val"].equity.pct_change().to_numpy())
+    var = float(np.var([r["windows"]["val"]["sharpe"] for r in ok], ddof=1)) / 252  # annualised → per day
+    o = report.overfitting
+    assert o.n_trials == 5 and o.n_obs == moments.n_obs == 250
+    assert o.dsr == pytest.approx(deflated_sharpe_ratio(moments.sr, moments.n_obs, moments.skew, moments.kurtosis, 5, var))
+    assert o.psr == pytest.approx(probabilistic_sharpe_ratio(moments.sr, 0.0, moments.n_obs, moments.skew, moments.kurtosis))
+    assert o.sharpe == pytest.approx(best["windows"]["val"]["sharpe"])
+    assert o.kurtosis > 0 and o.dsr < o.psr  # five trials deflate the Sharpe's credibility
+
+
+def test_pbo_is_computed_over_the_train_and_validation_returns_of_every_ok_trial(mixed: tuple, lab: Path) -> None:
+    report, _ = mixed
+    run = lab / "train" / "mixed"
+    data = load_prepared(lab / "small" / "data")
+    columns = []
+    for record in (r for r in records(run) if r["status"] == "ok"):
+        curves = evaluate_block(record["block"], data, ("train", "val"), settings_of(run)).curves
+        columns.append(np.concatenate([curves[w].equity.pct_change().to_numpy()[1:] for w in ("train", "val")]))
+    expected = pbo_cscv(np.column_stack(columns), n_blocks=16)
+    assert report.overfitting.pbo == pytest.approx(expected.pbo) and report.overfitting.pbo_trials == 5
+    assert {f.key for f in report.figures} >= {"dsr", "psr", "pbo", "sharpe_path", "holdout"}
+    assert all(f.meaning.endswith(".") and len(f.meaning) > 40 for f in report.figures)
+
+
+def test_degradation_follows_the_best_from_train_to_validation_to_test(mixed: tuple) -> None:
+    report, _ = mixed
+    path = report.overfitting.sharpe_path
+    row = report.rows[report.best_iteration]
+    test = report.holdout.evaluations[report.best_iteration].windows["test"]["sharpe"]
+    assert (path.train, path.val, path.test) == (row.train["sharpe"], row.val["sharpe"], test)
+    assert path.test_minus_val == pytest.approx(test - row.val["sharpe"])
+
+
+def test_spend_adds_tokens_and_time_of_the_committed_iterations(mixed: tuple) -> None:
+    spend = mixed[0].spend
+    assert (spend.prompt_tokens, spend.completion_tokens, spend.model_calls) == (9000, 1220, 9)
+    assert spend.interrupted_calls == 0 and spend.model_s > 0 and spend.eval_s > 0 and spend.wall_s > 0
+
+
+def test_report_files_are_real_pngs_and_a_self_contained_html(mixed: tuple) -> None:
+    report, files = mixed
+    names = {p.name for p in files}
+    assert {EQUITY_PNG, OBJECTIVE_PNG, HTML_FILE, "report.json"} <= names
+    for name in (EQUITY_PNG, OBJECTIVE_PNG):
+        png = (report.path / name).read_bytes()
+        assert png.startswith(PNG_SIGNATURE) and len(png) > 5_000
+    page = (report.path / HTML_FILE).read_text()
+    assert page.count("src=\"data:image/png;base64,") == 2 and "http://" not in page and "https://" not in page
+    assert "Deflated Sharpe Ratio" in page and "Failures by type" in page and "KeyError" in page
+    saved = json.loads((report.path / "report.json").read_text())["summary"]
+    assert saved["iterations"] == 10 and saved["dsr"] == pytest.approx(report.overfitting.dsr)
+
+
+def test_summary_is_flat_key_values(mixed: tuple) -> None:
+    values = summary(mixed[0])
+    assert values["ok_share"] == 0.5 and values["top_failure"] == "KeyError 40%"
+    assert values["holdout_first_revealed_at"] == "2030-01-02T03:04:05+00:00"
+    assert all(isinstance(v, str | int | float | bool | None) for v in values.values())
+
+
+def test_a_killed_run_is_reported_and_its_lost_model_calls_are_counted(lab: Path) -> None:
+    run = copy_run(lab / "train" / "mixed", "killed")
+    state = json.loads(run.state_path.read_text())
+    run.write_json(run.state_path, {**state, "status": "running", "stop_reason": None})
+    run.journal("iteration_started", iteration=10, parent=3)
+    run.journal("model_reply", iteration=10, finish_reason="stop", prompt_tokens=500, completion_tokens=70, latency_s=2.5)
+    (run.path / "iter_10_response.md").write_text("debris of the killed iteration")
+    report = build_report(run, holdout=False)
+    assert report.iterations == 10 and report.state == "stopped"
+    assert (report.spend.interrupted_calls, report.spend.interrupted_tokens) == (1, 570)
+    assert report.spend.prompt_tokens == 9500 and report.spend.model_calls == 10
+    assert not (run.path / "holdout.json").exists() and report.curves.test_start is None
+
+
+def test_lost_reply_of_a_redone_iteration_counts_once() -> None:
+    journal = [
+        {"event": "iteration_started", "iteration": 1},
+        {"event": "model_reply", "iteration": 1, "prompt_tokens": 10, "completion_tokens": 5, "latency_s": 1.0},
+        {"event": "iteration_started", "iteration": 1},  # resumed after a kill: the first reply was lost
+        {"event": "model_reply", "iteration": 1, "prompt_tokens": 11, "completion_tokens": 6, "latency_s": 1.0},
+        {"event": "iteration_committed", "iteration": 1},
+    ]
+    committed = [{"iteration": 0}, {"iteration": 1, "prompt_tokens": 11, "completion_tokens": 6, "latency_s": 1.0, "finish_reason": "stop"}]
+    spend = spend_of(committed, journal, None, active=False)
+    assert (spend.prompt_tokens, spend.completion_tokens, spend.interrupted_calls, spend.model_calls) == (21, 11, 1, 2)
+
+
+def test_a_run_without_any_ok_iteration_still_reports(lab: Path) -> None:
+    broken = lab / "broken_block.py"
+    broken.write_text("def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n")
+    run = RunDir(make_run(lab, lab / "small" / "data", "no-ok", [], max_iter=1, start_from=str(broken)))
+    report = build_report(run)
+    write_files(report)
+    assert (report.ok, report.best_iteration, report.overfitting.dsr, report.overfitting.pbo) == (0, None, None, None)
+    assert report.taxonomy.by_error[0].label == "KeyError" and report.taxonomy.by_error[0].share == 1.0
+    assert not report.holdout.looked and not (run.path / "holdout.json").exists()
+    assert (run.path / EQUITY_PNG).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_single_iteration_run_has_no_selection_to_deflate(lab: Path) -> None:
+    run = RunDir(make_run(lab, lab / "small" / "data", "single", [], max_iter=1))
+    report = build_report(run)
+    write_files(report)
+    o = report.overfitting
+    assert report.iterations == 1 and o.n_trials == 1 and o.dsr == pytest.approx(o.psr)  # one trial: E[max SR] = 0
+    assert o.pbo is None and any("PBO needs at least 4" in n for n in o.notes)
+
+
+def test_a_model_copying_one_strategy_shows_collapse(lab: Path) -> None:
+    start = lab / "copy_start.py"
+    start.write_text(sma_block(20, 100))
+    path = make_run(lab, lab / "small" / "data", "copies", [good(20, 100)] * 3, start_from=str(start))
+    report = build_report(RunDir(path), holdout=False)
+    d = report.diversity
+    assert (d.candidates, d.distinct, d.copies_of_start) == (4, 1, 3)
+    assert len(d.population) == 3 and d.mean_correlation == 1.0 and d.collapsed
+    assert summary(report)["diversity_collapsed"] is True
+
+
+def test_data_that_is_not_the_runs_is_refused(lab: Path) -> None:
+    other = lab / "other"
+    other.mkdir()
+    frame = load_bundled("sp500")
+    frame[frame.index >= "2015-01-01"].to_csv(other / "spx.csv")
+    prepare_data(csv=other / "spx.csv", data_dir=other / "data", val_start="2017-01-01", test_start="2018-01-01")
+    with pytest.raises(DataError, match="not the data run 'mixed' used"):
+        build_report(RunDir(lab / "train" / "mixed"), data_dir=other / "data", holdout=False)
+    with pytest.raises(DataError, match="pass --data"):
+        build_report(RunDir(lab / "train" / "mixed"), data_dir=lab / "nowhere", holdout=False)
