@@ -28,20 +28,6 @@ SAMPLE_ROWS = 5
 TRACEBACK_LINES = 12  # the end of a traceback is where the cause is
 TRACEBACK_CHARS = 1500
 
-OBJECTIVE_TEXT = {
-    "val_return": "the total return of the validation window (higher is better)",
-    "val_sharpe": "the annualised Sharpe ratio of the validation window (higher is better)",
-    "robust": (
-        "the worst annualised Sharpe ratio over 4 consecutive sub-windows spanning train and validation "
-        "(a strategy must work in more than one market regime)"
-    ),
-    "rubric": (
-        "a score in [0, 1] on the validation window: Sharpe 40%, beating buy-and-hold 20%, drawdown control 15%, "
-        "sane exposure 10%, low transaction costs 5%, actually trading 10%"
-    ),
-}
-
-
 @dataclass(frozen=True)
 class PromptFiles:
     """The instruction and template texts, and where each came from."""
