@@ -291,15 +291,22 @@ def failure_taxonomy(records: Sequence[Mapping[str, Any]]) -> Taxonomy:
     )
 
 
-def spend_of(records: Sequence[Mapping[str, Any]], journal: Sequence[Mapping[str, Any]], state: RunState | None, active: bool) -> Spend:
+def spend_of(
+    records: Sequence[Mapping[str, Any]],
+    journal: Sequence[Mapping[str, Any]],
+    state: RunState | None,
+    active: bool,
+    policy: str = "model",
+) -> Spend:
     """Tokens and seconds of the committed iterations, plus model replies the journal saw whose iteration never committed.
 
     A reply is pending from its `model_reply` event until its iteration's `iteration_committed`; the iteration
     starting again (a redo after a kill) or the run no longer running means that reply was spent for nothing.
+    A built-in policy (`random`) makes no model calls at all.
     """
     pending: dict[int, Mapping[str, Any]] = {}
     lost: list[Mapping[str, Any]] = []
-    for event in journal:
+    for event in journal if policy == "model" else ():
         kind, i = event.get("event"), event.get("iteration")
         if kind == "model_reply" and isinstance(i, int):
             if i in pending:
@@ -312,7 +319,7 @@ def spend_of(records: Sequence[Mapping[str, Any]], journal: Sequence[Mapping[str
     if not active:
         lost.extend(pending.values())
     lost_tokens = [(int(e.get("prompt_tokens") or 0), int(e.get("completion_tokens") or 0)) for e in lost]
-    calls = [r for r in records if r.get("finish_reason") is not None or r.get("prompt_tokens")]
+    calls = [r for r in records if "latency_s" in r and r.get("policy", policy) == "model"]
     totals = state.totals if state else {}
     return Spend(
         prompt_tokens=sum(int(r.get("prompt_tokens") or 0) for r in records) + sum(p for p, _ in lost_tokens),
@@ -563,7 +570,7 @@ def build_report(
         figures=figures_of(overfitting, seen),
         taxonomy=failure_taxonomy(records),
         diversity=diversity,
-        spend=spend_of(records, run.read_journal(), state, run.is_active()),
+        spend=spend_of(records, run.read_journal(), state, run.is_active(), run_policy(config)),
         curves=curves,
         notes=tuple(notes),
     )
@@ -678,7 +685,7 @@ def summarize_run(run: RunDir) -> RunSummary:
     blocks = {int(r["iteration"]): _block(run, r) for r in records}
     ok = [int(r["iteration"]) for r in records if r.get("status") == "ok"]
     diversity = measure_diversity(blocks, ok, [], {})
-    spend = spend_of(records, run.read_journal(), state, run.is_active())
+    spend = spend_of(records, run.read_journal(), state, run.is_active(), run_policy(config))
     saved = _saved_summary(run, len(records))
     top = taxonomy.by_error[0] if taxonomy.by_error else None
     return RunSummary(

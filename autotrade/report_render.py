@@ -184,8 +184,8 @@ def failure_sections(report: Report) -> list[Section]:
                        tuple((s.label, str(s.count), share(s.share)) for s in t.by_status), f"{t.iterations} iterations.", (False, True, True))
     errors = Section("Failures by type", ("type", "count", "share of failures"),
                      tuple((s.label, str(s.count), share(s.share)) for s in t.by_error),
-                     f"{t.failures} of {t.iterations} iterations failed ({share(t.failures / t.iterations) if t.iterations else '—'}): "
-                     "this is what the model gets wrong most." if t.failures else "No failures.", (False, True, True))
+                     f"{t.failures} of {t.iterations} iterations failed ({share(t.failures / t.iterations)}); the most common failure: "
+                     f"{t.by_error[0].label} ({share(t.by_error[0].share)})." if t.failures else "No failures.", (False, True, True))
     return [statuses, errors]
 
 

@@ -24,7 +24,7 @@ from autotrade.loop import start_run
 from autotrade.plots import PNG_SIGNATURE
 from autotrade.prompting import load_prompt_files
 from autotrade.report import build_report, spend_of, summary
-from autotrade.report_render import EQUITY_PNG, HTML_FILE, OBJECTIVE_PNG, write_files
+from autotrade.report_render import EQUITY_PNG, HTML_FILE, OBJECTIVE_PNG, header_lines, write_files
 from autotrade.rundir import RunDir
 from autotrade.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
 
@@ -288,3 +288,14 @@ def test_data_that_is_not_the_runs_is_refused(lab: Path) -> None:
         build_report(RunDir(lab / "train" / "mixed"), data_dir=other / "data", holdout=False)
     with pytest.raises(DataError, match="pass --data"):
         build_report(RunDir(lab / "train" / "mixed"), data_dir=lab / "nowhere", holdout=False)
+
+
+def test_a_random_policy_run_reports_its_policy_varied_strategies_and_no_model_spend(lab: Path) -> None:
+    settings = RunSettings(max_iter=8, max_fails=50, seed=3, policy="random", data_dir=str(lab / "small" / "data"))
+    result = start_run(settings, None, PlainReporter(io.StringIO()), prompts=load_prompt_files(lab), name="random", root=lab / "train")
+    report = build_report(RunDir(result.path))
+    write_files(report)
+    assert (report.policy, report.endpoint) == ("random", "—") and "policy random" in header_lines(report)[0]
+    assert (report.spend.model_calls, report.spend.prompt_tokens, report.spend.completion_tokens) == (0, 0, 0)
+    assert report.diversity.distinct >= 4 and len(report.diversity.family_counts) >= 3 and not report.diversity.collapsed
+    assert (result.path / HTML_FILE).stat().st_size > 10_000
