@@ -313,7 +313,6 @@ class Diversity:
     family_counts: dict[str, int]
     operation_counts: dict[str, int]
     structures: dict[int, str | None]  # iteration → structure hash
-    families: dict[int, tuple[str, ...]]  # iteration → its families
     population: tuple[int, ...]
     correlation: np.ndarray = field(repr=False, compare=False)
     mean_correlation: float | None = None
@@ -384,7 +383,6 @@ def measure_diversity(
         family_counts={f: family_counts[f] for f in FAMILIES if family_counts[f]},
         operation_counts=dict(operation_counts.most_common()),
         structures={i: p.structure for i, p in profiles.items()},
-        families={i: tuple(f for f in FAMILIES if f in p.families) for i, p in profiles.items()},
         population=members,
         correlation=matrix,
         mean_correlation=mean_off_diagonal(matrix),

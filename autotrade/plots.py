@@ -86,21 +86,20 @@ def objective_plot(
 
     figure = Figure(figsize=(10, 4))
     axes = figure.add_subplot()
-    ok = [(i, v) for i, v in zip(iterations, values) if v is not None and math.isfinite(v)]
-    failed = [i for i, v in zip(iterations, values) if v is None or not math.isfinite(v)]
+    finite = [v is not None and math.isfinite(v) for v in values]
+    ok = [(i, float(v)) for i, v, good in zip(iterations, values, finite, strict=True) if good]
+    failed = [i for i, good in zip(iterations, finite, strict=True) if not good]
     if ok:
-        xs, ys = zip(*ok)
-        axes.scatter(xs, ys, s=22, color="tab:blue", label="ok", zorder=3)
+        axes.scatter([i for i, _ in ok], [v for _, v in ok], s=22, color="tab:blue", label="ok", zorder=3)
         best, running = -math.inf, []
-        for i, v in zip(iterations, values):
-            if v is not None and math.isfinite(v):
-                best = max(best, v)
+        for v, good in zip(values, finite, strict=True):
+            best = max(best, float(v)) if good else best
             running.append(best if math.isfinite(best) else math.nan)
         axes.step(list(iterations), running, where="post", color="tab:green", linewidth=1.5, label="running best")
         members = [(i, v) for i, v in ok if i in set(population)]
         if members:
-            mx, my = zip(*members)
-            axes.scatter(mx, my, s=90, facecolors="none", edgecolors="tab:green", linewidths=1.5, label="population", zorder=4)
+            axes.scatter([i for i, _ in members], [v for _, v in members], s=90, facecolors="none", edgecolors="tab:green",
+                         linewidths=1.5, label="population", zorder=4)
     if failed:
         axes.scatter(failed, [0.0] * len(failed), marker="x", color="tab:red", transform=axes.get_xaxis_transform(), clip_on=False, label="failed", zorder=3)
     axes.set_xlabel("iteration")

@@ -190,10 +190,6 @@ class Report:
         """Iterations with status ok."""
         return sum(r.status == "ok" for r in self.rows)
 
-    def row(self, iteration: int) -> Row:
-        """One iteration's row."""
-        return self.rows[iteration]
-
 
 # -- small helpers ---------------------------------------------------------------------------------
 
@@ -436,7 +432,8 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
         figures.append(Figure(
             "pbo", "Probability of backtest overfitting", f"{o.pbo:.0%}",
             f"Across 12,870 ways of splitting the {o.pbo_trials} ok trials' train+validation days into two halves, the best "
-            f"strategy of one half ranked in the bottom half of the other {o.pbo:.0%} of the time (50% is no better than picking at random).",
+            f"strategy of one half ranked in the bottom half of the other {o.pbo:.0%} of the time (50% is no better than picking at random)"
+            + ("." if o.pbo_oos_loss is None else f"; it lost money there in {o.pbo_oos_loss:.0%} of the splits."),
         ))
     if o.sharpe_path is not None:
         path = o.sharpe_path

@@ -49,7 +49,7 @@ def duration(seconds: float) -> str:
     """Seconds as '12.3 s' under a minute, else h:mm:ss."""
     if seconds < 60:
         return f"{seconds:.1f} s"
-    whole = int(round(seconds))
+    whole = round(seconds)
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
@@ -104,8 +104,8 @@ def header_lines(report: Report) -> list[str]:
 def leaderboard(report: Report) -> Section:
     """Every iteration: status, train and validation figures, parent; population members marked ★."""
     show_objective = report.objective != "val_return"
-    headers = ("iter", "pop", "status", "parent", "train return", "train Sharpe", "val return", "val Sharpe", "val max DD", "val trades",
-               *((report.objective,) if show_objective else ()), "why")
+    headers = ("iter", "pop", "status", "parent", "strategy", "train return", "train Sharpe", "val return", "val Sharpe", "val max DD",
+               "val trades", *((report.objective,) if show_objective else ()), "why")
     rows, marks = [], []
     for row in report.rows:
         why = "" if row.status == "ok" else short(row.message or row.error_type or row.status, 60)
@@ -114,6 +114,7 @@ def leaderboard(report: Report) -> Section:
             f"★{row.rank}" if row.rank else "",
             row.status,
             "—" if row.parent is None else str(row.parent),
+            (report.diversity.structures.get(row.iteration) or "—")[:6],
             pct(row.train.get("total_return")),
             num(row.train.get("sharpe")),
             pct(row.val.get("total_return")),
@@ -124,8 +125,9 @@ def leaderboard(report: Report) -> Section:
             why,
         ))
         marks.append(row.rank is not None)
-    right = (True, False, False, True, True, True, True, True, True, True, *((True,) if show_objective else ()), False)
-    note = "★ = population member (its rank); the best is ★1." if report.population else "no iteration entered the population."
+    right = (True, False, False, True, False, True, True, True, True, True, True, *((True,) if show_objective else ()), False)
+    note = ("★ = population member (its rank); the best is ★1. " if report.population else "No iteration entered the population. ") + (
+        "strategy = the code's structure hash: equal hashes are the same strategy up to names and numbers.")
     return Section("Leaderboard: every iteration", headers, tuple(rows), note, right, tuple(marks))
 
 
@@ -287,7 +289,7 @@ COMPARE_ROWS: tuple[tuple[str, str], ...] = (
     ("model", "model"), ("policy", "policy"), ("endpoint", "endpoint"), ("objective", "objective"), ("state", "state"),
     ("iterations", "iterations"), ("ok share", "ok_share"), ("top failure", "top_failure"),
     ("distinct strategies", "distinct_strategies"), ("best iteration", "best_iteration"), ("best val return", "best_val_return"),
-    ("best val Sharpe", "best_val_sharpe"), ("test return (revealed)", "test_return"), ("DSR", "dsr"), ("PBO", "pbo"),
+    ("best val Sharpe", "best_val_sharpe"), ("best objective", "best_objective"), ("test return (revealed)", "test_return"), ("DSR", "dsr"), ("PBO", "pbo"),
     ("tokens in", "prompt_tokens"), ("tokens out", "completion_tokens"), ("tokens per ok iteration", "tokens_per_ok"),
     ("time in the model", "model_s"), ("time evaluating", "eval_s"), ("wall time", "wall_s"),
 )
@@ -310,6 +312,8 @@ def compare_cell(summary_row: RunSummary, key: str) -> str:
         return pct(value)
     if key == "best_val_sharpe":
         return num(value)
+    if key == "best_objective":
+        return objective_text(r.objective, value)
     if key in ("model_s", "eval_s", "wall_s"):
         return duration(value)
     if key in ("prompt_tokens", "completion_tokens"):

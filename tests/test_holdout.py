@@ -89,5 +89,5 @@ def test_reporting_never_touches_what_prompts_are_built_from(lab: Path) -> None:
 def test_a_damaged_reveal_record_is_an_error_not_silence(lab: Path) -> None:
     run = copy_run(lab / "train" / "mixed", "damaged")
     (run.path / HOLDOUT_FILE).write_text(json.dumps({"reveals": [{"iterations": [1]}]}))
-    with pytest.raises(ConfigError, match="holdout.json is damaged"):
+    with pytest.raises(ConfigError, match=r"holdout\.json is damaged"):
         read_reveals(RunDir(run.path))

@@ -1,0 +1,110 @@
+"""`autotrade report`, `runs` and `compare` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import typer
+from test_report import MIXED, KEY_ERROR, good, make_run, prepare_small
+from typer.testing import CliRunner, Result
+
+from autotrade import cli, cli_report
+from autotrade.holdout import HOLDOUT_FILE
+from autotrade.report import summarize_run
+from autotrade.report_render import HTML_FILE, pct
+from autotrade.rundir import RunDir
+
+
+def app_under_test() -> typer.Typer:
+    """The real CLI once it registers these commands; until then an app registering them the same way."""
+    if {c.name for c in cli.app.registered_commands} >= {"report", "runs", "compare"}:
+        return cli.app
+    app = typer.Typer()
+    app.command("report")(cli_report.report)
+    app.command("runs")(cli_report.runs)
+    app.command("compare")(cli_report.compare)
+    return app
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(app_under_test(), list(args), env={"COLUMNS": "200"})
+
+
+def text_of(outcome: Result) -> str:
+    """Everything the command said, whitespace collapsed (rich wraps to the terminal width)."""
+    said = outcome.output + (str(outcome.exception) if outcome.exception else "")
+    return " ".join(said.split())
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two finished runs on small data, kept pristine: each test works on a copy."""
+    root = tmp_path_factory.mktemp("cli")
+    data = prepare_small(root / "small")
+    make_run(root, data, "alpha", MIXED)
+    make_run(root, data, "beta", [good(10, 50), KEY_ERROR])
+    return root
+
+
+@pytest.fixture
+def here(lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding a fresh copy of the runs in train/."""
+    shutil.copytree(lab / "train", tmp_path / "train")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_report_prints_the_tables_and_summary_and_writes_its_files(here: Path) -> None:
+    outcome = invoke("report", "alpha")
+    assert outcome.exit_code == 0, text_of(outcome)
+    said = text_of(outcome)
+    for part in ("Leaderboard", "Held-out test", "Deflated Sharpe Ratio", "Failures by type", "Indicators used", "Spend"):
+        assert part in said
+    assert "dsr: " in said and "top_failure: KeyError 40%" in said and "holdout_looks: 1" in said
+    assert (here / "train" / "alpha" / HTML_FILE).is_file() and (here / "train" / "alpha" / HOLDOUT_FILE).is_file()
+
+
+def test_report_defaults_to_the_latest_run(here: Path) -> None:
+    outcome = invoke("report", "--no-holdout")
+    assert outcome.exit_code == 0, text_of(outcome)
+    assert "run: beta" in text_of(outcome) and "never been evaluated" in text_of(outcome)
+    assert not (here / "train" / "beta" / HOLDOUT_FILE).exists()
+
+
+def test_runs_lists_every_run_and_shows_the_test_only_once_revealed(here: Path) -> None:
+    before = text_of(invoke("runs"))
+    assert "alpha" in before and "beta" in before and "test-model" in before and "127.0.0.1" in before
+    assert before.count("not revealed") == 2 and before.count("finished") == 2 and "50%" in before
+    assert invoke("report", "alpha").exit_code == 0
+    after = text_of(invoke("runs"))
+    revealed = summarize_run(RunDir(here / "train" / "alpha")).test_return
+    assert revealed is not None and pct(revealed) in after and after.count("not revealed") == 1
+
+
+def test_compare_shows_the_runs_side_by_side_with_tokens_and_wall_time(here: Path) -> None:
+    assert invoke("report", "alpha").exit_code == 0
+    outcome = invoke("compare", "alpha", "beta")
+    assert outcome.exit_code == 0, text_of(outcome)
+    said = text_of(outcome)
+    for part in ("alpha", "beta", "ok share", "50% (5/10)", "top failure", "KeyError 40%", "tokens in", "9,000", "wall time", "DSR", "PBO"):
+        assert part in said
+    dsr = summarize_run(RunDir(here / "train" / "alpha")).dsr
+    assert dsr is not None and f"{dsr:.2f}" in said  # from alpha's report; beta has none yet
+
+
+def test_compare_needs_two_runs(here: Path) -> None:
+    outcome = invoke("compare", "alpha")
+    assert outcome.exit_code != 0 and "at least two" in text_of(outcome)
+
+
+def test_an_unknown_run_is_a_one_line_error(here: Path) -> None:
+    outcome = invoke("report", "nope")
+    assert outcome.exit_code != 0 and "no run named 'nope'" in text_of(outcome)
+
+
+def test_runs_without_any_run_says_how_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    outcome = invoke("runs")
+    assert outcome.exit_code == 0 and "no runs in train/" in text_of(outcome)
