@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from . import cli_research
+from . import cli_report, cli_research
 from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
 from .errors import AutotradeError
 
@@ -197,6 +197,9 @@ def _render_evaluation(evaluation: Evaluation, title: str) -> None:
 app.command("run")(cli_research.run)
 app.command("resume")(cli_research.resume)
 app.command("doctor")(cli_research.doctor)
+app.command("report")(cli_report.report)
+app.command("runs")(cli_report.runs)
+app.command("compare")(cli_report.compare)
 
 
 def main() -> None:
