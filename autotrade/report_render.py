@@ -207,7 +207,7 @@ def diversity_sections(report: Report) -> list[Section]:
         rows = tuple((labels[a], *(num(float(d.correlation[a, b])) for b in range(len(labels)))) for a in range(len(labels)))
         mean = num(d.mean_correlation)
         sections.append(Section("Population position correlation (train + validation)", ("", *labels), rows,
-                                f"Mean pairwise correlation {mean}: near 1 the population is one strategy held three times.",
+                                f"Mean pairwise correlation {mean}; at 1 the members hold identical positions (one strategy, copied).",
                                 (False,) + (True,) * len(labels)))
     return sections
 
