@@ -11,6 +11,7 @@ import pytest
 from autotrade.backtest import BacktestSettings, Fill, run_window
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.metrics import METRIC_KEYS
+from autotrade.sandbox.execute import compute_features_and_signals, exec_block
 
 CASH = 10_000.0
 NO_COST_OPEN = BacktestSettings(fill=Fill.NEXT_OPEN, cost_bps=0.0)
@@ -179,11 +180,8 @@ def test_engine_matches_per_row_loop_on_random_signals(sp500: pd.DataFrame, fill
 
 def baseline_signals(frame: pd.DataFrame) -> np.ndarray:
     """The bundled baseline block's signals, features computed on the whole frame, in-process."""
-    namespace: dict[str, object] = {}
-    exec(extract_block(baseline_source()), namespace)  # trusted: our own template
-    features = namespace["generate_features"](frame.copy())  # type: ignore[operator]
-    logic = namespace["strategy_logic"]
-    return np.array([logic(row) for _, row in features.iterrows()], dtype=float)  # type: ignore[operator]
+    namespace = exec_block(extract_block(baseline_source()))
+    return compute_features_and_signals(namespace, frame)[1]
 
 
 def test_seed_baseline_reproduces_original_harness(sp500: pd.DataFrame) -> None:

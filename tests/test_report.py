@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_loop as replies
 from openai_server import OpenAIServer, Reply
+from test_loop import answer, sma_block
 
 from autotrade.backtest import BacktestSettings, Fill
 from autotrade.cli_research import PlainReporter
@@ -31,36 +33,13 @@ from autotrade.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharp
 # -- shared helpers ------------------------------------------------------------------------------------
 
 
-def sma_block(fast: int, slow: int) -> str:
-    """A causal moving-average crossover."""
-    return (
-        "def generate_features(df):\n"
-        f"    df['fast'] = df['Close'].rolling({fast}).mean()\n"
-        f"    df['slow'] = df['Close'].rolling({slow}).mean()\n"
-        "    return df\n\n\n"
-        "def strategy_logic(row):\n"
-        "    if row['fast'] > row['slow']:\n"
-        "        return 1\n"
-        "    if row['fast'] < row['slow']:\n"
-        "        return -1\n"
-        "    return 0\n"
-    )
-
-
-def answer(block: str, title: str) -> str:
-    """A well-formed reply: one python block, one markdown block."""
-    return f"Proposal.\n\n```python\n{block}```\n\n```markdown\n{title}\n\nBecause.\n```\n"
-
-
 def good(fast: int, slow: int) -> Reply:
     return Reply(answer(sma_block(fast, slow), f"SMA {fast}/{slow}"), usage=(1000, 200))
 
 
-KEY_ERROR = Reply(answer("def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['RSI_14'] > 50 else -1\n", "RSI"), usage=(1000, 100))
-LOOKAHEAD = Reply(answer(
-    "def generate_features(df):\n    df['gap'] = df['Close'] - df['Close'].mean()\n    return df\n\n\n"
-    "def strategy_logic(row):\n    return 1 if row['gap'] < 0 else -1\n", "Below the mean"), usage=(1000, 100))
-SYNTAX = Reply(answer("def generate_features(df)\n    return df\n\n\ndef strategy_logic(row):\n    return 1\n", "Typo"), usage=(1000, 100))
+KEY_ERROR = Reply(replies.KEY_ERROR, usage=(1000, 100))
+LOOKAHEAD = Reply(replies.LOOKAHEAD, usage=(1000, 100))
+SYNTAX = Reply(replies.SYNTAX, usage=(1000, 100))
 NO_CODE = Reply("I would add an RSI filter.", usage=(1000, 20))
 
 # 10 iterations: 5 ok (baseline + 4 crossovers), KeyError ×2, look-ahead, SyntaxError, unparseable reply.
