@@ -6,23 +6,32 @@ so `autotrade --help` stays fast.
 
 from __future__ import annotations
 
-import json
-from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+import sys
 
-import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-from typer.core import TyperGroup
+from .sandbox import oneshot
 
-from . import cli_report, cli_research
-from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
-from .errors import AutotradeError
+# Before anything heavy: `autotrade backtest` forks its evaluating helper here, so that pandas loads
+# beside typer, rich and pydantic instead of after them (see sandbox/oneshot.py).
+oneshot.start_for_command(sys.argv)
+
+import json  # noqa: E402
+from enum import StrEnum  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING, Annotated, Any  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from . import cli_report, cli_research  # noqa: E402
+from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt  # noqa: E402
+from .errors import AutotradeError  # noqa: E402
 
 if TYPE_CHECKING:
     from .evaluation import Evaluation
+    from .sandbox.oneshot import Report
 
 console = Console()
 err_console = Console(stderr=True)
@@ -131,22 +140,15 @@ def backtest(
     eval_timeout: EvalTimeoutOpt = 60.0,
 ) -> None:
     """Backtest a strategy file on the prepared data, beside buy-and-hold."""
-    from .backtest import BacktestSettings, Fill
     from .candidate import baseline_source, extract_block, read_block
-    from .data import load_prepared
-    from .evaluation import EvalSettings, evaluate_block
-    from .sandbox.worker import prestart
 
-    prestart()  # the sandbox imports pandas in parallel with our own start-up
     windows = tuple(dict.fromkeys(w.value for w in (window or [WindowChoice.TRAIN, WindowChoice.VAL])))
     if "test" in windows or "full" in windows:
         err_console.print(
             "note: this looks at the held-out test window; every look spends some of its honesty.", style="yellow"
         )
     block = read_block(path) if path else extract_block(baseline_source())
-    data = load_prepared(data_dir)
-    settings = EvalSettings(backtest=BacktestSettings(fill=Fill(fill.value), cost_bps=cost_bps), timeout_s=eval_timeout)
-    evaluation = evaluate_block(block, data, windows=windows, settings=settings)
+    evaluation = oneshot.evaluate(block, data_dir, windows, fill=fill.value, cost_bps=cost_bps, timeout_s=eval_timeout)
     if as_json:
         record = evaluation.to_record()
         record["settings"] = {"fill": fill.value, "cost_bps": cost_bps, "data": str(data_dir)}
@@ -174,7 +176,7 @@ _ROWS = (
 )
 
 
-def _render_evaluation(evaluation: Evaluation, title: str) -> None:
+def _render_evaluation(evaluation: Evaluation | Report, title: str) -> None:
     """A table of each window's metrics, buy-and-hold beside it."""
     if not evaluation.windows:
         return

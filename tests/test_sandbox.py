@@ -684,10 +684,10 @@ def test_error_on_every_frame_is_the_blocks_own_error_not_lookahead(frame: pd.Da
 def test_a_killed_server_is_replaced_on_the_next_run(frame: pd.DataFrame) -> None:
     block = extract_block(baseline_source())
     assert isinstance(run(block, frame), CandidateOutput)
-    process = worker._SERVER._process
-    assert process is not None
-    os.kill(process.pid, 9)
-    process.wait()
+    server = worker._SERVER._server
+    assert server is not None
+    os.kill(server.process.pid, 9)
+    server.process.wait()
     assert isinstance(run(block, frame), CandidateOutput)
 
 

@@ -25,8 +25,9 @@ import resource
 import signal
 import sys
 import sysconfig
+import time
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 NOBODY = 65534  # uid and gid of nobody on Linux; no /etc/passwd lookup needed
@@ -347,6 +348,74 @@ def drop_privileges(uid: int = NOBODY) -> None:
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
+
+
+def scrub_inherited_environment(server_env: Mapping[str, str]) -> None:
+    """In a server forked from the harness: zero every copy of the environment it inherited, keep `server_env`.
+
+    A fresh interpreter gets only `server_env`; a fork holds the harness's environment in three
+    places, each overwritten in place (not merely dropped) so that no memory read can find an
+    exported API key: os.environ's byte strings, the C `environ` strings (setenv copies too), and
+    the initial environment block on the stack (/proc/self/stat env_start..env_end, which also
+    holds variables already unset). Left as they were: freed Python objects that once held a
+    decoded value (the harness reads no secret before it forks) and glibc's private copies of
+    values replaced by setenv earlier in the harness's life.
+    """
+    libc = _libc()
+    libc.strlen.restype = ctypes.c_size_t
+    libc.strlen.argtypes = [ctypes.c_void_p]
+    characters_at = bytes.__basicsize__ - 1  # offset of a bytes object's characters (CPython layout)
+    for value in list(os.environb.values()):
+        if len(value) > 1:  # empty and one-byte bytes objects are shared singletons, and hold no secret
+            ctypes.memset(id(value) + characters_at, 0, len(value))
+    entries = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+    at = 0
+    while entries and entries[at]:
+        ctypes.memset(entries[at], 0, libc.strlen(entries[at]))
+        at += 1
+    start, end = _initial_environment_block()
+    if end > start:
+        ctypes.memset(start, 0, end - start)
+    os.environ.clear()
+    _check(libc.clearenv(), "clearenv")
+    os.environ.update(server_env)
+    time.tzset()
+
+
+def _initial_environment_block() -> tuple[int, int]:
+    """Addresses (start, end) of the environment strings the kernel placed on the initial stack."""
+    with open("/proc/self/stat", "rb") as handle:
+        fields = handle.read().rpartition(b")")[2].split()
+    return int(fields[47]), int(fields[48])  # fields 50 and 51 (env_start, env_end); the list starts at field 3
+
+
+def limit_blas_threads() -> bool | str:
+    """Hold this process's OpenBLAS to one thread (inherited by forks); True, or why not.
+
+    A server forked from the harness inherits its BLAS thread count, and a worker child that is
+    nobody with RLIMIT_NPROC 0 cannot start BLAS threads (OpenBLAS then hangs); a fresh server
+    gets one thread from its environment. True also when no threaded BLAS is loaded.
+    """
+    libraries = set()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split(maxsplit=5)[5:]
+            if path and "openblas" in os.path.basename(path[0]).lower():
+                libraries.add(path[0].strip())
+    if not libraries:
+        return True if len(os.listdir("/proc/self/task")) == 1 else "a threaded library other than OpenBLAS"
+    for library in sorted(libraries):
+        handle = ctypes.CDLL(library)  # already loaded: the same handle
+        names = [(f"{p}openblas_set_num_threads{s}", f"{p}openblas_get_num_threads{s}")
+                 for p in ("", "scipy_") for s in ("", "64_", "_64")]
+        found = next(((getattr(handle, a), getattr(handle, b)) for a, b in names
+                      if hasattr(handle, a) and hasattr(handle, b)), None)
+        if found is None:
+            return f"no thread control in {os.path.basename(library)}"
+        found[0](1)
+        if found[1]() != 1:
+            return f"{os.path.basename(library)} keeps {found[1]()} threads"
+    return True
 
 
 def read_roots(roots: tuple[str, ...]) -> tuple[str, ...]:
