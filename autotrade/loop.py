@@ -256,12 +256,29 @@ class Research:
         )
 
     def repair(self) -> None:
-        """Make the files agree with the committed state: drop an interrupted iteration's debris."""
+        """Make the files agree with the committed state: drop an interrupted iteration's debris, and log
+        the commit of an iteration whose process died between writing state.json and the journal."""
         removed = self.run.discard_uncommitted(self.state.next_iteration)
         if removed:
             self.run.journal("discarded_uncommitted", files=removed, next_iteration=self.state.next_iteration)
             self.reporter.note(f"iteration {self.state.next_iteration} was interrupted before it committed: redoing it")
+        logged = {e.get("iteration") for e in self.run.read_journal() if e.get("event") == "iteration_committed"}
+        for record in self.records:
+            if record["iteration"] not in logged:
+                self.journal_commit(record, recovered=True)
         self.write_derived(self.population)
+
+    def journal_commit(self, record: Mapping[str, Any], recovered: bool = False) -> None:
+        """The journal's line for a committed iteration (`recovered` when written on resume)."""
+        self.run.journal(
+            "iteration_committed",
+            iteration=record["iteration"],
+            status=record["status"],
+            objective=record["objective"],
+            entered=record["entered_population"],
+            fail_streak=record["fail_streak"],
+            **({"recovered": True} if recovered else {}),
+        )
 
     def write_derived(self, population: Population) -> None:
         """learnings.md, best_trade.py and trade.py, re-rendered from the records (idempotent)."""
@@ -383,14 +400,7 @@ class Research:
         )
         self.write_derived(step.population)
         self.commit(new_state)
-        self.run.journal(
-            "iteration_committed",
-            iteration=i,
-            status=record["status"],
-            objective=value,
-            entered=step.entered,
-            fail_streak=step.fail_streak,
-        )
+        self.journal_commit(record)
         return record
 
     # -- the session ---------------------------------------------------------------------------

@@ -74,7 +74,8 @@ class CrashingReporter(PlainReporter):
             raise Crash(f"died at {self.at}")
 
 
-CRASH_POINTS = ["before the model call", "after the reply is saved", "during evaluation", "after the results, before the commit", "after the commit"]
+CRASH_POINTS = ["before the model call", "after the reply is saved", "during evaluation", "after the results, before the commit",
+                "after state.json, before its journal line", "after the commit"]
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -100,6 +101,8 @@ def test_an_iteration_cut_short_anywhere_is_redone_once(
             if point == "after the results, before the commit" and state.next_iteration == 3:
                 raise Crash(point)
             write_state(self, state)
+            if point == "after state.json, before its journal line" and state.next_iteration == 3:
+                raise Crash(point)
 
         monkeypatch.setattr(RunDir, "journal", crashing_journal)
         monkeypatch.setattr(RunDir, "write_state", crashing_write_state)
