@@ -8,12 +8,14 @@ unvetted code can: through attribute chains from pandas (`pd.compat.sys.modules[
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
 import secrets
 import socket
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -698,3 +700,105 @@ def test_prefix_runs_receive_only_their_bars(frame: pd.DataFrame) -> None:
     assert [(p.rows, p.features["n"][0]) for p in output.prefixes] == [(80, 80.0), (40, 40.0)]
     assert output.prefixes[1].features["last"][0] == frame.index[39].value / 1e18
     assert math.isclose(output.features["n"][0], ROWS)
+
+
+# --- a server forked from a one-shot harness (worker.fork_server) ---------------------------------------
+
+FORKED_HARNESS = """
+import json, os, sys
+import numpy as np, pandas as pd
+from autotrade.sandbox import worker
+
+index = pd.bdate_range("2015-01-01", periods=120, name="Date")
+close = np.linspace(50.0, 60.0, 120)
+frame = pd.DataFrame({"Open": close, "High": close, "Low": close, "Close": close, "Adj Close": close,
+                      "Volume": np.full(120, 1e6)}, index=index)
+blocks, limits, before = json.loads(sys.argv[1])
+exec(before)
+worker.fork_server()
+assert isinstance(worker._SERVER._server.process, worker._ForkedProcess), "not a forked server"
+said = []
+for block in blocks:
+    try:
+        out = worker.run_candidate(block.format(**globals()), frame, (),
+                                   worker.Limits(timeout_s=30, disabled_layers=frozenset(limits)))
+        said.append({"status": "ok", "output": out.output})
+    except worker.CandidateError as exc:
+        said.append({"status": exc.status, "message": str(exc)})
+print(json.dumps({"results": said, "layers": worker.probe_layers()}))
+"""
+
+
+def forked_harness(blocks: list[str], disabled: tuple[str, ...] = (), before: str = "",
+                   env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run each block in a fresh harness process that forked its server (after `before`); what came back."""
+    base = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    argument = json.dumps([blocks, list(disabled), textwrap.dedent(before)])
+    done = subprocess.run([sys.executable, "-c", FORKED_HARNESS, argument, "ARGV-MARKER"],
+                          env={**base, **(env or {})}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_forked_server_children_have_every_layer_the_fresh_one_has() -> None:
+    assert forked_harness([])["layers"] == active_layers()
+
+
+def test_forked_server_overwrites_every_inherited_copy_of_an_exported_key() -> None:
+    key = "sk-" + secrets.token_hex(16)
+    # The harness first checks that its own initial stack holds the key where the candidate will
+    # look; the candidate (audit hook off) then reads that memory, the C environ and os.environ.
+    before = """
+    import ctypes
+    fields = open("/proc/self/stat", "rb").read().rpartition(b")")[2].split()
+    arg_start, env_start, env_end = int(fields[45]), int(fields[47]), int(fields[48])
+    assert os.environ["OPENAI_API_KEY"].encode() in ctypes.string_at(env_start, env_end - env_start)
+    """
+    block = """
+S = pd.compat.sys
+C = S.modules["ctypes"]
+
+def generate_features(df):
+    print(repr(C.string_at({arg_start}, {env_end} - {arg_start})))
+    entries = C.POINTER(C.c_char_p).in_dll(C.CDLL(None), "environ")
+    i = 0
+    while entries[i] is not None:
+        print(repr(entries[i]))
+        i += 1
+    print(repr(dict(S.modules["os"].environb)))
+    return df
+
+def strategy_logic(row):
+    return 0
+"""
+    result = forked_harness([block], ("audit_hook",), before, {"OPENAI_API_KEY": key})["results"][0]
+    assert result["status"] == "ok", result
+    assert "ARGV-MARKER" in result["output"]  # the read did reach the command line, which the environment follows
+    assert key[3:] not in result["output"]
+
+
+def test_forked_server_leaks_no_exported_key_to_the_usual_attacks() -> None:
+    key = "sk-" + secrets.token_hex(16)
+    names = ("environ_mapping", "proc_self_environ", "environ_of_every_process", "gc_object_walk")
+    blocks = [attack(LEAK_ATTACKS[name].replace("{", "{{").replace("}", "}}"),
+                     after='raise RuntimeError("LEAK: " + str(data))') for name in names]
+    results = forked_harness(blocks, env={"OPENAI_API_KEY": key})["results"]
+    assert len(results) == len(names) and all(r["status"] == "runtime_error" for r in results), results
+    assert key[3:] not in json.dumps(results)
+
+
+def test_forked_server_runs_threaded_blas_code_as_nobody() -> None:
+    # The harness's numpy has two BLAS threads; a worker child (nobody, RLIMIT_NPROC 0) cannot start
+    # threads, and an OpenBLAS that tries waits forever: the server must hold BLAS to one thread.
+    block = """
+def generate_features(df):
+    m = np.random.default_rng(0).normal(size=(400, 400)) + np.eye(400) * 50
+    df["x"] = float(np.linalg.inv(m @ m.T).trace())
+    return df
+
+def strategy_logic(row):
+    return 0
+"""
+    before = "(np.ones((300, 300)) @ np.ones((300, 300))).sum()"
+    result = forked_harness([block], before=before, env={"OPENBLAS_NUM_THREADS": "2"})["results"][0]
+    assert result["status"] == "ok", result
