@@ -802,3 +802,8 @@ def strategy_logic(row):
     before = "(np.ones((300, 300)) @ np.ones((300, 300))).sum()"
     result = forked_harness([block], before=before, env={"OPENBLAS_NUM_THREADS": "2"})["results"][0]
     assert result["status"] == "ok", result
+
+
+def test_forked_server_runs_every_warm_up_idiom_under_the_seal() -> None:
+    # A one-shot server skips the warm-up: its children must load what pandas loads lazily themselves.
+    assert forked_harness([worker._WARM_UP])["results"] == [{"status": "ok", "output": ""}]

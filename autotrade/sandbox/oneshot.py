@@ -118,7 +118,8 @@ def evaluate(block: str, data_dir: Path, windows: Sequence[str], fill: str, cost
         if reply is None:  # interrupted, or the helper died: do not wait for its evaluation
             with contextlib.suppress(ProcessLookupError):
                 os.kill(helper.pid, signal.SIGKILL)
-        os.waitpid(helper.pid, 0)
+            os.waitpid(helper.pid, 0)
+        # Otherwise the helper is exiting on its own; its teardown (~10 ms) need not delay the output.
     if reply is None:
         raise AutotradeError("the evaluation helper stopped unexpectedly")
     if "error" in reply:
