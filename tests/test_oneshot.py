@@ -62,3 +62,10 @@ def test_helper_does_not_outlive_a_cli_that_stops_early(tmp_path: Path) -> None:
     while left() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert left() == []
+
+
+def test_only_this_tool_running_a_one_shot_command_forks_a_helper() -> None:
+    # pytest importing the CLI with `-k backtest` among its arguments must not fork itself.
+    for argv in (["/usr/bin/pytest", "-k", "backtest"], [AUTOTRADE, "run"], [AUTOTRADE, "backtest", "--help"]):
+        oneshot.start_for_command(argv)
+        assert oneshot._helper is None

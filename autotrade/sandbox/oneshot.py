@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 _LENGTH = struct.Struct("<Q")
 _PR_SET_PDEATHSIG = 1
 _COMMANDS = frozenset({"backtest"})  # one-shot commands that evaluate once and exit
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +84,7 @@ def start_for_command(argv: Sequence[str]) -> None:
     """Fork the evaluating helper now when `argv` runs a one-shot command (call before importing typer)."""
     global _helper
     command = next((word for word in argv[1:] if not word.startswith("-")), None)
-    if command not in _COMMANDS or "--help" in argv or _helper is not None:
+    if command not in _COMMANDS or "--help" in argv or _helper is not None or not _is_this_tool(argv[0]):
         return
     ours, theirs = socket.socketpair()
     parent = os.getpid()
@@ -92,7 +93,12 @@ def start_for_command(argv: Sequence[str]) -> None:
     # share one CPU part of the time (measured: the helper's pandas import ~20% slower, the whole
     # command ~10%). Both give the other CPUs back once their start-up is done.
     helper_cpu = {max(cpus)} if len(cpus) > 1 else cpus
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare: evaluate in this process instead
+        ours.close()
+        theirs.close()
+        return
     if pid == 0:
         ours.close()
         _set_cpus(helper_cpu)
@@ -104,6 +110,16 @@ def start_for_command(argv: Sequence[str]) -> None:
     # collections over typer's, rich's and pydantic's objects cost ~40 ms. Output is flushed before
     # them; the command leaves no file open that only a collection would close.
     atexit.register(gc.freeze)
+
+
+def _is_this_tool(program: str) -> bool:
+    """True for the `autotrade` console script or a module of this package run as the program.
+
+    Another program that imports the CLI (pytest, with `-k backtest` among its arguments) must
+    not fork a helper.
+    """
+    path = os.path.abspath(program)
+    return os.path.basename(path) == "autotrade" or path.startswith(_PACKAGE_DIR + os.sep)
 
 
 def evaluate(block: str, data_dir: Path, windows: Sequence[str], fill: str, cost_bps: float,
