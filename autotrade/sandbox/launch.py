@@ -1,9 +1,9 @@
-"""Start the sandbox's fork server as a fresh interpreter (standard library only).
+"""The fork server as a process: how the harness starts a fresh one, holds it and stops it.
 
-The server (worker.serve) is a fresh `python -I` with a scrubbed environment: it holds none of the
-harness's memory, so no API key and no test rows to find. It spends ~0.3 s importing pandas, once
-per harness: the research loop starts it this way. One-shot commands fork theirs instead
-(worker.fork_server; see oneshot.py for that trade-off).
+A fresh server (worker.serve) is a new `python -I` with a scrubbed environment: it holds none of
+the harness's memory, so no API key and no test rows to find. It spends ~0.3 s importing pandas,
+once per harness: the research loop and `doctor` start it this way. One-shot commands fork
+theirs from the harness instead (worker.fork_server; oneshot.py says why and what it costs).
 """
 
 from __future__ import annotations

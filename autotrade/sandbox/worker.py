@@ -532,6 +532,9 @@ def fork_server() -> None:
     (layers.scrub_inherited_environment) before any candidate runs. Falls back to a fresh
     interpreter when this process's BLAS cannot be held to one thread.
     """
+    if threading.active_count() > 1:  # a fork keeps only this thread, and any lock another one held
+        _SERVER.prestart()
+        return
     try:
         blas = layers.limit_blas_threads()
     except OSError as exc:  # no /proc to look in
@@ -580,14 +583,16 @@ def _fork_server_process() -> launch.Server:
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
+        code = _INTERNAL_ERROR
         try:
             ours.close()
             _become_server(theirs, log.fileno(), harness)
+            code = 0  # the harness has gone
         except BaseException:  # noqa: BLE001 - say why on the log, which the harness reads if we never answer
             traceback.print_exc()
             sys.stderr.flush()
         finally:
-            os._exit(_INTERNAL_ERROR)
+            os._exit(code)  # never back into the harness's code, its atexit hooks or its buffers
     theirs.close()
     return launch.Server(_ForkedProcess(pid), ours, log, harness)
 
