@@ -24,7 +24,8 @@ from .data import PreparedData, load_prepared
 from .errors import AutotradeError, CandidateError, UnsafeCodeError
 from .sandbox.lookahead import check_lookahead, cut_points, seed_for
 from .sandbox.vet import vet_block
-from .sandbox.worker import Limits, fork_server, run_candidate
+from .sandbox.oneshot import begin_one_shot
+from .sandbox.worker import Limits, run_candidate
 
 
 class Status(StrEnum):
@@ -200,7 +201,7 @@ def print_trade_py_results(trade_py: str) -> None:
     from .candidate import read_block
 
     path = Path(trade_py)
-    fork_server()  # one-shot: fork the sandbox server before any data is loaded (no second pandas import)
+    begin_one_shot()  # fork the sandbox server before any data is loaded (no second pandas import)
     try:
         data = load_prepared(find_data_dir(path))
         evaluation = evaluate_block(read_block(path), data)
