@@ -1,26 +1,32 @@
-"""One-shot `autotrade backtest`: evaluate in a helper forked at start-up, so pandas loads beside the CLI.
+"""One-shot processes (`autotrade backtest`, `python trade.py`): evaluate once, start and end fast.
 
-Why: the command's own work is ~0.1 s, but its start-up is not. typer, rich and pydantic (typer
+Why: the evaluation itself takes ~0.1 s, start-up much more. typer, rich and pydantic (typer
 coerces every option through it) cost ~0.2 s, pandas ~0.26 s, a fresh sandbox server another
-~0.3 s, and one interpreter does imports one after another. So the CLI process forks a helper
-as its first act (`start_for_command`, before typer is imported); the helper imports pandas
-and forks the sandbox server (worker.fork_server) while the CLI parses its arguments on the
-other core. The CLI then sends the block and settings (`evaluate`), the helper loads the
-prepared data, runs the one evaluation path and sends back the record, and the CLI renders it.
-Without a helper (tests calling the command in-process) `evaluate` does the same work here.
+~0.3 s, and one interpreter imports one thing after another.
+
+`autotrade backtest` therefore forks a helper as the CLI's first act (`start_for_command`, before
+typer is imported). The helper imports pandas and forks the sandbox server while the CLI parses
+its arguments (each keeps a CPU of its own meanwhile); the CLI sends the block and settings
+(`evaluate`), the helper loads the prepared data, runs the one evaluation path and sends back
+the record, and the CLI renders it. Without a helper (tests calling the command in-process)
+`evaluate` does the same work in the caller. `python trade.py` has pandas imported by the file
+itself, so it only forks its server (`begin_one_shot`). Both skip the interpreter's final garbage
+collections at exit, and their servers skip the warm-up (worker.serve).
 
 Processes and what each holds:
 - CLI: arguments, the block's text, the rendered result. It never imports pandas.
-- helper: a fork of the CLI taken before anything was read but the command line; it is the
+- helper: a fork of the CLI taken before anything but the command line was read; it is the
   trusted harness's evaluating half (the data, test rows included when asked for, and the
   user's environment, as the harness has).
-- sandbox server: forked from the helper after pandas is imported and before the helper has
-  received the block or read any data or file. Before any candidate runs it overwrites in place
-  every inherited copy of the environment (layers.scrub_inherited_environment), so an exported
-  OPENAI_API_KEY cannot be found even by reading raw memory, and it keeps no harness descriptor.
-  What it still shares with the harness is code: the modules imported so far and the command
-  line. The research loop (`run`/`resume`), whose harness has loaded the API key, keeps the
-  fresh-interpreter server instead: there start-up is paid once per run.
+- sandbox server: forked from the helper (or from `python trade.py`) after pandas is imported and
+  before the block, the data or any file is read. Before any candidate runs it overwrites in
+  place every inherited copy of the environment (layers.scrub_inherited_environment): an exported
+  OPENAI_API_KEY cannot be found even by reading raw memory; and it keeps no harness descriptor.
+  It still shares code with the harness (the modules imported so far) and the command line.
+  The trade-off against a fresh interpreter (~0.3 s saved per command) is that residue: freed
+  Python objects and glibc copies of environment values the harness touched before forking
+  (it reads no secret before then). The research loop (`run`/`resume`), whose harness has read
+  the API key from .env, and `doctor` keep the fresh-interpreter server: start-up is paid once.
 """
 
 from __future__ import annotations
