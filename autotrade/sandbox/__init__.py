@@ -4,10 +4,10 @@
 - lookahead.check_lookahead / cut_points / seed_for: the causality gate.
 - layers.active_layers: which isolation layers hold on this machine (for `autotrade doctor`).
 - vet.vet_block (separate module): static AST vetting, the first layer.
-- launch (stdlib only): starts the fork server before the harness imports pandas.
+- oneshot: how `autotrade backtest` and `python trade.py` start (and end) fast.
 
-The names below are loaded on first use, so that importing `autotrade.sandbox.launch` does not
-import pandas (a one-shot command starts its server first thing; see launch.py).
+The names below are loaded on first use, so that the CLI's first line, which imports
+`autotrade.sandbox.oneshot`, does not import pandas.
 """
 
 from __future__ import annotations
