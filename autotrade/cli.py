@@ -6,28 +6,21 @@ so `autotrade --help` stays fast.
 
 from __future__ import annotations
 
-import sys
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from . import cli_report, cli_research
+from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
+from .errors import AutotradeError
 from .sandbox import oneshot
-
-# Before anything heavy: `autotrade backtest` forks its evaluating helper here, so that pandas loads
-# beside typer, rich and pydantic instead of after them (see sandbox/oneshot.py).
-oneshot.start_for_command(sys.argv)
-
-import json  # noqa: E402
-from enum import StrEnum  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING, Annotated, Any  # noqa: E402
-
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-from rich.text import Text  # noqa: E402
-from typer.core import TyperGroup  # noqa: E402
-
-from . import cli_report, cli_research  # noqa: E402
-from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt  # noqa: E402
-from .errors import AutotradeError  # noqa: E402
 
 if TYPE_CHECKING:
     from .evaluation import Evaluation

@@ -64,8 +64,13 @@ def test_helper_does_not_outlive_a_cli_that_stops_early(tmp_path: Path) -> None:
     assert left() == []
 
 
-def test_only_this_tool_running_a_one_shot_command_forks_a_helper() -> None:
-    # pytest importing the CLI with `-k backtest` among its arguments must not fork itself.
-    for argv in (["/usr/bin/pytest", "-k", "backtest"], [AUTOTRADE, "run"], [AUTOTRADE, "backtest", "--help"]):
+def test_only_a_one_shot_command_forks_a_helper() -> None:
+    for argv in ([AUTOTRADE, "run"], [AUTOTRADE, "report"], [AUTOTRADE, "backtest", "--help"]):
         oneshot.start_for_command(argv)
         assert oneshot._helper is None
+
+
+def test_importing_the_cli_starts_no_process() -> None:
+    probe = "import sys; sys.argv = ['autotrade', 'backtest']; import autotrade.cli as c; print(c.oneshot._helper)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "None", done.stderr

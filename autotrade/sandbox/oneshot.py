@@ -4,9 +4,9 @@ Why: the evaluation itself takes ~0.1 s, start-up much more. typer, rich and pyd
 coerces every option through it) cost ~0.2 s, pandas ~0.26 s, a fresh sandbox server another
 ~0.3 s, and one interpreter imports one thing after another.
 
-`autotrade backtest` therefore forks a helper as the CLI's first act (`start_for_command`, before
-typer is imported). The helper imports pandas and forks the sandbox server while the CLI parses
-its arguments (each on a CPU of its own meanwhile); the CLI sends the block and settings
+`autotrade backtest` therefore forks a helper as the console script's first act (`start_for_command`,
+called by autotrade.entry before typer is imported). The helper imports pandas and forks the sandbox
+server while the CLI parses its arguments; the CLI sends the block and settings
 (`evaluate`), the helper loads the prepared data, runs the one evaluation path and sends back
 the record, and the CLI renders it. Without a helper (tests calling the command in-process)
 `evaluate` does the same work in the caller. `python trade.py` has pandas imported by the file
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 _LENGTH = struct.Struct("<Q")
 _PR_SET_PDEATHSIG = 1
 _COMMANDS = frozenset({"backtest"})  # one-shot commands that evaluate once and exit
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +79,6 @@ class Report:
 class _Helper:
     pid: int
     sock: socket.socket
-    cpus: set[int]  # the CPUs this process may run on, given back once the request is sent
 
 
 _helper: _Helper | None = None
@@ -90,29 +88,21 @@ def start_for_command(argv: Sequence[str]) -> None:
     """Fork the evaluating helper now when `argv` runs a one-shot command (call before importing typer)."""
     global _helper
     command = next((word for word in argv[1:] if not word.startswith("-")), None)
-    if command not in _COMMANDS or "--help" in argv or _helper is not None or not _is_this_tool(argv[0]):
+    if command not in _COMMANDS or "--help" in argv or _helper is not None:
         return
     ours, theirs = socket.socketpair()
     parent = os.getpid()
-    cpus = os.sched_getaffinity(0)
-    # While both import (~0.25 s), each keeps a CPU of its own; both give the others back once
-    # their start-up is done. Left to the scheduler, the two sometimes share one CPU: launched
-    # from the benchmark's Python process the command measured ~12% slower without this (from
-    # a shell, no different).
-    helper_cpu = {max(cpus)} if len(cpus) > 1 else cpus
     try:
         pid = os.fork()
-    except OSError:  # no process to spare: evaluate in this process instead
+    except OSError:  # no process to spare: the command evaluates in this process instead
         ours.close()
         theirs.close()
         return
     if pid == 0:
         ours.close()
-        _set_cpus(helper_cpu)
-        _helper_main(theirs, parent, cpus)
-    _set_cpus(cpus - helper_cpu or cpus)
+        _helper_main(theirs, parent)
     theirs.close()
-    _helper = _Helper(pid, ours, cpus)
+    _helper = _Helper(pid, ours)
     atexit.register(gc.freeze)  # see begin_one_shot
 
 
@@ -130,16 +120,6 @@ def begin_one_shot() -> None:
     atexit.register(gc.freeze)
 
 
-def _is_this_tool(program: str) -> bool:
-    """True for the `autotrade` console script or a module of this package run as the program.
-
-    Another program that imports the CLI (pytest, with `-k backtest` among its arguments) must
-    not fork a helper.
-    """
-    path = os.path.abspath(program)
-    return os.path.basename(path) == "autotrade" or path.startswith(_PACKAGE_DIR + os.sep)
-
-
 def evaluate(block: str, data_dir: Path, windows: Sequence[str], fill: str, cost_bps: float,
              timeout_s: float) -> Evaluation | Report:
     """Evaluate `block` on the prepared data in `data_dir`: in the helper when there is one, else here."""
@@ -154,7 +134,6 @@ def evaluate(block: str, data_dir: Path, windows: Sequence[str], fill: str, cost
     reply = None
     try:
         _send(helper.sock, request)
-        _set_cpus(helper.cpus)
         reply = _receive(helper.sock)
     finally:
         helper.sock.close()
@@ -188,13 +167,7 @@ def _evaluate_here(request: dict[str, Any]) -> Evaluation:
     return evaluate_block(request["block"], data, windows=tuple(request["windows"]), settings=settings)
 
 
-def _set_cpus(cpus: set[int]) -> None:
-    """Run this process on `cpus` only (a hint: where the system refuses, nothing changes)."""
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, cpus)
-
-
-def _helper_main(sock: socket.socket, parent: int, cpus: set[int]) -> NoReturn:
+def _helper_main(sock: socket.socket, parent: int) -> NoReturn:
     """The helper: fork the sandbox server, then answer the CLI's one request and exit."""
     code = 1
     try:
@@ -206,7 +179,6 @@ def _helper_main(sock: socket.socket, parent: int, cpus: set[int]) -> NoReturn:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the CLI's; we die with it
         from .worker import fork_server
 
-        _set_cpus(cpus)  # the server and its children may use every CPU
         fork_server()  # before reading the request or any data: see the module docstring
         request = _receive(sock)
         if request is not None:

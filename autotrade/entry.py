@@ -1,0 +1,18 @@
+"""The `autotrade` console script.
+
+A one-shot command (`autotrade backtest`) forks its evaluating helper before the CLI's own heavy
+imports, so pandas loads beside typer and rich instead of after them (see sandbox/oneshot.py).
+Importing autotrade.cli itself starts nothing.
+"""
+
+import sys
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    from .sandbox import oneshot
+
+    oneshot.start_for_command(sys.argv)
+    from .cli import main as cli_main
+
+    cli_main()
