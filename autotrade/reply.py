@@ -208,7 +208,7 @@ def _json_candidate(text: str) -> _Candidate | None:
         return None
     try:
         payload = json.loads(text, strict=False)  # models often put raw newlines inside JSON strings
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the decoder allows
         return None
     if not isinstance(payload, dict):
         return None

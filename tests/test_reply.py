@@ -106,6 +106,15 @@ def test_json_without_the_functions_is_not_code() -> None:
     assert caught.value.status == "parse_error"
 
 
+@pytest.mark.parametrize("wrap", ["{}", "```json\n{}\n```"])
+def test_deeply_nested_json_reply_is_a_parse_error_not_a_crash(wrap: str) -> None:
+    # json.loads raises RecursionError (not ValueError) past ~1000 levels; a degenerate reply must not end the run.
+    nested = "{" + '"a": {' * 5000 + "1" + "}" * 5001
+    with pytest.raises(ReplyError) as caught:
+        parse_reply(wrap.format(nested), PARENT)
+    assert caught.value.status == "parse_error"
+
+
 # -- one function only -----------------------------------------------------------------------------------
 
 
