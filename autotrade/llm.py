@@ -43,6 +43,7 @@ START_HINT = (
 )
 # OpenAI reasoning models reject `max_tokens` and a non-default temperature.
 _REASONING_MODEL = re.compile(r"^(o\d+(-.*)?|gpt-5.*)$")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -418,12 +419,14 @@ def _completion_body(text: str) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str:
-    """Message content as text: a string, or the text parts of a list of content parts."""
-    if isinstance(value, str):
-        return value
+    """Message content as text: a string, or the text parts of a list of content parts; always UTF-8 encodable."""
     if isinstance(value, list):
-        return "".join(part.get("text", "") for part in value if isinstance(part, dict))
-    return ""
+        value = "".join(part["text"] for part in value if isinstance(part, dict) and isinstance(part.get("text"), str))
+    if not isinstance(value, str):
+        return ""
+    # JSON can escape half of a surrogate pair (a character cut in two by the server); json.loads keeps it as a
+    # lone surrogate, which no UTF-8 file (reply, record, journal) can hold. Whole pairs were already joined.
+    return _LONE_SURROGATE.sub("\ufffd", value)
 
 
 def _completion(

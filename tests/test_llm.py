@@ -196,6 +196,17 @@ def test_empty_content_is_returned_not_raised(openai_server: OpenAIServer) -> No
     assert len(openai_server.chat_requests) == 2
 
 
+def test_lone_surrogate_escapes_in_a_reply_become_replacement_characters(openai_server: OpenAIServer) -> None:
+    # JSON may escape half of a surrogate pair (a multi-byte character cut by the server); such a str cannot be
+    # written as UTF-8, so the reply file, the record and the journal would all fail with UnicodeEncodeError.
+    openai_server.script([Reply(content="Hypothesis \ud83d RSI \U0001f600", reasoning_content="plan \udc00")])
+    completion = client_for(openai_server).complete(MESSAGES)
+    assert completion.content == "Hypothesis \ufffd RSI \U0001f600"
+    assert completion.reasoning == "plan \ufffd"
+    completion.content.encode("utf-8")
+    completion.reasoning.encode("utf-8")
+
+
 def test_finish_reason_length_is_surfaced(openai_server: OpenAIServer) -> None:
     openai_server.script([Reply(content="```python\ndef gen", finish_reason="length")])
     assert client_for(openai_server).complete(MESSAGES).finish_reason == "length"
