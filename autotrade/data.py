@@ -353,6 +353,14 @@ def _to_dates(values: pd.Series, source: str, where: Callable[[int], str]) -> pd
             raise DataError(f"{source}: column Date: {where(first)}: unparseable date {text.iloc[first]!r}")
     if dates.tz is not None:
         dates = dates.tz_localize(None)  # keep the exchange's wall-clock dates; UTC would shift daily bars
+    # pandas may parse into s/us units, which hold dates that nanoseconds (the frame's unit) cannot.
+    outside = np.flatnonzero(((dates < pd.Timestamp.min) | (dates > pd.Timestamp.max)) & dates.notna())
+    if outside.size:
+        first = int(outside[0])
+        raise DataError(
+            f"{source}: column Date: {where(first)}: date out of range {str(values.iloc[first]).strip()!r} "
+            f"(supported: {pd.Timestamp.min:%Y-%m-%d} to {pd.Timestamp.max:%Y-%m-%d})"
+        )
     return dates.as_unit("ns")
 
 
@@ -676,9 +684,14 @@ def _publish(data_dir: Path, source: _Source, splits: Splits, notes: list[str]) 
         # Idempotent rerun: same data, same files; keep the original created_at and touch nothing.
         return PreparedData(frame, splits, previous)
     meta["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for file, payload in payloads.items():
-        atomic_write_bytes(data_dir / file, payload)
-    atomic_write_json(data_dir / "meta.json", meta)
+    try:
+        for file, payload in payloads.items():
+            atomic_write_bytes(data_dir / file, payload)
+        atomic_write_json(data_dir / "meta.json", meta)
+    except OSError as exc:  # e.g. --data names a file, or a directory we may not write to
+        reason = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise DataError(f"cannot write the prepared data to {data_dir}: {reason}{where}") from None
     return PreparedData(frame, splits, meta)
 
 
@@ -776,7 +789,14 @@ def _date_flag(flag: str, value: str | None) -> pd.Timestamp | None:
         moment = pd.NaT
     if moment is pd.NaT:
         raise ConfigError(f"{flag}: not a date: {value!r} (use YYYY-MM-DD)")
-    return moment.tz_localize(None) if moment.tzinfo is not None else moment
+    moment = moment.tz_localize(None) if moment.tzinfo is not None else moment
+    try:
+        return moment.as_unit("ns")  # the unit of every frame it is compared with
+    except (OverflowError, ValueError):  # OutOfBoundsDatetime is a ValueError
+        raise ConfigError(
+            f"{flag}: date out of range: {value!r} "
+            f"(supported: {pd.Timestamp.min:%Y-%m-%d} to {pd.Timestamp.max:%Y-%m-%d})"
+        ) from None
 
 
 def _safe_name(text: str) -> str:

@@ -464,3 +464,27 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temporary_file(tmp_path: P
     atomic_write_text(tmp_path / "notes.md", "new")
     assert (tmp_path / "notes.md").read_text() == "new"
     assert [path.name for path in tmp_path.iterdir()] == ["notes.md"]
+
+
+# --- dates outside what a timestamp can hold, and a data directory that cannot be written -----------------
+
+
+def test_date_outside_the_supported_range_is_a_data_error_naming_the_line(tmp_path: Path) -> None:
+    rows = GOOD_ROWS[:2] + ["1600-01-08,11.0,12.0,10.5,11.5,11.5,900"] + GOOD_ROWS[3:]
+    with pytest.raises(DataError, match=r"prices\.csv: column Date: line 4: date out of range '1600-01-08'"):
+        read_ohlcv_csv(write_csv(tmp_path, rows))
+
+
+@pytest.mark.parametrize("flag", ["val_start", "test_start"])
+def test_split_flag_outside_the_supported_range_is_a_config_error(tmp_path: Path, flag: str) -> None:
+    name = "--" + flag.replace("_", "-")
+    with pytest.raises(ConfigError, match=rf"{name}: date out of range: '3000-01-01'"):
+        prepare_data(offline=True, data_dir=tmp_path, **{flag: "3000-01-01"})
+
+
+def test_data_dir_that_is_a_file_is_a_data_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("not a directory")
+    with pytest.raises(DataError, match=r"cannot write the prepared data to .*data"):
+        prepare_data(offline=True, data_dir=blocker)
+    assert blocker.read_text() == "not a directory"
