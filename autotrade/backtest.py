@@ -11,12 +11,14 @@ Rules (those of the original harness, plus honest fills and costs):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 import pandas as pd
 
+from .errors import ConfigError
 from .metrics import compute_metrics, periods_per_year
 
 __all__ = ["BacktestSettings", "Fill", "WindowResult", "desired_state", "periods_per_year", "run_window"]
@@ -36,6 +38,14 @@ class BacktestSettings:
     fill: Fill = Fill.NEXT_OPEN
     cost_bps: float = 2.0  # per side, on traded notional (1 bp = 0.01%)
     cash: float = 10_000.0  # starting cash of every window, currency
+
+    def __post_init__(self) -> None:
+        # A negative cost pays the strategy for trading and NaN poisons every number: refuse both here,
+        # where every path (CLI, loop, report, a run's saved settings) builds its settings.
+        if not (math.isfinite(self.cost_bps) and 0.0 <= self.cost_bps < 10_000.0):
+            raise ConfigError(f"cost_bps must be a number from 0 to below 10000 basis points, got {self.cost_bps!r}")
+        if not (math.isfinite(self.cash) and self.cash > 0.0):
+            raise ConfigError(f"cash must be a positive finite amount, got {self.cash!r}")
 
 
 @dataclass(frozen=True)

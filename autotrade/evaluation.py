@@ -21,7 +21,7 @@ import numpy as np
 
 from .backtest import BacktestSettings, WindowResult, run_window
 from .data import PreparedData, load_prepared
-from .errors import AutotradeError, CandidateError, UnsafeCodeError
+from .errors import AutotradeError, CandidateError, ConfigError, UnsafeCodeError
 from .sandbox.lookahead import check_lookahead, cut_points, seed_for
 from .sandbox.vet import vet_block
 from .sandbox.oneshot import begin_one_shot
@@ -57,6 +57,13 @@ class EvalSettings:
     timeout_s: float = 60.0
     memory_mb: int = 4096
     lookahead: bool = True
+
+    def __post_init__(self) -> None:
+        # The worker turns these into kernel limits: an infinite or NaN time cannot be one.
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ConfigError(f"timeout_s (--eval-timeout) must be a positive finite number of seconds, got {self.timeout_s!r}")
+        if not self.memory_mb > 0:
+            raise ConfigError(f"memory_mb must be a positive number of MiB, got {self.memory_mb!r}")
 
 
 @dataclass(frozen=True)

@@ -191,3 +191,13 @@ def test_seed_baseline_reproduces_original_harness(sp500: pd.DataFrame) -> None:
     assert metrics["sharpe"] == pytest.approx(0.2009463423477185, abs=1e-9)
     assert metrics["max_drawdown"] == pytest.approx(-0.36432831105976626, abs=1e-9)
     assert metrics["num_trades"] == 58
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("cost_bps", -2.0), ("cost_bps", math.nan), ("cost_bps", 10_000.0), ("cash", 0.0), ("cash", math.inf)]
+)
+def test_settings_that_would_flatter_or_break_the_result_are_refused(field: str, value: float) -> None:
+    from autotrade.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field):  # a negative cost would pay the strategy for trading
+        BacktestSettings(**{field: value})

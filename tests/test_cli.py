@@ -85,3 +85,10 @@ def test_help_does_not_import_heavy_modules() -> None:
     probe = "import sys, autotrade.cli; print(sorted({'pandas', 'openai', 'yfinance', 'matplotlib'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_infinite_eval_timeout_is_one_line_not_a_traceback(prepared_dir: Path) -> None:
+    result = runner.invoke(app, ["backtest", "--data", str(prepared_dir), "--eval-timeout", "inf"])
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "timeout" in result.stderr

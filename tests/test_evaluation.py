@@ -91,3 +91,11 @@ def test_signal_outside_minus_one_to_one_is_bad_signal(data: PreparedData) -> No
 def test_record_is_strict_json(data: PreparedData) -> None:
     record = evaluate_block(BASELINE, data).to_record()
     assert json.loads(json.dumps(record, allow_nan=False))["windows"]["val"]["bars"] == 756
+
+
+@pytest.mark.parametrize(("field", "value"), [("timeout_s", float("inf")), ("timeout_s", float("nan")), ("timeout_s", 0.0), ("memory_mb", 0)])
+def test_eval_settings_refuse_limits_the_worker_cannot_apply(field: str, value: float) -> None:
+    from autotrade.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        EvalSettings(**{field: value})
