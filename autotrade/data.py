@@ -715,6 +715,8 @@ def load_prepared(data_dir: Path | str) -> PreparedData:
         payload = csv_path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{csv_path} is missing: rerun `autotrade prepare`") from None
+    except OSError as exc:  # a directory in its place, no permission
+        raise DataError(f"cannot read {csv_path} ({exc.strerror or type(exc).__name__}): rerun `autotrade prepare`") from None
     if hashlib.sha256(payload).hexdigest() != expected:
         raise DataError(
             f"{csv_path} changed since `autotrade prepare` (its sha256 no longer matches {meta_path}): "

@@ -488,3 +488,12 @@ def test_data_dir_that_is_a_file_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"cannot write the prepared data to .*data"):
         prepare_data(offline=True, data_dir=blocker)
     assert blocker.read_text() == "not a directory"
+
+
+def test_load_prepared_with_an_unreadable_full_csv_is_a_data_error(tmp_path: Path) -> None:
+    prepared = prepare_data(offline=True, data_dir=tmp_path)
+    full = tmp_path / prepared.meta["file"]
+    full.unlink()
+    full.mkdir()  # e.g. a botched copy: the name is there, the bytes cannot be read
+    with pytest.raises(DataError, match=r"cannot read .*sp500\.csv.*rerun `autotrade prepare`"):
+        load_prepared(tmp_path)
