@@ -71,7 +71,7 @@ def compare(
     console.print(compare_table(rows))
     datasets = {r.data_sha256 for r in rows if r.data_sha256}
     if len(datasets) > 1:
-        console.print("note: these runs used different data, so their returns are not directly comparable", style="yellow")
+        console.print("note: these runs used different data, so their returns are not directly comparable", style="yellow", markup=False)
     for r in rows:
         if r.problem:
-            console.print(f"note: run {r.name} could not be read: {r.problem}", style="yellow")
+            console.print(f"note: run {r.name} could not be read: {r.problem}", style="yellow", markup=False)  # errors quote files

@@ -242,15 +242,22 @@ def summary_lines(report: Report) -> list[str]:
 # -- terminal ------------------------------------------------------------------------------------------------
 
 
+def plain(cells: Sequence[str]) -> list[Text]:
+    """Cells as literal text: messages and names come from model code and users, and rich markup in them
+    (pandas' own "... are in the [columns]", a stray "[/x]") must be shown as is, never styled away or crash."""
+    return [Text(str(cell)) for cell in cells]
+
+
 def rich_table(section: Section) -> Table:
     """One section as a rich table."""
-    table = Table(title=section.title, title_justify="left", caption=section.note or None, caption_justify="left")
+    table = Table(title=Text(section.title), title_justify="left", caption=Text(section.note) if section.note else None,
+                  caption_justify="left")
     for k, header in enumerate(section.headers):
         right = section.right[k] if k < len(section.right) else False
-        table.add_column(header, justify="right" if right else "left", overflow="fold")
+        table.add_column(Text(header), justify="right" if right else "left", overflow="fold")
     for k, row in enumerate(section.rows):
         member = section.highlight[k] if k < len(section.highlight) else False
-        table.add_row(*row, style="bold green" if member else None)
+        table.add_row(*plain(row), style="bold green" if member else None)
     return table
 
 
@@ -281,7 +288,7 @@ def runs_table(rows: Sequence[RunSummary], title: str) -> Table:
         who = r.model if r.policy == "model" else f"{r.policy} policy"
         test = pct(r.test_return) if r.test_revealed_at else "not revealed"
         state = r.state if not r.problem else f"damaged: {short(r.problem, 60)}"
-        table.add_row(r.name, who, r.endpoint, str(r.iterations), share(r.ok_share), pct(r.best_val_return), test, state)
+        table.add_row(*plain((r.name, who, r.endpoint, str(r.iterations), share(r.ok_share), pct(r.best_val_return), test, state)))
     return table
 
 
@@ -327,9 +334,9 @@ def compare_table(rows: Sequence[RunSummary]) -> Table:
                   caption="DSR and PBO come from each run's last `autotrade report` (— until it covers every iteration).", caption_justify="left")
     table.add_column("")
     for r in rows:
-        table.add_column(r.name, justify="right", overflow="fold")
+        table.add_column(Text(r.name), justify="right", overflow="fold")
     for label, key in COMPARE_ROWS:
-        table.add_row(label, *(compare_cell(r, key) for r in rows))
+        table.add_row(*plain((label, *(compare_cell(r, key) for r in rows))))
     return table
 
 

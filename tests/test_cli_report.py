@@ -108,3 +108,13 @@ def test_runs_without_any_run_says_how_to_start(tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(tmp_path)
     outcome = invoke("runs")
     assert outcome.exit_code == 0 and "no runs in train/" in text_of(outcome)
+
+
+def test_runs_and_compare_show_a_damaged_run_whose_error_looks_like_rich_markup(here: Path) -> None:
+    # The error text quotes the file's content ("[/a]"): it must be shown as is, not parsed as rich markup (a crash).
+    (here / "train" / "beta" / HOLDOUT_FILE).write_text('{"reveals": [{"at": "x", "iterations": ["[/a]"]}]}')
+    for args in (("runs",), ("compare", "alpha", "beta")):
+        outcome = invoke(*args)
+        assert outcome.exit_code == 0, text_of(outcome)
+        assert "damaged" in text_of(outcome)
+    assert "with base 10: '[/a]'" in text_of(outcome)  # compare's note gives the whole error

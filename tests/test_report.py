@@ -278,3 +278,25 @@ def test_a_random_policy_run_reports_its_policy_varied_strategies_and_no_model_s
     assert (report.spend.model_calls, report.spend.prompt_tokens, report.spend.completion_tokens) == (0, 0, 0)
     assert report.diversity.distinct >= 4 and len(report.diversity.family_counts) >= 3 and not report.diversity.collapsed
     assert (result.path / HTML_FILE).stat().st_size > 10_000
+
+
+def test_text_from_candidates_and_runs_is_printed_verbatim_never_as_rich_markup() -> None:
+    # Exception messages come from model code: pandas' own KeyError says "... are in the [columns]", and a
+    # "[/x]" would make rich raise MarkupError; tables must show such text as it is, and never crash on it.
+    from rich.console import Console
+
+    from autotrade.report import _damaged
+    from autotrade.report_render import Section, compare_table, rich_table, runs_table
+
+    texts = ("None of [Index(['foo'], dtype='object')] are in the [columns]", "closing [/x] tag", "a [bold]b[/bold] c")
+    console = Console(file=io.StringIO(), width=400)
+    console.print(rich_table(Section("t", ("why",), tuple((t,) for t in texts), note=" | ".join(texts))))
+    out = console.file.getvalue()
+    assert all(out.count(t) == 2 for t in texts)  # once in the rows, once in the note
+
+    run = _damaged(RunDir(Path("/nonexistent/run[x]")), "bad [/y] json")
+    console = Console(file=io.StringIO(), width=400)
+    console.print(runs_table([run], "runs"))
+    console.print(compare_table([run, run]))
+    out = console.file.getvalue()
+    assert "bad [/y] json" in out and "run[x]" in out
