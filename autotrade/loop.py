@@ -492,13 +492,14 @@ def start_run(
     """Preflight (model policy), create train/<name>/, and run: iteration 0 is the starting trade.py, then proposals."""
     data = load_prepared(Path(settings.data_dir))
     source = start_source(Path(settings.start_from) if settings.start_from else None)
+    # Before anything is written: prompts that cannot render (they are pinned in config.json, so resume could not
+    # get past them either), a wrong URL or a wrong model must not leave a run behind.
+    chars = estimate_prompt_chars(prompts, settings, data.research_frame(), extract_block(source)) if settings.max_iter > 1 else 0
     if not uses_model(settings):
         model = None  # the random policy never talks to an endpoint
     elif model is None:
         raise ConfigError("the model policy needs endpoint settings")
     elif settings.max_iter > 1:
-        # Before anything is written: a wrong URL or model must not leave an empty run behind.
-        chars = estimate_prompt_chars(prompts, settings, data.research_frame(), extract_block(source))
         model = check_endpoint(model, chars, reporter)
     ticker = str(data.meta.get("ticker") or data.meta.get("dataset") or "run")
     run = RunDir.create(root, name or default_name(ticker))

@@ -236,6 +236,16 @@ def test_preflight_failure_leaves_no_run_behind(openai_server: OpenAIServer, tmp
     assert not (tmp_path / "train" / "x").exists()
 
 
+def test_a_prompt_template_with_an_unknown_placeholder_leaves_no_run_behind_with_either_policy(tmp_path: Path, small_data: Path) -> None:
+    # The prompts are pinned in config.json: a run started with a template that cannot render could never get
+    # past iteration 1, not even on resume. The random policy has no preflight, so this must be checked apart.
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "prompt_template.md").write_text("{{program}}\n{{no_such_placeholder}}\n")
+    with pytest.raises(ConfigError, match="no_such_placeholder"):
+        start_run(settings(small_data, policy="random"), None, PlainReporter(io.StringIO()), prompts=load_prompt_files(tmp_path), name="p", root=tmp_path / "train")
+    assert not (tmp_path / "train" / "p").exists()
+
+
 def test_a_baseline_only_run_needs_no_server(tmp_path: Path, small_data: Path) -> None:
     endpoint = model_settings(base_url="http://127.0.0.1:9/v1", environ={})
     result = start_run(settings(small_data, max_iter=1), endpoint, PlainReporter(io.StringIO()), prompts=load_prompt_files(tmp_path), name="b", root=tmp_path / "train")
