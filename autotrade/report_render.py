@@ -17,10 +17,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .plots import equity_plot, objective_plot
 from .report import REPORT_JSON, Report, RunSummary, summary
-from .rundir import to_json
 
 HTML_FILE = "report.html"
 EQUITY_PNG = "report_equity.png"
@@ -409,6 +408,6 @@ def write_files(report: Report) -> list[Path]:
         written.append(report.path / name)
     atomic_write_text(report.path / HTML_FILE, render_html(report, images))
     written.append(report.path / HTML_FILE)
-    atomic_write_text(report.path / REPORT_JSON, to_json({"generated_at": report.generated_at, "summary": summary(report)}))
+    atomic_write_json(report.path / REPORT_JSON, {"generated_at": report.generated_at, "summary": summary(report)})
     written.append(report.path / REPORT_JSON)
     return written

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import re
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_json, atomic_write_text, json_safe
 
 DEFAULT_ROOT = Path("train")
 STATE_VERSION = 1
@@ -72,22 +71,6 @@ class RunState:
 def now_iso() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
-def to_json(obj: Any) -> str:
-    """Deterministic, strict JSON (NaN and infinity become null) with a trailing newline."""
-    return json.dumps(_finite(obj), indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def _finite(obj: Any) -> Any:
-    """Replace non-finite floats by None, recursively, so the JSON stays standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def check_name(name: str) -> str:
@@ -180,7 +163,7 @@ class RunDir:
 
     def write_json(self, path: Path, obj: Any) -> None:
         """Atomic strict-JSON write."""
-        atomic_write_text(path, to_json(obj))
+        atomic_write_json(path, obj)
 
     def read_json(self, path: Path) -> Any:
         """Parse a JSON file of this run; ConfigError naming it when unreadable."""
@@ -228,7 +211,7 @@ class RunDir:
     # -- journal -------------------------------------------------------------------------------
     def journal(self, event: str, **fields: Any) -> None:
         """Append one event line; a line cut short by a kill is closed off first."""
-        line = json.dumps(_finite({"time": now_iso(), "event": event, **fields}), ensure_ascii=False)
+        line = json.dumps(json_safe({"time": now_iso(), "event": event, **fields}), ensure_ascii=False, allow_nan=False)
         with open(self.journal_path, "a+b") as handle:
             if handle.tell() > 0:
                 handle.seek(-1, os.SEEK_END)
