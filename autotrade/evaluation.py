@@ -22,6 +22,7 @@ import numpy as np
 from .backtest import BacktestSettings, WindowResult, run_window
 from .data import PreparedData, load_prepared
 from .errors import AutotradeError, CandidateError, ConfigError, UnsafeCodeError
+from .fileio import json_safe
 from .sandbox.lookahead import check_lookahead, cut_points, seed_for
 from .sandbox.vet import vet_block
 from .sandbox.oneshot import begin_one_shot
@@ -93,16 +94,12 @@ class Evaluation:
             "message": self.message,
             "error_type": self.error_type,
             "traceback": self.traceback,
-            "windows": {name: {k: _finite_or_none(v) for k, v in m.items()} for name, m in self.windows.items()},
+            "windows": json_safe(self.windows),
             "columns": list(self.columns),
             "warnings": list(self.warnings),
             "output": self.output,
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
 
 
 def _failure(status: str, message: str, timings: dict[str, float], error_type: str | None = None, tb: str = "") -> Evaluation:
