@@ -4,6 +4,7 @@ AutotradeError                 handled at the outermost level: one line on stder
  ├── ConfigError               the user must fix a flag, a .env value or a file
  ├── DataError                 the data is missing or malformed
  ├── EndpointError             the model server is unreachable or refused the request
+ ├── SandboxError              the sandbox itself could not run a candidate (the machine's fault, not the block's)
  ├── ReplyError                the model's reply holds no usable code (an outcome: journaled, loop goes on)
  ├── UnsafeCodeError           vetting rejected the candidate (an outcome)
  └── CandidateError            the candidate crashed, timed out or looked ahead (an outcome)
@@ -24,6 +25,10 @@ class DataError(AutotradeError):
 
 class EndpointError(AutotradeError):
     """The OpenAI-compatible endpoint could not be reached or refused the request."""
+
+
+class SandboxError(AutotradeError):
+    """The sandbox could not start or set up a worker: no candidate code ran, so no candidate is to blame."""
 
 
 class ReplyError(AutotradeError):

@@ -54,13 +54,16 @@ class Server:
         self.log.close()
 
 
-def start_fresh() -> Server:
-    """Launch the server as a fresh `python -I` (scrubbed environment, cwd /, its own session); no waiting."""
+def start_fresh(faults: frozenset[str] = frozenset()) -> Server:
+    """Launch the server as a fresh `python -I` (scrubbed environment, cwd /, its own session); no waiting.
+
+    `faults`: facilities the server refuses as a machine without them would (tests only).
+    """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     log = tempfile.TemporaryFile()
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     boot = (f"import sys; sys.path.insert(0, {package_root!r}); "
-            f"from autotrade.sandbox.worker import serve; serve({theirs.fileno()}, {os.getpid()})")
+            f"from autotrade.sandbox.worker import serve; serve({theirs.fileno()}, {os.getpid()}, faults={sorted(faults)!r})")
     try:
         process = subprocess.Popen(
             [sys.executable, "-I", "-B", "-c", boot], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

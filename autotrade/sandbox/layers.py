@@ -12,8 +12,12 @@ Where each one is applied (see worker.py for the processes):
 The kernel layers hold against native code; the audit hook is in-process (it can be
 walked around by memory tricks) and exists to turn attempts into clear errors and to stop
 what the kernel layers cannot name, such as reading files inside the library view.
-Every layer degrades gracefully: when the machine does not allow it, it is reported
-(as the reason string) and the others still apply.
+Every layer degrades on its own: when the machine does not allow it (a normal user on Ubuntu,
+whose AppArmor policy refuses unprivileged user namespaces; a container without mount rights;
+no libseccomp; macOS, with neither namespaces nor seccomp), it is reported as the reason string
+and the others still apply. Who we are is asked with the real uid BEFORE any namespace is
+entered: inside a user namespace every process can look like root. FAULTS lets the tests refuse
+each facility the way such a machine would.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 NOBODY = 65534  # uid and gid of nobody on Linux; no /etc/passwd lookup needed
+
+# Facilities a machine may refuse, by the name a test uses to refuse them (see worker.simulate_faults).
+FAULTS = {
+    "namespaces": "every unshare refused (a container without CAP_SYS_ADMIN, namespaces disabled)",
+    "user_namespace": "unprivileged user namespaces refused (Ubuntu 23.10+ restricts them through AppArmor)",
+    "mount": "mounts refused (a container without mount rights)",
+    "seccomp": "no libseccomp",
+    "nobody": "changing to uid nobody refused",
+    "linux": "no Linux facilities: no namespaces, no prctl, no seccomp (macOS)",
+}
 
 # Linux constants (identical on x86_64 and aarch64).
 _CLONE_NEWNS = 0x00020000
@@ -98,6 +112,15 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
+def _simulated(what: str) -> OSError:
+    return OSError(_EPERM, f"{what}: Operation not permitted (simulated)")
+
+
+def has_prctl(faults: frozenset[str] = frozenset()) -> bool:
+    """True on Linux, where prctl (parent-death signal, no core dumps, seccomp) exists."""
+    return "linux" not in faults and hasattr(_libc(), "prctl")
+
+
 def _check(result: int, what: str) -> None:
     if result != 0:
         errno = ctypes.get_errno()
@@ -142,40 +165,73 @@ def _system_binds() -> tuple[list[str], list[tuple[str, str]]]:
     return binds, links
 
 
-def enter_namespaces(roots: tuple[str, ...]) -> dict[str, bool | str]:
+def enter_namespaces(roots: tuple[str, ...], host_uid: int, host_gid: int,
+                     faults: frozenset[str] = frozenset()) -> dict[str, bool | str]:
     """In the fork server: a new network namespace and a read-only filesystem view of `roots` only.
 
-    Returns {"network_namespace": True|reason, "filesystem_view": True|reason}. Root uses
-    mount and network namespaces directly; other users get them inside a user namespace
-    (mapped to their own uid) where the kernel allows it.
+    Returns {"network_namespace": True|reason, "filesystem_view": True|reason}. Root (by the
+    real uid, `host_uid`, asked before this call) uses mount and network namespaces directly;
+    other users get them inside a user namespace that maps their own uid to itself, so that
+    nothing inside mistakes them for root, and the server then drops the capabilities the new
+    namespace gave it: its children hold none.
     """
     libc = _libc()
-    uid, gid = os.getuid(), os.getgid()
-    privileged = os.geteuid() == 0
-    user = 0 if privileged else _CLONE_NEWUSER
+    if "linux" in faults or not hasattr(libc, "unshare"):
+        reason = "unavailable (no namespaces on this system)"
+        return {"network_namespace": reason, "filesystem_view": reason}
+    user = 0 if host_uid == 0 else _CLONE_NEWUSER
+
+    def unshare(flags: int) -> None:
+        if "namespaces" in faults or ("user_namespace" in faults and flags & _CLONE_NEWUSER):
+            raise _simulated("unshare")
+        _check(libc.unshare(flags), "unshare")
+
+    view: bool | str = True
     try:
-        _check(libc.unshare(user | _CLONE_NEWNET | _CLONE_NEWNS), "unshare")
+        unshare(user | _CLONE_NEWNET | _CLONE_NEWNS)
     except OSError as exc:
+        view = f"unavailable ({exc.strerror})"
         try:  # a network namespace alone may still be allowed
-            _check(libc.unshare(user | _CLONE_NEWNET), "unshare")
-            network: bool | str = True
+            unshare(user | _CLONE_NEWNET)
         except OSError as exc2:
-            network = f"unavailable ({exc2.strerror})"
-        return {"network_namespace": network, "filesystem_view": f"unavailable ({exc.strerror})"}
+            return {"network_namespace": f"unavailable ({exc2.strerror})", "filesystem_view": view}
     try:
-        if not privileged:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+        if user:
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{host_uid} {host_uid} 1"),
+                               ("gid_map", f"{host_gid} {host_gid} 1")):
                 with open(f"/proc/self/{name}", "w") as handle:
                     handle.write(text)
-        _chroot_into_view(libc, roots)
+        if view is True:
+            _chroot_into_view(libc, roots, faults)
     except OSError as exc:
-        return {"network_namespace": True, "filesystem_view": f"unavailable ({exc})"}
-    return {"network_namespace": True, "filesystem_view": True}
+        view = f"unavailable ({exc})"
+    network: bool | str = True
+    if user:
+        try:
+            drop_capabilities()
+        except OSError as exc:
+            network = f"on, but the namespace's capabilities were kept ({exc})"
+    return {"network_namespace": network, "filesystem_view": view}
 
 
-def _chroot_into_view(libc: ctypes.CDLL, roots: tuple[str, ...]) -> None:
+def drop_capabilities() -> None:
+    """capset(2) with empty sets: no capability, in this namespace or any other, for us or our children."""
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc = _libc()
+    header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit data structs
+    _check(libc.capset(ctypes.byref(header), (Data * 2)()), "capset")
+
+
+def _chroot_into_view(libc: ctypes.CDLL, roots: tuple[str, ...], faults: frozenset[str]) -> None:
     """Mount a tmpfs, bind the library dirs read-only at their own paths, make it read-only, chroot."""
     def mount(source: str | None, target: str, fstype: str | None, flags: int, data: bytes | None = None) -> None:
+        if "mount" in faults:
+            raise _simulated(f"mount {target}")
         _check(libc.mount(source.encode() if source else None, target.encode(),
                           fstype.encode() if fstype else None, flags, data), f"mount {target}")
 
@@ -207,14 +263,16 @@ def _chroot_into_view(libc: ctypes.CDLL, roots: tuple[str, ...]) -> None:
     os.chdir("/")
 
 
-def can_drop_to_nobody(roots: tuple[str, ...], view_active: bool) -> bool | str:
-    """True when running as root and nobody can read the library dirs (pyenv under /root often cannot).
+def can_drop_to_nobody(roots: tuple[str, ...], view_active: bool, host_uid: int) -> bool | str:
+    """Whether children can run unprivileged: True for a normal user (they run as that user), and for
+    root when nobody can read the library dirs (pyenv under /root often cannot); else why not.
 
-    Inside the filesystem view the roots' parents are our own 0755 directories; outside it
-    every parent directory must be searchable by others too.
+    `host_uid` is the real uid asked before any namespace was entered. Inside the filesystem view
+    the roots' parents are our own 0755 directories; outside it every parent directory must be
+    searchable by others too.
     """
-    if os.geteuid() != 0:
-        return "not root (runs as the invoking user)"
+    if host_uid != 0:
+        return True
     import numpy
     import pandas
 
@@ -235,11 +293,13 @@ def _parents(path: str) -> list[str]:
     return parents
 
 
-def build_seccomp_filter() -> bytes:
+def build_seccomp_filter(faults: frozenset[str] = frozenset()) -> bytes:
     """The worker's seccomp filter as raw BPF, compiled once by libseccomp (via ctypes, no dependency).
 
     Raises OSError when libseccomp is missing or refuses; the worker then runs without this layer.
     """
+    if faults & {"seccomp", "linux"}:
+        raise OSError(0, "libseccomp.so.2 not found (simulated)")
     lib = None
     for name in ("libseccomp.so.2", "libseccomp.so"):
         try:
@@ -314,37 +374,55 @@ def apply_seccomp(program: bytes) -> None:
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
     libc = _libc()
+    if not hasattr(libc, "prctl"):
+        raise OSError(0, "no prctl on this system")
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
     _check(libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "prctl(SECCOMP)")
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """SIGKILL this process when its parent goes away (and exit now if it already has)."""
-    _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def die_with_parent(parent_pid: int, prctl: bool = True) -> None:
+    """SIGKILL this process when its parent goes away (where prctl exists), and exit now if it already has."""
+    if prctl:
+        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(1)
 
 
-def make_undumpable() -> None:
-    """No ptrace attach by same-uid processes, no core dump, /proc entries owned by root."""
-    _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+def make_undumpable(prctl: bool = True) -> None:
+    """No ptrace attach by same-uid processes, no core dump, /proc entries owned by root (where prctl exists)."""
+    if prctl:
+        _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def set_limits(memory_mb: int, cpu_s: int) -> None:
-    """rlimits for one worker child: CPU seconds (soft < hard), address space, no files, no processes."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))  # SIGXCPU first, SIGKILL one second later
+def set_limits(memory_mb: int, cpu_s: int) -> list[str]:
+    """rlimits for one worker child: CPU seconds (soft < hard), address space, no files, no processes.
+
+    Each limit is set on its own (macOS, for one, refuses some); returns those the system refused.
+    """
     memory = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # no effect for root: seccomp and uid nobody cover it
-    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    wanted = (
+        ("RLIMIT_CORE", (0, 0)),
+        ("RLIMIT_FSIZE", (0, 0)),
+        ("RLIMIT_CPU", (cpu_s, cpu_s + 1)),  # SIGXCPU first, SIGKILL one second later
+        ("RLIMIT_AS", (memory, memory)),
+        ("RLIMIT_NPROC", (0, 0)),  # no effect for root: seccomp and uid nobody cover it
+        ("RLIMIT_NOFILE", (64, 64)),
+    )
+    refused = []
+    for name, value in wanted:
+        try:
+            resource.setrlimit(getattr(resource, name), value)
+        except (AttributeError, ValueError, OSError):
+            refused.append(name)
+    return refused
 
 
-def drop_privileges(uid: int = NOBODY) -> None:
+def drop_privileges(uid: int = NOBODY, faults: frozenset[str] = frozenset()) -> None:
     """Become `uid` (nobody) with no supplementary groups; irreversible, and drops all capabilities."""
+    if "nobody" in faults:
+        raise _simulated("setuid")
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)

@@ -51,11 +51,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import AutotradeError, CandidateError
+from ..errors import CandidateError, SandboxError
 from . import launch, layers
 from .execute import bar_label, candidate_error, compile_block, compute_features_and_signals, exec_block
 
 _PREFIX = struct.Struct("<IQ")  # header length, payload length
+SET_UP = b"S"  # a child's first byte on its result pipe: its layers are in place, candidate code may run next
 _INTERNAL_ERROR = 70  # exit code of a child whose set-up failed (EX_SOFTWARE)
 _HEADER_CAP = 1 << 20  # bytes of JSON header a child may send back
 _FRAME_DTYPES = ("float64", "int64", "bool")  # sent as is; anything else is sent as float64
@@ -129,17 +130,20 @@ def run_candidate(source: str, frame: pd.DataFrame, cut_points: Sequence[int] = 
     runs = [_Run(0, rows, source, encoded, limits)] + [_Run(i + 1, c, source, encoded, limits)
                                                          for i, c in enumerate(cuts)]
     _SERVER.execute(runs, limits)
+    _raise_setup_failure(runs)
     full = runs[0]
     if full.error is not None:
         raise full.error
     for run in runs[1:]:
         if run.error is not None and not run.cancelled:
             raise _prefix_failure(run, frame.index)
-    assert full.result is not None
+    results = [run.result for run in runs]
+    if any(result is None for result in results):  # every run owes a result: a missing one would skip its comparison
+        raise CandidateError("a look-ahead run returned no result", status="runtime_error")
     total = time.perf_counter() - started
     return CandidateOutput(
         rows=rows, columns=full.result.columns, features=full.result.features, signals=full.result.signals,
-        prefixes=tuple(r.result for r in runs[1:] if r.result is not None), output=full.output_text(),
+        prefixes=tuple(r for r in results[1:] if r is not None), output=full.output_text(),
         warnings=tuple(full.warnings),
         timings={"run_s": full.wall_s, "prefix_runs_s": sum(r.wall_s for r in runs[1:]), "total_s": total})
 
@@ -149,6 +153,7 @@ def probe_layers() -> dict[str, bool | str]:
     run = _Run(0, 0, "", _encode_frame(pd.DataFrame(index=pd.DatetimeIndex([], name="Date"))), Limits(),
                probe=True)
     _SERVER.execute([run], Limits())
+    _raise_setup_failure([run])
     report: dict[str, bool | str] = {"worker_process": True}
     report.update(_SERVER.setup_report)
     if run.probe is None:
@@ -157,6 +162,14 @@ def probe_layers() -> dict[str, bool | str]:
     else:  # what the child measured, except where set-up already said why a layer is missing
         report.update({k: v for k, v in run.probe.items() if report.get(k, True) is True})
     return report
+
+
+def _raise_setup_failure(runs: Sequence[_Run]) -> None:
+    """SandboxError when a child failed before any candidate code ran: the machine's problem, not the block's."""
+    failed = next((run for run in runs if run.setup_failure is not None), None)
+    if failed is not None:
+        raise SandboxError(f"the sandbox could not set up a worker process: {failed.setup_failure} "
+                           "(`autotrade doctor` shows which isolation layers this machine allows)")
 
 
 def _prefix_failure(run: _Run, index: pd.DatetimeIndex) -> CandidateError:
@@ -211,6 +224,8 @@ class _Run:
         self.dropped = 0
         self.exit: dict[str, Any] | None = None
         self.cancelled = False  # killed or never started because another run failed
+        self.expects_probe = probe  # the one reply kind this run may send: a probe report, else a candidate result
+        self.setup_failure: str | None = None  # why the sandbox could not set the child up (no candidate code ran)
         self.fds: dict[str, int] = {}
         self.started = self.finished = 0.0
         self.result: RunResult | None = None
@@ -237,7 +252,7 @@ class _Run:
         self.fds.clear()
 
     def conclude(self) -> None:
-        """Turn what came back into a result or a CandidateError."""
+        """Turn what came back into a result, a CandidateError, or a set-up failure of the sandbox itself."""
         self.finished = time.perf_counter()
         exit_info = self.exit or {}
         limits = self.limits
@@ -245,14 +260,20 @@ class _Run:
             self.error = CandidateError("cancelled after another run failed", status="runtime_error")
             return
         if exit_info.get("timed_out"):
-            self.error = CandidateError(f"timed out after {limits.timeout_s:g} s (wall clock); the worker was killed",
+            self.error = CandidateError(f"timed out: the candidate's runs (the full run and every look-ahead run) "
+                                        f"may take {limits.timeout_s:g} s of wall clock in total; the worker was killed",
                                         status="timeout", error_type="TimeoutError")
             return
         if self.overflow:
             self.error = CandidateError(f"the worker sent back more than {self.result_cap} bytes "
                                         f"(limit: {limits.max_columns} feature columns)", status="runtime_error")
             return
-        if self.result_bytes:
+        if not self.result_bytes.startswith(SET_UP):
+            last = self.output_text().strip().splitlines()[-1:] or [_ending(exit_info)]
+            self.setup_failure = last[0]
+            self.error = CandidateError(f"the sandbox could not set up a worker: {last[0]}", status="runtime_error")
+            return
+        if len(self.result_bytes) > len(SET_UP):
             self._parse()
             return
         killed_by = exit_info.get("signal")
@@ -265,16 +286,13 @@ class _Run:
         elif killed_by:
             self.error = CandidateError(f"the worker crashed ({signal.Signals(killed_by).name})",
                                         status="runtime_error", error_type=signal.Signals(killed_by).name)
-        elif exit_info.get("code") == _INTERNAL_ERROR:
-            last = self.output_text().strip().splitlines()[-1:] or ["no details"]
-            self.error = CandidateError(f"the sandbox worker failed: {last[0]}", status="runtime_error")
         else:
             self.error = CandidateError(f"the worker ended (exit code {exit_info.get('code')}) without a result; "
                                         "the block must not exit, fork or close its output", status="runtime_error")
 
     def _parse(self) -> None:
         try:
-            header, payload = _unpack(bytes(self.result_bytes), _HEADER_CAP)
+            header, payload = _unpack(bytes(self.result_bytes[len(SET_UP):]), _HEADER_CAP)
             self._accept(header, payload)
         except (ValueError, TypeError, KeyError) as exc:
             self.error = CandidateError(f"the worker returned malformed output ({exc})", status="runtime_error")
@@ -284,7 +302,9 @@ class _Run:
         if not isinstance(header, dict):
             raise TypeError("header is not an object")
         status = header.get("status")
-        if status == "probe" and isinstance(header.get("layers"), dict):
+        if self.expects_probe:
+            if status != "probe" or not isinstance(header.get("layers"), dict):
+                raise ValueError("a probe run must send a probe report")
             self.probe = {str(k)[:40]: (v if v is True else str(v)[:200]) for k, v in header["layers"].items()}
             return
         if status not in _STATUSES:
@@ -317,6 +337,13 @@ class _Run:
             self.warnings = [_text(w, 300) for w in warnings[:10]]
 
 
+def _ending(exit_info: Mapping[str, Any]) -> str:
+    """How a child ended, when it said nothing itself."""
+    if exit_info.get("signal"):
+        return f"the worker was killed by {signal.Signals(exit_info['signal']).name} during set-up"
+    return f"the worker exited with code {exit_info.get('code')} during set-up"
+
+
 def _text(value: Any, cap: int) -> str:
     text = value if isinstance(value, str) else ""
     return text if len(text) <= cap else text[:cap] + "..."
@@ -331,6 +358,7 @@ class _ForkServerHandle:
         self._server: launch.Server | None = None
         self._ready = False
         self.setup_report: dict[str, bool | str] = {}
+        self.faults: frozenset[str] = frozenset()  # facilities the next server refuses (simulate_faults)
 
     def prestart(self) -> None:
         """Launch the server without waiting for it (it imports pandas while the harness works)."""
@@ -342,14 +370,14 @@ class _ForkServerHandle:
         with self._lock:
             self._drop_foreign()
             self._stop()
-            self._server = _fork_server_process()
+            self._server = _fork_server_process(self.faults)
 
     def _ensure_started(self) -> None:
         self._drop_foreign()
         if self._server is not None and self._server.process.poll() is None:
             return
         self._stop()
-        self._server = launch.start_fresh()
+        self._server = launch.start_fresh(self.faults)
 
     def _drop_foreign(self) -> None:
         if self._server is not None and self._server.owner != os.getpid():
@@ -367,7 +395,7 @@ class _ForkServerHandle:
         if not message:
             log = self._server_log()
             self._stop()
-            raise AutotradeError(f"the sandbox worker failed to start: {log}")
+            raise SandboxError(f"the sandbox worker failed to start: {log}")
         self.setup_report = json.loads(message)["layers"]
         self._ready = True
 
@@ -412,7 +440,8 @@ class _ForkServerHandle:
         sock = self._sock
         queue = deque(runs)
         active: dict[int, _Run] = {}
-        backstop = time.monotonic() + limits.timeout_s * (1 + len(runs)) + 30
+        deadline = time.monotonic() + limits.timeout_s  # one budget for all of a candidate's runs together
+        backstop = deadline + 30
         with selectors.DefaultSelector() as selector:
             selector.register(sock, selectors.EVENT_READ, None)
             try:
@@ -421,7 +450,7 @@ class _ForkServerHandle:
                         run = queue.popleft()
                         if run.cancelled:
                             continue
-                        self._spawn(run, limits, selector)
+                        self._spawn(run, limits, max(0.0, deadline - time.monotonic()), selector)
                         active[run.job_id] = run
                     if not active:
                         break
@@ -460,12 +489,12 @@ class _ForkServerHandle:
             if run.job_id in active:
                 self._sock.send(json.dumps({"op": "kill", "job": run.job_id}).encode())
 
-    def _spawn(self, run: _Run, limits: Limits, selector: selectors.BaseSelector) -> None:
+    def _spawn(self, run: _Run, limits: Limits, timeout_s: float, selector: selectors.BaseSelector) -> None:
         job_read, job_write = os.pipe()
         result_read, result_write = os.pipe()
         output_read, output_write = os.pipe()
         run.job_id = next(self._job_ids)
-        request = {"op": "spawn", "job": run.job_id, "timeout_s": limits.timeout_s,
+        request = {"op": "spawn", "job": run.job_id, "timeout_s": timeout_s,
                    "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "disabled": sorted(limits.disabled_layers)}
         try:
             socket.send_fds(self._sock, [json.dumps(request).encode()], [job_read, result_write, output_write])
@@ -517,6 +546,22 @@ class _ForkServerHandle:
 
 _SERVER = _ForkServerHandle()
 atexit.register(_SERVER.close)
+
+
+def simulate_faults(faults: frozenset[str]) -> frozenset[str]:
+    """Make the next sandbox server refuse `faults` (names from layers.FAULTS) as such a machine would; tests only.
+
+    Stops the current server; returns the faults it had, to restore afterwards.
+    """
+    unknown = set(faults) - set(layers.FAULTS)
+    if unknown:
+        raise ValueError(f"unknown faults: {', '.join(sorted(unknown))}")
+    with _SERVER._lock:
+        previous = _SERVER.faults
+        _SERVER._drop_foreign()
+        _SERVER._stop()
+        _SERVER.faults = frozenset(faults)
+    return previous
 
 
 def prestart() -> None:
@@ -574,7 +619,7 @@ class _ForkedProcess:
             self.returncode = os.waitstatus_to_exitcode(status)
 
 
-def _fork_server_process() -> launch.Server:
+def _fork_server_process(faults: frozenset[str]) -> launch.Server:
     """Fork this process into a fork server; returns the harness's side of it (no waiting)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     log = tempfile.TemporaryFile()
@@ -586,7 +631,7 @@ def _fork_server_process() -> launch.Server:
         code = _INTERNAL_ERROR
         try:
             ours.close()
-            _become_server(theirs, log.fileno(), harness)
+            _become_server(theirs, log.fileno(), harness, faults)
             code = 0  # the harness has gone
         except BaseException:  # noqa: BLE001 - say why on the log, which the harness reads if we never answer
             traceback.print_exc()
@@ -597,7 +642,7 @@ def _fork_server_process() -> launch.Server:
     return launch.Server(_ForkedProcess(pid), ours, log, harness)
 
 
-def _become_server(control: socket.socket, log_fd: int, harness_pid: int) -> None:
+def _become_server(control: socket.socket, log_fd: int, harness_pid: int, faults: frozenset[str]) -> None:
     """In the forked child: own session, no harness descriptors, environment scrubbed, then serve."""
     os.setsid()  # out of the terminal's process group (Ctrl-C is the harness's), and killpg reaches our children
     null = os.open(os.devnull, os.O_RDWR)
@@ -609,7 +654,7 @@ def _become_server(control: socket.socket, log_fd: int, harness_pid: int) -> Non
     os.closerange(keep + 1, 1 << 16)  # the harness's files, sockets and terminal
     layers.scrub_inherited_environment(launch.SERVER_ENV)
     os.chdir("/")
-    serve(keep, harness_pid, warm_up=False)
+    serve(keep, harness_pid, warm_up=False, faults=sorted(faults))
 
 
 def _pack(header: dict[str, Any], payload: bytes) -> bytes:
@@ -668,41 +713,91 @@ def strategy_logic(row):
 
 
 class _Policy:
-    """What the server set up and what every child must apply."""
+    """What the server set up and what every child must apply (each layer only where the self-test saw it hold)."""
 
-    def __init__(self, roots: tuple[str, ...], seccomp: bytes | None, drop_to_nobody: bool) -> None:
+    def __init__(self, roots: tuple[str, ...], seccomp: bytes | None, drop_to_nobody: bool, prctl: bool,
+                 faults: frozenset[str]) -> None:
         self.roots, self.seccomp, self.drop_to_nobody = roots, seccomp, drop_to_nobody
+        self.prctl, self.faults = prctl, faults
 
 
-def serve(control_fd: int, harness_pid: int, warm_up: bool = True) -> None:
+def serve(control_fd: int, harness_pid: int, warm_up: bool = True, faults: Sequence[str] = ()) -> None:
     """Fork-server main loop (entry point of the `python -I` process the harness starts).
 
     `warm_up=False` (a one-shot command's server, a handful of children) skips the warm-up: it
     costs ~25 ms on the command's critical path, and saves a child at most ~5 ms of pandas'
-    first-call work (nothing for a simple block).
+    first-call work (nothing for a simple block). `faults` names facilities to refuse as a
+    machine without them would (layers.FAULTS; tests only).
     """
+    refused = frozenset(faults)
+    # Who we are, asked before any namespace: inside a user namespace everyone can look like root.
+    host_uid, host_gid = os.getuid(), os.getgid()
+    prctl = layers.has_prctl(refused)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's business
-    layers.die_with_parent(harness_pid)
+    layers.die_with_parent(harness_pid, prctl)
     control = socket.socket(fileno=control_fd)
     if warm_up:
         _warm_up()
     report: dict[str, bool | str] = {}
     roots = layers.library_roots()
     try:
-        seccomp: bytes | None = layers.build_seccomp_filter()
+        seccomp: bytes | None = layers.build_seccomp_filter(refused)
         report["seccomp"] = True
     except OSError as exc:
         seccomp = None
         report["seccomp"] = f"unavailable ({exc})"
-    report.update(layers.enter_namespaces(roots))
-    nobody = layers.can_drop_to_nobody(roots, view_active=report.get("filesystem_view") is True)
+    report.update(layers.enter_namespaces(roots, host_uid, host_gid, refused))
+    nobody = layers.can_drop_to_nobody(roots, report.get("filesystem_view") is True, host_uid)
     report["unprivileged_user"] = nobody
-    policy = _Policy(layers.read_roots(roots), seccomp, nobody is True and os.geteuid() == 0)
+    policy = _Policy(layers.read_roots(roots), seccomp, nobody is True and host_uid == 0, prctl, refused)
+    report.update(_self_test(policy))
     # Children then never touch the server's objects for GC: fewer copied pages per fork. No
     # collection first: it costs ~25 ms of a one-shot command's start and children ran no faster.
     gc.freeze()
     control.send(json.dumps({"op": "ready", "layers": report}).encode())
     _serve_loop(control, policy)
+
+
+def _self_test(policy: _Policy) -> dict[str, bool | str]:
+    """Apply the child layers once in a throwaway child; switch off in `policy` each one the machine refuses.
+
+    Each layer then degrades on its own (the report says why), instead of every evaluation failing
+    on the first refusal. A layer that held here and fails in a later child is a set-up failure.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        found: dict[str, str] = {}
+        try:
+            os.close(read_end)
+            refused = layers.set_limits(1 << 20, 5)  # whether each can be set; the values are the request's
+            if refused:
+                found["rlimits"] = f"partly unavailable ({', '.join(refused)} refused)"
+            if policy.drop_to_nobody:
+                try:
+                    layers.drop_privileges(faults=policy.faults)
+                except OSError as exc:
+                    found["unprivileged_user"] = f"unavailable (changing to nobody failed: {exc})"
+            if policy.seccomp is not None:
+                try:
+                    layers.apply_seccomp(policy.seccomp)
+                except OSError as exc:
+                    found["seccomp"] = f"unavailable ({exc})"
+            os.write(write_end, json.dumps(found).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    if not answer:
+        raise RuntimeError("the sandbox layer self-test died without a report")
+    found = json.loads(answer)
+    if "unprivileged_user" in found:
+        policy.drop_to_nobody = False
+    if "seccomp" in found:
+        policy.seccomp = None
+    return found
 
 
 def _warm_up() -> None:
@@ -801,7 +896,11 @@ def _fork_child(request: dict[str, Any], fds: list[int], policy: _Policy) -> int
 
 
 def _child(request: dict[str, Any], fds: list[int], policy: _Policy, server_pid: int) -> int:
-    """Set up the layers, read the job, run it, write the result; returns the exit code."""
+    """Set up the layers, read the job, run it, write the result; returns the exit code.
+
+    SET_UP goes on the result pipe once every layer is in place and before any candidate code
+    runs: a run that never sent it failed in the sandbox's own set-up, which no block can fake.
+    """
     signal.set_wakeup_fd(-1)
     for number in (signal.SIGCHLD, signal.SIGINT):
         signal.signal(number, signal.SIG_DFL)
@@ -813,19 +912,21 @@ def _child(request: dict[str, Any], fds: list[int], policy: _Policy, server_pid:
     os.dup2(job_fd, 3)
     os.dup2(result_fd, 4)
     os.closerange(5, 1 << 16)  # the control socket, the wake pipe, every other received descriptor
-    layers.die_with_parent(server_pid)
-    layers.make_undumpable()
+    layers.die_with_parent(server_pid, policy.prctl)
+    layers.make_undumpable(policy.prctl)
     job = _read_all(3)
     os.close(3)
-    layers.set_limits(int(request["memory_mb"]), int(request["cpu_s"]))
+    layers.set_limits(int(request["memory_mb"]), int(request["cpu_s"]))  # what it refuses, the self-test reported
     disabled = set(request.get("disabled", ()))
     if policy.drop_to_nobody and "nobody" not in disabled:
-        layers.drop_privileges()
+        layers.drop_privileges(faults=policy.faults)
     if policy.seccomp is not None and "seccomp" not in disabled:
         layers.apply_seccomp(policy.seccomp)
     os.environ.clear()
     np.random.seed(0)  # legacy global RNG use stays reproducible between the full and prefix runs
     header, payload = _unpack(job, 1 << 30)
+    del job
+    os.write(4, SET_UP)
     if header.get("probe"):
         reply = _pack({"status": "probe", "layers": _probe(policy, request)}, b"")
         ok = True
@@ -951,4 +1052,4 @@ def _probe(policy: _Policy, request: dict[str, Any]) -> dict[str, bool | str]:
 
 
 __all__ = ["CandidateOutput", "Limits", "RunResult", "fork_server", "prestart", "probe_layers", "run_candidate",
-           "serve"]
+           "serve", "simulate_faults"]
