@@ -1,7 +1,13 @@
-"""A candidate is the agent block of a trade.py: the text between the two delimiter lines."""
+"""A candidate is the agent block of a trade.py: the text between the two delimiter lines.
+
+Every trade.py the product writes is safe to run or import: its GUARD line, just above the block,
+hands the file to the sandbox (`python trade.py`) or refuses the import, so the block's code,
+its top level, default arguments and decorators included, never runs in the user's own process.
+"""
 
 from __future__ import annotations
 
+import ast
 from importlib import resources
 from pathlib import Path
 
@@ -10,27 +16,46 @@ from .errors import ConfigError
 # The original harness's markers, so its users' files keep working.
 BLOCK_START = "# --- THESE ARE THE FUNCTIONS THE AGENT SHOULD MODIFY ---"
 BLOCK_END = "# -----------------------------------------------------------"
+GUARD = ("from autotrade.evaluation import run_trade_py; run_trade_py(__name__, __file__)"
+         "  # the block below runs only in the sandbox")
+
+
+def is_delimiter_line(line: str) -> bool:
+    """True for a line that is one of the two delimiters, whole (a longer dash comment is not one)."""
+    return line.strip() in (BLOCK_START, BLOCK_END)
+
+
+def _lines(source: str) -> list[tuple[int, str]]:
+    """(offset, line without its newline) of every line, split on newlines only (as Python's parser counts them)."""
+    found, offset = [], 0
+    for line in source.split("\n"):
+        found.append((offset, line))
+        offset += len(line) + 1
+    return found
 
 
 def _block_bounds(source: str, where: str) -> tuple[int, int]:
-    """Character offsets of the block: just after the start line, up to the end line."""
-    start = source.find(BLOCK_START)
-    if start < 0:
+    """Character offsets of the block: just after the start line, up to the end line (both matched as whole lines)."""
+    body = None
+    for offset, line in _lines(source):
+        if body is None and line.strip() == BLOCK_START:
+            body = offset + len(line) + 1
+        elif body is not None and line.strip() == BLOCK_END:
+            return body, offset
+    if body is None:
         raise ConfigError(f"{where}: no start delimiter line '{BLOCK_START}'")
-    body = source.find("\n", start)
-    if body < 0:
+    if body > len(source):
         raise ConfigError(f"{where}: nothing follows the start delimiter")
-    body += 1
-    end = source.find(BLOCK_END, body)
-    if end < 0:
-        raise ConfigError(f"{where}: no end delimiter line '{BLOCK_END}' after the start delimiter")
-    return body, end
+    raise ConfigError(f"{where}: no end delimiter line '{BLOCK_END}' after the start delimiter")
 
 
 def has_delimiters(source: str) -> bool:
     """True when the text holds both delimiter lines in order."""
-    start = source.find(BLOCK_START)
-    return start >= 0 and source.find(BLOCK_END, start + len(BLOCK_START)) >= 0
+    try:
+        _block_bounds(source, "")
+    except ConfigError:
+        return False
+    return True
 
 
 def extract_block(source: str, where: str = "trade.py") -> str:
@@ -40,11 +65,46 @@ def extract_block(source: str, where: str = "trade.py") -> str:
 
 
 def splice_block(source: str, block: str, where: str = "trade.py") -> str:
-    """Replace the agent block; every byte outside it stays as it was."""
+    """Replace the agent block; every byte outside it stays as it was.
+
+    A block holding a delimiter line would be re-read cut short from the file: refused.
+    """
+    if any(is_delimiter_line(line) for _, line in _lines(block)):
+        raise ConfigError(f"{where}: the block holds a delimiter line")
     body, end = _block_bounds(source, where)
     if block and not block.endswith("\n"):
         block += "\n"
     return source[:body] + block + source[end:]
+
+
+def runnable_source(skeleton: str, block: str, where: str = "trade.py") -> str:
+    """`block` spliced into `skeleton`, with GUARD as the line just above the start delimiter.
+
+    Raises ConfigError when the skeleton does not let the guard run before the block (a start
+    delimiter inside a string or an indented suite, say): such a file is never written.
+    """
+    source = splice_block(skeleton, block, where)
+    body, _ = _block_bounds(source, where)
+    start = source.rfind("\n", 0, body - 1) + 1  # the start delimiter line
+    if not source[:start].endswith(GUARD + "\n"):
+        source = source[:start] + GUARD + "\n" + source[start:]
+        start += len(GUARD) + 1
+    _check_guard_runs_first(source, source.count("\n", 0, start), where)
+    return source
+
+
+def _check_guard_runs_first(source: str, guard_line: int, where: str) -> None:
+    """The guard (1-based line `guard_line`) is a top-level statement that nothing before it spans past."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError) as exc:
+        raise ConfigError(f"{where}: the file around the block does not parse ({exc})") from None
+    calls = [stmt for stmt in tree.body if stmt.lineno == guard_line and isinstance(stmt, ast.Expr)
+             and isinstance(stmt.value, ast.Call) and getattr(stmt.value.func, "id", None) == "run_trade_py"]
+    earlier = [stmt for stmt in tree.body if stmt.lineno < guard_line]
+    if not calls or any((stmt.end_lineno or stmt.lineno) >= guard_line for stmt in earlier):
+        raise ConfigError(f"{where}: the start delimiter must be a line of its own at the top level of the file, "
+                          "so that the sandbox guard runs before the block")
 
 
 def baseline_source() -> str:
@@ -60,6 +120,6 @@ def read_block(path: Path) -> str:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
-    if BLOCK_START in text or BLOCK_END in text:
+    if any(is_delimiter_line(line) for _, line in _lines(text)):
         return extract_block(text, str(path))
     return text

@@ -11,17 +11,18 @@ import math
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from .backtest import BacktestSettings, WindowResult, run_window
 from .data import PreparedData, load_prepared
-from .errors import AutotradeError, CandidateError, ConfigError, UnsafeCodeError
+from .errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
 from .fileio import json_safe
 from .sandbox.lookahead import check_lookahead, cut_points, seed_for
 from .sandbox.vet import vet_block
@@ -159,6 +160,12 @@ def evaluate_block(
     except CandidateError as exc:
         timings["total_s"] = time.perf_counter() - started
         return _failure(exc.status, str(exc), timings, exc.error_type, exc.traceback)
+    except SandboxError:
+        raise  # the machine's problem: no candidate code ran, so it is no candidate's outcome
+    except Exception as exc:  # noqa: BLE001 - whatever a candidate provokes is its outcome, never the end of a run
+        timings["total_s"] = time.perf_counter() - started
+        return _failure("runtime_error", f"the harness could not evaluate this candidate ({type(exc).__name__}: {exc})",
+                        timings, "HarnessError", traceback.format_exc(limit=-8))
 
     mark = time.perf_counter()
     curves: dict[str, WindowResult] = {}
@@ -189,6 +196,26 @@ def evaluate_block(
     )
 
 
+def check_sandbox() -> float:
+    """Evaluate the baseline block on a small synthetic frame in real worker children; the seconds it took.
+
+    What `autotrade doctor` proves with it: this machine's sandbox runs candidates. Raises
+    SandboxError, or AutotradeError when the evaluation itself fails.
+    """
+    import pandas as pd
+
+    from .candidate import baseline_source, extract_block
+
+    index = pd.bdate_range("2020-01-01", periods=300, name="Date")
+    close = 100 + np.cumsum(np.random.default_rng(0).normal(0, 1, 300))
+    frame = pd.DataFrame({"Open": close, "High": close + 1, "Low": close - 1, "Close": close,
+                          "Adj Close": close, "Volume": np.full(300, 1e6)}, index=index)
+    started = time.perf_counter()
+    output = run_candidate(extract_block(baseline_source()), frame, [150, 250], Limits(timeout_s=60))
+    check_lookahead(output, frame.index)
+    return time.perf_counter() - started
+
+
 def find_data_dir(start: Path) -> Path:
     """The prepared data directory: $AUTOTRADE_DATA, else the nearest `data/meta.json` above `start` or the cwd."""
     if env_dir := os.environ.get("AUTOTRADE_DATA"):
@@ -198,6 +225,20 @@ def find_data_dir(start: Path) -> Path:
             if (directory / "data" / "meta.json").is_file():
                 return directory / "data"
     return Path("data")
+
+
+def run_trade_py(name: str, trade_py: str) -> NoReturn:
+    """The first act of every trade.py the product writes, just above its block: the block never runs here.
+
+    Run as a script, the file's block is evaluated in the sandbox and the original output contract
+    printed; imported, the file is refused (importing would run the block's top level in the
+    importer's process).
+    """
+    if name != "__main__":
+        raise ImportError(f"{trade_py}: a trade.py runs its strategy only inside autotrade's sandbox and cannot be "
+                          "imported; run it (`python trade.py`) or evaluate it with `autotrade backtest FILE`")
+    print_trade_py_results(trade_py)
+    raise SystemExit(0)
 
 
 def print_trade_py_results(trade_py: str) -> None:

@@ -23,10 +23,10 @@ from typing import Any, Protocol
 
 from . import __version__
 from .backtest import BacktestSettings, Fill
-from .candidate import baseline_source, extract_block, has_delimiters, read_block, splice_block
+from .candidate import GUARD, baseline_source, extract_block, has_delimiters, read_block, runnable_source, splice_block
 from .config import RunSettings, public_model_config
 from .data import PreparedData, load_prepared
-from .errors import ConfigError, EndpointError, ReplyError
+from .errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, UnsafeCodeError
 from .evaluation import EvalSettings, Evaluation, evaluate_block
 from .learnings import Lesson, for_prompt, render_file
 from .llm import ModelSettings, preflight
@@ -46,6 +46,7 @@ from .prompting import (
 )
 from .reply import parse_reply
 from .rundir import RunDir, RunState, RunStatus, default_name, now_iso
+from .sandbox.vet import vet_block
 from .score import score_evaluation
 
 
@@ -56,6 +57,7 @@ class StopReason(StrEnum):
     MAX_FAILS = "max_fails"  # the failure streak reached --max-fails
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
     ENDPOINT = "endpoint_error"  # the model server failed after retries
+    SANDBOX = "sandbox_error"  # the sandbox could not run a worker on this machine (no candidate to blame)
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,7 @@ class Research:
         for record in self.records:
             if record["iteration"] not in logged:
                 self.journal_commit(record, recovered=True)
+        self.secure_legacy_files()
         self.write_derived(self.population)
 
     def journal_commit(self, record: Mapping[str, Any], recovered: bool = False) -> None:
@@ -285,9 +288,37 @@ class Research:
         self.run.write_text(self.run.learnings_path, render_file(Lesson.from_record(r) for r in self.records))
         best = population.best
         if best is not None:
-            self.run.write_text(self.run.best_path, splice_block(self.skeleton, self.block_of(best.iteration)))
-        latest = next((r["block"] for r in reversed(self.records) if r.get("block")), self.start_block)
-        self.run.write_text(self.run.trade_path, splice_block(self.skeleton, latest))
+            self.write_py(self.run.best_path, self.block_of(best.iteration))
+        for block in [*(r["block"] for r in reversed(self.records) if r.get("block")), self.start_block]:
+            if self.write_py(self.run.trade_path, block):  # the latest attempt that vets
+                break
+
+    def write_py(self, path: Path, block: str) -> bool:
+        """Write `block` as a runnable, guarded trade.py at `path` if it vets; False (nothing written) if not.
+
+        Only vetted blocks become .py files; the others stay text (the record, iter_<i>_rejected.txt).
+        """
+        try:
+            vet_block(block)
+        except (UnsafeCodeError, CandidateError):
+            return False
+        self.run.write_text(path, runnable_source(self.skeleton, block, f"{self.run.name}'s starting trade.py"))
+        return True
+
+    def write_attempt(self, iteration: int, block: str) -> None:
+        """iter_<i>_trade.py for a block that vets, iter_<i>_rejected.txt (never runnable) for one that does not."""
+        if not self.write_py(self.run.iter_path(iteration, "trade.py"), block):
+            self.run.write_text(self.run.iter_path(iteration, "rejected.txt"), block)
+
+    def secure_legacy_files(self) -> None:
+        """Rewrite iter_<i>_trade.py files an older version wrote without the sandbox guard (or for rejected blocks)."""
+        for record in self.records:
+            path = self.run.iter_path(record["iteration"], "trade.py")
+            block = record.get("block")
+            if not block or not path.is_file() or GUARD in path.read_text(encoding="utf-8", errors="replace"):
+                continue
+            path.unlink()
+            self.write_attempt(record["iteration"], block)
 
     def commit(self, state: RunState) -> None:
         """Write state.json (the commit point), adding this session's wall time."""
@@ -354,7 +385,7 @@ class Research:
         record: dict[str, Any] = {"iteration": i, "parent": parent, "policy": self.settings.policy}
         evaluation: Evaluation | None = None
         if block is not None:
-            self.run.write_text(self.run.iter_path(i, "trade.py"), splice_block(self.skeleton, block))
+            self.write_attempt(i, block)
             self.reporter.phase(i, "evaluating")
             mark = time.monotonic()
             evaluation = evaluate_block(block, self.data, ("train", "val"), self.eval)
@@ -451,6 +482,8 @@ class Research:
                 return self.stop(StopReason.INTERRUPTED, "interrupted")
             except EndpointError as exc:
                 return self.stop(StopReason.ENDPOINT, str(exc))
+            except SandboxError as exc:
+                return self.stop(StopReason.SANDBOX, str(exc))
             self.commit(replace(self.state, status=RunStatus.FINISHED, stop_reason=reason))
             self.run.journal("finished", reason=reason, iterations=self.state.next_iteration)
             result = self.result(RunStatus.FINISHED, reason)
@@ -501,6 +534,9 @@ def start_run(
         raise ConfigError("the model policy needs endpoint settings")
     elif settings.max_iter > 1:
         model = check_endpoint(model, chars, reporter)
+    # A starting file the sandbox guard cannot protect would make every written trade.py unsafe to run.
+    runnable_source(source, extract_block(source), "the starting trade.py")
+    sandbox = sandbox_layers(reporter)
     ticker = str(data.meta.get("ticker") or data.meta.get("dataset") or "run")
     run = RunDir.create(root, name or default_name(ticker))
     config = {
@@ -517,11 +553,26 @@ def start_run(
             "sources": [prompts.program_source, prompts.template_source],
         },
         "start_source": source,
+        "sandbox": sandbox,
     }
     run.write_json(run.config_path, config)
     run.write_state(RunState(rng=rng_state(random.Random(settings.seed)), updated_at=now_iso()))
     run.journal("run_started", settings=settings.to_dict(), policy=settings.policy, model=config["model"], data=config["data"])
     return Research(run, config, model, data, reporter).drive()
+
+
+def sandbox_layers(reporter: Reporter) -> dict[str, bool | str]:
+    """The isolation layers this machine gives (measured in a worker child); each one that is off is named, with why.
+
+    Raises SandboxError when no worker can be started at all: no run should spend its iterations on that.
+    """
+    from .sandbox.layers import active_layers
+
+    layers = active_layers()
+    for name, state in layers.items():
+        if state is not True:
+            reporter.note(f"sandbox: {name} is off here: {state}")
+    return layers
 
 
 def pinned_model(config: Mapping[str, Any], api_key: str, base_url: str | None, timeout_s: float | None) -> ModelSettings:
@@ -569,5 +620,5 @@ def resume_run(
         research.model = check_endpoint(research.model, chars, reporter)
     if base_url and base_url != config["model"]["base_url"]:
         run.journal("endpoint_moved", base_url=base_url)
-    run.journal("resumed", next_iteration=research.state.next_iteration)
+    run.journal("resumed", next_iteration=research.state.next_iteration, sandbox=sandbox_layers(reporter))
     return research.drive()

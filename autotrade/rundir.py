@@ -1,6 +1,7 @@
 """A run directory, `train/<name>/`: every file of one run, and the commit protocol that makes resume exact.
 
-Files: `trade.py` (the latest candidate), `iter_<i>_trade.py`, `iter_<i>_results.json`,
+Files: `trade.py` (the latest candidate that vets), `iter_<i>_trade.py` (a block that vets) or
+`iter_<i>_rejected.txt` (one that does not: never a .py file), `iter_<i>_results.json`,
 `iter_<i>_response.md` (the raw reply), `best_trade.py`, `learnings.md`, `config.json` (what
 defines the run; never the API key), `state.json` and `journal.jsonl` (append-only events).
 
@@ -29,7 +30,7 @@ from .fileio import atomic_write_json, atomic_write_text, json_safe
 DEFAULT_ROOT = Path("train")
 STATE_VERSION = 1
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-ITER_FILE = re.compile(r"iter_(\d+)_(trade\.py|results\.json|response\.md)")
+ITER_FILE = re.compile(r"iter_(\d+)_(trade\.py|rejected\.txt|results\.json|response\.md)")
 
 
 class RunStatus(StrEnum):
@@ -153,7 +154,7 @@ class RunDir:
         return self.path / "best_trade.py"
 
     def iter_path(self, iteration: int, kind: str) -> Path:
-        """`iter_<i>_<kind>` where kind is trade.py, results.json or response.md."""
+        """`iter_<i>_<kind>` where kind is trade.py, rejected.txt, results.json or response.md."""
         return self.path / f"iter_{iteration}_{kind}"
 
     # -- files ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from openai_server import Fault, OpenAIServer, Recorded, Reply, openai_server  # noqa: F401 - fixture
 
+from autotrade.candidate import BLOCK_START, GUARD
 from autotrade.cli_research import PlainReporter
 from autotrade.config import RunSettings, model_settings
 from autotrade.data import load_bundled, prepare_data
@@ -156,7 +157,8 @@ def test_run_directory_holds_runnable_trade_files_and_the_best(openai_server: Op
         assert (run / name).is_file(), name
     best = result.population[0]["iteration"]
     assert (run / "best_trade.py").read_text() == (run / f"iter_{best}_trade.py").read_text()
-    assert 'if __name__ == "__main__":' in (run / "iter_1_trade.py").read_text()
+    lines = (run / "iter_1_trade.py").read_text().splitlines()
+    assert lines[lines.index(BLOCK_START) - 1] == GUARD  # runnable: the guard hands it to the sandbox first
     config = json.loads((run / "config.json").read_text())
     assert config["settings"]["seed"] == 7 and config["model"]["model"] == "test-model"
     assert len(config["data"]["sha256"]) == 64
