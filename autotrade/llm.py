@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError, EndpointError
 from .reply import split_reasoning
+from .untrusted import clean_text
 
 if TYPE_CHECKING:
     import openai
@@ -447,15 +448,16 @@ def _completion(
         prompt_tokens = estimate_tokens(sum(len(_text(m.get("content"))) for m in messages))
     if not isinstance(completion_tokens, int):
         completion_tokens = estimate_tokens(len(raw_content) + len(field_reasoning))
-    return Completion(
-        content=content,
-        reasoning=reasoning,
-        finish_reason=choice.get("finish_reason"),
+    finish_reason = choice.get("finish_reason")
+    return Completion(  # the model's text is shown, stored and prompted: no terminal control sequences in it
+        content=clean_text(content),
+        reasoning=clean_text(reasoning),
+        finish_reason=clean_text(str(finish_reason)) if finish_reason is not None else None,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         usage_estimated=estimated,
         latency_s=latency,
-        model=str(payload.get("model") or model),
+        model=clean_text(str(payload.get("model") or model)),
         attempts=attempts,
     )
 

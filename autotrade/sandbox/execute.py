@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CandidateError
+from ..untrusted import clean_text, first_unsafe
 
 CANDIDATE_FILENAME = "<candidate>"
 ALLOWED_MODULES = ("numpy", "pandas", "math")
@@ -229,6 +230,10 @@ def _check_features(features: object, frame: pd.DataFrame) -> None:
     odd = [c for c in names if not isinstance(c, str)]
     if odd:
         raise bad(f"column names must be strings; got {odd[0]!r} ({type(odd[0]).__name__})")
+    unsafe = next((c for c in names if first_unsafe(c) is not None), None)
+    if unsafe is not None:
+        raise bad(f"column names must be printable text; {clean_text(unsafe)!r} holds the control character "
+                  f"{first_unsafe(unsafe)}")
     if len(set(names)) != len(names):
         dup = next(c for c in names if names.count(c) > 1)
         raise bad(f"generate_features returned two columns named {dup!r}")

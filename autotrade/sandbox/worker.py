@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CandidateError, SandboxError
+from ..untrusted import clean_text, first_unsafe
 from . import launch, layers
 from .execute import bar_label, candidate_error, compile_block, compute_features_and_signals, exec_block
 
@@ -238,7 +239,7 @@ class _Run:
         return self.finished - self.started
 
     def output_text(self) -> str:
-        text = self.output.decode("utf-8", errors="replace")
+        text = clean_text(self.output.decode("utf-8", errors="replace"))
         if self.dropped:
             text += f"\n[... {self.dropped} more bytes of output dropped]"
         return text
@@ -320,7 +321,8 @@ class _Run:
             return
         columns = header.get("columns")
         if (not isinstance(columns, list) or len(columns) > self.limits.max_columns
-                or not all(isinstance(c, str) and len(c) <= 200 for c in columns) or len(set(columns)) != len(columns)):
+                or not all(isinstance(c, str) and len(c) <= 200 and first_unsafe(c) is None for c in columns)
+                or len(set(columns)) != len(columns)):
             raise ValueError("bad column list")
         rows = self.rows
         if len(payload) != 8 * rows * (1 + len(columns)):
@@ -345,7 +347,8 @@ def _ending(exit_info: Mapping[str, Any]) -> str:
 
 
 def _text(value: Any, cap: int) -> str:
-    text = value if isinstance(value, str) else ""
+    """A string a child sent, capped and with no terminal control sequences; anything else is empty."""
+    text = clean_text(value) if isinstance(value, str) else ""
     return text if len(text) <= cap else text[:cap] + "..."
 
 
