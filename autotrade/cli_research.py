@@ -475,6 +475,15 @@ def doctor(
         off = [name if state is False else f"{name} ({state})" for name, state in layers.items() if state is not True]
         line(True if not off else None, "sandbox", f"active: {', '.join(on) or 'none'}" + (f" · inactive: {', '.join(off)}" if off else ""))
     try:
+        from .evaluation import check_sandbox
+
+        seconds = check_sandbox()
+    except Exception as exc:  # noqa: BLE001 - doctor reports, it does not crash
+        problems += 1
+        line(False, "sandbox evaluation", f"the baseline strategy could not be evaluated in the sandbox ({exc})")
+    else:
+        line(True, "sandbox evaluation", f"the baseline strategy ran in isolated workers ({seconds * 1000:.0f} ms)")
+    try:
         from .data import load_prepared
 
         data = load_prepared(data_dir)

@@ -33,7 +33,11 @@ def load_env_file(cwd: Path | None = None) -> None:
 
     path = (cwd or Path.cwd()) / ".env"
     if path.is_file():
-        load_dotenv(path, override=False)
+        try:
+            load_dotenv(path, override=False)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__}: {exc}); fix its permissions or "
+                              "save it as UTF-8 text") from None
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:
