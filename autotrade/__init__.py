@@ -1,3 +1,3 @@
 """autotrade: a language model rewrites a trading strategy; a trusted harness backtests it honestly."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

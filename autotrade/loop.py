@@ -300,9 +300,10 @@ class Research:
         """
         try:
             vet_block(block)
-        except (UnsafeCodeError, CandidateError):
+            source = runnable_source(self.skeleton, block, f"{self.run.name}'s starting trade.py")
+        except (UnsafeCodeError, CandidateError, ConfigError):
             return False
-        self.run.write_text(path, runnable_source(self.skeleton, block, f"{self.run.name}'s starting trade.py"))
+        self.run.write_text(path, source)
         return True
 
     def write_attempt(self, iteration: int, block: str) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import math
+import os
 import statistics
 import textwrap
 import time
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autotrade.candidate import baseline_source, extract_block
+from autotrade.candidate import BLOCK_END, BLOCK_START, baseline_source, extract_block
 from autotrade.errors import CandidateError, UnsafeCodeError
 from autotrade.sandbox import vet
 from autotrade.sandbox.vet import VettedBlock, vet_block
@@ -440,6 +442,71 @@ BENIGN = {
                 return 0
             return max(-1, min(1, round(row["ret_5"] * 100)))
         '''),
+    "dispatch_with_functions_and_literal_names": block('''
+        def _spread(frame):
+            return frame["High"] - frame["Low"]
+
+
+        def generate_features(df):
+            def last_vs_mean(x):
+                return x[-1] - x.mean()
+
+            close = df["Close"]
+            df["mean_10"] = close.rolling(10).apply(lambda x: x.mean(), raw=True)
+            df["mean_5"] = close.rolling(5).agg("mean")
+            df["dev_20"] = close.rolling(20).apply(last_vs_mean, raw=True)
+            df["year_mean"] = close.groupby(df.index.year).transform("mean")
+            df["log_close"] = close.apply(np.log)
+            df["whole"] = close.apply(round)
+            df["mid"] = df[["High", "Low"]].apply(np.mean, axis=1)
+            df["spread_max"] = df.pipe(_spread).expanding().agg("max")
+            stats = close.pct_change().expanding(20).agg(["mean", "std"])
+            df["sharpe"] = stats["mean"] / stats["std"]
+            levels = df[["High", "Low"]].rolling(20).agg({"High": "max", "Low": ["min", lambda w: w.quantile(0.1)]})
+            df["low_10pct"] = levels[("Low", "<lambda>")]
+            months = df.index.to_period("M")
+            monthly = df.groupby(months).agg(
+                hi=("High", "max"), lo=("Low", np.min), n=pd.NamedAgg(column="Close", aggfunc="count"))
+            df["month_range"] = (monthly["hi"] - monthly["lo"]).reindex(months).to_numpy()
+            yearly = pd.pivot_table(df, values="Close", index=df.index.year, aggfunc={"Close": ["mean", "max"]})
+            df["year_max"] = yearly["max"].reindex(df.index.year).to_numpy()
+            return df
+
+
+        def strategy_logic(row):
+            if pd.isna(row["mean_10"]) or pd.isna(row["sharpe"]):
+                return 0
+            return 1 if row["Close"] > row["mean_10"] and row["sharpe"] > 0 else -1
+        '''),
+    "typed_helpers_with_constant_defaults": block('''
+        LOOKBACK: int = 20
+
+
+        def _sma(series: pd.Series, n: int = LOOKBACK) -> pd.Series:
+            return series.rolling(n).mean()
+
+
+        def _weighted(x, w=(1, 2, 3)):
+            return sum(a * b for a, b in zip(x[-3:], w)) / sum(w)
+
+
+        def _band(series: pd.Series, width: float | None = None, *, scale: float = 2.0) -> pd.Series:
+            spread = series.rolling(LOOKBACK).std() * (scale if width is None else width)
+            return _sma(series) + spread
+
+
+        def generate_features(df: pd.DataFrame) -> pd.DataFrame:
+            df["sma"] = _sma(df["Close"])
+            df["upper"] = _band(df["Close"])
+            df["weighted"] = df["Close"].rolling(3).apply(_weighted, raw=True)
+            return df
+
+
+        def strategy_logic(row: pd.Series, threshold: float = 0.0) -> int:
+            if pd.isna(row["upper"]):
+                return 0
+            return 1 if row["weighted"] - row["sma"] > threshold else -1
+        '''),
 }
 
 
@@ -601,3 +668,431 @@ def test_vetting_a_typical_block_takes_about_a_millisecond() -> None:
         vet_block(source)
         samples.append(time.perf_counter() - start)
     assert statistics.median(samples) < 0.005  # ~1 ms measured; headroom for a shared 2-core machine
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pandas string dispatch. agg, aggregate, apply and transform (on frames, series, groupby, rolling,
+# expanding, ewm and resample objects), pivot_table/crosstab's aggfunc and NamedAgg look a function NAME
+# up on the object with getattr, so a name built at run time reaches DataFrame.eval, whose `@name`
+# resolves in pandas' own module globals (inspect, hence os).
+# ---------------------------------------------------------------------------------------------------------
+def rejection(source: str) -> str:
+    """The message vet_block rejects `source` with."""
+    with pytest.raises(UnsafeCodeError) as caught:
+        vet_block(source)
+    return str(caught.value)
+
+
+DISPATCH_RULE = "pandas looks a function given by name up on the object; pass a function (def or lambda)"
+
+# (id, setup lines, an expression that evaluates to "eval" at run time)
+NAMES_BUILT_AT_RUN_TIME = [
+    ("concatenation", [], '"ev" + "al"'),
+    ("variable", ['name = "ev" + "al"'], "name"),
+    ("f_string", [], "f\"{'ev'}al\""),
+    ("slice", [], '"xevalx"[1:5]'),
+    ("join", [], '"".join(["ev", "al"])'),
+    ("str_call", ['name = "ev" + "al"'], "str(name)"),
+    ("method_call", [], '"EVAL".lower()'),
+    ("function_return", ["def pick():", '    return "ev" + "al"'], "pick()"),
+    ("dict_lookup", ['names = {"f": "ev" + "al"}'], 'names["f"]'),
+    ("conditional", [], '"mean" if len(df) < 0 else "ev" + "al"'),
+]
+
+
+@pytest.mark.parametrize(("setup", "name"), [n[1:] for n in NAMES_BUILT_AT_RUN_TIME],
+                         ids=[n[0] for n in NAMES_BUILT_AT_RUN_TIME])
+def test_agg_with_a_name_built_at_run_time_is_rejected(setup: list[str], name: str) -> None:
+    message = rejection(in_features(*setup, f"leak = df.agg({name}, expr='@inspect.os')"))
+    assert message.startswith(f"line {2 + len(setup)}: `")
+    assert " as the function of agg() is not allowed (" in message
+    assert message.endswith("a numpy function such as np.mean, or a literal name such as 'mean')")
+
+
+NAME = '"ev" + "al"'
+# (id, the call with NAME in a slot pandas dispatches, the method the message names)
+DISPATCH_SLOTS = [
+    ("frame_aggregate", f"df.aggregate({NAME})", "aggregate"),
+    ("frame_apply", f"df.apply({NAME})", "apply"),
+    ("frame_transform", f"df.transform({NAME})", "transform"),
+    ("series_agg", f"df['Close'].agg({NAME})", "agg"),
+    ("groupby_agg", f"df.groupby(df.index.year).agg({NAME})", "agg"),
+    ("groupby_apply", f"df.groupby(df.index.year).apply({NAME})", "apply"),
+    ("groupby_transform", f"df.groupby(df.index.year).transform({NAME})", "transform"),
+    ("rolling_agg", f"df['Close'].rolling(5).agg({NAME})", "agg"),
+    ("rolling_apply", f"df['Close'].rolling(5).apply({NAME})", "apply"),
+    ("expanding_aggregate", f"df['Close'].expanding().aggregate({NAME})", "aggregate"),
+    ("ewm_agg", f"df['Close'].ewm(span=5).agg({NAME})", "agg"),
+    ("resample_apply", f"df.resample('W').apply({NAME})", "apply"),
+    ("func_keyword", f"df.agg(func={NAME})", "agg"),
+    ("resample_transform_arg_keyword", f"df.resample('W').transform(arg={NAME})", "transform"),
+    ("list_element", f"df.agg(['mean', {NAME}])", "agg"),
+    ("tuple_element", f"df.agg(('mean', {NAME}))", "agg"),
+    ("dict_value", f"df.agg({{'Close': {NAME}}})", "agg"),
+    ("list_in_a_dict_value", f"df.agg({{'Close': ['mean', {NAME}]}})", "agg"),
+    ("label_of_a_pair_in_a_list", f"df['Close'].agg([({NAME}, 'mean')])", "agg"),
+    ("named_aggregation_pair", f"df.groupby(df.index.year).agg(out=('Close', {NAME}))", "agg"),
+    ("named_aggregation_keyword", f"df.groupby(df.index.year)['Close'].agg(out={NAME})", "agg"),
+    ("groupby_transform_named_aggregation", f"df.groupby(df.index.year).transform(out=('Close', {NAME}))",
+     "transform"),
+    ("named_agg_positional", f"df.groupby(df.index.year).agg(out=pd.NamedAgg('Close', {NAME}))", "NamedAgg"),
+    ("named_agg_keyword", f"pd.NamedAgg(column='Close', aggfunc={NAME})", "NamedAgg"),
+    ("pivot_table_aggfunc", f"pd.pivot_table(df, values='Close', index=df.index.year, aggfunc={NAME})",
+     "pivot_table"),
+    ("pivot_table_positional_aggfunc", f"pd.pivot_table(df, 'Close', df.index.year, None, {NAME})",
+     "pivot_table"),
+    ("frame_pivot_table_aggfunc", f"df.pivot_table(values='Close', index=df.index.year, aggfunc={NAME})",
+     "pivot_table"),
+    ("frame_pivot_table_positional_aggfunc", f"df.pivot_table('Close', df.index.year, None, {NAME})",
+     "pivot_table"),
+    ("crosstab_aggfunc", f"pd.crosstab(df.index.year, df.index.month, values=df['Close'], aggfunc={NAME})",
+     "crosstab"),
+    ("crosstab_positional_aggfunc", f"pd.crosstab(df.index.year, df.index.month, df['Close'], None, None, {NAME})",
+     "crosstab"),
+]
+
+
+@pytest.mark.parametrize(("call", "method"), [s[1:] for s in DISPATCH_SLOTS], ids=[s[0] for s in DISPATCH_SLOTS])
+def test_every_slot_pandas_dispatches_by_name_takes_only_a_safe_function(call: str, method: str) -> None:
+    message = rejection(in_features(f"out = {call}"))
+    assert message.startswith("line 2: `'ev' + 'al'` as the function of ")
+    assert f"as the function of {method}() is not allowed ({DISPATCH_RULE}" in message
+
+
+@pytest.mark.parametrize("name", ["memory_usage", "pipe", "apply", "to_numpy", "bfill"])
+def test_a_literal_name_outside_the_reducer_allowlist_is_rejected(name: str) -> None:
+    message = rejection(in_features(f"out = df.agg({name!r})"))
+    assert message.startswith(f"line 2: `{name!r}` as the function of agg() is not allowed (only reducer and "
+                              "transform names such as 'mean', 'std' or 'cumsum' may be given as strings")
+
+
+def test_no_allowlisted_literal_name_takes_a_function_or_reads_later_rows() -> None:
+    frame = pd.DataFrame({"Close": [1.0, 2.0]}, index=pd.date_range("2001-01-01", periods=2))
+    objects = (frame, frame["Close"], frame.groupby([0, 0]), frame.rolling(2), frame.ewm(span=2), frame.resample("D"))
+    for name in vet.DISPATCH_NAMES:
+        methods = [getattr(obj, name) for obj in objects if callable(getattr(obj, name, None))]
+        methods += [getattr(np, name)] if hasattr(np, name) else []
+        assert methods, name
+        assert name not in vet.LOOKAHEAD_ATTRIBUTES, name
+        for method in methods:
+            try:
+                parameters = inspect.signature(method).parameters
+            except ValueError:  # a numpy ufunc: takes arrays only
+                continue
+            assert not {"func", "arg", "aggfunc", "function", "f"} & set(parameters), (name, method)
+
+
+def test_star_args_in_a_dispatch_call_are_rejected() -> None:
+    message = rejection(in_features("names = ['mean']", "out = df.agg(*names)"))
+    assert message.startswith("line 3: unpacking `*names` into agg() is not allowed (pandas could take a function "
+                              "name from it; pass the arguments one by one)")
+
+
+def test_double_star_kwargs_in_a_dispatch_call_are_rejected() -> None:
+    message = rejection(in_features("spec = {'func': 'mean'}", "out = df.agg(**spec)"))
+    assert message.startswith("line 3: unpacking `**spec` into agg() is not allowed (pandas could take a function")
+
+
+def test_a_dispatch_method_used_as_a_value_is_rejected() -> None:
+    message = rejection(in_features("run = df.aggregate", f"out = run({NAME}, expr='@inspect.os')"))
+    assert message.startswith("line 2: attribute 'aggregate' used as a value is not allowed (methods that take "
+                              "function names must be called directly, as in df.agg('mean'), so that the functions "
+                              "given to them can be checked)")
+
+
+def test_an_unbound_dispatch_method_passed_to_pipe_is_rejected() -> None:
+    message = rejection(in_features(f"out = df.pipe(pd.DataFrame.agg, {NAME}, expr='@inspect.os')"))
+    assert message.startswith("line 2: attribute 'agg' used as a value is not allowed")
+
+
+def test_a_pandas_class_is_not_a_function_for_dispatch() -> None:
+    # pd.DataFrame.agg(pd.DataFrame, name, ...) runs DataFrame.agg with the class as self and `name` as func.
+    message = rejection(in_features(f"out = pd.DataFrame.agg(pd.DataFrame, {NAME}, 0, df, '@inspect.os')"))
+    assert message.startswith(f"line 2: `pd.DataFrame` as the function of agg() is not allowed ({DISPATCH_RULE}")
+
+
+def test_a_def_function_also_assigned_elsewhere_is_rejected_as_a_function() -> None:
+    source = block(f'''
+        def pick(x):
+            return x
+
+
+        def generate_features(df):
+            df["m"] = df["Close"].agg(pick)
+            return df
+
+
+        def strategy_logic(row):
+            pick = {NAME}
+            return 0
+        ''')
+    assert rejection(source).startswith(
+        "line 6: `pick` as the function of agg() is not allowed (the name 'pick' is bound by something "
+        "other than def in this block, so it may hold a name at run time; pass a function (def or lambda)")
+
+
+def test_a_def_function_name_reused_as_a_parameter_is_rejected_as_a_function() -> None:
+    source = block('''
+        def pick(x):
+            return x
+
+
+        def generate_features(df, pick=None):
+            df["m"] = df["Close"].agg(pick)
+            return df
+
+
+        def strategy_logic(row):
+            return 0
+        ''')
+    assert rejection(source).startswith("line 6: `pick` as the function of agg() is not allowed (the name 'pick'")
+
+
+def test_a_builtin_name_rebound_in_the_block_is_rejected_as_a_function() -> None:
+    message = rejection(in_features(f"str = {NAME}", "out = df.agg(str, expr='@inspect.os')"))
+    assert message.startswith("line 3: `str` as the function of agg() is not allowed (the name 'str' is bound "
+                              "by something other than def")
+
+
+def test_an_imported_pandas_class_is_not_a_function_for_dispatch() -> None:
+    message = rejection("from pandas import DataFrame\n" + in_features(
+        f"out = pd.DataFrame.agg(DataFrame, {NAME}, 0, df, '@inspect.os')"))
+    assert message.startswith("line 3: `DataFrame` as the function of agg() is not allowed (the name 'DataFrame'")
+
+
+def test_from_import_of_a_dispatch_function_is_rejected() -> None:
+    message = rejection("from pandas import pivot_table as table\n" + in_features("pass"))
+    assert message.startswith("line 1: import of 'pivot_table' from pandas is not allowed (call it as "
+                              "pd.pivot_table(...), so that the functions given to it can be checked)")
+
+
+def test_other_keywords_of_a_dispatch_call_keep_ordinary_vetting() -> None:
+    message = rejection(in_features("out = df.apply(lambda r, f: r, axis=1, args=(open,))"))
+    assert message.startswith("line 2: name 'open' is not allowed (files, input and interpreter access are blocked")
+
+
+def test_keywords_passed_through_to_the_function_may_be_computed() -> None:
+    source = in_features("level = 0.25", "df['q'] = df['Close'].rolling(10).agg('quantile', q=level)",
+                         "df['r'] = df['Close'].apply(lambda x, k: x * k, args=(level,))",
+                         "out = df.apply(np.mean, axis=1, result_type='reduce', raw=False)")
+    assert vet_block(source).functions == ("generate_features", "strategy_logic")
+
+
+def test_map_does_not_look_names_up_and_is_not_a_dispatch_method() -> None:
+    # Series.map, Index.map and DataFrame.map call what they are given; a string is "not callable".
+    for mapper in (pd.Series([1.0]).map, pd.Index([1.0]).map, pd.DataFrame({"a": [1.0]}).map):
+        with pytest.raises(TypeError):
+            mapper("abs")
+    source = in_features("names = {1: 'up', -1: 'down'}", "df['label'] = np.sign(df['Close'].diff()).map(names)")
+    assert vet_block(source).functions == ("generate_features", "strategy_logic")
+
+
+def test_lowercase_allowlisted_module_names_are_not_pandas_classes() -> None:
+    # The vetter takes np/pd/math chains ending in a lowercase name as functions; a pandas class there would
+    # let `pd.DataFrame.agg(<class>, name, ...)` dispatch a name on the class.
+    modules = {"numpy": np, "numpy.linalg": np.linalg, "pandas": pd, "math": math}
+    for module_name, names in vet.MODULE_ATTRIBUTES.items():
+        for name in names:
+            value = getattr(modules[module_name], name)
+            if isinstance(value, type) and issubclass(value, (pd.Series, pd.DataFrame, pd.Index)):
+                assert name[:1].isupper(), f"{module_name}.{name}"
+
+
+# Attacks that run: executed without vetting in this (trusted) process, each reaches the os module through
+# pandas' string dispatch; vet_block rejects each.
+RUNNING_DISPATCH_ATTACKS = {
+    "agg_with_a_concatenated_name": block('''
+        LEAK = None
+
+
+        def generate_features(df):
+            global LEAK
+            LEAK = df.agg("ev" + "al", expr="@inspect.os")
+            return df
+
+
+        def strategy_logic(row):
+            return 0
+        '''),
+    "aliased_aggregate_with_a_joined_name": block('''
+        LEAK = None
+
+
+        def generate_features(df):
+            global LEAK
+            run = df.aggregate
+            LEAK = run("".join(["ev", "al"]), expr="@inspect.os")
+            return df
+
+
+        def strategy_logic(row):
+            return 0
+        '''),
+    "unbound_agg_in_a_default_argument": block('''
+        LEAK = None
+
+
+        def generate_features(df):
+            global LEAK
+            LEAK = strategy_logic(None)
+            return df
+
+
+        def strategy_logic(row, probe=pd.DataFrame.agg(pd.DataFrame, "ev" + "al", 0, pd.DataFrame(), "@inspect.os")):
+            return probe if row is None else 0
+        '''),
+}
+
+
+@pytest.mark.parametrize("source", list(RUNNING_DISPATCH_ATTACKS.values()), ids=list(RUNNING_DISPATCH_ATTACKS))
+def test_dispatch_escape_reaches_os_unvetted_and_is_rejected(source: str) -> None:
+    namespace: dict = {"pd": pd, "np": np, "math": math}
+    exec(compile(source, "<attack>", "exec"), namespace)  # trusted test code: proves the hole is real
+    namespace["generate_features"](_ohlcv(20))
+    assert namespace["LEAK"] is os
+    with pytest.raises(UnsafeCodeError, match=r"^line \d+: .* is not allowed \("):
+        vet_block(source)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Code run while functions are defined: default values and annotations are evaluated by `def` and
+# `lambda` themselves, before any harness code is called.
+# ---------------------------------------------------------------------------------------------------------
+DEFAULT_RULE = "default values are evaluated when the function is defined, so they must be constants"
+
+DEFAULTS_THAT_RUN_CODE = [
+    ("calls_block_code", ["def helper():", "    return 1", "def inner(x, n=helper()):", "    return x"], 4, "n"),
+    ("keyword_only_default", ["def helper():", "    return 1", "def inner(x, *, n=helper()):", "    return x"],
+     4, "n"),
+    ("positional_only_default", ["def helper():", "    return 1", "def inner(x, n=helper(), /):", "    return x"],
+     4, "n"),
+    ("lambda_default", ["def helper():", "    return 1", "inner = lambda x, n=helper(): x"], 4, "n"),
+    ("default_is_a_lambda", ["def inner(x, f=lambda: 0):", "    return x"], 2, "f"),
+    ("default_is_a_comprehension", ["def inner(x, w=[i for i in range(3)]):", "    return x"], 2, "w"),
+    ("default_calls_print", ["def inner(x, w=print('x')):", "    return x"], 2, "w"),
+    ("default_calls_a_method", ["def inner(x, w=pd.Series([1]).sum()):", "    return x"], 2, "w"),
+]
+
+
+@pytest.mark.parametrize(("lines", "line", "name"), [d[1:] for d in DEFAULTS_THAT_RUN_CODE],
+                         ids=[d[0] for d in DEFAULTS_THAT_RUN_CODE])
+def test_default_value_that_runs_code_is_rejected(lines: list[str], line: int, name: str) -> None:
+    message = rejection(in_features(*lines))
+    assert message.startswith(f"line {line}: the default value of {name} is not allowed ({DEFAULT_RULE}: literals")
+
+
+def test_default_of_a_top_level_function_that_runs_code_is_rejected() -> None:
+    source = in_features("pass").replace("def strategy_logic(row):",
+                                         "def strategy_logic(row, cut=generate_features(None)):")
+    assert rejection(source).startswith("line 6: the default value of cut is not allowed")
+
+
+ANNOTATION_RULE = "annotations are evaluated when the function is defined"
+
+ANNOTATIONS_THAT_RUN_CODE = [
+    ("argument", ["def inner(x: print('x')):", "    return x"], 2),
+    ("return", ["def inner(x) -> len('abc'):", "    return x"], 2),
+    ("lambda_in_subscript", ["def inner(x: list[(lambda: int)()]):", "    return x"], 2),
+    ("arithmetic", ["def inner(x: 1 + 2):", "    return x"], 2),
+]
+
+
+@pytest.mark.parametrize(("lines", "line"), [a[1:] for a in ANNOTATIONS_THAT_RUN_CODE],
+                         ids=[a[0] for a in ANNOTATIONS_THAT_RUN_CODE])
+def test_annotation_that_runs_code_is_rejected(lines: list[str], line: int) -> None:
+    message = rejection(in_features(*lines))
+    assert message.startswith(f"line {line}: the annotation `")
+    assert f"is not allowed ({ANNOTATION_RULE}; use names, attributes, subscripts and |" in message
+
+
+def test_top_level_variable_annotation_that_runs_code_is_rejected() -> None:
+    # Module-level annotations are evaluated at import, like the value.
+    message = rejection("LIMIT: print('x') = 3\n" + in_features("pass"))
+    assert message.startswith(f"line 1: the annotation `print('x')` is not allowed ({ANNOTATION_RULE}")
+
+
+def test_decorators_stay_rejected() -> None:
+    message = rejection(in_features("@np.vectorize", "def inner(x):", "    return x"))
+    assert message.startswith("line 2: decorator on inner() is not allowed (decorators run code at definition time")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Control characters: they drive the terminal that shows a message (ESC sequences, OSC 52 clipboard writes)
+# and hide or reorder code (bidi overrides), so they are refused before anything quotes the block.
+# ---------------------------------------------------------------------------------------------------------
+CONTROL_RULE = "control, bidirectional-formatting and stray carriage-return characters"
+
+CONTROL_CHARACTERS = [
+    ("nul", "\x00", "U+0000"),
+    ("bell", "\x07", "U+0007"),
+    ("backspace", "\x08", "U+0008"),
+    ("form_feed", "\x0c", "U+000C"),
+    ("escape", "\x1b", "U+001B"),
+    ("delete", "\x7f", "U+007F"),
+    ("c1_csi", "\x9b", "U+009B"),
+    ("c1_next_line", "\x85", "U+0085"),
+    ("right_to_left_override", "\u202e", "U+202E"),
+    ("left_to_right_embedding", "\u202a", "U+202A"),
+    ("first_strong_isolate", "\u2068", "U+2068"),
+    ("pop_directional_isolate", "\u2069", "U+2069"),
+    ("right_to_left_mark", "\u200f", "U+200F"),
+    ("arabic_letter_mark", "\u061c", "U+061C"),
+    ("lone_carriage_return", "\r", "U+000D"),
+]
+
+
+@pytest.mark.parametrize(("char", "code"), [c[1:] for c in CONTROL_CHARACTERS], ids=[c[0] for c in CONTROL_CHARACTERS])
+def test_control_character_is_rejected_with_its_code_point_and_line(char: str, code: str) -> None:
+    message = rejection(in_features("x = 1", f"label = 'up{char}down'"))
+    assert message.startswith(f"line 3: the character {code} is not allowed ({CONTROL_RULE}")
+    assert char not in message
+
+
+def test_control_character_is_rejected_before_any_line_is_quoted() -> None:
+    # A top-level statement is quoted in its message; the escape sequence must never reach that quote.
+    osc52 = "\x1b]52;c;ZWNobyBwd25lZA==\x07"
+    message = rejection(f"print('{osc52}')\n" + in_features("pass"))
+    assert message.startswith("line 1: the character U+001B is not allowed")
+    assert "\x1b" not in message and "\x07" not in message
+
+
+def test_control_character_in_a_comment_is_rejected() -> None:
+    assert rejection(in_features("pass", "# \u202e hidden")).startswith("line 3: the character U+202E")
+
+
+def test_control_character_is_reported_even_in_an_oversized_block() -> None:
+    source = in_features("x = '\x1b'") + "# padding\n" * 6_000
+    assert rejection(source).startswith("line 2: the character U+001B is not allowed")
+
+
+def test_tab_newline_and_crlf_line_endings_are_allowed() -> None:
+    source = in_features("label = 'a\tb'").replace("\n", "\r\n")
+    assert vet_block(source).functions == ("generate_features", "strategy_logic")
+
+
+def test_escaped_control_characters_in_strings_are_allowed() -> None:
+    source = in_features("label = '\\x1b[0m\\u202e'")
+    assert vet_block(source).functions == ("generate_features", "strategy_logic")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Delimiter lines: trade.py marks its agent block with two comment lines; a block holding one would be cut
+# there when the file is read back.
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("delimiter", "which"), [(BLOCK_START, "start"), (BLOCK_END, "end")], ids=["start", "end"])
+@pytest.mark.parametrize("spelling", ["{}", "{}   ", "    {}", "{}\r"],
+                         ids=["exact", "trailing_spaces", "indented", "crlf"])
+def test_block_holding_a_delimiter_line_is_rejected(delimiter: str, which: str, spelling: str) -> None:
+    message = rejection(in_features("pass") + spelling.format(delimiter) + "\n")
+    assert message.startswith(f"line 8: the trade.py {which} delimiter line is not allowed (it marks where the "
+                              "agent block")
+
+
+def test_longer_dash_comment_is_allowed() -> None:
+    source = in_features("# " + "-" * 66, "x = 1") + "# " + "-" * 70 + "\n"
+    assert vet_block(source).functions == ("generate_features", "strategy_logic")
+
+
+def test_delimiter_text_inside_a_line_is_allowed() -> None:
+    source = in_features(f"note = {BLOCK_END!r}", f"x = 1  {BLOCK_START}")
+    assert vet_block(source).functions == ("generate_features", "strategy_logic")

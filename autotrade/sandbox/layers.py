@@ -23,7 +23,6 @@ each facility the way such a machine would.
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import resource
 import signal
@@ -506,7 +505,7 @@ def install_audit_hook(read_roots: tuple[str, ...], candidate_code: types.CodeTy
 
     Allowed: reads (and directory listings) under `read_roots`, importing numpy/pandas/math
     from candidate code and other modules from library code (except a denylist), running
-    `candidate_code` once, and the code generation namedtuple/dataclass do. Everything else
+    `candidate_code` (a fresh namespace each time), and the code generation namedtuple/dataclass do. Everything else
     (writes, sockets, processes, ctypes, gc walks, tracing, pickle, marshal, compile...) raises
     PermissionError. The hook is a closure over immutable values and is referenced from
     nowhere but the interpreter, so candidate code has no handle on its state.
@@ -523,7 +522,6 @@ def _make_hook(prefixes: tuple[str, ...], exact: frozenset[str],
     free, denied_imports, machinery, codegen = _FREE_EVENTS, _DENIED_IMPORTS, _IMPORT_MACHINERY, _CODEGEN_FILES
     parse_only = _PARSE_ONLY_FILES
     allowed_roots = frozenset({"numpy", "pandas", "math"})
-    ran_candidate = []  # the candidate's module code may be executed once
 
     def refuse(what: str) -> None:
         raise PermissionError(f"sandbox: {what} is not allowed")
@@ -567,8 +565,7 @@ def _make_hook(prefixes: tuple[str, ...], exact: frozenset[str],
                 refuse(f"import of '{name}'")
         elif event == "exec":
             code = args[0]
-            if code is candidate_code and not ran_candidate:
-                ran_candidate.append(True)
+            if code is candidate_code:  # the harness runs the block's top level in each fresh namespace
                 return
             if type(code) is code_type and (code.co_filename.startswith(prefixes)
                                             or code.co_filename.startswith("<frozen ")):
@@ -592,7 +589,6 @@ def _make_hook(prefixes: tuple[str, ...], exact: frozenset[str],
     return hook
 
 
-@functools.cache
 def active_layers() -> dict[str, bool | str]:
     """Which isolation layers actually hold on this machine, measured from inside a worker child.
 

@@ -10,6 +10,13 @@ docstrings; inside functions ordinary synchronous Python over names the block de
 and allowlisted attributes of `np`, `pd` and `math`. Any other attribute is fine unless it is private or on
 the denylists below (pandas and numpy I/O, code from strings, namespaces that reach `os`, frames, and
 the backward fills, negative shifts and centred windows that read future rows).
+
+Code that runs before any harness call is held to constants: top-level values and default values are
+literals, arithmetic and module function calls; annotations are names, attributes and subscripts.
+pandas methods that look a function NAME up on the object (agg, apply, transform, pivot_table's aggfunc...)
+take only functions the vetter can see or literal reducer names, so no name built at run time reaches
+`DataFrame.eval` or a writer. The text itself holds no control or bidi characters (they drive terminals
+that show these messages, or hide code) and no trade.py delimiter line (the block would be cut there).
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from ..candidate import BLOCK_START, is_delimiter_line
 from ..errors import CandidateError, UnsafeCodeError
+from ..untrusted import UNSAFE_CHARACTERS
 
 REQUIRED_FUNCTIONS = ("generate_features", "strategy_logic")
 # Bounds that keep parsing and vetting cheap whatever the model sends; real strategies are 1-5 KB deep 10-30.
@@ -184,6 +193,47 @@ DENIED_STRINGS = CODE_FROM_STRING_ATTRIBUTES | FORMAT_ATTRIBUTES | FILE_IO_ATTRI
 DUNDER_IN_STRING = re.compile(r"__\w+__")
 
 # ---------------------------------------------------------------------------------------------------------
+# pandas string dispatch. These take a function or a function NAME and resolve a name with getattr on the
+# object (pandas/core/apply.py `_apply_str`, GroupBy.apply and _transform), including non-callable
+# attributes, so a name built at run time ("ev" + "al") reaches DataFrame.eval, whose `@name` resolves in
+# pandas' own module globals (inspect, hence os). Types are unknown here, so the rule goes by method name on
+# any object: every argument pandas may dispatch must be a function the vetter can see or a literal name
+# below. Series.map, Index.map, DataFrame.map and pipe call what they get (a string is "not callable").
+# ---------------------------------------------------------------------------------------------------------
+# method -> the positional arguments that may be a function, as (first, end); end None means all the rest.
+DISPATCH_POSITIONS: dict[str, tuple[int, int | None]] = {
+    "agg": (0, 1), "aggregate": (0, 1), "apply": (0, 1), "transform": (0, 1),
+    "NamedAgg": (1, 2),  # NamedAgg(column, aggfunc, *args for aggfunc)
+    # df.pivot_table(values, index, columns, aggfunc, ...); "all the rest" also covers the unbound
+    # pd.DataFrame.pivot_table(df, ...), where aggfunc comes one later.
+    "pivot_table": (3, None),
+    "crosstab": (5, None),  # pd.crosstab(index, columns, values, rownames, colnames, aggfunc, ...)
+}
+# The same functions called through the module, where the data is the first argument.
+PANDAS_FUNCTION_POSITIONS: dict[str, tuple[int, int | None]] = {"pivot_table": (4, None)}
+DISPATCH_KEYWORDS = frozenset({"func", "arg", "aggfunc"})
+# With no function given, these take named aggregations as keywords: out=("Close", "max") or out="max".
+NAMED_AGGREGATION_METHODS = frozenset({"agg", "aggregate", "transform"})
+NOT_NAMED_AGGREGATIONS = frozenset({"axis", "engine", "engine_kwargs"})
+# Names pandas may be given as literal strings: reducers and transforms that take no function themselves.
+DISPATCH_NAMES = frozenset({
+    "mean", "median", "sum", "prod", "std", "var", "sem", "min", "max", "count", "size", "nunique", "first",
+    "last", "skew", "kurt", "kurtosis", "quantile", "idxmax", "idxmin", "all", "any", "ohlc", "describe",
+    "cumsum", "cumprod", "cummax", "cummin", "cumcount", "rank", "pct_change", "diff", "shift", "ffill",
+    "abs", "round",
+})
+FUNCTION_HINT = "pass a function (def or lambda), a numpy function such as np.mean, or a literal name such as 'mean'"
+DISPATCH_RULE = f"pandas looks a function given by name up on the object; {FUNCTION_HINT}"
+UNPACKING_RULE = "pandas could take a function name from it; pass the arguments one by one"
+DISPATCH_NAME_RULE = (
+    "only reducer and transform names such as 'mean', 'std' or 'cumsum' may be given as strings; "
+    "pass a function (def or lambda) for anything else"
+)
+# How a name is bound: a name given to pandas as a function must be bound only in FUNCTION_BINDINGS.
+DEFINED, IMPORTED_FUNCTION, ASSIGNED = "def", "imported function", "assigned"
+FUNCTION_BINDINGS = frozenset({DEFINED, IMPORTED_FUNCTION})
+
+# ---------------------------------------------------------------------------------------------------------
 # Builtins. Allowed: pure values and iteration. Everything else in builtins is rejected in every role
 # (call, reference, parameter, assignment), so shadowing it in one function cannot unlock it in another.
 # ---------------------------------------------------------------------------------------------------------
@@ -246,12 +296,12 @@ LEAF_TYPES = frozenset(
 )
 # Nodes checked only through their children.
 PLAIN_NODES = frozenset({
-    ast.Return, ast.Delete, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.While, ast.If, ast.With,
+    ast.Return, ast.Delete, ast.Assign, ast.AugAssign, ast.For, ast.While, ast.If, ast.With,
     ast.Raise, ast.Try, ast.TryStar, ast.Assert, ast.Expr, ast.Pass, ast.Break, ast.Continue,
     ast.BoolOp, ast.NamedExpr, ast.BinOp, ast.UnaryOp, ast.Lambda, ast.IfExp, ast.Dict, ast.Set,
     ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Yield, ast.YieldFrom, ast.Compare,
     ast.FormattedValue, ast.JoinedStr, ast.Subscript, ast.Starred, ast.List, ast.Tuple, ast.Slice,
-    ast.arguments, ast.keyword, ast.withitem,
+    ast.keyword, ast.withitem,
 })
 # Nodes a top-level constant may contain (calls are checked separately).
 CONSTANT_NODES = frozenset({
@@ -268,6 +318,28 @@ TOP_LEVEL_RULE = (
     "the top level may hold only function definitions, constants and imports; "
     "move this code into generate_features or strategy_logic"
 )
+CONSTANT_KINDS = "literals, tuples, lists, dicts, arithmetic and calls of np, pd or math functions"
+TOP_LEVEL_VALUE_RULE = f"top-level values must be constants: {CONSTANT_KINDS}; compute anything else inside a function"
+# Defaults and annotations are evaluated by `def` and `lambda` themselves, before any harness call.
+DEFAULT_RULE = (
+    f"default values are evaluated when the function is defined, so they must be constants: {CONSTANT_KINDS}; "
+    "compute anything else inside the function"
+)
+ANNOTATION_NODES = frozenset({
+    ast.Name, ast.Attribute, ast.Subscript, ast.Constant, ast.Tuple, ast.List, ast.BinOp, ast.BitOr, ast.Load,
+})
+ANNOTATION_RULE = (
+    "annotations are evaluated when the function is defined; use names, attributes, subscripts and | "
+    "such as pd.Series, list[float] or int | None"
+)
+CONTROL_RULE = (
+    "control, bidirectional-formatting and stray carriage-return characters can hide code or drive the "
+    "terminal; write plain text, with escapes such as '\\x1b' inside strings"
+)
+DELIMITER_RULE = (
+    "it marks where the agent block starts or ends in trade.py, so the block would be cut there when the "
+    "file is read back; write another comment"
+)
 
 
 @dataclass(frozen=True)
@@ -282,15 +354,18 @@ class VettedBlock:
 
 def vet_block(block: str, require: Iterable[str] = REQUIRED_FUNCTIONS) -> VettedBlock:
     """Vet a candidate block; raise CandidateError (syntax) or UnsafeCodeError (rule, line) when it fails."""
+    _check_characters(block)  # first: later messages quote the block's lines
     if len(block) > MAX_BLOCK_CHARS:
         line = block.count("\n", 0, MAX_BLOCK_CHARS) + 1
         _reject(line, f"a block of {len(block):,} characters",
                 f"blocks are limited to {MAX_BLOCK_CHARS:,} characters; keep the strategy short")
+    _check_delimiter_lines(block)
     tree = _parse(block)
     vetter = _Vetter(block)
     vetter.vet_module(tree)
     _check_required(vetter, tuple(require))
     vetter.resolve_reads()  # after the signatures: `def generate_features():` explains better than "df undefined"
+    vetter.resolve_function_names()
     try:  # the compiler finds what the parser does not: `break` outside a loop, bad nonlocal, ...
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -308,7 +383,7 @@ def _parse(block: str) -> ast.Module:
             return ast.parse(block, filename="<strategy>")
     except SyntaxError as exc:
         raise _syntax_error(exc) from None
-    except ValueError as exc:  # null bytes, on Python versions that do not report them as a SyntaxError
+    except ValueError as exc:  # a lone surrogate, which cannot be encoded
         raise CandidateError(f"line 1: SyntaxError: {exc}", status="syntax_error", error_type="SyntaxError") from None
     except (RecursionError, MemoryError):
         _reject(1, "nesting this deep", f"code is limited to {MAX_DEPTH} levels of nesting; use helper functions")
@@ -323,6 +398,55 @@ def _syntax_error(exc: SyntaxError) -> CandidateError:
 def _reject(line: int, what: str, rule: str) -> NoReturn:
     """Raise the one rejection format: `line N: <what> is not allowed (<rule>)`."""
     raise UnsafeCodeError(f"line {line}: {what} is not allowed ({rule})", line=line)
+
+
+def _check_characters(block: str) -> None:
+    """No control or bidi character (untrusted.UNSAFE_CHARACTERS; a CR ending a line is fine), named by code point."""
+    for found in UNSAFE_CHARACTERS.finditer(block):
+        if found.group() == "\r" and block.startswith("\n", found.end()):
+            continue
+        _reject(block.count("\n", 0, found.start()) + 1, f"the character U+{ord(found.group()):04X}", CONTROL_RULE)
+
+
+def _check_delimiter_lines(block: str) -> None:
+    """No line that trade.py's reader would take for a delimiter, however it is indented."""
+    for number, text in enumerate(block.split("\n"), start=1):
+        if is_delimiter_line(text):
+            which = "start" if text.strip() == BLOCK_START else "end"
+            _reject(number, f"the trade.py {which} delimiter line", DELIMITER_RULE)
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _snippet(node: ast.AST) -> str:
+    """A node as shortened source, for a message (only nodes already vetted for depth)."""
+    return _shorten(ast.unparse(node))
+
+
+def _is_none(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
+
+
+def _names_a_function(attr: str) -> bool:
+    """True for np/pd/math names the block may give pandas as a function.
+
+    The capitalised ones are pandas classes and constants: pd.DataFrame.agg(pd.DataFrame, name, ...) runs
+    with the class as `self` and dispatches `name` on it, so a class is never a function here.
+    """
+    return not attr[:1].isupper()
+
+
+def _module_path(node: ast.expr) -> str | None:
+    """The module a plain chain refers to (`np` -> numpy, `np.linalg` -> numpy.linalg), else None."""
+    if isinstance(node, ast.Name):
+        return MODULE_ALIASES.get(node.id)
+    if isinstance(node, ast.Attribute):
+        parent = _module_path(node.value)
+        if parent is not None and f"{parent}.{node.attr}" in MODULE_ATTRIBUTES:
+            return f"{parent}.{node.attr}"
+    return None
 
 
 def _is_negative_number(node: ast.expr) -> bool:
@@ -381,14 +505,18 @@ class _Vetter:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.bound: set[str] = set()
+        self.bindings: dict[str, set[str]] = {}  # name -> how it is bound (DEFINED, IMPORTED_FUNCTION, ASSIGNED)
         self.reads: list[tuple[str, int]] = []  # names to resolve once every binding has been seen
+        self.function_names: list[tuple[str, int, str]] = []  # (name, line, method) given to pandas as functions
+        self.callees: set[int] = set()  # ids of dispatch attributes that are called, not used as values
         self.imported: set[str] = set()  # names bound by `from module import name`
         self.function_nodes: dict[str, ast.FunctionDef] = {}
         self.constants: list[str] = []
         self.handlers: dict[type, Callable[[ast.AST, int, int], None]] = {
             ast.FunctionDef: self.visit_function,
+            ast.arguments: self.visit_arguments,
             ast.arg: self.visit_arg,
+            ast.AnnAssign: self.visit_ann_assign,
             ast.Name: self.visit_name,
             ast.Attribute: self.visit_attribute,
             ast.Call: self.visit_call,
@@ -419,8 +547,7 @@ class _Vetter:
     def quote(self, lineno: int) -> str:
         """One source line, shortened: quoting the text avoids unparsing a possibly very deep tree."""
         lines = re.split(r"\r\n|\r|\n", self.source)  # the parser's line endings, not str.splitlines'
-        text = lines[lineno - 1].strip() if lineno <= len(lines) else ""
-        return text if len(text) <= 40 else text[:37] + "..."
+        return _shorten(lines[lineno - 1].strip() if lineno <= len(lines) else "")
 
     def check_constant(self, stmt: ast.Assign | ast.AnnAssign) -> None:
         """A top-level assignment binds plain names to a value computed from literals and module functions."""
@@ -437,19 +564,17 @@ class _Vetter:
                 if element.id in REQUIRED_FUNCTIONS:
                     _reject(stmt.lineno, f"assigning to {element.id}", f"define it with `def {element.id}(...)`")
                 names.append(element.id)
-        if stmt.value is None:
-            self.constants.extend(names)
-            return
-        for node in ast.walk(stmt.value):
-            kind = type(node)
-            if kind in CONSTANT_NODES:
-                continue
-            if kind is ast.Call and self.is_constant_call(node.func):
-                continue
-            _reject(stmt.lineno, f"the top-level value of {', '.join(names)}",
-                    "top-level values must be constants: literals, tuples, lists, dicts, arithmetic and calls of "
-                    "np, pd or math functions; compute anything else inside a function")
+        if stmt.value is not None:
+            self.check_constant_value(stmt.value, stmt.lineno, f"the top-level value of {', '.join(names)}",
+                                      TOP_LEVEL_VALUE_RULE)
         self.constants.extend(names)
+
+    def check_constant_value(self, value: ast.expr, line: int, what: str, rule: str) -> None:
+        """A value computed before any harness call: literals, arithmetic and module function calls only."""
+        for node in ast.walk(value):
+            kind = type(node)
+            if kind not in CONSTANT_NODES and not (kind is ast.Call and self.is_constant_call(node.func)):
+                _reject(line, what, rule)
 
     def is_constant_call(self, func: ast.expr) -> bool:
         """Calls a top-level constant may make: module functions and pure builtins (never the block's own code)."""
@@ -462,7 +587,7 @@ class _Vetter:
     def resolve_reads(self) -> None:
         """Every name read is bound somewhere in the block (or is np/pd/math or an allowed builtin)."""
         for name, line in self.reads:
-            if name in self.bound:
+            if name in self.bindings:
                 continue
             if name in KNOWN_MODULE_NAMES:
                 _reject(line, f"name '{name}'", IMPORT_HINT)
@@ -474,6 +599,18 @@ class _Vetter:
                 "and the common builtins are available)",
                 line=line,
             )
+
+    def resolve_function_names(self) -> None:
+        """A name given to pandas as a function is bound only by def or by importing a module function."""
+        for name, line, method in self.function_names:
+            how = self.bindings.get(name)
+            if (how is None and name in ALLOWED_BUILTINS) or (how and how <= FUNCTION_BINDINGS):
+                continue
+            rule = DISPATCH_RULE if how is None else (
+                f"the name '{name}' is bound by something other than def in this block, so it may hold a name "
+                f"at run time; {FUNCTION_HINT}"
+            )
+            _reject(line, f"`{name}` as the function of {method}()", rule)
 
     # -- dispatch -------------------------------------------------------------------------------------
     def visit(self, node: ast.AST, line: int, depth: int) -> None:
@@ -509,14 +646,14 @@ class _Vetter:
         if name in ESCAPE_MODULE_NAMES:
             _reject(line, f"name '{name}'", IMPORT_HINT)
 
-    def bind(self, name: str, line: int) -> None:
+    def bind(self, name: str, line: int, how: str = ASSIGNED) -> None:
         """A name the block defines; blocked builtins stay blocked even as local names (no shadowing holes)."""
         if name in FORBIDDEN_BUILTINS:
             _reject(line, f"the name '{name}'", "it is the name of a blocked builtin; choose another name")
         self.check_name(name, line)
         if name in MODULE_ALIASES:
             _reject(line, f"binding the name '{name}'", f"'{name}' is reserved for the {MODULE_ALIASES[name]} module")
-        self.bound.add(name)
+        self.bindings.setdefault(name, set()).add(how)
 
     def visit_name(self, node: ast.Name, line: int, depth: int) -> None:
         name = node.id
@@ -530,10 +667,33 @@ class _Vetter:
         if name not in ALLOWED_BUILTINS and name not in EXCEPTION_NAMES:
             self.reads.append((name, line))
 
+    def visit_arguments(self, node: ast.arguments, line: int, depth: int) -> None:
+        positional = [*node.posonlyargs, *node.args]
+        defaults = [*zip(positional[len(positional) - len(node.defaults):], node.defaults),
+                    *zip(node.kwonlyargs, node.kw_defaults)]
+        for arg, default in defaults:
+            if default is not None:  # a keyword-only argument without a default
+                self.check_constant_value(default, default.lineno, f"the default value of {arg.arg}", DEFAULT_RULE)
+        self.visit_children(node, line, depth)
+
     def visit_arg(self, node: ast.arg, line: int, depth: int) -> None:
         self.bind(node.arg, line)
         if node.annotation is not None:
-            self.visit(node.annotation, line, depth + 1)
+            self.visit_annotation(node.annotation, line, depth + 1)
+
+    def visit_ann_assign(self, node: ast.AnnAssign, line: int, depth: int) -> None:
+        # Inside a function the annotation is not evaluated, at the top level it is; one rule for both.
+        self.check_annotation(node.annotation)
+        self.visit_children(node, line, depth)
+
+    def visit_annotation(self, node: ast.expr, line: int, depth: int) -> None:
+        self.check_annotation(node)
+        self.visit(node, line, depth)
+
+    def check_annotation(self, annotation: ast.expr) -> None:
+        for node in ast.walk(annotation):
+            if type(node) not in ANNOTATION_NODES or isinstance(node, ast.BinOp) and not isinstance(node.op, ast.BitOr):
+                _reject(annotation.lineno, f"the annotation `{_snippet(annotation)}`", ANNOTATION_RULE)
 
     def visit_global(self, node: ast.Global | ast.Nonlocal, line: int, depth: int) -> None:
         # Allowed: stateful strategies (a position flag, a trailing stop) keep state in module globals;
@@ -548,10 +708,10 @@ class _Vetter:
         if node.decorator_list:
             _reject(node.decorator_list[0].lineno, f"decorator on {node.name}()",
                     "decorators run code at definition time and can swap the function; call helpers explicitly")
-        self.bind(node.name, line)
+        self.bind(node.name, line, DEFINED)
         self.visit(node.args, line, depth + 1)
         if node.returns is not None:
-            self.visit(node.returns, line, depth + 1)
+            self.visit_annotation(node.returns, line, depth + 1)
         body = node.body
         first = body[0]
         if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
@@ -580,7 +740,7 @@ class _Vetter:
             if bound not in allowed:
                 _reject(line, f"import of {alias.name} as '{bound}'",
                         f"write `import {alias.name} as {min(allowed, key=len)}`; {IMPORT_HINT}")
-            self.bound.add(bound)
+            self.bindings.setdefault(bound, set()).add(ASSIGNED)
 
     def visit_import_from(self, node: ast.ImportFrom, line: int, depth: int) -> None:
         module = node.module or ""
@@ -594,25 +754,21 @@ class _Vetter:
                 _reject(line, f"import of the module '{name}' from {module}", f"use it through the module's name")
             if name not in MODULE_ATTRIBUTES[module]:
                 _reject(line, f"import of '{name}' from {module}", self.module_rule(module, name))
+            if name in DISPATCH_POSITIONS:
+                _reject(line, f"import of '{name}' from {module}",
+                        f"call it as pd.{name}(...), so that the functions given to it can be checked")
             bound = alias.asname or name
-            self.bind(bound, line)
+            self.bind(bound, line, IMPORTED_FUNCTION if _names_a_function(name) else ASSIGNED)
             self.imported.add(bound)
 
     # -- attributes -----------------------------------------------------------------------------------
     def module_of(self, node: ast.expr, line: int) -> str | None:
-        """The module a plain chain refers to (`np` -> numpy, `np.linalg` -> numpy.linalg), else None."""
-        if isinstance(node, ast.Name):
-            name = node.id
-            if name not in MODULE_ALIASES:
-                return None
-            if name not in PROVIDED_NAMES:
-                self.reads.append((name, line))  # `numpy` and `pandas` need their import
-            return MODULE_ALIASES[name]
-        if isinstance(node, ast.Attribute):
-            parent = self.module_of(node.value, line)
-            if parent is not None and f"{parent}.{node.attr}" in MODULE_ATTRIBUTES:
-                return f"{parent}.{node.attr}"
-        return None
+        """The module a plain chain refers to (see _module_path), noting that `numpy`/`pandas` need an import."""
+        module = _module_path(node)
+        root = _module_root(node)
+        if module is not None and root not in PROVIDED_NAMES:
+            self.reads.append((root, line))
+        return module
 
     def module_rule(self, module: str, attr: str) -> str:
         """Why an attribute of a module is rejected."""
@@ -626,6 +782,11 @@ class _Vetter:
 
     def visit_attribute(self, node: ast.Attribute, line: int, depth: int) -> None:
         attr = node.attr
+        if attr in DISPATCH_POSITIONS and id(node) not in self.callees:
+            # A stored or passed method (run = df.agg; df.pipe(pd.DataFrame.agg, ...)) hides its arguments.
+            _reject(line, f"attribute '{attr}' used as a value",
+                    "methods that take function names must be called directly, as in df.agg('mean'), so that "
+                    "the functions given to them can be checked")
         if not isinstance(node.ctx, ast.Load):
             _reject(line, f"assigning to attribute '{attr}'", ATTRIBUTE_ASSIGNMENT_RULE)
         module = self.module_of(node.value, line)
@@ -644,6 +805,9 @@ class _Vetter:
     # -- calls and literals ---------------------------------------------------------------------------
     def visit_call(self, node: ast.Call, line: int, depth: int) -> None:
         func = node.func
+        dispatch = func if isinstance(func, ast.Attribute) and func.attr in DISPATCH_POSITIONS else None
+        if dispatch is not None:
+            self.callees.add(id(dispatch))
         if isinstance(func, ast.Attribute) and func.attr in LAGGED_METHODS and _module_root(func) is None:
             periods = node.args[0] if node.args else next(
                 (kw.value for kw in node.keywords if kw.arg == "periods"), None)
@@ -659,7 +823,64 @@ class _Vetter:
             if keyword.arg == "method" and value.value in ("bfill", "backfill"):
                 _reject(line, f"method={value.value!r}",
                         "backward fill copies later rows into earlier ones; use ffill()")
-        self.visit_children(node, line, depth)
+        self.visit_children(node, line, depth)  # first, so literal strings keep their own, sharper messages
+        if dispatch is not None:
+            self.check_dispatch(node, dispatch)
+
+    def check_dispatch(self, node: ast.Call, func: ast.Attribute) -> None:
+        """Every argument pandas may resolve as a function name is a function the vetter can see."""
+        method = func.attr
+        for arg in node.args:
+            if isinstance(arg, ast.Starred):
+                _reject(arg.lineno, f"unpacking `{_snippet(arg)}` into {method}()", UNPACKING_RULE)
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                _reject(keyword.value.lineno, f"unpacking `**{_snippet(keyword.value)}` into {method}()",
+                        UNPACKING_RULE)
+        first, end = DISPATCH_POSITIONS[method]
+        if _module_path(func.value) == "pandas":
+            first, end = PANDAS_FUNCTION_POSITIONS.get(method, (first, end))
+        functions = [*node.args[first:end], *(kw.value for kw in node.keywords if kw.arg in DISPATCH_KEYWORDS)]
+        for function in functions:
+            self.check_function(function, method)
+        if method in NAMED_AGGREGATION_METHODS and all(_is_none(function) for function in functions):
+            for keyword in node.keywords:
+                if keyword.arg not in NOT_NAMED_AGGREGATIONS | DISPATCH_KEYWORDS:
+                    self.check_named_aggregation(keyword.value, method)
+
+    def check_named_aggregation(self, value: ast.expr, method: str) -> None:
+        """out=("Close", function) takes a column and a function; out=function a function."""
+        if isinstance(value, ast.Tuple) and len(value.elts) == 2 and not isinstance(value.elts[1], ast.Starred):
+            self.check_function(value.elts[1], method)
+        else:
+            self.check_function(value, method)
+
+    def check_function(self, node: ast.expr, method: str) -> None:
+        """A function pandas may get by name: lists, tuples and dict values of such functions all dispatch."""
+        line = node.lineno
+        if isinstance(node, (ast.List, ast.Tuple)):
+            for element in node.elts:
+                self.check_function(element, method)
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if key is None:
+                    _reject(line, f"unpacking `**{_snippet(value)}` into {method}()", UNPACKING_RULE)
+                self.check_function(value, method)
+        elif isinstance(node, ast.Starred):
+            _reject(line, f"unpacking `{_snippet(node)}` into {method}()", UNPACKING_RULE)
+        elif isinstance(node, ast.Name):
+            self.function_names.append((node.id, line, method))  # its bindings are known only at the end
+        elif isinstance(node, ast.Constant):
+            if isinstance(node.value, str) and node.value not in DISPATCH_NAMES:
+                _reject(line, f"`{node.value!r}` as the function of {method}()", DISPATCH_NAME_RULE)
+        elif not (
+            isinstance(node, ast.Lambda)
+            # a NamedAgg is checked as a dispatch call of its own
+            or (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "NamedAgg")
+            or (isinstance(node, ast.Attribute) and _module_path(node.value) is not None
+                and _names_a_function(node.attr))
+        ):
+            _reject(line, f"`{_snippet(node)}` as the function of {method}()", DISPATCH_RULE)
 
     def visit_constant(self, node: ast.Constant, line: int, depth: int) -> None:
         value = node.value
