@@ -93,6 +93,17 @@ def runnable_source(skeleton: str, block: str, where: str = "trade.py") -> str:
     return source
 
 
+def is_guarded(source: str) -> bool:
+    """True when the whole line just above the start delimiter is GUARD, as runnable_source writes it."""
+    try:
+        body, _ = _block_bounds(source, "")
+    except ConfigError:
+        return False
+    start = source.rfind("\n", 0, body - 1) + 1
+    above = source.rfind("\n", 0, max(0, start - 1)) + 1
+    return source[above:start] == GUARD + "\n"
+
+
 def _check_guard_runs_first(source: str, guard_line: int, where: str) -> None:
     """The guard (1-based line `guard_line`) is a top-level statement that nothing before it spans past."""
     try:

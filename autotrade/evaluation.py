@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import sys
 import time
 import traceback
@@ -24,10 +25,11 @@ from .backtest import BacktestSettings, WindowResult, run_window
 from .data import PreparedData, load_prepared
 from .errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
 from .fileio import json_safe
-from .sandbox.lookahead import check_lookahead, cut_points, seed_for
+from .metrics import periods_per_year
+from .sandbox.lookahead import TAIL_ROWS, check_lookahead, cut_points, position_changes, seed_for, whole_cuts
 from .sandbox.vet import vet_block
 from .sandbox.oneshot import begin_one_shot
-from .sandbox.worker import Limits, run_candidate
+from .sandbox.worker import CandidateOutput, Limits, run_candidate
 
 
 class Status(StrEnum):
@@ -59,6 +61,9 @@ class EvalSettings:
     timeout_s: float = 60.0
     memory_mb: int = 4096
     lookahead: bool = True
+    # The run's private secret behind the gate's random cuts (state.json; never in a prompt), so that
+    # report and resume reach the same verdicts; None draws a fresh one (a one-off backtest).
+    gate_secret: int | None = None
 
     def __post_init__(self) -> None:
         # The worker turns these into kernel limits: an infinite or NaN time cannot be one.
@@ -80,6 +85,7 @@ class Evaluation:
     curves: dict[str, WindowResult] = field(default_factory=dict, repr=False, compare=False)
     columns: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # mistakes the sandbox forgave, e.g. a generate_features without `return df`
+    suspicious: tuple[str, ...] = ()  # why the result is implausible for its data (a warning, never a gate)
     output: str = ""  # what the candidate printed, truncated by the sandbox
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -98,6 +104,7 @@ class Evaluation:
             "windows": json_safe(self.windows),
             "columns": list(self.columns),
             "warnings": list(self.warnings),
+            "suspicious": list(self.suspicious),
             "output": self.output,
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }
@@ -105,6 +112,21 @@ class Evaluation:
 
 def _failure(status: str, message: str, timings: dict[str, float], error_type: str | None = None, tb: str = "") -> Evaluation:
     return Evaluation(status=Status(status), message=message, error_type=error_type, traceback=tb, timings=timings)
+
+
+def run_gated(source: str, frame: Any, val_position: int, seed: int, limits: Limits,
+              lookahead: bool = True) -> CandidateOutput:
+    """The block's full run and, unless `lookahead` is off, the look-ahead gate over it; CandidateError if either fails.
+
+    `val_position` is the first validation bar of `frame`; `seed` (lookahead.seed_for) draws the random cuts.
+    """
+    def plan(signals: np.ndarray) -> list[int]:
+        return cut_points(frame, signals, val_position, seed) if lookahead else []
+
+    output = run_candidate(source, frame, plan, limits, tail_rows=TAIL_ROWS, whole=whole_cuts(len(frame), val_position))
+    if lookahead:
+        check_lookahead(output, frame.index, output.steps)
+    return output
 
 
 def _window_mask(name: str, index: Any, data: PreparedData) -> np.ndarray:
@@ -146,17 +168,15 @@ def evaluate_block(
     needs_holdout = any(name in ("test", "full") for name in windows)
     frame = data.frame if needs_holdout else data.research_frame()
     val_position = int(np.searchsorted(frame.index.values, np.datetime64(data.splits.val_start)))
-    cuts = cut_points(len(frame), val_position, seed_for(vetted.source)) if settings.lookahead else []
+    secret = settings.gate_secret if settings.gate_secret is not None else secrets.randbits(64)
     limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
-
     mark = time.perf_counter()
     try:
-        output = run_candidate(vetted.source, frame, cuts, limits)
-        timings["run_s"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        if settings.lookahead:
-            check_lookahead(output, frame.index)
-        timings["lookahead_s"] = time.perf_counter() - mark
+        output = run_gated(vetted.source, frame, val_position, seed_for(vetted.source, secret), limits,
+                           settings.lookahead)
+        timings["run_s"] = output.timings["run_s"]
+        timings["lookahead_s"] = time.perf_counter() - mark - output.timings["run_s"]
+        timings["gate_cuts"] = float(len(output.steps))
     except CandidateError as exc:
         timings["total_s"] = time.perf_counter() - started
         return _failure(exc.status, str(exc), timings, exc.error_type, exc.traceback)
@@ -191,9 +211,40 @@ def evaluate_block(
         curves=curves,
         columns=tuple(output.columns),
         warnings=tuple(output.warnings),
+        suspicious=suspicions(frame, output.signals, metrics),
         output=output.output,
         timings=timings,
     )
+
+
+SUSPICIOUS_SHARPE = 4.0  # a validation Sharpe above this on daily bars is rarely real
+SUSPICIOUS_HITS = 5.0  # z-score of next-bar hits over the position changes, against a coin flip
+MIN_DECISIONS = 30  # position changes needed before a hit rate means anything
+
+
+def suspicions(frame: Any, signals: np.ndarray, metrics: dict[str, dict[str, float]]) -> tuple[str, ...]:
+    """Why a result is implausible for daily data, for a look-ahead no gate caught: the second line of defence.
+
+    Checked: a validation Sharpe above SUSPICIOUS_SHARPE, and position changes whose next bar moved their
+    way (up after a buy, down after a sell) far more often than a coin flip would.
+    """
+    found = []
+    sharpe = (metrics.get("val") or {}).get("sharpe")
+    daily = periods_per_year(frame.index) <= 366
+    if daily and sharpe is not None and math.isfinite(sharpe) and sharpe > SUSPICIOUS_SHARPE:
+        found.append(f"validation Sharpe {sharpe:.1f} is implausible for daily data")
+    changes = position_changes(signals)
+    changes = changes[changes < len(frame) - 1]
+    if len(changes) >= MIN_DECISIONS:
+        close = frame["Close"].to_numpy(dtype=float)
+        moved_up = close[changes + 1] > close[changes]
+        bought = signals[changes] == 1.0
+        hits = int((moved_up == bought).sum())
+        z = (hits - len(changes) / 2) / math.sqrt(len(changes) / 4)
+        if z > SUSPICIOUS_HITS:
+            found.append(f"{hits} of {len(changes)} position changes ({hits / len(changes):.0%}) were followed by a "
+                         "next bar moving their way, far above chance: check for look-ahead")
+    return tuple(found)
 
 
 def check_sandbox() -> float:
@@ -212,7 +263,7 @@ def check_sandbox() -> float:
                           "Adj Close": close, "Volume": np.full(300, 1e6)}, index=index)
     started = time.perf_counter()
     output = run_candidate(extract_block(baseline_source()), frame, [150, 250], Limits(timeout_s=60))
-    check_lookahead(output, frame.index)
+    check_lookahead(output, frame.index, output.steps)
     return time.perf_counter() - started
 
 

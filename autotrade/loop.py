@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 from . import __version__
 from .backtest import BacktestSettings, Fill
-from .candidate import GUARD, baseline_source, extract_block, has_delimiters, read_block, runnable_source, splice_block
+from .candidate import baseline_source, extract_block, has_delimiters, is_guarded, read_block, runnable_source, splice_block
 from .config import RunSettings, public_model_config
 from .data import PreparedData, load_prepared
 from .errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, UnsafeCodeError
@@ -117,11 +118,13 @@ def data_identity(data: PreparedData) -> dict[str, Any]:
     }
 
 
-def eval_settings(settings: RunSettings) -> EvalSettings:
-    """The evaluation settings a run pins."""
+def eval_settings(settings: RunSettings, state: RunState | None = None) -> EvalSettings:
+    """The evaluation settings a run pins: its settings, and its state's gate secret (the seed for older runs)."""
+    secret = state.gate_secret if state is not None and state.gate_secret is not None else settings.seed
     return EvalSettings(
         backtest=BacktestSettings(fill=Fill(settings.fill), cost_bps=settings.cost_bps),
         timeout_s=settings.eval_timeout,
+        gate_secret=secret,
     )
 
 
@@ -209,12 +212,12 @@ class Research:
         self.skeleton: str = config["start_source"]
         self.start_block = extract_block(self.skeleton, "the run's starting trade.py")
         self.research = data.research_frame()  # never the test rows
-        self.eval = eval_settings(self.settings)
         self.proposer: Proposer | None = None  # made on the first proposal, once preflight has resolved the model
         state = run.read_state()
         if state is None:
             raise ConfigError(f"{run.path}: no state.json (the run never started); start a new run")
         self.state = state
+        self.eval = eval_settings(self.settings, state)
         self.records = run.records(state.next_iteration)
         self.session_mark = time.monotonic()
 
@@ -316,7 +319,7 @@ class Research:
         for record in self.records:
             path = self.run.iter_path(record["iteration"], "trade.py")
             block = record.get("block")
-            if not block or not path.is_file() or GUARD in path.read_text(encoding="utf-8", errors="replace"):
+            if not block or not path.is_file() or is_guarded(path.read_text(encoding="utf-8", errors="replace")):
                 continue
             path.unlink()
             self.write_attempt(record["iteration"], block)
@@ -557,7 +560,8 @@ def start_run(
         "sandbox": sandbox,
     }
     run.write_json(run.config_path, config)
-    run.write_state(RunState(rng=rng_state(random.Random(settings.seed)), updated_at=now_iso()))
+    run.write_state(RunState(rng=rng_state(random.Random(settings.seed)), gate_secret=secrets.randbits(63),
+                             updated_at=now_iso()))
     run.journal("run_started", settings=settings.to_dict(), policy=settings.policy, model=config["model"], data=config["data"])
     return Research(run, config, model, data, reporter).drive()
 

@@ -98,14 +98,18 @@ def engine_rules(fill: str, cost_bps: float) -> str:
             "an open position is sold at the window's last close.",
             "- Train and validation are simulated separately, each starting flat with fresh cash.",
             "- Features must be causal: the value at a date may use only that bar and earlier ones. The harness "
-            "recomputes your features on truncated histories and rejects the candidate (status `lookahead`) if any "
-            "past value changes: no negative `shift`, no `center=True`, no statistics over the whole sample, no `bfill`.",
+            "recomputes your features on hundreds of truncated histories (cuts you cannot predict, many right "
+            "before the largest moves) and rejects the candidate (status `lookahead`) if any past value changes "
+            "at all: no unlagged negative `shift`, `center=True` or `bfill`, no statistics over the whole sample.",
+            "- `strategy_logic` runs in a fresh copy of your module, once per bar in date order: it may keep its own "
+            "state between calls, but it cannot see anything `generate_features` stored in globals (put it in a "
+            "column instead).",
             "- The first rows of rolling features are NaN; comparisons with NaN are False, so handle them (return 0).",
             "- A strategy that never trades in the validation window scores nothing (status `no_trades`).",
             "- `pd` (pandas), `np` (numpy) and `math` are provided; importing anything else is rejected. Also rejected: "
             "file, network and system access, pandas/numpy I/O (`read_*`, `to_*`, `np.load`/`np.save`), "
             "`eval`/`exec`/`compile`/`open`/`getattr`/`setattr`/`globals`/`locals`, `DataFrame.eval`/`query`, "
-            "double-underscore attributes, and state kept between calls of `strategy_logic`.",
+            "double-underscore attributes, classes and decorators.",
         ]
     )
 
@@ -143,6 +147,7 @@ def describe_population(records: Sequence[Mapping[str, Any]], objective: str) ->
             f"   train: {_metric_line(windows.get('train', {}))}\n"
             f"   validation: {_metric_line(windows.get('val', {}))}\n"
             f"   hypothesis: {first_line(str(record.get('hypothesis') or 'baseline'), 160)}"
+            + "".join(f"\n   SUSPICIOUS: {why}" for why in record.get("suspicious") or ())
         )
     windows = records[0].get("windows", {})
     lines.append(
@@ -171,9 +176,10 @@ def describe_outcome(record: Mapping[str, Any] | None) -> str:
         entered = "It entered the population." if record.get("entered_population") else (
             "It did not score high enough to enter the population, so this proposal branches from a population member."
         )
+        warning = "".join(f"\nSUSPICIOUS: {why}." for why in record.get("suspicious") or ())
         return (
             f"{who}: ok.\n- train: {_metric_line(windows.get('train', {}))}\n"
-            f"- validation: {_metric_line(windows.get('val', {}))}\n{entered}"
+            f"- validation: {_metric_line(windows.get('val', {}))}\n{entered}{warning}"
         )
     kind = f" ({record['error_type']})" if record.get("error_type") else ""
     parts = [f"{who} FAILED with status `{record.get('status')}`{kind}: {record.get('message') or '(no message)'}"]

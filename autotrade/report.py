@@ -480,7 +480,7 @@ def build_report(
     settings = RunSettings.from_dict(config["settings"])
     state, records = _committed(run)
     data = load_run_data(run, config, data_dir)
-    evaluation_settings: EvalSettings = eval_settings(settings)
+    evaluation_settings: EvalSettings = eval_settings(settings, state)
     research_index = data.research_frame().index
     ppy = periods_per_year(research_index)
 

@@ -54,6 +54,9 @@ class RunState:
     stop_reason: str | None = None  # max_iter, max_fails, interrupted, endpoint_error
     best_iteration: int | None = None
     totals: dict[str, float] = field(default_factory=dict)  # tokens and seconds over all sessions
+    # Private seed of the look-ahead gate's random cuts (never in a prompt or config.json), so that a
+    # candidate cannot predict them and a redone iteration gets the same verdict. None: a run from before it.
+    gate_secret: int | None = None
     updated_at: str = ""
     version: int = STATE_VERSION
 

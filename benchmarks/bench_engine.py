@@ -189,6 +189,88 @@ def bench_evaluation_vs_original(fixture: Fixture) -> dict[str, float | str]:
     }
 
 
+# Strategies of the kinds models write, for the look-ahead gate's cost (issue: at most 1.5 s per candidate).
+TYPICAL_BLOCKS = {
+    "sma_crossover": extract_block(baseline_source()),
+    "rsi": """
+def generate_features(df):
+    delta = df["Close"].diff()
+    gain = delta.clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean()
+    loss = (-delta.clip(upper=0)).ewm(alpha=1 / 14, adjust=False).mean()
+    df["RSI"] = 100 - 100 / (1 + gain / loss)
+    df["SMA_200"] = df["Close"].rolling(200).mean()
+    return df
+
+def strategy_logic(row):
+    if row["RSI"] < 40 and row["Close"] > row["SMA_200"]:
+        return 1
+    if row["RSI"] > 65:
+        return -1
+    return 0
+""",
+    "macd_bollinger_volume": """
+def generate_features(df):
+    close = df["Close"]
+    macd = close.ewm(span=12, adjust=False).mean() - close.ewm(span=26, adjust=False).mean()
+    df["MACD"] = macd
+    df["MACD_signal"] = macd.ewm(span=9, adjust=False).mean()
+    mid = close.rolling(20).mean()
+    std = close.rolling(20).std()
+    df["BB_upper"] = mid + 2 * std
+    df["BB_lower"] = mid - 2 * std
+    df["ATR"] = (df["High"] - df["Low"]).rolling(14).mean()
+    df["Vol_ratio"] = df["Volume"] / df["Volume"].rolling(50).mean()
+    df["Momentum"] = close.pct_change(10)
+    return df
+
+def strategy_logic(row):
+    if row["MACD"] > row["MACD_signal"] and row["Close"] < row["BB_upper"] and row["Vol_ratio"] > 0.8:
+        return 1
+    if row["MACD"] < row["MACD_signal"] or row["Close"] > row["BB_upper"]:
+        return -1
+    return 0
+""",
+    "breakout_with_trailing_stop": """
+def generate_features(df):
+    df["High_55"] = df["High"].rolling(55).max().shift(1)
+    df["Low_20"] = df["Low"].rolling(20).min().shift(1)
+    df["Trend"] = df["Close"].ewm(span=100).mean()
+    return df
+
+STATE = {"peak": 0.0, "long": False}
+
+def strategy_logic(row):
+    if not STATE["long"] and row["Close"] > row["High_55"] and row["Close"] > row["Trend"]:
+        STATE["long"], STATE["peak"] = True, row["Close"]
+        return 1
+    if STATE["long"]:
+        STATE["peak"] = max(STATE["peak"], row["Close"])
+        if row["Close"] < row["Low_20"] or row["Close"] < 0.9 * STATE["peak"]:
+            STATE["long"] = False
+            return -1
+    return 0
+""",
+}
+GATE_TARGET_S = 1.5
+
+
+def bench_lookahead_gate(fixture: Fixture) -> dict[str, float | str]:
+    """The whole evaluation (full run plus the look-ahead gate's prefixes) of typical strategies on train and
+    validation, per strategy; the gate's cuts; the slowest median against the 1.5 s target."""
+    results: dict[str, float | str] = {}
+    slowest = 0.0
+    for name, block in TYPICAL_BLOCKS.items():
+        evaluation = evaluate_block(block, fixture.data)
+        assert evaluation.ok, (name, evaluation.message)
+        seconds = median_seconds(lambda: evaluate_block(block, fixture.data), repeats=5)
+        slowest = max(slowest, seconds)
+        results[f"gate_{name}_s"] = round(seconds, 3)
+        results[f"gate_{name}_cuts"] = int(evaluation.timings["gate_cuts"])
+    results["gate_slowest_s"] = round(slowest, 3)
+    results["gate_slowest_to_target_ratio"] = round(slowest / GATE_TARGET_S, 3)
+    return results
+
+
 @contextlib.contextmanager
 def package_bytecode() -> Iterator[None]:
     """The autotrade package's bytecode compiled, as `pip install` leaves it; what this created is removed after.
@@ -238,6 +320,7 @@ def bench_backtest_command(fixture: Fixture) -> dict[str, float | str]:
 BENCHMARKS: list[Callable[[Fixture], dict[str, float | str]]] = [
     bench_engine_vs_iterrows,
     bench_evaluation_vs_original,
+    bench_lookahead_gate,
     bench_backtest_command,
 ]
 

@@ -180,8 +180,8 @@ def test_engine_matches_per_row_loop_on_random_signals(sp500: pd.DataFrame, fill
 
 def baseline_signals(frame: pd.DataFrame) -> np.ndarray:
     """The bundled baseline block's signals, features computed on the whole frame, in-process."""
-    namespace = exec_block(extract_block(baseline_source()))
-    return compute_features_and_signals(namespace, frame)[1]
+    block = extract_block(baseline_source())
+    return compute_features_and_signals(exec_block(block), frame, block)[1]
 
 
 def test_seed_baseline_reproduces_original_harness(sp500: pd.DataFrame) -> None:

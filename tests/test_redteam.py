@@ -157,10 +157,12 @@ def test_a_rejected_block_is_kept_as_text_and_never_becomes_a_py_file(openai_ser
     assert not canary.exists()
 
 
-# -- 3. pandas' string dispatch cannot reach eval or a module -------------------------------------------
+# -- 3. no vetted path to eval, a writer, builtins or a module ---------------------------------------------
 
 
 DISPATCH_ESCAPES = {
+    "cython_function_globals": "b = pd.Timestamp.strftime.func_globals['_' * 2 + 'builtins' + '_' * 2]",
+    "series_groupby_filter_by_name": "df.groupby(df['Close'] > 0)['Close'].filter('to_' + 'csv', True, 'x.csv')",
     "apply_with_built_name": "df.apply('ev' + 'al', expr='Close * 0')",
     "agg_with_variable_name": "name = ''.join(['qu', 'ery'])\n    df.agg(name, expr='Close > 0')",
     "transform_with_f_string": "part = 'ev'\n    df['Close'].to_frame().transform(f'{part}al', expr='Close')",
@@ -168,7 +170,7 @@ DISPATCH_ESCAPES = {
 
 
 @pytest.mark.parametrize("name", list(DISPATCH_ESCAPES))
-def test_string_dispatch_to_eval_is_rejected_before_it_runs(name: str, prepared_dir: Path) -> None:
+def test_paths_to_builtins_eval_or_a_writer_are_rejected_before_they_run(name: str, prepared_dir: Path) -> None:
     block = f"def generate_features(df):\n    {DISPATCH_ESCAPES[name]}\n    return df\n\n" \
             "def strategy_logic(row):\n    return 0\n"
     evaluation_ = evaluate_block(block, load_prepared(prepared_dir), settings=EvalSettings(lookahead=False))

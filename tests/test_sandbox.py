@@ -697,8 +697,8 @@ def test_prefix_runs_receive_only_their_bars(frame: pd.DataFrame) -> None:
     block = "def generate_features(df):\n    df['n'] = float(len(df))\n    df['last'] = df.index[-1].value / 1e18\n" \
             "    return df\n\ndef strategy_logic(row):\n    return 0\n"
     output = run_candidate(block, frame, [40, 80], Limits(timeout_s=10))
-    assert [(p.rows, p.features["n"][0]) for p in output.prefixes] == [(80, 80.0), (40, 40.0)]
-    assert output.prefixes[1].features["last"][0] == frame.index[39].value / 1e18
+    assert [(step.cut, step.features["n"][0]) for step in output.steps] == [(40, 40.0), (80, 80.0)]
+    assert output.steps[0].features["last"][-1] == frame.index[39].value / 1e18
     assert math.isclose(output.features["n"][0], ROWS)
 
 

@@ -189,16 +189,48 @@ def exec_block(code: types.CodeType | str, source: str | None = None) -> dict[st
     return namespace
 
 
-def compute_features_and_signals(namespace: dict[str, Any], frame: pd.DataFrame,
-                                 source: str = "") -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+def compute_features_and_signals(namespace: dict[str, Any], frame: pd.DataFrame, source: str,
+                                 code: types.CodeType | None = None) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """Features from generate_features on a copy of `frame`, then strategy_logic per bar.
 
     Returns (features, signals, warnings): signals are float64 in {-1, 0, 1} (None/NaN mapped
     to 0 = hold). A generate_features that returns None is forgiven (replies often forget
     `return df`): the copy it modified in place is used, and a warning says so.
+
+    The signals come from strategy_logic of a FRESH namespace (the block's top level run again,
+    from `code` when given), so they are a function of the feature frame alone: module state
+    that generate_features filled (a dict of tomorrow's closes, the number of bars) cannot carry
+    the future into them, and the look-ahead gate need only check the features. A block whose
+    signals change with that state is told so (status lookahead).
     """
+    features, warnings = compute_features(namespace, frame, source)
+    fresh = exec_block(code if code is not None else source, source)
+    outcomes: list[np.ndarray | CandidateError] = []
+    for space in (fresh, namespace):
+        try:
+            outcomes.append(compute_signals(space, features, source))
+        except CandidateError as exc:
+            outcomes.append(exc)
+    signals, with_state = outcomes
+    if isinstance(signals, CandidateError) and isinstance(with_state, CandidateError):
+        raise signals  # the block's own error, with or without the state
+    if isinstance(signals, CandidateError) or isinstance(with_state, CandidateError) \
+            or not np.array_equal(signals, with_state):
+        raise CandidateError("look-ahead: strategy_logic depends on module state that generate_features left "
+                             "behind (a global dict, list or counter filled from the whole history can carry "
+                             "future bars into the signals); compute such values as columns of df instead",
+                             status="lookahead", error_type=None)
+    assert isinstance(signals, np.ndarray)
+    return features, signals, warnings
+
+
+def compute_features(namespace: dict[str, Any], frame: pd.DataFrame, source: str = "",
+                     copy: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """generate_features on a copy of `frame` (on `frame` itself when the caller has no other use for it),
+    checked: same index, unique printable string columns."""
     warnings: list[str] = []
-    given = frame.copy()
+    index = frame.index  # immutable: what the frame had, whatever generate_features does to it in place
+    given = frame.copy() if copy else frame
     try:
         features = namespace["generate_features"](given)
     except BaseException as exc:
@@ -207,25 +239,31 @@ def compute_features_and_signals(namespace: dict[str, Any], frame: pd.DataFrame,
     if features is None:
         features = given
         warnings.append("generate_features returned None; used the frame it modified in place (add `return df`)")
-    _check_features(features, frame)
-    return features, _signals(namespace["strategy_logic"], features, source), warnings
+    _check_features(features, index)
+    return features, warnings
 
 
-def _check_features(features: object, frame: pd.DataFrame) -> None:
-    """generate_features must give back a DataFrame on the same dates, with unique string column names."""
+def compute_signals(namespace: dict[str, Any], features: pd.DataFrame, source: str = "") -> np.ndarray:
+    """strategy_logic of `namespace` once per bar of `features`, from a freshly seeded legacy numpy RNG."""
+    np.random.seed(0)  # a global RNG that generate_features advanced must not carry information either
+    return signals_of_rows(namespace, features, source)
+
+
+def _check_features(features: object, index: pd.DatetimeIndex) -> None:
+    """generate_features must give back a DataFrame on the same dates (`index`), with unique string column names."""
     def bad(message: str) -> CandidateError:
         return CandidateError(message, status="runtime_error", error_type="TypeError")
 
     if not isinstance(features, pd.DataFrame):
         raise bad(f"generate_features must return a pandas DataFrame (the frame it was given, with columns added); "
                   f"it returned {type(features).__name__}")
-    if not features.index.equals(frame.index):
-        span = f"{len(frame)} rows from {bar_label(frame.index[0])} to {bar_label(frame.index[-1])}" if len(frame) else "0 rows"
+    if not features.index.equals(index):
+        span = f"{len(index)} rows from {bar_label(index[0])} to {bar_label(index[-1])}" if len(index) else "0 rows"
         got = len(features.index)
-        hint = ("; fill or keep NaN instead of dropping rows (no dropna, no slicing)" if got < len(frame)
+        hint = ("; fill or keep NaN instead of dropping rows (no dropna, no slicing)" if got < len(index)
                 else "; keep the frame's DatetimeIndex (no reset_index, set_index, sorting or resampling)")
         raise bad(f"generate_features must return a frame with the same index as its input ({span}); "
-                  f"it returned {got} rows{'' if got != len(frame) else ' with a different index'}{hint}")
+                  f"it returned {got} rows{'' if got != len(index) else ' with a different index'}{hint}")
     names = list(features.columns)
     odd = [c for c in names if not isinstance(c, str)]
     if odd:
@@ -246,21 +284,26 @@ def _row_class(features: pd.DataFrame) -> type[Row]:
                                 "_columns": columns, "_dates": features.index})
 
 
-def _signals(strategy: Any, features: pd.DataFrame, source: str) -> np.ndarray:
-    """Call strategy_logic once per bar with a light Row; normalise what it returns."""
+def signals_of_rows(namespace: dict[str, Any], features: pd.DataFrame, source: str, start: int = 0) -> np.ndarray:
+    """strategy_logic of `namespace` once per bar of `features` from row `start` on, with a light Row; normalised.
+
+    Called with successive `start`s on growing frames (the look-ahead gate), it continues one pass in date order.
+    """
+    strategy = namespace["strategy_logic"]
     row_class = _row_class(features)
-    columns = [features[c].tolist() for c in features.columns]
+    part = features.iloc[start:] if start else features
+    columns = [part[c].tolist() for c in part.columns]
     raw: list[Any] = []
     append = raw.append
-    rows = zip(*columns) if columns else (() for _ in range(len(features)))
-    at = 0
+    rows = zip(*columns) if columns else (() for _ in range(len(part)))
+    at = start
     try:
-        for at, values in enumerate(rows):
+        for at, values in enumerate(rows, start=start):
             append(strategy(row_class(values, at)))
     except BaseException as exc:
-        when = bar_label(features.index[at]) if len(features) else "?"
+        when = bar_label(features.index[at]) if len(features) > at else "?"
         raise candidate_error(exc, source, f"in strategy_logic on {when}") from None
-    return normalise_signals(raw, features.index)
+    return normalise_signals(raw, part.index)
 
 
 _PLAIN_SIGNAL_TYPES = frozenset({int, float, bool, type(None)})

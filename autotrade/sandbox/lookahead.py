@@ -1,10 +1,22 @@
-"""The look-ahead gate: a causal block gives the same features and signals on a prefix of the data.
+"""The look-ahead gate: a causal block gives the same features on every prefix of the data.
 
-The harness reruns the candidate on truncated frames (`frame.iloc[:cut]`, each in its own
-fresh worker, see worker.run_candidate) and compares every feature column and the signal on
-the rows both runs share. Anything that reads later bars (negative shifts, centred windows,
-bfill, interpolation, whole-sample statistics, `iloc[-1]`, state smuggled through module
-globals) changes some shared row when those bars are removed.
+A search loop selects for whatever flatters the score, so a leak the gate misses gets found and
+crowned. The gate therefore places its cuts where a leak must act, not where luck puts them:
+- right after every bar where the position changes (that prefix holds no later bar at all, so the
+  decision is tested against every horizon at once), capped;
+- right before the largest absolute returns, gaps, ranges and volume spikes of each window, where
+  a profitable leak acts;
+- the last bars of each window, and the train/validation boundary;
+- one random cut in each of RANDOM_CUTS equal strata of the research bars, drawn from the run's
+  private seed combined with the block: a leak that changes a feature on 1% of the bars escapes
+  them all with probability (1 - 0.01) ** 460 < 1%.
+One worker child runs the block on the prefixes in ascending order, each prefix's new bars sent
+only after the previous result, so no run ever holds a later bar (worker.run_candidate); its
+features are compared with the full run's by value, exactly: causal pandas code computes the
+same floats on a prefix as on the whole. The same child makes one strategy_logic pass in date
+order, each bar's signal computed on the first prefix that holds it (so no state, module objects
+shared between namespaces included, can hold a later bar), and those signals are compared with the
+full run's too: the cuts right after position changes put every trade decision to this test.
 """
 
 from __future__ import annotations
@@ -19,90 +31,156 @@ import pandas as pd
 from ..errors import CandidateError
 from .execute import bar_label
 
-RTOL = 1e-9  # relative tolerance: float noise, not information
-ATOL = 1e-12
+RANDOM_CUTS = 460  # stratified random cuts: a 1%-density one-bar leak escapes all of them with p < 0.01
+POSITION_CUTS = 200  # at most this many cuts after position changes (a sample of them when there are more)
+EXTREME_CUTS = 8  # per measure (|return|, |gap|, range, volume spike) and window
+LAST_BARS = 5  # cuts among the last bars of each window
+TAIL_ROWS = 32  # rows before each cut whose features are compared (every row at the WHOLE cuts)
+MIN_ROWS = 30  # no cut shorter than this: indicators are all warm-up there
 
 
-class _Run(Protocol):
-    """What a run carries (worker.RunResult and worker.CandidateOutput both do)."""
+class GateStep(Protocol):
+    """One prefix run as the harness received it (worker.GateStep has these)."""
 
-    rows: int
+    cut: int  # the prefix's length: bars [0, cut)
+    start: int  # the first row whose features came back
+    columns: tuple[str, ...]
+    features: Mapping[str, np.ndarray]  # column -> float64[cut - start]
+    signal_start: int  # the first bar whose signal came back
+    signals: np.ndarray  # float64[cut - signal_start]
+
+
+class FullRun(Protocol):
+    """The full run (worker.CandidateOutput has these)."""
+
     columns: tuple[str, ...]
     features: Mapping[str, np.ndarray]
     signals: np.ndarray
 
 
-class _FullRun(_Run, Protocol):
-    prefixes: tuple[_Run, ...]
+def seed_for(source: str, secret: int | str = "") -> int:
+    """The gate's seed for a block: the run's private secret combined with the block's text."""
+    digest = hashlib.sha256(f"{secret}\x00{source}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
-def seed_for(source: str) -> int:
-    """A seed derived from the block's text: the same candidate always gets the same random cuts."""
-    return int.from_bytes(hashlib.sha256(source.encode("utf-8")).digest()[:8], "little")
+def position_changes(signals: np.ndarray) -> np.ndarray:
+    """Bars where the long/flat position changes: a buy (1) while flat or a sell (-1) while long."""
+    changes, long = [], False
+    for at, signal in enumerate(signals.tolist()):
+        if (signal == 1.0 and not long) or (signal == -1.0 and long):
+            long = not long
+            changes.append(at)
+    return np.asarray(changes, dtype=np.int64)
 
 
-def cut_points(n_rows: int, val_start_pos: int, seed: int, n_random: int = 2, min_rows: int = 30) -> list[int]:
-    """Prefix lengths (bars kept) for the look-ahead check, ascending.
+def _extreme_bars(frame: pd.DataFrame, low: int, high: int, count: int) -> list[int]:
+    """Bars in [low, high) with the largest |close return|, |gap|, range and volume spike."""
+    close = frame["Close"].to_numpy(dtype=float)
+    previous = np.concatenate([[np.nan], close[:-1]])
+    measures = [np.abs(close / previous - 1)]
+    if "Open" in frame:
+        measures.append(np.abs(frame["Open"].to_numpy(dtype=float) / previous - 1))
+    if "High" in frame and "Low" in frame:
+        measures.append((frame["High"].to_numpy(dtype=float) - frame["Low"].to_numpy(dtype=float)) / previous)
+    if "Volume" in frame:
+        volume = frame["Volume"].astype(float)
+        measures.append((volume / volume.rolling(20, min_periods=5).median().shift(1)).to_numpy())
+    bars: list[int] = []
+    for values in measures:
+        window = np.nan_to_num(values[low:high], nan=-np.inf)
+        top = np.argsort(window, kind="stable")[::-1][:count]
+        bars.extend(int(low + t) for t in top if np.isfinite(window[t]))
+    return bars
 
-    One inside the training window (half way), one at the train/validation boundary (the
-    prefix is exactly the training window), one half way through the rest, and `n_random`
-    uniform ones in [min_rows, n_rows), drawn from `seed`. Without a usable boundary the
-    fixed cuts fall at 1/4, 1/2 and 3/4 of the frame.
+
+def cut_points(frame: pd.DataFrame, signals: np.ndarray, val_start_pos: int, seed: int,
+               random_cuts: int = RANDOM_CUTS, min_rows: int = MIN_ROWS) -> list[int]:
+    """Prefix lengths (bars kept) for the gate, ascending, all in [min_rows, len(frame)).
+
+    `signals` are the full run's; `val_start_pos` the first validation bar (0 or len(frame): none).
     """
+    n_rows = len(frame)
+    low = max(1, min(min_rows, n_rows // 2))
     if n_rows < 2:
         return []
-    low = max(1, min(min_rows, n_rows // 2))
+    rng = np.random.default_rng(seed)
+    boundary = val_start_pos if 0 < val_start_pos < n_rows else 0
+    windows = [(0, boundary), (boundary, n_rows)] if boundary else [(0, n_rows)]
+    cuts = set(whole_cuts(n_rows, val_start_pos))
+    changes = position_changes(signals) + 1  # the prefix ends at the deciding bar
+    if len(changes) > POSITION_CUTS:
+        changes = rng.choice(changes, POSITION_CUTS, replace=False)
+    cuts.update(int(c) for c in changes)
+    for start, end in windows:
+        cuts.update(range(max(start + 1, end - LAST_BARS + 1), end + 1))  # the window's last bars
+        for bar in _extreme_bars(frame, start, end, EXTREME_CUTS):
+            cuts.update((bar, bar - 1))  # the big move is the first bar the prefix lacks (or the second)
+    edges = np.linspace(low, n_rows, num=min(random_cuts, n_rows - low) + 1)
+    for left, right in zip(edges[:-1], edges[1:]):
+        cuts.add(int(rng.integers(int(left), max(int(left) + 1, int(right)))))
+    return sorted(c for c in cuts if low <= c < n_rows)
+
+
+def whole_cuts(n_rows: int, val_start_pos: int) -> list[int]:
+    """The fixed cuts, at which every row is compared (not only the tail): mid-train, the boundary, mid-validation.
+
+    The boundary's prefix is exactly the training window. Without a boundary: the quarters.
+    """
     if 0 < val_start_pos < n_rows:
-        fixed = [val_start_pos // 2, val_start_pos, (val_start_pos + n_rows) // 2]
-    else:
-        fixed = [n_rows // 4, n_rows // 2, 3 * n_rows // 4]
-    drawn = np.random.default_rng(seed).integers(low, n_rows, size=max(0, n_random)).tolist()
-    return sorted({int(c) for c in [*fixed, *drawn] if low <= c < n_rows})
+        return sorted({val_start_pos // 2, val_start_pos, (val_start_pos + n_rows) // 2})
+    return sorted({n_rows // 4, n_rows // 2, 3 * n_rows // 4})
 
 
-def check_lookahead(full: _FullRun, index: pd.DatetimeIndex, prefixes: Sequence[_Run] | None = None,
-                    rtol: float = RTOL, atol: float = ATOL) -> None:
+def values_equal(whole: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """Elementwise equality with NaN equal to NaN: exact, because causal code computes the same floats."""
+    return (whole == part) | (np.isnan(whole) & np.isnan(part))
+
+
+def check_lookahead(full: FullRun, index: pd.DatetimeIndex, steps: Sequence[GateStep]) -> None:
     """Raise CandidateError(status="lookahead") at the earliest bar where a prefix run disagrees with the full run.
 
-    `full` is worker.run_candidate's output; its own `prefixes` are compared unless others are
-    given. Each run carries `rows`, `columns`, `features` (column -> float64 array) and
-    `signals`; `index` holds the full run's dates. NaN equals NaN; numbers must agree within
-    rtol/atol.
+    A column only one side has passes when it is constant where both sides have rows (a category,
+    such as a month in get_dummies, that a short prefix has not seen yet).
     """
-    if prefixes is None:
-        prefixes = full.prefixes
-    worst: tuple[int, int, str, float, float, int] | None = None  # (row, order, name, full, prefix, rows)
-    for prefix in prefixes:
-        rows = prefix.rows
-        full_columns, prefix_columns = list(full.columns), list(prefix.columns)
-        if full_columns != prefix_columns:
-            raise _columns_differ(full_columns, prefix_columns, index[rows - 1], rows)
-        named = [(c, full.features[c], prefix.features[c]) for c in full_columns]
-        named.append(("signal", full.signals, prefix.signals))
-        for order, (name, whole, part) in enumerate(named):
-            whole = whole[:rows]
-            same = np.isclose(whole, part, rtol=rtol, atol=atol, equal_nan=True)
+    worst: tuple[int, str, float, float] | None = None  # (row, column or "" for the signal, full value, prefix value)
+    for step in steps:
+        cut, start = step.cut, step.start
+        same = values_equal(full.signals[step.signal_start:cut], step.signals)
+        if not same.all():
+            row = step.signal_start + int(np.argmin(same))
+            if worst is None or row < worst[0]:  # at the same bar a column, the cause, is named rather than the signal
+                worst = (row, "", float(full.signals[row]), float(step.signals[row - step.signal_start]))
+        full_names, prefix_names = set(full.columns), set(step.columns)
+        for name in full_names ^ prefix_names:
+            values = full.features[name][:cut] if name in full_names else step.features[name]
+            if not _constant(values):
+                raise _column_differs(name, name in full_names, index[cut - 1])
+        for name in full.columns:
+            if name not in prefix_names:
+                continue
+            whole, part = full.features[name][start:cut], step.features[name]
+            same = values_equal(whole, part)
             if not same.all():
-                row = int(np.argmin(same))
-                if worst is None or (row, order) < worst[:2]:
-                    worst = (row, order, name, float(whole[row]), float(part[row]), rows)
+                row = start + int(np.argmin(same))
+                if worst is None or row < worst[0] or (row == worst[0] and not worst[1]):
+                    worst = (row, name, float(whole[row - start]), float(part[row - start]))
     if worst is None:
         return
-    row, order, name, whole_value, part_value, rows = worst
-    what = "the signal" if order == len(full.columns) else f"column '{name}'"
+    row, name, whole_value, part_value = worst
+    what = f"column '{name}'" if name else "the signal"
     raise CandidateError(
         f"look-ahead: {what} at {bar_label(index[row])} changes when later bars are removed "
-        f"(uses future data): {whole_value:.6g} with all bars, {part_value:.6g} with bars up to "
-        f"{bar_label(index[rows - 1])} only", status="lookahead", error_type=None)
+        f"(it uses future data): {whole_value:.6g} with all bars, {part_value:.6g} without the later ones",
+        status="lookahead", error_type=None)
 
 
-def _columns_differ(full: list[str], prefix: list[str], last: pd.Timestamp, rows: int) -> CandidateError:
-    only_full = [c for c in full if c not in prefix]
-    only_prefix = [c for c in prefix if c not in full]
-    if only_full or only_prefix:
-        detail = (f"column '{only_full[0]}' exists only with all bars" if only_full
-                  else f"column '{only_prefix[0]}' exists only without the later bars")
-    else:
-        detail = "the column order differs"
-    return CandidateError(f"look-ahead: generate_features returns different columns when bars after "
-                          f"{bar_label(last)} are removed ({detail}; first {rows} bars)", status="lookahead")
+def _constant(values: np.ndarray) -> bool:
+    finite = values[~np.isnan(values)]
+    return len(finite) in (0, len(values)) and (len(finite) == 0 or bool((finite == finite[0]).all()))
+
+
+def _column_differs(name: str, full_only: bool, last: pd.Timestamp) -> CandidateError:
+    side = "only with all bars" if full_only else "only without the later bars"
+    return CandidateError(f"look-ahead: generate_features returns column '{name}' {side} (bars after "
+                          f"{bar_label(last)} removed), and its values vary", status="lookahead")

@@ -8,8 +8,9 @@ never needs, so the model learns what to do instead. Every rejection reads
 What passes: top-level function definitions, constant assignments, imports of numpy/pandas/math and
 docstrings; inside functions ordinary synchronous Python over names the block defines, the allowed builtins
 and allowlisted attributes of `np`, `pd` and `math`. Any other attribute is fine unless it is private or on
-the denylists below (pandas and numpy I/O, code from strings, namespaces that reach `os`, frames, and
-the backward fills, negative shifts and centred windows that read future rows).
+the denylists below (pandas and numpy I/O, code from strings, namespaces that reach `os`, frames).
+Look-ahead is not judged here: `shift(-1)` or `center=True` lagged back afterwards is causal, so the
+look-ahead gate, which reruns the block on truncated histories, is the one judge of it.
 
 Code that runs before any harness call is held to constants: top-level values and default values are
 literals, arithmetic and module function calls; annotations are names, attributes and subscripts.
@@ -88,10 +89,21 @@ NUMPY_ATTRIBUTES = frozenset({
     "dot", "matmul", "inner", "outer", "trapezoid", "interp", "polyfit", "polyval",
     # helpers that take the block's own callables, and a scoped error-state manager
     "vectorize", "apply_along_axis", "errstate",
-    # submodule, with its own allowlist below
-    "linalg",
+    # submodules, with their own allowlists below
+    "linalg", "random",
 })
 NUMPY_LINALG_ATTRIBUTES = frozenset({"norm", "lstsq", "solve", "inv", "pinv", "det"})
+# Seeded random numbers are causal and reproducible (the worker seeds the legacy generator before every run).
+NUMPY_RANDOM_ATTRIBUTES = frozenset({
+    "default_rng", "seed", "rand", "randn", "random", "normal", "uniform", "randint", "choice", "permutation",
+    "shuffle", "standard_normal", "exponential", "lognormal", "poisson", "binomial", "beta", "gamma",
+    "Generator", "RandomState", "SeedSequence", "PCG64",
+})
+# Calendar offsets for date arithmetic (df.index + pd.offsets.MonthEnd(0)).
+PANDAS_OFFSETS_ATTRIBUTES = frozenset({
+    "Day", "Hour", "Minute", "BDay", "BusinessDay", "Week", "MonthEnd", "MonthBegin", "BMonthEnd", "BMonthBegin",
+    "QuarterEnd", "QuarterBegin", "BQuarterEnd", "YearEnd", "YearBegin", "BYearEnd", "DateOffset",
+})
 
 # pandas: constructors, missing-value tests, reshaping and conversions. Not read_*, io, api, core, compat,
 # options, plotting, eval, testing, util, ExcelFile/HDFStore (file handles).
@@ -100,7 +112,7 @@ PANDAS_ATTRIBUTES = frozenset({
     "Period", "Categorical", "IndexSlice", "Grouper", "NamedAgg", "NA", "NaT",
     "isna", "isnull", "notna", "notnull", "concat", "merge", "merge_asof", "to_numeric", "to_datetime",
     "to_timedelta", "cut", "qcut", "date_range", "bdate_range", "timedelta_range", "unique", "factorize",
-    "get_dummies", "melt", "pivot", "pivot_table", "crosstab", "infer_freq",
+    "get_dummies", "melt", "pivot", "pivot_table", "crosstab", "infer_freq", "offsets",
 })
 
 # math: every public name is a pure function or a constant.
@@ -109,12 +121,13 @@ MATH_ATTRIBUTES = frozenset(name for name in dir(math) if not name.startswith("_
 MODULE_ATTRIBUTES = {
     "numpy": NUMPY_ATTRIBUTES,
     "numpy.linalg": NUMPY_LINALG_ATTRIBUTES,
+    "numpy.random": NUMPY_RANDOM_ATTRIBUTES,
     "pandas": PANDAS_ATTRIBUTES,
+    "pandas.offsets": PANDAS_OFFSETS_ATTRIBUTES,
     "math": MATH_ATTRIBUTES,
 }
 # What a rejected module attribute should have been, where there is a better answer than the allowlist.
 MODULE_HINTS = {
-    ("numpy", "random"): "random numbers make a strategy irreproducible; strategies must be deterministic",
     ("numpy", "NaN"): "use np.nan; np.NaN was removed in NumPy 2",
     ("numpy", "NAN"): "use np.nan; np.NAN was removed in NumPy 2",
     ("numpy", "Inf"): "use np.inf; np.Inf was removed in NumPy 2",
@@ -124,6 +137,8 @@ MODULE_HINTS = {
 MODULE_EXAMPLES = {
     "numpy": "np.where, np.log, np.maximum, np.nan",
     "numpy.linalg": "np.linalg.norm, np.linalg.lstsq",
+    "numpy.random": "np.random.default_rng(42), np.random.seed",
+    "pandas.offsets": "pd.offsets.MonthEnd, pd.offsets.BDay",
     "pandas": "pd.Series, pd.DataFrame, pd.isna, pd.concat",
     "math": "math.sqrt, math.log",
 }
@@ -131,7 +146,7 @@ MODULE_EXAMPLES = {
 # ---------------------------------------------------------------------------------------------------------
 # Attributes of any other object (a frame, a Series, a rolling window, a generator...). Everything not listed
 # is allowed: the surface of pandas objects is large and legitimate. Listed are the known routes from an
-# ordinary object to files, code strings, the operating system, frames, and future rows.
+# ordinary object to files, code strings, the operating system and frames.
 # ---------------------------------------------------------------------------------------------------------
 # Strings evaluated as code (pd.eval, DataFrame.eval/query, whose engines can be steered).
 CODE_FROM_STRING_ATTRIBUTES = frozenset({"eval", "query"})
@@ -149,7 +164,7 @@ FILE_IO_ATTRIBUTES = frozenset({
 ESCAPE_ATTRIBUTES = frozenset({
     "io", "lib", "os", "sys", "ctypes", "ctypeslib", "testing", "compat", "core", "api", "util", "builtins",
     "subprocess", "shutil", "socket", "pickle", "importlib", "f2py", "distutils", "config", "system", "popen",
-    "environ",
+    "environ", "cffi",
 })
 # Plotting, styling and global options: they import matplotlib or jinja2, write files or change the
 # process-wide display state.
@@ -161,10 +176,8 @@ DISPLAY_ATTRIBUTES = frozenset({
 INTROSPECTION_ATTRIBUTES = frozenset({
     "mro", "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace", "f_lasti", "f_lineno",
 })
-INTROSPECTION_PREFIXES = ("gi_", "cr_", "ag_", "tb_", "co_")
-# Fills and smoothing that take values from later rows; the look-ahead gate would catch them, this says
-# why before any compute is spent.
-LOOKAHEAD_ATTRIBUTES = frozenset({"bfill", "backfill", "interpolate"})
+# func_: Cython functions (pandas' Timestamp methods and many more) expose func_globals, func_code...
+INTROSPECTION_PREFIXES = ("gi_", "cr_", "ag_", "tb_", "co_", "func_")
 # The only to_* names allowed: in-memory conversions (the rest of pandas' to_* write files or clipboards).
 CONVERSION_ATTRIBUTES = frozenset({
     "to_numpy", "to_list", "to_dict", "to_frame", "to_series", "to_records", "to_flat_index", "to_period",
@@ -181,7 +194,6 @@ ATTRIBUTE_RULES: dict[str, str] = {
     **dict.fromkeys(ESCAPE_ATTRIBUTES, "numpy and pandas internals reach the operating system"),
     **dict.fromkeys(DISPLAY_ATTRIBUTES, "plotting, styling and global options are blocked"),
     **dict.fromkeys(INTROSPECTION_ATTRIBUTES, "frame and class introspection is blocked"),
-    **dict.fromkeys(LOOKAHEAD_ATTRIBUTES, "it fills rows from later rows, which is look-ahead; use ffill()"),
 }
 # pandas' string dispatch (df.apply("to_csv", ...), agg, transform) turns a string into a method call.
 PANDAS_WRITERS = frozenset({
@@ -203,6 +215,7 @@ DUNDER_IN_STRING = re.compile(r"__\w+__")
 # method -> the positional arguments that may be a function, as (first, end); end None means all the rest.
 DISPATCH_POSITIONS: dict[str, tuple[int, int | None]] = {
     "agg": (0, 1), "aggregate": (0, 1), "apply": (0, 1), "transform": (0, 1),
+    "filter": (0, 1),  # SeriesGroupBy.filter(name) calls getattr(group, name); a frame's filter takes items=
     "NamedAgg": (1, 2),  # NamedAgg(column, aggfunc, *args for aggfunc)
     # df.pivot_table(values, index, columns, aggfunc, ...); "all the rest" also covers the unbound
     # pd.DataFrame.pivot_table(df, ...), where aggfunc comes one later.
@@ -309,8 +322,6 @@ CONSTANT_NODES = frozenset({
     ast.IfExp, ast.Name, ast.Attribute, ast.Subscript, ast.Slice, ast.Starred, ast.keyword, ast.JoinedStr,
     ast.FormattedValue,
 }) | LEAF_TYPES
-# Methods whose negative first argument reads future rows.
-LAGGED_METHODS = frozenset({"shift", "diff", "pct_change"})
 ATTRIBUTE_ASSIGNMENT_RULE = (
     "attribute assignment can patch pandas, numpy or the harness; set columns with df['x'] = ..."
 )
@@ -447,14 +458,6 @@ def _module_path(node: ast.expr) -> str | None:
         if parent is not None and f"{parent}.{node.attr}" in MODULE_ATTRIBUTES:
             return f"{parent}.{node.attr}"
     return None
-
-
-def _is_negative_number(node: ast.expr) -> bool:
-    """True for a literal like -1 or -0.5 (how the parser spells negative numbers)."""
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
-        value = node.operand.value
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    return isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and node.value < 0
 
 
 def _module_root(node: ast.expr) -> str | None:
@@ -808,21 +811,6 @@ class _Vetter:
         dispatch = func if isinstance(func, ast.Attribute) and func.attr in DISPATCH_POSITIONS else None
         if dispatch is not None:
             self.callees.add(id(dispatch))
-        if isinstance(func, ast.Attribute) and func.attr in LAGGED_METHODS and _module_root(func) is None:
-            periods = node.args[0] if node.args else next(
-                (kw.value for kw in node.keywords if kw.arg == "periods"), None)
-            if periods is not None and _is_negative_number(periods):
-                _reject(line, f"{func.attr}({ast.unparse(periods)})",
-                        f"a negative {func.attr} reads future rows; use a positive lag such as {func.attr}(1)")
-        for keyword in node.keywords:
-            value = keyword.value
-            if not isinstance(value, ast.Constant):
-                continue
-            if keyword.arg == "center" and value.value:
-                _reject(line, "center=True", "a centred window reads future rows; windows must end at the current row")
-            if keyword.arg == "method" and value.value in ("bfill", "backfill"):
-                _reject(line, f"method={value.value!r}",
-                        "backward fill copies later rows into earlier ones; use ffill()")
         self.visit_children(node, line, depth)  # first, so literal strings keep their own, sharper messages
         if dispatch is not None:
             self.check_dispatch(node, dispatch)

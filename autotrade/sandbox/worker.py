@@ -45,7 +45,7 @@ import time
 import traceback
 import zlib
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,14 +54,15 @@ import pandas as pd
 from ..errors import CandidateError, SandboxError
 from ..untrusted import clean_text, first_unsafe
 from . import launch, layers
-from .execute import bar_label, candidate_error, compile_block, compute_features_and_signals, exec_block
+from .execute import (bar_label, candidate_error, compile_block, compute_features, compute_features_and_signals,
+                      exec_block, signals_of_rows)
 
 _PREFIX = struct.Struct("<IQ")  # header length, payload length
 SET_UP = b"S"  # a child's first byte on its result pipe: its layers are in place, candidate code may run next
 _INTERNAL_ERROR = 70  # exit code of a child whose set-up failed (EX_SOFTWARE)
 _HEADER_CAP = 1 << 20  # bytes of JSON header a child may send back
 _FRAME_DTYPES = ("float64", "int64", "bool")  # sent as is; anything else is sent as float64
-_STATUSES = frozenset({"ok", "syntax_error", "runtime_error", "memory", "bad_signal", "timeout"})
+_STATUSES = frozenset({"ok", "syntax_error", "runtime_error", "memory", "bad_signal", "timeout", "lookahead"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,17 +95,29 @@ class RunResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class GateStep:
+    """One look-ahead prefix run: the features of rows [start, cut) computed on the first `cut` bars only."""
+
+    cut: int
+    start: int
+    columns: tuple[str, ...]
+    features: Mapping[str, np.ndarray]  # column -> float64[cut - start]
+    signal_start: int  # the previous cut of its gate child: signals cover the bars this prefix added
+    signals: np.ndarray  # float64[cut - signal_start], computed on the first prefix holding each bar
+
+
+@dataclasses.dataclass(frozen=True)
 class CandidateOutput:
-    """The full-frame run plus the look-ahead prefix runs; the harness computes everything else."""
+    """The full-frame run plus the look-ahead gate's prefix runs; the harness computes everything else."""
 
     rows: int
     columns: tuple[str, ...]
     features: Mapping[str, np.ndarray]
     signals: np.ndarray
-    prefixes: tuple[RunResult, ...]
+    steps: tuple[GateStep, ...]  # ascending cuts
     output: str  # the full run's captured stdout/stderr, truncated to Limits.output_bytes
     warnings: tuple[str, ...]  # forgiven mistakes, e.g. a generate_features without `return df`
-    timings: Mapping[str, float]  # seconds: run_s (full run), prefix_runs_s (sum over prefixes), total_s
+    timings: Mapping[str, float]  # seconds: run_s (full run), gate_s (every prefix, one child), total_s
 
     @property
     def added_columns(self) -> tuple[str, ...]:
@@ -113,46 +126,65 @@ class CandidateOutput:
 
 
 _INPUT_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close", "Volume"})
+CutPlan = Sequence[int] | Callable[[np.ndarray], Sequence[int]]
 
 
-def run_candidate(source: str, frame: pd.DataFrame, cut_points: Sequence[int] = (),
-                  limits: Limits = Limits()) -> CandidateOutput:
-    """Run the block on `frame` and on each prefix `frame.iloc[:cut]`, each in a fresh sandboxed child.
+def run_candidate(source: str, frame: pd.DataFrame, cut_points: CutPlan = (), limits: Limits = Limits(),
+                  tail_rows: int = 32, whole: Sequence[int] = ()) -> CandidateOutput:
+    """Run the block on `frame` in one sandboxed child, then on each prefix `frame.iloc[:cut]` in another.
 
-    Raises CandidateError with status syntax_error, runtime_error, memory, timeout or bad_signal
-    for the full run; a prefix run that fails where the full run did not is status lookahead
-    (the block behaves differently when later bars are removed). The look-ahead comparison
-    itself is lookahead.check_lookahead.
+    `cut_points` is a list of prefix lengths, or a function of the full run's signals giving one
+    (lookahead.cut_points). The gate child runs the prefixes in ascending order and receives each
+    prefix's new bars only after it has answered for the previous one, so it never holds a later
+    bar; it returns the features of the last `tail_rows` rows of each prefix (all rows at the
+    cuts in `whole`). One wall-clock budget, limits.timeout_s, covers both children.
+
+    Raises CandidateError with status syntax_error, runtime_error, memory, timeout, bad_signal or
+    lookahead (module state carried into signals) for the full run; a prefix run that fails where
+    the full run did not is status lookahead. The comparison itself is lookahead.check_lookahead.
     """
     started = time.perf_counter()
+    deadline = time.monotonic() + limits.timeout_s
     rows = len(frame)
-    cuts = sorted({int(c) for c in cut_points if 0 < int(c) < rows}, reverse=True)
     encoded = _encode_frame(frame)
-    runs = [_Run(0, rows, source, encoded, limits)] + [_Run(i + 1, c, source, encoded, limits)
-                                                         for i, c in enumerate(cuts)]
-    _SERVER.execute(runs, limits)
-    _raise_setup_failure(runs)
-    full = runs[0]
+    full = _Run("full", _full_job(source, encoded, rows, limits), limits, rows)
+    _SERVER.execute([full], limits, deadline)
+    _raise_setup_failure([full])
     if full.error is not None:
         raise full.error
-    for run in runs[1:]:
-        if run.error is not None and not run.cancelled:
-            raise _prefix_failure(run, frame.index)
-    results = [run.result for run in runs]
-    if any(result is None for result in results):  # every run owes a result: a missing one would skip its comparison
-        raise CandidateError("a look-ahead run returned no result", status="runtime_error")
-    total = time.perf_counter() - started
+    if full.result is None:
+        raise CandidateError("the full run returned no result", status="runtime_error")
+    planned = cut_points(full.result.signals) if callable(cut_points) else cut_points
+    cuts = sorted({int(c) for c in planned if 0 < int(c) < rows})
+    # Interleaved shares of the cuts, one gate child each (limits.workers at once): each still ascends.
+    gates = []
+    for share in (cuts[i::max(1, limits.workers)] for i in range(min(len(cuts), max(1, limits.workers)))):
+        job, chunks = _gate_job(source, encoded, share, tail_rows, set(whole), limits)
+        gates.append(_Run("gate", job, limits, rows, chunks=chunks, cuts=share, tail_rows=tail_rows, whole=set(whole)))
+    if gates:
+        _SERVER.execute(gates, limits, deadline)
+        _raise_setup_failure(gates)
+    failed = [gate for gate in gates if gate.error is not None and not gate.cancelled]
+    if failed:
+        first = min(failed, key=lambda gate: gate.failed_cut)
+        raise _prefix_failure(first.error, first.failed_cut, frame.index)  # type: ignore[arg-type]
+    for gate in gates:
+        if len(gate.steps) != len(gate.cuts):
+            raise _prefix_failure(CandidateError("the look-ahead run returned no result for some prefixes",
+                                                 status="runtime_error"), gate.cuts[len(gate.steps)], frame.index)
     return CandidateOutput(
         rows=rows, columns=full.result.columns, features=full.result.features, signals=full.result.signals,
-        prefixes=tuple(r for r in results[1:] if r is not None), output=full.output_text(),
-        warnings=tuple(full.warnings),
-        timings={"run_s": full.wall_s, "prefix_runs_s": sum(r.wall_s for r in runs[1:]), "total_s": total})
+        steps=tuple(sorted((step for gate in gates for step in gate.steps), key=lambda step: step.cut)),
+        output=full.output_text(), warnings=tuple(full.warnings),
+        timings={"run_s": full.wall_s, "gate_s": max((gate.wall_s for gate in gates), default=0.0),
+                 "total_s": time.perf_counter() - started})
 
 
 def probe_layers() -> dict[str, bool | str]:
     """Measure the isolation layers from inside a real worker child (for `autotrade doctor`)."""
-    run = _Run(0, 0, "", _encode_frame(pd.DataFrame(index=pd.DatetimeIndex([], name="Date"))), Limits(),
-               probe=True)
+    empty = _encode_frame(pd.DataFrame(index=pd.DatetimeIndex([], name="Date")))
+    header, payload = _job_header("probe", "", empty, 0, Limits())
+    run = _Run("probe", _pack(header, payload), Limits(), 0)
     _SERVER.execute([run], Limits())
     _raise_setup_failure([run])
     report: dict[str, bool | str] = {"worker_process": True}
@@ -173,14 +205,12 @@ def _raise_setup_failure(runs: Sequence[_Run]) -> None:
                            "(`autotrade doctor` shows which isolation layers this machine allows)")
 
 
-def _prefix_failure(run: _Run, index: pd.DatetimeIndex) -> CandidateError:
-    error = run.error
-    assert error is not None
+def _prefix_failure(error: CandidateError, cut: int, index: pd.DatetimeIndex) -> CandidateError:
+    """A gate failure where the full run succeeded: look-ahead, unless the gate ran out of time or memory."""
     if error.status in ("timeout", "memory"):
         return error
-    last = bar_label(index[run.rows - 1])
-    return CandidateError(f"look-ahead check: the block fails when bars after {last} are removed "
-                          f"(first {run.rows} bars): {error}", status="lookahead",
+    return CandidateError(f"look-ahead check: the block fails when bars after {bar_label(index[cut - 1])} are "
+                          f"removed (first {cut} bars): {error}", status="lookahead",
                           error_type=error.error_type, traceback=error.traceback)
 
 
@@ -205,31 +235,65 @@ def _encode_frame(frame: pd.DataFrame) -> dict[str, Any]:
             "unit": unit, "index_name": frame.index.name}
 
 
-class _Run:
-    """One child: its job bytes going in, its result and output coming back, how it ended."""
+def _job_header(kind: str, source: str, encoded: dict[str, Any], rows: int, limits: Limits) -> tuple[dict[str, Any], bytes]:
+    """The header every job starts with, and the bytes of the first `rows` bars (index, then each column)."""
+    header = {"kind": kind, "source": source, "rows": rows, "columns": encoded["columns"],
+              "dtypes": [a.dtype.name for a in encoded["arrays"]], "unit": encoded["unit"],
+              "index_name": encoded["index_name"], "max_columns": limits.max_columns}
+    return header, _rows_bytes(encoded, 0, rows)
 
-    def __init__(self, number: int, rows: int, source: str, encoded: dict[str, Any], limits: Limits,
-                 probe: bool = False) -> None:
-        self.number, self.rows, self.limits = number, rows, limits
-        header = {"source": source, "rows": rows, "columns": encoded["columns"],
-                  "dtypes": [a.dtype.name for a in encoded["arrays"]], "unit": encoded["unit"],
-                  "index_name": encoded["index_name"], "max_columns": limits.max_columns, "probe": probe}
-        parts = [encoded["index"][:rows].tobytes()] + [a[:rows].tobytes() for a in encoded["arrays"]]
-        self.job = _pack(header, b"".join(parts))
+
+def _rows_bytes(encoded: dict[str, Any], start: int, stop: int) -> bytes:
+    return b"".join([encoded["index"][start:stop].tobytes()] + [a[start:stop].tobytes() for a in encoded["arrays"]])
+
+
+def _full_job(source: str, encoded: dict[str, Any], rows: int, limits: Limits) -> bytes:
+    header, payload = _job_header("full", source, encoded, rows, limits)
+    return _pack(header, payload)
+
+
+def _gate_job(source: str, encoded: dict[str, Any], cuts: list[int], tail_rows: int, whole: set[int],
+              limits: Limits) -> tuple[bytes, deque[bytes]]:
+    """The gate's first message (header and the bars of the first prefix) and each later prefix's new bars."""
+    header, payload = _job_header("gate", source, encoded, cuts[0], limits)
+    header.update(cuts=cuts, tail_rows=tail_rows, whole=sorted(whole))
+    chunks = deque(_rows_bytes(encoded, a, b) for a, b in zip(cuts[:-1], cuts[1:]))
+    return _pack(header, payload), chunks
+
+
+class _Run:
+    """One child: its job bytes going in, its result and output coming back, how it ended.
+
+    kind "full" and "probe" send one reply; "gate" sends one step frame per cut, each answered by
+    the next prefix's bars (`chunks`, released one at a time), then a final frame.
+    """
+
+    def __init__(self, kind: str, job: bytes, limits: Limits, rows: int, chunks: deque[bytes] | None = None,
+                 cuts: Sequence[int] = (), tail_rows: int = 0, whole: set[int] | None = None) -> None:
+        self.kind, self.rows, self.limits = kind, rows, limits
+        self.job = bytearray(job)
+        self.chunks = chunks or deque()
+        self.cuts, self.tail_rows, self.whole = list(cuts), tail_rows, whole or set()
         self.job_id = -1  # unique per server connection, given at spawn
         self.sent = 0
         self.result_bytes = bytearray()
-        self.result_cap = _PREFIX.size + _HEADER_CAP + 8 * rows * (1 + limits.max_columns)
+        width = 8 * (1 + limits.max_columns)
+        self.result_cap = _PREFIX.size + _HEADER_CAP + width * rows  # one reply, or one gate frame
         self.overflow = False
         self.output = bytearray()
         self.dropped = 0
         self.exit: dict[str, Any] | None = None
         self.cancelled = False  # killed or never started because another run failed
-        self.expects_probe = probe  # the one reply kind this run may send: a probe report, else a candidate result
+        self.expects_probe = kind == "probe"  # the one reply kind this run may send
         self.setup_failure: str | None = None  # why the sandbox could not set the child up (no candidate code ran)
+        self.set_up = False  # the child's SET_UP byte arrived
         self.fds: dict[str, int] = {}
         self.started = self.finished = 0.0
         self.result: RunResult | None = None
+        self.steps: list[GateStep] = []
+        self.final: tuple[Any, bytes] | None = None  # a gate's last frame
+        self.failed_cut = cuts[0] if cuts else rows
+        self.malformed: str | None = None
         self.error: CandidateError | None = None
         self.probe: dict[str, bool | str] | None = None
         self.warnings: list[str] = []
@@ -245,7 +309,8 @@ class _Run:
         return text
 
     def done(self) -> bool:
-        return self.exit is not None and not self.fds
+        """The child has ended and its result and output pipes are drained (a gate's job pipe may still be open)."""
+        return self.exit is not None and not (self.fds.keys() - {"job"})
 
     def close_pipes(self) -> None:
         for fd in self.fds.values():
@@ -269,12 +334,18 @@ class _Run:
             self.error = CandidateError(f"the worker sent back more than {self.result_cap} bytes "
                                         f"(limit: {limits.max_columns} feature columns)", status="runtime_error")
             return
-        if not self.result_bytes.startswith(SET_UP):
+        if not self.set_up:
             last = self.output_text().strip().splitlines()[-1:] or [_ending(exit_info)]
             self.setup_failure = last[0]
             self.error = CandidateError(f"the sandbox could not set up a worker: {last[0]}", status="runtime_error")
             return
-        if len(self.result_bytes) > len(SET_UP):
+        if self.malformed is not None:
+            self.error = CandidateError(f"the worker returned malformed output ({self.malformed})", status="runtime_error")
+            return
+        if self.kind == "gate" and self.final is not None:
+            self._parse_final(*self.final)
+            return
+        if self.kind != "gate" and self.result_bytes:
             self._parse()
             return
         killed_by = exit_info.get("signal")
@@ -291,9 +362,78 @@ class _Run:
             self.error = CandidateError(f"the worker ended (exit code {exit_info.get('code')}) without a result; "
                                         "the block must not exit, fork or close its output", status="runtime_error")
 
+    def received(self, chunk: bytes) -> bool:
+        """Take bytes from the result pipe; True when a gate step released the next prefix's bars."""
+        self.result_bytes += chunk
+        if not self.set_up and self.result_bytes:
+            if not self.result_bytes.startswith(SET_UP):
+                self.malformed = "no set-up mark"
+                return False
+            self.set_up = True
+            del self.result_bytes[:len(SET_UP)]
+        if len(self.result_bytes) > self.result_cap:
+            self.overflow = True
+        if self.kind != "gate" or self.malformed or self.overflow:
+            return False
+        released = False
+        while self.final is None and len(self.result_bytes) >= _PREFIX.size:
+            header_length, payload_length = _PREFIX.unpack_from(self.result_bytes)
+            end = _PREFIX.size + header_length + payload_length
+            if len(self.result_bytes) < end:
+                break
+            try:
+                header, payload = _unpack(bytes(self.result_bytes[:end]), _HEADER_CAP)
+                del self.result_bytes[:end]
+                if not (isinstance(header, dict) and header.get("status") == "step"):
+                    self.final = (header, payload)
+                    break
+                self._accept_step(header, payload)
+            except (ValueError, TypeError, KeyError) as exc:
+                self.malformed = str(exc)
+                break
+            if self.chunks:
+                self.job += self.chunks.popleft()
+                released = True
+        return released
+
+    def _accept_step(self, header: dict[str, Any], payload: bytes) -> None:
+        """One gate step: the cut it must be, the rows it must cover, the columns and values it may hold."""
+        at = len(self.steps)
+        if at >= len(self.cuts) or header.get("cut") != self.cuts[at]:
+            raise ValueError("a gate step for a cut that was not asked for")
+        cut = self.cuts[at]
+        start = 0 if cut in self.whole else max(0, cut - self.tail_rows)
+        if header.get("start") != start:
+            raise ValueError("a gate step for other rows than asked for")
+        signal_start = self.cuts[at - 1] if at else 0
+        if header.get("signal_start") != signal_start:
+            raise ValueError("a gate step with signals for other bars than asked for")
+        columns = _checked_columns(header.get("columns"), self.limits.max_columns)
+        width, added = cut - start, cut - signal_start
+        if len(payload) != 8 * (width * len(columns) + added):
+            raise ValueError(f"a gate step of {len(payload)} bytes for {width} rows and {len(columns)} columns")
+        values = np.frombuffer(payload, dtype="<f8", count=width * len(columns)).reshape(len(columns), width)
+        signals = np.frombuffer(payload, dtype="<f8", offset=8 * width * len(columns)).copy()
+        if not np.isin(signals, (-1.0, 0.0, 1.0)).all():
+            raise ValueError("signals outside {-1, 0, 1}")
+        self.steps.append(GateStep(cut, start, tuple(columns), {c: values[i].copy() for i, c in enumerate(columns)},
+                                   signal_start, signals))
+        self.failed_cut = self.cuts[min(at + 1, len(self.cuts) - 1)]
+
+    def _parse_final(self, header: Any, payload: bytes) -> None:
+        """A gate's last frame: done after every step, or the error of the prefix it failed on."""
+        if not isinstance(header, dict) or payload:
+            self.error = CandidateError("the worker returned malformed output (gate end)", status="runtime_error")
+        elif header.get("status") == "done" and len(self.steps) == len(self.cuts):
+            return
+        elif header.get("status") in _STATUSES - {"ok"}:
+            self.error = _reported_error(header, self.limits)
+        else:
+            self.error = CandidateError("the worker returned malformed output (gate end)", status="runtime_error")
+
     def _parse(self) -> None:
         try:
-            header, payload = _unpack(bytes(self.result_bytes[len(SET_UP):]), _HEADER_CAP)
+            header, payload = _unpack(bytes(self.result_bytes), _HEADER_CAP)
             self._accept(header, payload)
         except (ValueError, TypeError, KeyError) as exc:
             self.error = CandidateError(f"the worker returned malformed output ({exc})", status="runtime_error")
@@ -311,19 +451,9 @@ class _Run:
         if status not in _STATUSES:
             raise ValueError(f"unknown status {str(status)[:40]!r}")
         if status != "ok":
-            error_type = header.get("error_type")
-            message = _text(header.get("message"), 4000)
-            if status == "memory":
-                message += f" (limit {self.limits.memory_mb} MB)"
-            self.error = CandidateError(message, status=status,
-                                        error_type=_text(error_type, 100) if error_type is not None else None,
-                                        traceback=_text(header.get("traceback"), 10_000))
+            self.error = _reported_error(header, self.limits)
             return
-        columns = header.get("columns")
-        if (not isinstance(columns, list) or len(columns) > self.limits.max_columns
-                or not all(isinstance(c, str) and len(c) <= 200 and first_unsafe(c) is None for c in columns)
-                or len(set(columns)) != len(columns)):
-            raise ValueError("bad column list")
+        columns = _checked_columns(header.get("columns"), self.limits.max_columns)
         rows = self.rows
         if len(payload) != 8 * rows * (1 + len(columns)):
             raise ValueError(f"payload of {len(payload)} bytes for {rows} rows and {len(columns)} columns")
@@ -337,6 +467,26 @@ class _Run:
         warnings = header.get("warnings")
         if isinstance(warnings, list):
             self.warnings = [_text(w, 300) for w in warnings[:10]]
+
+
+def _checked_columns(columns: Any, max_columns: int) -> list[str]:
+    """A child's column list: unique printable strings, at most `max_columns`; ValueError otherwise."""
+    if (not isinstance(columns, list) or len(columns) > max_columns
+            or not all(isinstance(c, str) and len(c) <= 200 and first_unsafe(c) is None for c in columns)
+            or len(set(columns)) != len(columns)):
+        raise ValueError("bad column list")
+    return columns
+
+
+def _reported_error(header: dict[str, Any], limits: Limits) -> CandidateError:
+    """The CandidateError a child reported for the block (its strings capped and cleaned)."""
+    status = header["status"]
+    error_type = header.get("error_type")
+    message = _text(header.get("message"), 4000)
+    if status == "memory":
+        message += f" (limit {limits.memory_mb} MB)"
+    return CandidateError(message, status=status, error_type=_text(error_type, 100) if error_type is not None else None,
+                          traceback=_text(header.get("traceback"), 10_000))
 
 
 def _ending(exit_info: Mapping[str, Any]) -> str:
@@ -424,26 +574,26 @@ class _ForkServerHandle:
             self._drop_foreign()
             self._stop()
 
-    def execute(self, runs: list[_Run], limits: Limits) -> None:
-        """Run every job, at most `limits.workers` at once; the first failure cancels the others."""
+    def execute(self, runs: list[_Run], limits: Limits, deadline: float | None = None) -> None:
+        """Run every job, at most `limits.workers` at once, all by `deadline` (monotonic; default: the
+        timeout from now); the first failure cancels the others."""
         with self._lock:
             self._ensure_started()
             if not self._ready:
                 self._wait_ready()
             try:
-                self._execute(runs, limits)
+                self._execute(runs, limits, deadline if deadline is not None else time.monotonic() + limits.timeout_s)
             except OSError:  # the server died or stopped answering: start a fresh one next time
                 self._stop()
                 for run in runs:
                     if run.result is None and run.error is None and run.probe is None:
                         run.error = CandidateError("the sandbox worker stopped unexpectedly", status="runtime_error")
 
-    def _execute(self, runs: list[_Run], limits: Limits) -> None:
+    def _execute(self, runs: list[_Run], limits: Limits, deadline: float) -> None:
         assert self._sock is not None
         sock = self._sock
         queue = deque(runs)
         active: dict[int, _Run] = {}
-        deadline = time.monotonic() + limits.timeout_s  # one budget for all of a candidate's runs together
         backstop = deadline + 30
         with selectors.DefaultSelector() as selector:
             selector.register(sock, selectors.EVENT_READ, None)
@@ -467,6 +617,10 @@ class _ForkServerHandle:
                             self._pump(*key.data, selector)
                     for number in [n for n, r in active.items() if r.done()]:
                         run = active.pop(number)
+                        if "job" in run.fds:  # nothing more to send to a child that has ended
+                            if run.fds["job"] in selector.get_map():
+                                selector.unregister(run.fds["job"])
+                            os.close(run.fds.pop("job"))
                         run.conclude()
                         if run.error is not None and not run.cancelled:
                             self._cancel_after(run, runs, active)
@@ -479,14 +633,10 @@ class _ForkServerHandle:
                     run.close_pipes()
 
     def _cancel_after(self, failed: _Run, runs: list[_Run], active: dict[int, _Run]) -> None:
-        """A failed full run ends every run; a failed prefix ends the other prefixes but not the full run.
-
-        The full run then tells a block that fails everywhere (its own error) from one that only
-        fails when later bars are missing (look-ahead).
-        """
+        """A failed run ends the others of its batch (a candidate's gate children): its verdict is the candidate's."""
         assert self._sock is not None
         for run in runs:
-            if run is failed or run.cancelled or run.done() or (run.number == 0 and failed.number != 0):
+            if run is failed or run.cancelled or run.done():
                 continue
             run.cancelled = True
             if run.job_id in active:
@@ -525,22 +675,34 @@ class _ForkServerHandle:
         try:
             if role == "job":
                 run.sent += os.write(fd, memoryview(run.job)[run.sent:run.sent + (1 << 20)])
-                finished = run.sent >= len(run.job)
+                if run.sent < len(run.job):
+                    return
+                del run.job[:run.sent]
+                run.sent = 0
+                selector.unregister(fd)
+                if not run.chunks:  # a gate keeps its job pipe open until its last prefix is released
+                    os.close(fd)
+                    del run.fds[role]
+                return
+            chunk = os.read(fd, 1 << 16)
+            finished = not chunk
+            if role == "result":
+                if run.received(chunk) and "job" in run.fds and run.fds["job"] not in selector.get_map():
+                    selector.register(run.fds["job"], selectors.EVENT_WRITE, (run, "job"))
+                finished = finished or run.overflow
             else:
-                chunk = os.read(fd, 1 << 16)
-                finished = not chunk
-                if role == "result":
-                    run.result_bytes += chunk
-                    if len(run.result_bytes) > run.result_cap:
-                        run.overflow, finished = True, True
-                else:
-                    room = max(0, run.limits.output_bytes - len(run.output))
-                    run.output += chunk[:room]
-                    run.dropped += max(0, len(chunk) - room)
+                room = max(0, run.limits.output_bytes - len(run.output))
+                run.output += chunk[:room]
+                run.dropped += max(0, len(chunk) - room)
         except BlockingIOError:
             return
         except (BrokenPipeError, ConnectionResetError):
             finished = True  # the child is gone before reading its job; the server's exit report says why
+            if role == "job":
+                selector.unregister(fd)
+                os.close(fd)
+                del run.fds[role]
+                return
         if finished:
             selector.unregister(fd)
             os.close(fd)
@@ -917,8 +1079,7 @@ def _child(request: dict[str, Any], fds: list[int], policy: _Policy, server_pid:
     os.closerange(5, 1 << 16)  # the control socket, the wake pipe, every other received descriptor
     layers.die_with_parent(server_pid, policy.prctl)
     layers.make_undumpable(policy.prctl)
-    job = _read_all(3)
-    os.close(3)
+    job = _read_all(3)  # fd 3 stays open: a gate reads each later prefix from it
     layers.set_limits(int(request["memory_mb"]), int(request["cpu_s"]))  # what it refuses, the self-test reported
     disabled = set(request.get("disabled", ()))
     if policy.drop_to_nobody and "nobody" not in disabled:
@@ -930,17 +1091,36 @@ def _child(request: dict[str, Any], fds: list[int], policy: _Policy, server_pid:
     header, payload = _unpack(job, 1 << 30)
     del job
     os.write(4, SET_UP)
-    if header.get("probe"):
-        reply = _pack({"status": "probe", "layers": _probe(policy, request)}, b"")
-        ok = True
+    seal = "audit_hook" not in disabled
+    if header["kind"] == "probe":
+        reply, ok = _pack({"status": "probe", "layers": _probe(policy, request)}, b""), True
+    elif header["kind"] == "gate":
+        reply, ok = _run_gate(header, payload, policy, seal)
     else:
-        reply, ok = _run_job(header, payload, policy, seal="audit_hook" not in disabled)
+        reply, ok = _run_job(header, payload, policy, seal)
     sys.stdout.flush()
     sys.stderr.flush()
-    view = memoryview(reply)
-    while view:
-        view = view[os.write(4, view):]
+    _write_all(4, reply)
     return 0 if ok else 1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    """Exactly `size` bytes from `fd` (a gate's next prefix): never a byte of what may come after."""
+    chunks, left = [], size
+    os.set_blocking(fd, True)  # whatever the block did to it
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError("the harness closed the job pipe")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _read_all(fd: int) -> bytes:
@@ -959,22 +1139,26 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _job_frame(header: dict[str, Any], payload: bytes) -> pd.DataFrame:
-    rows = int(header["rows"])
+def _job_arrays(header: dict[str, Any], rows: int, payload: bytes) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The index stamps and column arrays of `rows` bars laid out as _rows_bytes wrote them."""
     stamps = np.frombuffer(payload, dtype=np.int64, count=rows)
-    index = pd.DatetimeIndex(stamps.view(f"datetime64[{header['unit']}]"), name=header["index_name"])
-    data, offset = {}, 8 * rows
-    for name, dtype in zip(header["columns"], header["dtypes"]):
+    arrays, offset = [], 8 * rows
+    for dtype in header["dtypes"]:
         values = np.frombuffer(payload, dtype=dtype, count=rows, offset=offset).copy()
         offset += values.nbytes
-        data[name] = values
-    return pd.DataFrame(data, index=index)
+        arrays.append(values)
+    return stamps, arrays
+
+
+def _job_frame(header: dict[str, Any], stamps: np.ndarray, arrays: list[np.ndarray]) -> pd.DataFrame:
+    index = pd.DatetimeIndex(stamps.view(f"datetime64[{header['unit']}]"), name=header["index_name"])
+    return pd.DataFrame(dict(zip(header["columns"], arrays)), index=index)
 
 
 def _run_job(header: dict[str, Any], payload: bytes, policy: _Policy, seal: bool) -> tuple[bytes, bool]:
-    """The candidate's run; returns (framed reply, ok)."""
+    """The candidate's full run; returns (framed reply, ok)."""
     source = header["source"]
-    frame = _job_frame(header, payload)
+    frame = _job_frame(header, *_job_arrays(header, int(header["rows"]), payload))
     del payload
     started = time.perf_counter()
     try:
@@ -982,41 +1166,99 @@ def _run_job(header: dict[str, Any], payload: bytes, policy: _Policy, seal: bool
         if seal:
             layers.install_audit_hook(policy.roots, code)  # sealed from here on
         namespace = exec_block(code, source)
-        features, signals, warnings = compute_features_and_signals(namespace, frame, source)
-        columns = [str(c) for c in features.columns]
-        if len(columns) > int(header["max_columns"]):
-            raise CandidateError(f"generate_features returned {len(columns)} columns; at most "
-                                 f"{header['max_columns']} are allowed", status="runtime_error")
+        features, signals, warnings = compute_features_and_signals(namespace, frame, source, code)
+        columns = _limited_columns(features, int(header["max_columns"]))
         blocks = [np.ascontiguousarray(signals, dtype="<f8").tobytes()]
         blocks += [_column_as_float(features[c]).astype("<f8").tobytes() for c in columns]
         reply = {"status": "ok", "columns": columns, "warnings": warnings,
                  "timings": {"run_s": time.perf_counter() - started}}
         return _pack(reply, b"".join(blocks)), True
-    except CandidateError as exc:
-        error = exc
     except BaseException as exc:  # noqa: BLE001 - anything the candidate raises is its outcome
-        error = candidate_error(exc, source, "while running the block")
+        return _error_reply(exc, source), False
+
+
+def _run_gate(header: dict[str, Any], payload: bytes, policy: _Policy, seal: bool) -> tuple[bytes, bool]:
+    """The look-ahead gate: generate_features on each prefix in ascending order, one step frame per cut.
+
+    Each prefix's new bars are read only once the previous step is written (the harness sends them
+    then), and each prefix runs in a fresh namespace from a freshly seeded legacy RNG, so a run
+    sees neither a later bar nor anything a longer run could have left behind.
+    """
+    source, cuts, tail, whole = header["source"], header["cuts"], int(header["tail_rows"]), set(header["whole"])
+    row_bytes = 8 + sum(np.dtype(d).itemsize for d in header["dtypes"])
+    stamps, arrays = _job_arrays(header, cuts[0], payload)
+    del payload
+    try:
+        code = compile_block(source)
+        if seal:
+            layers.install_audit_hook(policy.roots, code)
+        # One strategy_logic pass in date order across the prefixes: each bar's signal is computed on the first
+        # prefix that holds it, so no state (shared module objects included) can hold a later bar.
+        strategy_space = exec_block(code, source)
+        np.random.seed(0)
+        strategy_rng = np.random.get_state()
+        done = 0
+        for at, cut in enumerate(cuts):
+            if at:
+                more_stamps, more = _job_arrays(header, cut - cuts[at - 1],
+                                                _read_exact(3, (cut - cuts[at - 1]) * row_bytes))
+                stamps = np.concatenate([stamps, more_stamps])
+                arrays = [np.concatenate([a, b]) for a, b in zip(arrays, more)]
+            np.random.seed(0)
+            features, _ = compute_features(exec_block(code, source), _job_frame(header, stamps, arrays), source,
+                                           copy=False)  # the frame was built for this one call
+            columns = _limited_columns(features, int(header["max_columns"]))
+            start = 0 if cut in whole else max(0, cut - tail)
+            values = b"".join(_column_as_float(features[c], start).astype("<f8").tobytes() for c in columns)
+            np.random.set_state(strategy_rng)
+            signals = signals_of_rows(strategy_space, features, source, done)
+            strategy_rng = np.random.get_state()
+            _write_all(4, _pack({"status": "step", "cut": cut, "start": start, "columns": columns, "signal_start": done},
+                                values + np.ascontiguousarray(signals, dtype="<f8").tobytes()))
+            done = cut
+    except BaseException as exc:  # noqa: BLE001 - the block's failure on a prefix is its outcome
+        return _error_reply(exc, source), False
+    return _pack({"status": "done"}, b""), True
+
+
+def _limited_columns(features: pd.DataFrame, max_columns: int) -> list[str]:
+    columns = [str(c) for c in features.columns]
+    if len(columns) > max_columns:
+        raise CandidateError(f"generate_features returned {len(columns)} columns; at most "
+                             f"{max_columns} are allowed", status="runtime_error")
+    return columns
+
+
+def _error_reply(exc: BaseException, source: str) -> bytes:
+    error = exc if isinstance(exc, CandidateError) else candidate_error(exc, source, "while running the block")
     return _pack({"status": error.status, "message": str(error), "error_type": error.error_type,
-                  "traceback": error.traceback}, b""), False
+                  "traceback": error.traceback}, b"")
 
 
-def _column_as_float(series: pd.Series) -> np.ndarray:
-    """A feature column as float64 for the look-ahead comparison; non-numeric values become hashes."""
+def _column_as_float(series: pd.Series, start: int = 0) -> np.ndarray:
+    """A feature column (its rows from `start`) as float64 for the look-ahead comparison, by VALUE whatever its dtype.
+
+    True is 1.0 whether the column is bool or object (a `where(mask)` column is bool on one prefix and
+    object on another), None and NaN are NaN, and other values become hashes of their repr.
+    """
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype) or (pd.api.types.is_numeric_dtype(dtype)
                                               and not pd.api.types.is_complex_dtype(dtype)):
         try:
-            return series.to_numpy(dtype=np.float64, na_value=np.nan)
+            return series.to_numpy(dtype=np.float64, na_value=np.nan)[start:]
         except (TypeError, ValueError):
             pass
-    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
-        values = series.to_numpy()
-        if values.dtype.kind in "mM":
-            out = values.view("i8").astype(np.float64)
-            out[np.isnat(values)] = np.nan
-            return out
-    return np.array([np.nan if _is_missing(v) else float(zlib.crc32(repr(v).encode("utf-8", "replace")))
-                     for v in series.tolist()], dtype=np.float64)
+    values = series.to_numpy()[start:]
+    if values.dtype.kind in "mM":
+        out = values.view("i8").astype(np.float64)
+        out[np.isnat(values)] = np.nan
+        return out
+    odd = next((v for v in values.tolist() if not pd.api.types.is_scalar(v)), None)
+    if odd is not None:  # an array's repr hides its middle, so it could carry the future past the comparison
+        raise CandidateError(f"feature column {str(series.name)[:80]!r} holds a {type(odd).__name__} in a cell; a feature "
+                             "column holds one number (or one label) per bar", status="runtime_error",
+                             error_type="TypeError")
+    return np.array([_value_as_float(v) for v in values.tolist()], dtype=np.float64)
 
 
 def _is_missing(value: Any) -> bool:
@@ -1024,6 +1266,17 @@ def _is_missing(value: Any) -> bool:
         return value is None or bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
+
+
+def _value_as_float(value: Any) -> float:
+    if _is_missing(value):
+        return np.nan
+    if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        try:
+            return float(value)
+        except OverflowError:
+            pass
+    return float(zlib.crc32(repr(value).encode("utf-8", "replace")))
 
 
 def _probe(policy: _Policy, request: dict[str, Any]) -> dict[str, bool | str]:
