@@ -113,7 +113,8 @@ def iteration_line(record: Mapping[str, Any], standing: Standing, objective: str
         f"elapsed={duration(standing.elapsed_s)}",
     ]
     reason = why_failed(record)
-    return " ".join(parts) + (f" why={reason}" if reason else "")
+    warning = "; ".join(record.get("suspicious") or ())
+    return " ".join(parts) + (f" why={reason}" if reason else "") + (f" SUSPICIOUS={warning}" if warning else "")
 
 
 def final_table(result: RunResult) -> Table:
@@ -333,6 +334,7 @@ def run(
     policy: Annotated[PolicyChoice, typer.Option("--policy", help=POLICY_HELP)] = PolicyChoice.MODEL,
     learnings_budget: Annotated[int, typer.Option("--learnings-budget", min=0, help="Characters of learnings in each prompt.")] = 6000,
     quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
+    anonymize: Annotated[bool, typer.Option("--anonymize", help="Hide the instrument and calendar from the model: dates shifted by whole weeks, prices rescaled (the report shows the real dates).")] = False,
     data_dir: DataDirOpt = Path("data"),
     fill: FillOpt = FillChoice.NEXT_OPEN,
     cost_bps: CostOpt = 2.0,
@@ -363,6 +365,7 @@ def run(
         eval_timeout=eval_timeout,
         data_dir=str(data_dir.resolve()),
         start_from=str(start_from.resolve()) if start_from else None,
+        anonymize=anonymize,
     )
     if policy is PolicyChoice.RANDOM:
         given = [flag for flag, value in (("--base-url", base_url), ("--model", model), ("--temperature", temperature), ("--max-tokens", max_tokens)) if value is not None]

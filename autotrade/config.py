@@ -144,6 +144,7 @@ class RunSettings:
     eval_timeout: float = 60.0  # seconds per candidate evaluation
     data_dir: str = "data"
     start_from: str | None = None  # the trade.py iteration 0 came from; None = packaged baseline
+    anonymize: bool = False  # hide the instrument and calendar from the model (data.Anonymization)
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""

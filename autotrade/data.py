@@ -163,6 +163,49 @@ class PreparedData:
         return self.frame.iloc[: int(self.frame.index.searchsorted(self.splits.test_start))]
 
 
+@dataclass(frozen=True)
+class Anonymization:
+    """How a run hides its instrument and calendar from the model (`run --anonymize`).
+
+    Dates move by a whole number of weeks, so weekday effects survive; prices and volume are
+    multiplied by powers of two, which floating point does exactly, so every return, signal and
+    metric of a scale-free strategy is bit for bit the same. What the model cannot recall from
+    memory is then what the S&P 500 did in 2013: it sees a nameless series in another century.
+    """
+
+    weeks: int
+    price_scale: float
+    volume_scale: float
+
+    @classmethod
+    def from_secret(cls, secret: int, last: pd.Timestamp) -> Anonymization:
+        """Drawn from the run's private secret: 50 to 85 years later (earlier when that would pass 2260)."""
+        rng = np.random.default_rng(secret)
+        weeks = int(rng.integers(2600, 4400))
+        if last + pd.Timedelta(weeks=weeks) >= pd.Timestamp("2260-01-01"):
+            weeks = -weeks
+        exponents = rng.choice([-4, -3, -2, -1, 1, 2, 3, 4], size=2)
+        return cls(weeks, float(2.0 ** exponents[0]), float(2.0 ** exponents[1]))
+
+    @property
+    def shift(self) -> pd.Timedelta:
+        """What is added to every real date."""
+        return pd.Timedelta(weeks=self.weeks)
+
+    def apply(self, data: PreparedData) -> PreparedData:
+        """The data as the model and its candidates see it; meta keeps only the sha256 (no ticker, no source)."""
+        frame = data.frame.copy()
+        frame.index = frame.index + self.shift
+        for column in frame.columns:
+            frame[column] = frame[column] * (self.volume_scale if column == "Volume" else self.price_scale)
+        splits = Splits(data.splits.val_start + self.shift, data.splits.test_start + self.shift)
+        return PreparedData(frame, splits, {"sha256": data.meta.get("sha256"), "anonymized": True})
+
+    def real_index(self, index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+        """Anonymized dates back to the real ones (for the report)."""
+        return index - self.shift
+
+
 # --- bundled samples -------------------------------------------------------------------------------------
 
 

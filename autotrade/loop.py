@@ -26,7 +26,7 @@ from . import __version__
 from .backtest import BacktestSettings, Fill
 from .candidate import baseline_source, extract_block, has_delimiters, is_guarded, read_block, runnable_source, splice_block
 from .config import RunSettings, public_model_config
-from .data import PreparedData, load_prepared
+from .data import Anonymization, PreparedData, load_prepared
 from .errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, UnsafeCodeError
 from .evaluation import EvalSettings, Evaluation, evaluate_block
 from .learnings import Lesson, for_prompt, render_file
@@ -128,6 +128,14 @@ def eval_settings(settings: RunSettings, state: RunState | None = None) -> EvalS
     )
 
 
+def anonymization(settings: RunSettings, state: RunState | None, data: PreparedData) -> Anonymization | None:
+    """How an `--anonymize` run shows its data (from the run's private secret); None for a run that does not."""
+    if not settings.anonymize:
+        return None
+    secret = state.gate_secret if state is not None and state.gate_secret is not None else settings.seed
+    return Anonymization.from_secret(secret, data.frame.index[-1])
+
+
 def window_return(evaluation_record: Mapping[str, Any], window: str) -> float | None:
     """A window's total return from a results record, or None."""
     value = (evaluation_record.get("windows") or {}).get(window, {}).get("total_return")
@@ -201,7 +209,6 @@ class Research:
         self.config = config
         self.settings = RunSettings.from_dict(config["settings"])
         self.model = model
-        self.data = data
         self.reporter = reporter
         self.prompts = PromptFiles(
             program=config["prompts"]["program"],
@@ -211,13 +218,15 @@ class Research:
         )
         self.skeleton: str = config["start_source"]
         self.start_block = extract_block(self.skeleton, "the run's starting trade.py")
-        self.research = data.research_frame()  # never the test rows
         self.proposer: Proposer | None = None  # made on the first proposal, once preflight has resolved the model
         state = run.read_state()
         if state is None:
             raise ConfigError(f"{run.path}: no state.json (the run never started); start a new run")
         self.state = state
         self.eval = eval_settings(self.settings, state)
+        view = anonymization(self.settings, state, data)
+        self.data = view.apply(data) if view is not None else data  # all the model and its candidates see
+        self.research = self.data.research_frame()  # never the test rows
         self.records = run.records(state.next_iteration)
         self.session_mark = time.monotonic()
 

@@ -69,6 +69,7 @@ class Row:
     val: Mapping[str, float | None]
     objective: float | None
     rank: int | None  # 1-based place in the population, None when not a member
+    suspicious: tuple[str, ...] = ()  # why an ok result is implausible for its data (evaluation.suspicions)
 
 
 @dataclass(frozen=True)
@@ -474,12 +475,14 @@ def build_report(
 ) -> Report:
     """Compute the report of a run; with `holdout` the population is evaluated on the test window and the look recorded."""
     from .config import RunSettings
-    from .loop import eval_settings
+    from .loop import anonymization, eval_settings
 
     config = run.read_config()
     settings = RunSettings.from_dict(config["settings"])
     state, records = _committed(run)
-    data = load_run_data(run, config, data_dir)
+    real = load_run_data(run, config, data_dir)
+    view = anonymization(settings, state, real)
+    data = view.apply(real) if view is not None else real  # evaluated as the run saw it; real dates shown
     evaluation_settings: EvalSettings = eval_settings(settings, state)
     research_index = data.research_frame().index
     ppy = periods_per_year(research_index)
@@ -516,6 +519,7 @@ def build_report(
             val=_window(r, "val"),
             objective=_float(r.get("objective")),
             rank=population.index(int(r["iteration"])) + 1 if int(r["iteration"]) in population else None,
+            suspicious=tuple(str(w) for w in r.get("suspicious") or ()),
         )
         for r in records
     )
@@ -530,13 +534,17 @@ def build_report(
         source = seen.evaluations.get(i) if seen.looked else research.get(i)
         if source is not None and source.ok and all(w in source.curves for w in windows):
             members[i] = chain_windows([source.curves[w].equity for w in windows], cash)
+    buy_and_hold = chain_windows([seen.buy_and_hold[w].equity for w in windows], cash)
+    if view is not None:
+        members = {i: curve.set_axis(view.real_index(curve.index)) for i, curve in members.items()}
+        buy_and_hold = buy_and_hold.set_axis(view.real_index(buy_and_hold.index))
     curves = Curves(
         members=members,
-        buy_and_hold=chain_windows([seen.buy_and_hold[w].equity for w in windows], cash),
-        val_start=data.splits.val_start,
-        test_start=data.splits.test_start if seen.looked else None,
+        buy_and_hold=buy_and_hold,
+        val_start=real.splits.val_start,
+        test_start=real.splits.test_start if seen.looked else None,
     )
-    frame = data.frame
+    frame = real.frame
     return Report(
         name=run.name,
         path=run.path,
@@ -550,11 +558,12 @@ def build_report(
         cost_bps=settings.cost_bps,
         data={
             "ticker": (config.get("data") or {}).get("ticker"),
-            "sha256": data.meta.get("sha256"),
+            "sha256": real.meta.get("sha256"),
             "first": str(frame.index[0].date()),
             "last": str(frame.index[-1].date()),
-            "val_start": str(data.splits.val_start.date()),
-            "test_start": str(data.splits.test_start.date()),
+            "val_start": str(real.splits.val_start.date()),
+            "test_start": str(real.splits.test_start.date()),
+            "anonymized": view is not None,
         },
         state=str(run.status()),
         stop_reason=state.stop_reason if state else None,

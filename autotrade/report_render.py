@@ -107,7 +107,8 @@ def leaderboard(report: Report) -> Section:
                "val trades", *((report.objective,) if show_objective else ()), "why")
     rows, marks = [], []
     for row in report.rows:
-        why = "" if row.status == "ok" else short(row.message or row.error_type or row.status, 60)
+        why = short("suspicious: " + "; ".join(row.suspicious), 60) if row.suspicious else \
+            "" if row.status == "ok" else short(row.message or row.error_type or row.status, 60)
         rows.append((
             str(row.iteration),
             f"★{row.rank}" if row.rank else "",
