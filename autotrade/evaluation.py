@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,7 +26,8 @@ from .data import PreparedData, load_prepared
 from .errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
 from .fileio import json_safe
 from .metrics import periods_per_year
-from .sandbox.lookahead import TAIL_ROWS, check_lookahead, cut_points, position_changes, seed_for, whole_cuts
+from .sandbox.lookahead import (TAIL_ROWS, check_lookahead, cut_plan, position_changes, seed_for, split_for_budget,
+                                 whole_cuts)
 from .sandbox.vet import vet_block
 from .sandbox.oneshot import begin_one_shot
 from .sandbox.worker import CandidateOutput, Limits, run_candidate
@@ -64,6 +65,8 @@ class EvalSettings:
     # The run's private secret behind the gate's random cuts (state.json; never in a prompt), so that
     # report and resume reach the same verdicts; None draws a fresh one (a one-off backtest).
     gate_secret: int | None = None
+    # Seconds the gate may spend before deferring random cuts (finish_gate); None: a third of timeout_s.
+    gate_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         # The worker turns these into kernel limits: an infinite or NaN time cannot be one.
@@ -86,6 +89,7 @@ class Evaluation:
     columns: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # mistakes the sandbox forgave, e.g. a generate_features without `return df`
     suspicious: tuple[str, ...] = ()  # why the result is implausible for its data (a warning, never a gate)
+    deferred_cuts: tuple[int, ...] = ()  # look-ahead cuts still to check (finish_gate) before the result is trusted
     output: str = ""  # what the candidate printed, truncated by the sandbox
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -105,6 +109,7 @@ class Evaluation:
             "columns": list(self.columns),
             "warnings": list(self.warnings),
             "suspicious": list(self.suspicious),
+            "deferred_cuts": len(self.deferred_cuts),
             "output": self.output,
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }
@@ -114,19 +119,55 @@ def _failure(status: str, message: str, timings: dict[str, float], error_type: s
     return Evaluation(status=Status(status), message=message, error_type=error_type, traceback=tb, timings=timings)
 
 
-def run_gated(source: str, frame: Any, val_position: int, seed: int, limits: Limits,
-              lookahead: bool = True) -> CandidateOutput:
+def run_gated(source: str, frame: Any, val_position: int, seed: int, limits: Limits, lookahead: bool = True,
+              cuts: Sequence[int] | None = None, budget_s: float | None = None) -> tuple[CandidateOutput, tuple[int, ...]]:
     """The block's full run and, unless `lookahead` is off, the look-ahead gate over it; CandidateError if either fails.
 
-    `val_position` is the first validation bar of `frame`; `seed` (lookahead.seed_for) draws the random cuts.
+    `val_position` is the first validation bar of `frame`; `seed` (lookahead.seed_for) draws the random cuts,
+    or `cuts` names them. Returns the output and the cuts deferred because the whole gate would have taken
+    more than `budget_s` (default: a third of the time limit; a loop-heavy block): check those before
+    trusting the result.
     """
-    def plan(signals: np.ndarray) -> list[int]:
-        return cut_points(frame, signals, val_position, seed) if lookahead else []
+    deferred: list[int] = []
+
+    def plan(signals: np.ndarray, features_s: float) -> list[int]:
+        if not lookahead:
+            return []
+        if cuts is not None:
+            return list(cuts)
+        placed, drawn = cut_plan(frame, signals, val_position, seed)
+        now, later = split_for_budget(placed, drawn, features_s / max(1, len(frame)), limits.workers,
+                                      budget_s if budget_s is not None else limits.timeout_s / 3)
+        deferred.extend(later)
+        return now
 
     output = run_candidate(source, frame, plan, limits, tail_rows=TAIL_ROWS, whole=whole_cuts(len(frame), val_position))
     if lookahead:
         check_lookahead(output, frame.index, output.steps)
-    return output
+    return output, tuple(deferred)
+
+
+def finish_gate(evaluation: Evaluation, block: str, data: PreparedData, settings: EvalSettings,
+                windows: Sequence[str] = RESEARCH_WINDOWS) -> Evaluation:
+    """Check the cuts a loop-heavy candidate's evaluation (of `windows`) deferred; the evaluation, or its failure."""
+    if not evaluation.deferred_cuts:
+        return evaluation
+    frame = _evaluation_frame(data, windows)
+    limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
+    try:
+        run_gated(block, frame, _val_position(frame, data), 0, limits, cuts=evaluation.deferred_cuts)
+    except CandidateError as exc:
+        return _failure(exc.status, str(exc), dict(evaluation.timings), exc.error_type, exc.traceback)
+    return replace(evaluation, deferred_cuts=())
+
+
+def _evaluation_frame(data: PreparedData, windows: Sequence[str]) -> Any:
+    """The bars a candidate runs on: the research frame, unless a window needs the held-out ones."""
+    return data.frame if any(name in ("test", "full") for name in windows) else data.research_frame()
+
+
+def _val_position(frame: Any, data: PreparedData) -> int:
+    return int(np.searchsorted(frame.index.values, np.datetime64(data.splits.val_start)))
 
 
 def _window_mask(name: str, index: Any, data: PreparedData) -> np.ndarray:
@@ -165,15 +206,14 @@ def evaluate_block(
         return _failure(exc.status, str(exc), {"vet_s": time.perf_counter() - started}, exc.error_type, exc.traceback)
     timings["vet_s"] = time.perf_counter() - started
 
-    needs_holdout = any(name in ("test", "full") for name in windows)
-    frame = data.frame if needs_holdout else data.research_frame()
-    val_position = int(np.searchsorted(frame.index.values, np.datetime64(data.splits.val_start)))
+    frame = _evaluation_frame(data, windows)
+    val_position = _val_position(frame, data)
     secret = settings.gate_secret if settings.gate_secret is not None else secrets.randbits(64)
     limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
     mark = time.perf_counter()
     try:
-        output = run_gated(vetted.source, frame, val_position, seed_for(vetted.source, secret), limits,
-                           settings.lookahead)
+        output, deferred = run_gated(vetted.source, frame, val_position, seed_for(vetted.source, secret), limits,
+                                     settings.lookahead, budget_s=settings.gate_budget_s)
         timings["run_s"] = output.timings["run_s"]
         timings["lookahead_s"] = time.perf_counter() - mark - output.timings["run_s"]
         timings["gate_cuts"] = float(len(output.steps))
@@ -212,6 +252,7 @@ def evaluate_block(
         columns=tuple(output.columns),
         warnings=tuple(output.warnings),
         suspicious=suspicions(frame, output.signals, metrics),
+        deferred_cuts=deferred,
         output=output.output,
         timings=timings,
     )
@@ -300,7 +341,8 @@ def print_trade_py_results(trade_py: str) -> None:
     begin_one_shot()  # fork the sandbox server before any data is loaded (no second pandas import)
     try:
         data = load_prepared(find_data_dir(path))
-        evaluation = evaluate_block(read_block(path), data)
+        block = read_block(path)
+        evaluation = finish_gate(evaluate_block(block, data), block, data, EvalSettings())
     except AutotradeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

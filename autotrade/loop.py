@@ -28,7 +28,7 @@ from .candidate import baseline_source, extract_block, has_delimiters, is_guarde
 from .config import RunSettings, public_model_config
 from .data import Anonymization, PreparedData, load_prepared
 from .errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, UnsafeCodeError
-from .evaluation import EvalSettings, Evaluation, evaluate_block
+from .evaluation import EvalSettings, Evaluation, evaluate_block, finish_gate
 from .learnings import Lesson, for_prompt, render_file
 from .llm import ModelSettings, preflight
 from .metrics import periods_per_year
@@ -342,6 +342,10 @@ class Research:
         self.state = replace(state, totals=totals, updated_at=now_iso())
         self.run.write_state(self.state)
 
+    def score_of(self, evaluation: Evaluation) -> float | None:
+        """The run's objective for an evaluation (None unless ok)."""
+        return score(self.settings.objective, evaluation, self.research.index, self.settings.robust_k)
+
     # -- one iteration -------------------------------------------------------------------------
     def ask(self, iteration: int, parent: int, rng: random.Random) -> tuple[str | None, dict[str, Any]]:
         """Ask the proposer for a proposal; return (block or None, record fields). EndpointError propagates."""
@@ -396,19 +400,22 @@ class Research:
         else:
             block, fields = self.ask(i, parent, rng)
         record: dict[str, Any] = {"iteration": i, "parent": parent, "policy": self.settings.policy}
-        evaluation: Evaluation | None = None
         if block is not None:
             self.write_attempt(i, block)
             self.reporter.phase(i, "evaluating")
             mark = time.monotonic()
             evaluation = evaluate_block(block, self.data, ("train", "val"), self.eval)
+            value = self.score_of(evaluation)
+            if value is not None and evaluation.deferred_cuts and self.population.admit(i, value)[1]:
+                evaluation = finish_gate(evaluation, block, self.data, self.eval)  # no unchecked cut enters
+                value = self.score_of(evaluation)
             record.update(evaluation.to_record())
             record["eval_s"] = round(time.monotonic() - mark, 3)
             record["block"] = block
         else:
+            value = None
             record.update(status=fields.pop("status"), message=fields.pop("message"), error_type=None, traceback="")
             record.update(windows={}, columns=[], timings={}, eval_s=0.0, block=None)
-        value = None if evaluation is None else score(self.settings.objective, evaluation, self.research.index, self.settings.robust_k)
         step = record_outcome(self.population, self.state.fail_streak, i, value)
         next_parent = choose_parent(step.population, i, step.entered, rng)
         record.update(

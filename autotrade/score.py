@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .candidate import baseline_source, extract_block, has_delimiters
 from .data import PreparedData
 from .errors import ReplyError
-from .evaluation import RESEARCH_WINDOWS, EvalSettings, Evaluation, Status, evaluate_block
+from .evaluation import RESEARCH_WINDOWS, EvalSettings, Evaluation, Status, evaluate_block, finish_gate
 from .metrics import periods_per_year
 from .objectives import DEFAULT_ROBUST_K, Objective, concat_bar_returns, rubric_score, sub_window_sharpes
 from .reply import parse_reply
@@ -108,7 +108,7 @@ def score_code(
 ) -> Score:
     """Score a whole trade.py or an agent block on the research windows; candidate problems score, never raise."""
     block = extract_block(code) if has_delimiters(code) else code
-    evaluation = evaluate_block(block, data, RESEARCH_WINDOWS, settings)
+    evaluation = finish_gate(evaluate_block(block, data, RESEARCH_WINDOWS, settings), block, data, settings)
     return score_evaluation(
         evaluation, objective, robust_k=robust_k, periods=periods_per_year(data.research_frame().index)
     )

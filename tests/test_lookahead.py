@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -16,9 +17,10 @@ import pytest
 
 from autotrade.data import load_bundled
 from autotrade.errors import CandidateError
-from autotrade.evaluation import run_gated
+from autotrade.data import PreparedData, Splits
+from autotrade.evaluation import EvalSettings, evaluate_block, finish_gate, run_gated
 from autotrade.sandbox.lookahead import (MIN_ROWS, RANDOM_CUTS, check_lookahead, cut_points, position_changes, seed_for,
-                                         whole_cuts)
+                                         split_for_budget, whole_cuts)
 from autotrade.sandbox.worker import GateStep, Limits, run_candidate
 
 VAL_START = "2003-01-01"
@@ -194,7 +196,7 @@ def test_a_random_stream_seeded_from_the_data_cannot_carry_it_into_the_signals(f
     def signals(seeding: str) -> np.ndarray:
         block = f"def generate_features(df):\n    {seeding}\n    return df\n\n" \
                 "def strategy_logic(row):\n    return 1 if np.random.rand() > 0.5 else -1\n"
-        return run_gated(block, frame, val_position(frame), 1, Limits(timeout_s=60)).signals
+        return run_gated(block, frame, val_position(frame), 1, Limits(timeout_s=60))[0].signals
 
     assert np.array_equal(signals("np.random.seed(len(df))"), signals("pass"))
 
@@ -350,3 +352,42 @@ def test_a_prefix_run_finds_no_later_bar_even_in_its_job_pipe(frame: pd.DataFram
     """)
     output = run_candidate(block, frame, [100, 200, 300, 400], Limits(timeout_s=30))
     assert [step.features["ahead"][-1] for step in output.steps] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_a_loop_heavy_block_defers_random_cuts_within_its_budget_and_keeps_every_placed_one() -> None:
+    placed, drawn = [40, 400, 800], list(range(50, 950, 2))
+    now, later = split_for_budget(placed, drawn, seconds_per_row=1e-3, workers=2, budget_s=20.0)
+    assert set(placed) <= set(now) and later and set(now) | set(later) == set(placed) | set(drawn)
+    assert not set(now) & set(later)
+    kept = sorted(set(now) - set(placed))
+    assert kept[0] < 200 and kept[-1] > 750  # the share checked now still spans every part of the bars
+    assert split_for_budget(placed, drawn, seconds_per_row=1e-9, workers=2, budget_s=20.0)[1] == []
+
+
+SLOW_CAUSAL = """
+def generate_features(df):
+    close = df["Close"].to_numpy()
+    out = []
+    for i in range(len(close)):
+        window = close[max(0, i - 30):i + 1]
+        total = 0.0
+        for value in window:
+            total += value
+        out.append(total / len(window))
+    df["slow_mean"] = out
+    return df
+
+def strategy_logic(row):
+    return 1 if row["Close"] > row["slow_mean"] else -1
+"""
+
+
+def test_deferred_cuts_are_checked_before_the_result_is_trusted(frame: pd.DataFrame) -> None:
+    data = PreparedData(frame, Splits(pd.Timestamp(VAL_START), pd.Timestamp("2004-07-01")), {"sha256": "x"})
+    settings = EvalSettings(gate_secret=1, gate_budget_s=0.5)  # this block's whole gate needs several seconds
+    evaluation = evaluate_block(SLOW_CAUSAL, data, settings=settings)
+    assert evaluation.ok and evaluation.deferred_cuts, evaluation.message
+    assert finish_gate(evaluation, SLOW_CAUSAL, data, settings).deferred_cuts == ()
+    leaky = SLOW_CAUSAL.replace("close[max(0, i - 30):i + 1]", "close[max(0, i - 30):i + 2]")
+    assert finish_gate(replace(evaluation, deferred_cuts=tuple(range(100, 1400, 50))), leaky, data,
+                       settings).status == "lookahead"

@@ -337,3 +337,30 @@ def test_the_prompt_names_the_objective_the_model_is_judged_on(
     prompt = openai_server.chat_requests[0].body["messages"][-1]["content"]
     assert f"**{objective}**: " in prompt
     assert words in prompt and f"(best first, by {objective})" in prompt
+
+
+def test_a_candidate_with_deferred_look_ahead_cuts_enters_only_after_they_are_checked(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace as with_changes
+
+    from autotrade import loop
+    from autotrade.evaluation import Evaluation, Status
+
+    real_evaluate = loop.evaluate_block
+    checked: list[int] = []
+
+    def deferring(block: str, *args: object) -> Evaluation:
+        return with_changes(real_evaluate(block, *args), deferred_cuts=(500, 600))
+
+    def failing_gate(evaluation: Evaluation, *args: object) -> Evaluation:
+        checked.append(len(evaluation.deferred_cuts))
+        return Evaluation(status=Status.LOOKAHEAD, message="look-ahead: found by a deferred cut")
+
+    monkeypatch.setattr(loop, "evaluate_block", deferring)
+    monkeypatch.setattr(loop, "finish_gate", failing_gate)
+    openai_server.script([Reply(good(5, 20))])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=2)
+    found = records(result.path)
+    assert checked == [2, 2]  # the baseline and the proposal each would have entered: both checked first
+    assert [r["status"] for r in found] == ["lookahead", "lookahead"] and not any(r["entered_population"] for r in found)

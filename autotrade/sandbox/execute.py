@@ -200,10 +200,16 @@ def compute_features_and_signals(namespace: dict[str, Any], frame: pd.DataFrame,
     The signals come from strategy_logic of a FRESH namespace (the block's top level run again,
     from `code` when given), so they are a function of the feature frame alone: module state
     that generate_features filled (a dict of tomorrow's closes, the number of bars) cannot carry
-    the future into them, and the look-ahead gate need only check the features. A block whose
-    signals change with that state is told so (status lookahead).
+    the future into them, and a block whose signals change with that state is told so (status
+    lookahead). State the namespaces share (module objects) is the look-ahead gate's to catch.
     """
     features, warnings = compute_features(namespace, frame, source)
+    return features, state_free_signals(namespace, features, source, code), warnings
+
+
+def state_free_signals(namespace: dict[str, Any], features: pd.DataFrame, source: str,
+                       code: types.CodeType | None = None) -> np.ndarray:
+    """strategy_logic's signals from a fresh namespace; lookahead when they differ from `namespace`'s (its state)."""
     fresh = exec_block(code if code is not None else source, source)
     outcomes: list[np.ndarray | CandidateError] = []
     for space in (fresh, namespace):
@@ -221,7 +227,7 @@ def compute_features_and_signals(namespace: dict[str, Any], frame: pd.DataFrame,
                              "future bars into the signals); compute such values as columns of df instead",
                              status="lookahead", error_type=None)
     assert isinstance(signals, np.ndarray)
-    return features, signals, warnings
+    return signals
 
 
 def compute_features(namespace: dict[str, Any], frame: pd.DataFrame, source: str = "",

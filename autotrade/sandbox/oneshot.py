@@ -159,12 +159,14 @@ def _take_helper() -> _Helper | None:
 def _evaluate_here(request: dict[str, Any]) -> Evaluation:
     from ..backtest import BacktestSettings, Fill
     from ..data import load_prepared
-    from ..evaluation import EvalSettings, evaluate_block
+    from ..evaluation import EvalSettings, evaluate_block, finish_gate
 
     data = load_prepared(request["data_dir"])
     settings = EvalSettings(backtest=BacktestSettings(fill=Fill(request["fill"]), cost_bps=request["cost_bps"]),
                             timeout_s=request["timeout_s"])
-    return evaluate_block(request["block"], data, windows=tuple(request["windows"]), settings=settings)
+    windows = tuple(request["windows"])
+    evaluation = evaluate_block(request["block"], data, windows=windows, settings=settings)
+    return finish_gate(evaluation, request["block"], data, settings, windows)  # a one-off verdict is a whole one
 
 
 def _helper_main(sock: socket.socket, parent: int) -> NoReturn:

@@ -55,7 +55,7 @@ from ..errors import CandidateError, SandboxError
 from ..untrusted import clean_text, first_unsafe
 from . import launch, layers
 from .execute import (bar_label, candidate_error, compile_block, compute_features, compute_features_and_signals,
-                      exec_block, signals_of_rows)
+                      exec_block, signals_of_rows, state_free_signals)
 
 _PREFIX = struct.Struct("<IQ")  # header length, payload length
 SET_UP = b"S"  # a child's first byte on its result pipe: its layers are in place, candidate code may run next
@@ -126,15 +126,15 @@ class CandidateOutput:
 
 
 _INPUT_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close", "Volume"})
-CutPlan = Sequence[int] | Callable[[np.ndarray], Sequence[int]]
+CutPlan = Sequence[int] | Callable[[np.ndarray, float], Sequence[int]]  # (signals, generate_features' seconds)
 
 
 def run_candidate(source: str, frame: pd.DataFrame, cut_points: CutPlan = (), limits: Limits = Limits(),
                   tail_rows: int = 32, whole: Sequence[int] = ()) -> CandidateOutput:
     """Run the block on `frame` in one sandboxed child, then on each prefix `frame.iloc[:cut]` in another.
 
-    `cut_points` is a list of prefix lengths, or a function of the full run's signals giving one
-    (lookahead.cut_points). The gate child runs the prefixes in ascending order and receives each
+    `cut_points` is a list of prefix lengths, or a function of the full run's signals and of its
+    generate_features time giving one (lookahead.cut_plan). The gate child runs the prefixes in ascending order and receives each
     prefix's new bars only after it has answered for the previous one, so it never holds a later
     bar; it returns the features of the last `tail_rows` rows of each prefix (all rows at the
     cuts in `whole`). One wall-clock budget, limits.timeout_s, covers both children.
@@ -154,7 +154,7 @@ def run_candidate(source: str, frame: pd.DataFrame, cut_points: CutPlan = (), li
         raise full.error
     if full.result is None:
         raise CandidateError("the full run returned no result", status="runtime_error")
-    planned = cut_points(full.result.signals) if callable(cut_points) else cut_points
+    planned = cut_points(full.result.signals, full.features_s) if callable(cut_points) else cut_points
     cuts = sorted({int(c) for c in planned if 0 < int(c) < rows})
     # Interleaved shares of the cuts, one gate child each (limits.workers at once): each still ascends.
     gates = []
@@ -297,6 +297,7 @@ class _Run:
         self.error: CandidateError | None = None
         self.probe: dict[str, bool | str] | None = None
         self.warnings: list[str] = []
+        self.features_s = 0.0  # generate_features' time on the full frame, as the child measured it
 
     @property
     def wall_s(self) -> float:
@@ -467,6 +468,10 @@ class _Run:
         warnings = header.get("warnings")
         if isinstance(warnings, list):
             self.warnings = [_text(w, 300) for w in warnings[:10]]
+        timings = header.get("timings")
+        features_s = timings.get("features_s") if isinstance(timings, dict) else None
+        if isinstance(features_s, (int, float)) and math.isfinite(features_s) and features_s >= 0:
+            self.features_s = float(features_s)  # the child's word: only sizes the gate, never judges it
 
 
 def _checked_columns(columns: Any, max_columns: int) -> list[str]:
@@ -1166,12 +1171,15 @@ def _run_job(header: dict[str, Any], payload: bytes, policy: _Policy, seal: bool
         if seal:
             layers.install_audit_hook(policy.roots, code)  # sealed from here on
         namespace = exec_block(code, source)
-        features, signals, warnings = compute_features_and_signals(namespace, frame, source, code)
+        mark = time.perf_counter()
+        features, warnings = compute_features(namespace, frame, source)
+        features_s = time.perf_counter() - mark  # what each gate prefix repeats, on fewer bars
+        signals = state_free_signals(namespace, features, source, code)
         columns = _limited_columns(features, int(header["max_columns"]))
         blocks = [np.ascontiguousarray(signals, dtype="<f8").tobytes()]
         blocks += [_column_as_float(features[c]).astype("<f8").tobytes() for c in columns]
         reply = {"status": "ok", "columns": columns, "warnings": warnings,
-                 "timings": {"run_s": time.perf_counter() - started}}
+                 "timings": {"run_s": time.perf_counter() - started, "features_s": features_s}}
         return _pack(reply, b"".join(blocks)), True
     except BaseException as exc:  # noqa: BLE001 - anything the candidate raises is its outcome
         return _error_reply(exc, source), False
