@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from openai_server import openai_server  # noqa: F401  (the loopback OpenAI server fixture)
@@ -25,3 +26,11 @@ def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("data")
     prepare_data(offline=True, data_dir=data_dir)
     return data_dir
+
+
+def synthetic_ohlcv(rows: int, seed: int, start: str) -> pd.DataFrame:
+    """A random-walk daily OHLCV frame, for tests where the sandbox, not the market, is under test."""
+    index = pd.bdate_range(start, periods=rows, name="Date")
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 0.012, rows)))
+    return pd.DataFrame({"Open": close, "High": close * 1.01, "Low": close * 0.99, "Close": close,
+                         "Adj Close": close, "Volume": np.full(rows, 1e6)}, index=index)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import synthetic_ohlcv
 from openai_server import OpenAIServer, Reply, openai_server  # noqa: F401 - fixture
 from test_loop import answer, records, sma_block, small_data, start  # noqa: F401 - fixture
 from typer.testing import CliRunner
@@ -45,11 +46,7 @@ def unvetted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
-    rng = np.random.default_rng(11)
-    index = pd.bdate_range("2012-01-02", periods=400, name="Date")
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.012, 400)))
-    return pd.DataFrame({"Open": close, "High": close * 1.01, "Low": close * 0.99, "Close": close,
-                         "Adj Close": close, "Volume": np.full(400, 1e6)}, index=index)
+    return synthetic_ohlcv(400, 11, "2012-01-02")
 
 
 def canary_block(canary: Path, where: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import synthetic_ohlcv
 
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.errors import CandidateError, SandboxError
@@ -44,11 +45,7 @@ MACHINES = {
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
-    rng = np.random.default_rng(3)
-    index = pd.bdate_range("2016-01-01", periods=150, name="Date")
-    close = 80 * np.exp(np.cumsum(rng.normal(0, 0.01, 150)))
-    return pd.DataFrame({"Open": close, "High": close * 1.01, "Low": close * 0.99, "Close": close,
-                         "Adj Close": close, "Volume": np.full(150, 1e6)}, index=index)
+    return synthetic_ohlcv(150, 3, "2016-01-01")
 
 
 @pytest.fixture
