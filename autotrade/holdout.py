@@ -18,7 +18,7 @@ import numpy as np
 from .backtest import WindowResult, run_window
 from .data import PreparedData
 from .errors import ConfigError
-from .evaluation import EvalSettings, Evaluation, evaluate_block
+from .evaluation import EvalSettings, Evaluation, evaluate_block, finish_gate
 from .rundir import RunDir, now_iso
 
 HOLDOUT_FILE = "holdout.json"
@@ -137,7 +137,9 @@ def reveal_holdout(
     earlier = read_reveals(run)
     if not members:
         return Holdout(reveals=earlier, buy_and_hold=buy_and_hold_windows(data, settings, ("train", "val")))
-    evaluations = {i: evaluate_block(blocks[i], data, ALL_WINDOWS, replace(settings, lookahead=True)) for i in members}
+    gated = replace(settings, lookahead=True)
+    evaluations = {i: finish_gate(evaluate_block(blocks[i], data, ALL_WINDOWS, gated), blocks[i], data, gated, ALL_WINDOWS)
+                   for i in members}
     buy_and_hold = buy_and_hold_windows(data, settings, ALL_WINDOWS)
     bh_test = buy_and_hold["test"].metrics
     reveal = Reveal(

@@ -20,7 +20,7 @@ from autotrade.errors import CandidateError
 from autotrade.data import PreparedData, Splits
 from autotrade.evaluation import EvalSettings, evaluate_block, finish_gate, run_gated
 from autotrade.sandbox.lookahead import (MIN_ROWS, RANDOM_CUTS, check_lookahead, cut_points, position_changes, seed_for,
-                                         split_for_budget, whole_cuts)
+                                         signal_changes, split_for_budget, whole_cuts)
 from autotrade.sandbox.worker import GateStep, Limits, run_candidate
 
 VAL_START = "2003-01-01"
@@ -92,6 +92,24 @@ LEAKS = {
     "weekly_resample_nearest": features_block("c.resample('W').last().reindex(df.index, method='nearest')"),
     "fillna_from_first_valid": features_block("c.rolling(40).mean().fillna(c.rolling(40).mean().dropna().iloc[0])"),
     "tiny_change_flips_rare_signal": features_block("c + 1e-9 * (np.roll(a, -1) > a * 1.02)"),
+    # Found by review: never trades on the leak, only delays a trade by a day on calm days when tomorrow goes
+    # against it, so no position changes on a leaky bar and no big move follows it.
+    "delayed_trade_on_calm_days": """
+def generate_features(df):
+    c = df["Close"]
+    o = df["Open"]
+    desire = pd.Series(np.where(c.rolling(2).mean() > c.rolling(5).mean(), 1.0, -1.0), index=df.index)
+    request = (desire != desire.shift(1)) & (desire.shift(1) == desire.shift(2))
+    tomorrow = c.shift(-1) / o.shift(-1) - 1
+    quiet = ((c.shift(-1) / c - 1).abs() < 0.02) & (c.pct_change().rolling(10).std() < 0.008)
+    good = ((desire < 0) & (tomorrow > 0.008)) | ((desire > 0) & (tomorrow < -0.008))
+    df["desire"] = desire
+    df["hold"] = (request & good & quiet).astype(float)
+    return df
+
+def strategy_logic(row):
+    return 0 if row["hold"] > 0 else row["desire"]
+""",
 }
 
 
@@ -262,16 +280,25 @@ def test_verdicts_are_reproducible_for_the_run_and_differ_between_runs(frame: pd
 
 def test_cuts_fall_right_after_every_position_change_and_before_the_largest_moves(frame: pd.DataFrame) -> None:
     rng = np.random.default_rng(0)
-    signals = rng.choice([-1.0, 0.0, 1.0], size=len(frame), p=[0.05, 0.9, 0.05])
+    signals = rng.choice([-1.0, 0.0, 1.0], size=len(frame), p=[0.02, 0.96, 0.02])
     cuts = set(cut_points(frame, signals, val_position(frame), seed=3))
-    changes = position_changes(signals)
-    assert 0 < len(changes) <= 200 and {int(t) + 1 for t in changes if t + 1 >= MIN_ROWS} <= cuts
+    changes, raw = position_changes(signals), signal_changes(signals)
+    assert 0 < len(changes) < len(raw) <= 200
+    assert {int(t) + 1 for t in (*changes, *raw) if t + 1 >= MIN_ROWS} <= cuts
     returns = frame["Close"].pct_change().abs()
     for start, end in ((0, val_position(frame)), (val_position(frame), len(frame))):
         biggest = int(np.nanargmax(returns.to_numpy()[start:end])) + start
         assert biggest in cuts  # the prefix ends the bar before the biggest move of the window
         assert end - 1 in cuts or end == len(frame)  # the window's last bars
     assert set(whole_cuts(len(frame), val_position(frame))) <= cuts
+
+
+def test_position_and_raw_signal_changes_share_the_cap_in_proportion(frame: pd.DataFrame) -> None:
+    signals = np.tile([1.0, 0.0, -1.0, -1.0], len(frame) // 4 + 1)[:len(frame)]  # 2 position, 1 raw change per 4
+    cuts = set(cut_points(frame, signals, val_position(frame), seed=3))
+    positions = {int(t) + 1 for t in position_changes(signals)}
+    raw_only = {int(t) + 1 for t in signal_changes(signals)} - positions
+    assert 110 <= len(cuts & positions) and 50 <= len(cuts & raw_only)
 
 
 def test_random_cuts_reach_every_part_of_both_windows(frame: pd.DataFrame) -> None:

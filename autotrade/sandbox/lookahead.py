@@ -3,7 +3,8 @@
 A search loop selects for whatever flatters the score, so a leak the gate misses gets found and
 crowned. The gate therefore places its cuts where a leak must act, not where luck puts them:
 - right after every bar where the position changes (that prefix holds no later bar at all, so the
-  decision is tested against every horizon at once), capped;
+  decision is tested against every horizon at once), then after other changes of the raw signal
+  (a hold that delays a trade by one bar), capped;
 - right before the largest absolute returns, gaps, ranges and volume spikes of each window, where
   a profitable leak acts;
 - the last bars of each window, and the train/validation boundary;
@@ -32,7 +33,7 @@ from ..errors import CandidateError
 from .execute import bar_label
 
 RANDOM_CUTS = 460  # stratified random cuts: a 1%-density one-bar leak escapes all of them with p < 0.01
-POSITION_CUTS = 200  # at most this many cuts after position changes (a sample of them when there are more)
+POSITION_CUTS = 200  # at most this many cuts after position and then raw signal changes (a sample when more)
 EXTREME_CUTS = 8  # per measure (|return|, |gap|, range, volume spike) and window
 LAST_BARS = 5  # cuts among the last bars of each window
 TAIL_ROWS = 32  # rows before each cut whose features are compared (every row at the WHOLE cuts)
@@ -62,6 +63,11 @@ def seed_for(source: str, secret: int | str = "") -> int:
     """The gate's seed for a block: the run's private secret combined with the block's text."""
     digest = hashlib.sha256(f"{secret}\x00{source}".encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "little")
+
+
+def signal_changes(signals: np.ndarray) -> np.ndarray:
+    """Bars whose raw signal differs from the previous bar's (a hold that delays a trade is one too)."""
+    return np.flatnonzero(np.diff(signals) != 0) + 1
 
 
 def position_changes(signals: np.ndarray) -> np.ndarray:
@@ -115,10 +121,16 @@ def cut_plan(frame: pd.DataFrame, signals: np.ndarray, val_start_pos: int, seed:
     boundary = val_start_pos if 0 < val_start_pos < n_rows else 0
     windows = [(0, boundary), (boundary, n_rows)] if boundary else [(0, n_rows)]
     cuts = set(whole_cuts(n_rows, val_start_pos))
-    changes = position_changes(signals) + 1  # the prefix ends at the deciding bar
-    if len(changes) > POSITION_CUTS:
-        changes = rng.choice(changes, POSITION_CUTS, replace=False)
-    cuts.update(int(c) for c in changes)
+    # The prefix ends at the deciding bar: every position change, then every other change of the raw signal
+    # (a leak that only delays a trade by a day changes no position on its own bar), within the cap.
+    positions = position_changes(signals) + 1
+    others = np.setdiff1d(signal_changes(signals) + 1, positions)
+    total = len(positions) + len(others)
+    if total > POSITION_CUTS:  # each kind keeps its share of the cap, so neither crowds the other out
+        kept_others = round(POSITION_CUTS * len(others) / total)
+        positions = rng.choice(positions, POSITION_CUTS - kept_others, replace=False)
+        others = rng.choice(others, kept_others, replace=False)
+    cuts.update(int(c) for c in (*positions, *others))
     for start, end in windows:
         cuts.update(range(max(start + 1, end - LAST_BARS + 1), end + 1))  # the window's last bars
         for bar in _extreme_bars(frame, start, end, EXTREME_CUTS):
@@ -132,18 +144,30 @@ def split_for_budget(placed: list[int], drawn: list[int], seconds_per_row: float
                      budget_s: float) -> tuple[list[int], list[int]]:
     """(cuts to check now, cuts to check only if the candidate would enter the population).
 
-    A loop-heavy block whose whole gate would take more than `budget_s` gets the placed cuts and an
-    evenly spread share of the random strata now; the rest are deferred, not dropped.
+    A loop-heavy block whose whole gate would take more than `budget_s` gets what fits of the placed
+    cuts and an evenly spread share of the random strata now; the rest are deferred, not dropped.
     """
     # Measured: a prefix costs about twice its share of the full run's generate_features, plus ~1 ms of its own.
-    cost = (2 * seconds_per_row * (sum(placed) + sum(drawn)) + 1e-3 * (len(placed) + len(drawn))) / max(1, workers)
-    if cost <= budget_s or not drawn:
-        return sorted({*placed, *drawn}), []
-    share = max(0.0, budget_s / cost)
-    keep = max(1, int(len(drawn) * share))
-    step = len(drawn) / keep
-    now = {drawn[int(i * step)] for i in range(keep)}
-    return sorted({*placed, *now}), sorted(set(drawn) - now - set(placed))
+    everything = sorted({*placed, *drawn})
+    cost = (2 * seconds_per_row * sum(everything) + 1e-3 * len(everything)) / max(1, workers)
+    if cost <= budget_s:
+        return everything, []
+    keep = max(1, int(len(everything) * budget_s / cost))
+    # The placed cuts first (where leaks act), then an even spread of the strata; of the placed ones alone an
+    # even spread when even they do not fit.
+    if keep >= len(placed):
+        now = {*placed, *_spread(drawn, keep - len(placed))}
+    else:
+        now = set(_spread(placed, keep))
+    return sorted(now), sorted(set(everything) - now)
+
+
+def _spread(cuts: list[int], count: int) -> list[int]:
+    """`count` of `cuts` spread evenly over the list."""
+    if count <= 0 or not cuts:
+        return []
+    step = len(cuts) / min(count, len(cuts))
+    return [cuts[int(i * step)] for i in range(min(count, len(cuts)))]
 
 
 def whole_cuts(n_rows: int, val_start_pos: int) -> list[int]:
