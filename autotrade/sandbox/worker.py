@@ -1250,13 +1250,15 @@ def _column_as_float(series: pd.Series, start: int = 0) -> np.ndarray:
     object on another), None and NaN are NaN, and other values become hashes of their repr.
     """
     dtype = series.dtype
+    values = series.to_numpy()[start:]  # a view for numpy dtypes: only the compared rows are converted
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        return values.astype(np.float64)
     if pd.api.types.is_bool_dtype(dtype) or (pd.api.types.is_numeric_dtype(dtype)
                                               and not pd.api.types.is_complex_dtype(dtype)):
-        try:
+        try:  # nullable extension dtypes: pd.NA becomes NaN
             return series.to_numpy(dtype=np.float64, na_value=np.nan)[start:]
         except (TypeError, ValueError):
             pass
-    values = series.to_numpy()[start:]
     if values.dtype.kind in "mM":
         out = values.view("i8").astype(np.float64)
         out[np.isnat(values)] = np.nan
