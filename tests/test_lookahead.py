@@ -19,8 +19,8 @@ from autotrade.data import load_bundled
 from autotrade.errors import CandidateError
 from autotrade.data import PreparedData, Splits
 from autotrade.evaluation import EvalSettings, evaluate_block, finish_gate, run_gated
-from autotrade.sandbox.lookahead import (MIN_ROWS, RANDOM_CUTS, check_lookahead, cut_points, position_changes, seed_for,
-                                         signal_changes, split_for_budget, whole_cuts)
+from autotrade.sandbox.lookahead import (MIN_ROWS, check_lookahead, cut_plan, cut_points, position_changes,
+                                         random_strata, seed_for, signal_changes, split_for_budget, whole_cuts)
 from autotrade.sandbox.worker import GateStep, Limits, run_candidate
 
 VAL_START = "2003-01-01"
@@ -304,7 +304,23 @@ def test_position_and_raw_signal_changes_share_the_cap_in_proportion(frame: pd.D
 def test_random_cuts_reach_every_part_of_both_windows(frame: pd.DataFrame) -> None:
     cuts = np.array(cut_points(frame, np.zeros(len(frame)), val_position(frame), seed=9))
     deciles = np.histogram(cuts, bins=10, range=(0, len(frame)))[0]
-    assert deciles.min() >= 0.5 * RANDOM_CUTS / 10
+    assert deciles.min() >= 0.5 * (len(random_strata(len(frame), MIN_ROWS)) - 1) / 10
+
+
+@pytest.mark.parametrize("n_rows", [300, 1500, 4277, 20_000])
+def test_a_one_percent_leak_placed_to_dodge_the_random_cuts_still_escapes_less_than_1_percent(n_rows: int) -> None:
+    # The worst placement: each leaky bar alone in one of the widest strata, so each is seen with 1/width.
+    edges = np.array(random_strata(n_rows, MIN_ROWS))
+    leak_bars = int(np.ceil(0.01 * n_rows))
+    assert edges[0] == MIN_ROWS and edges[-1] == n_rows and len(edges) - 1 >= leak_bars
+    assert (1 - 1 / np.diff(edges).max()) ** leak_bars <= 0.01
+
+
+def test_each_random_cut_falls_inside_its_own_stratum(frame: pd.DataFrame) -> None:
+    edges = random_strata(len(frame), MIN_ROWS)
+    _, drawn = cut_plan(frame, np.zeros(len(frame)), val_position(frame), seed=4)
+    assert len(drawn) == len(edges) - 1
+    assert all(left <= cut < right for cut, left, right in zip(drawn, edges[:-1], edges[1:]))
 
 
 def test_a_one_percent_one_bar_leak_is_caught_with_probability_at_least_99_percent(frame: pd.DataFrame) -> None:

@@ -633,6 +633,21 @@ def strategy_logic(row):
     assert signals[0] == 0.0 and (signals[1:] == 1.0).all()
 
 
+def test_row_values_are_the_python_scalars_of_each_column_whatever_its_dtype(frame: pd.DataFrame) -> None:
+    strategy = """
+def strategy_logic(row):
+    assert type(row["Close"]) is float and type(row["f32"]) is float and row["f32"] == float(np.float32(row["Close"]))
+    assert type(row["i8"]) is int and type(row["big"]) is int and row["big"] == 2 ** 64 - 1
+    assert type(row["up"]) is bool and type(row["when"]) is pd.Timestamp and type(row["label"]) is str
+    return 1
+"""
+    features = ("df['f32'] = df['Close'].astype('float32'); df['i8'] = np.int8(3); df['big'] = np.uint64(2 ** 64 - 1); "
+                "df['up'] = df['Close'] > 0; df['when'] = df.index; df['label'] = 'x'")
+    assert (signals_of(strategy, frame, features) == 1.0).all()
+    numbers_only = strategy.replace(' and type(row["when"]) is pd.Timestamp and type(row["label"]) is str', "")
+    assert (signals_of(numbers_only, frame, features.rsplit("; df['when']", 1)[0]) == 1.0).all()
+
+
 def test_row_missing_column_lists_the_available_ones(frame: pd.DataFrame) -> None:
     with pytest.raises(CandidateError) as caught:
         signals_of("def strategy_logic(row):\n    return row['SMA_200']\n", frame)

@@ -297,11 +297,9 @@ def signals_of_rows(namespace: dict[str, Any], features: pd.DataFrame, source: s
     """
     strategy = namespace["strategy_logic"]
     row_class = _row_class(features)
-    part = features.iloc[start:] if start else features
-    columns = [part[c].tolist() for c in part.columns]
     raw: list[Any] = []
     append = raw.append
-    rows = zip(*columns) if columns else (() for _ in range(len(part)))
+    rows = _row_values(features, start)
     at = start
     try:
         for at, values in enumerate(rows, start=start):
@@ -309,7 +307,20 @@ def signals_of_rows(namespace: dict[str, Any], features: pd.DataFrame, source: s
     except BaseException as exc:
         when = bar_label(features.index[at]) if len(features) > at else "?"
         raise candidate_error(exc, source, f"in strategy_logic on {when}") from None
-    return normalise_signals(raw, part.index)
+    return normalise_signals(raw, features.index[start:])
+
+
+def _row_values(features: pd.DataFrame, start: int) -> Iterator[tuple[Any, ...]]:
+    """Each bar's values from row `start` on, as tuples of the Python scalars `Series.tolist()` gives.
+
+    Plain numbers take one conversion of the rows, not one per column: numpy boxes each value as the
+    same Python float, int or bool as tolist; the other dtypes (Timestamps, strings...) go column by column.
+    """
+    part = features.iloc[start:] if start else features
+    if len(part.columns) and all(isinstance(dtype, np.dtype) and dtype.kind in "biuf" for dtype in part.dtypes):
+        return map(tuple, part.to_numpy(dtype=object).tolist())
+    columns = [part[c].tolist() for c in part.columns]
+    return zip(*columns) if columns else iter([()] * len(part))
 
 
 _PLAIN_SIGNAL_TYPES = frozenset({int, float, bool, type(None)})

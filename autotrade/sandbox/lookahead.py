@@ -8,9 +8,9 @@ crowned. The gate therefore places its cuts where a leak must act, not where luc
 - right before the largest absolute returns, gaps, ranges and volume spikes of each window, where
   a profitable leak acts;
 - the last bars of each window, and the train/validation boundary;
-- one random cut in each of RANDOM_CUTS equal strata of the research bars, drawn from the run's
-  private seed combined with the block: a leak that changes a feature on 1% of the bars escapes
-  them all with probability (1 - 0.01) ** 460 < 1%.
+- one random cut in each of many equal strata of the research bars, drawn from the run's private
+  seed combined with the block, the strata narrow enough (random_strata) that a leak changing a
+  feature on 1% of the bars escapes them all with probability under 1% however its bars lie.
 One worker child runs the block on the prefixes in ascending order, each prefix's new bars sent
 only after the previous result, so no run ever holds a later bar (worker.run_candidate); its
 features are compared with the full run's by value, exactly: causal pandas code computes the
@@ -23,6 +23,7 @@ full run's too: the cuts right after position changes put every trade decision t
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -32,7 +33,8 @@ import pandas as pd
 from ..errors import CandidateError
 from .execute import bar_label
 
-RANDOM_CUTS = 460  # stratified random cuts: a 1%-density one-bar leak escapes all of them with p < 0.01
+LEAK_DENSITY = 0.01  # the sparsest leak (share of the bars it changes) the random cuts must catch ...
+MISS_RATE = 0.01  # ... with at most this probability of missing it
 POSITION_CUTS = 200  # at most this many cuts after position and then raw signal changes (a sample when more)
 EXTREME_CUTS = 8  # per measure (|return|, |gap|, range, volume spike) and window
 LAST_BARS = 5  # cuts among the last bars of each window
@@ -101,17 +103,17 @@ def _extreme_bars(frame: pd.DataFrame, low: int, high: int, count: int) -> list[
 
 
 def cut_points(frame: pd.DataFrame, signals: np.ndarray, val_start_pos: int, seed: int,
-               random_cuts: int = RANDOM_CUTS, min_rows: int = MIN_ROWS) -> list[int]:
+               min_rows: int = MIN_ROWS) -> list[int]:
     """Prefix lengths (bars kept) for the gate, ascending, all in [min_rows, len(frame)).
 
     `signals` are the full run's; `val_start_pos` the first validation bar (0 or len(frame): none).
     """
-    placed, drawn = cut_plan(frame, signals, val_start_pos, seed, random_cuts, min_rows)
+    placed, drawn = cut_plan(frame, signals, val_start_pos, seed, min_rows)
     return sorted({*placed, *drawn})
 
 
 def cut_plan(frame: pd.DataFrame, signals: np.ndarray, val_start_pos: int, seed: int,
-             random_cuts: int = RANDOM_CUTS, min_rows: int = MIN_ROWS) -> tuple[list[int], list[int]]:
+             min_rows: int = MIN_ROWS) -> tuple[list[int], list[int]]:
     """cut_points as (the cuts placed where leaks act, the stratified random ones in stratum order)."""
     n_rows = len(frame)
     low = max(1, min(min_rows, n_rows // 2))
@@ -133,11 +135,28 @@ def cut_plan(frame: pd.DataFrame, signals: np.ndarray, val_start_pos: int, seed:
     cuts.update(int(c) for c in (*positions, *others))
     for start, end in windows:
         cuts.update(range(max(start + 1, end - LAST_BARS + 1), end + 1))  # the window's last bars
-        for bar in _extreme_bars(frame, start, end, EXTREME_CUTS):
-            cuts.update((bar, bar - 1))  # the big move is the first bar the prefix lacks (or the second)
-    edges = np.linspace(low, n_rows, num=min(random_cuts, n_rows - low) + 1)
-    drawn = [int(rng.integers(int(left), max(int(left) + 1, int(right)))) for left, right in zip(edges[:-1], edges[1:])]
-    return sorted(c for c in cuts if low <= c < n_rows), [c for c in drawn if low <= c < n_rows]
+        # The big move is the first bar the prefix lacks: every compared row before it is tested against it.
+        cuts.update(_extreme_bars(frame, start, end, EXTREME_CUTS))
+    edges = random_strata(n_rows, low)
+    drawn = [int(rng.integers(left, right)) for left, right in zip(edges[:-1], edges[1:])]
+    return sorted(c for c in cuts if low <= c < n_rows), drawn
+
+
+def random_strata(n_rows: int, low: int) -> list[int]:
+    """Edges of the strata over the cuttable prefix lengths [low, n_rows), one random cut drawn in each.
+
+    A one-bar leak at bar t is seen only by the cut t + 1, so in a stratum of width w it is caught
+    with probability 1/w, and a leak on k bars escapes most easily when they lie in different
+    strata: (1 - 1/w) ** k. The widest stratum is held to the width at which that is MISS_RATE for
+    k = LEAK_DENSITY of the bars.
+    """
+    span = n_rows - low
+    if span <= 0:
+        return []
+    leak_bars = max(1, math.ceil(LEAK_DENSITY * n_rows))
+    width = max(1, math.floor(1 / (1 - MISS_RATE ** (1 / leak_bars))))
+    count = math.ceil(span / width)
+    return [low + (span * i) // count for i in range(count + 1)]
 
 
 def split_for_budget(placed: list[int], drawn: list[int], seconds_per_row: float, workers: int,

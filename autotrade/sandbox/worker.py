@@ -980,6 +980,7 @@ def _warm_up() -> None:
     for name in features.columns:
         _column_as_float(features[name].astype(str))
         _column_as_float(features[name])
+    _features_bytes(features, 10)
 
 
 def _serve_loop(control: socket.socket, policy: _Policy) -> None:
@@ -1155,8 +1156,16 @@ def _job_arrays(header: dict[str, Any], rows: int, payload: bytes) -> tuple[np.n
     return stamps, arrays
 
 
-def _job_frame(header: dict[str, Any], stamps: np.ndarray, arrays: list[np.ndarray]) -> pd.DataFrame:
-    index = pd.DatetimeIndex(stamps.view(f"datetime64[{header['unit']}]"), name=header["index_name"])
+def _job_frame(header: dict[str, Any], stamps: np.ndarray, arrays: list[np.ndarray],
+               columns: pd.Index | None = None) -> pd.DataFrame:
+    """The candidate's frame with its own copy of the values, built alike for the full run and every prefix.
+
+    `columns` is the column Index made once for many frames (a copy goes into each; making one costs more).
+    """
+    index = pd.DatetimeIndex(stamps.view(f"datetime64[{header['unit']}]").copy(), name=header["index_name"])
+    if arrays and len(set(header["dtypes"])) == 1:  # the one block a dict of such columns consolidates into, built faster
+        names = columns.copy() if columns is not None else pd.Index(header["columns"])
+        return pd.DataFrame(np.column_stack(arrays), index=index, columns=names, copy=False)  # column_stack copied
     return pd.DataFrame(dict(zip(header["columns"], arrays)), index=index)
 
 
@@ -1176,11 +1185,9 @@ def _run_job(header: dict[str, Any], payload: bytes, policy: _Policy, seal: bool
         features_s = time.perf_counter() - mark  # what each gate prefix repeats, on fewer bars
         signals = state_free_signals(namespace, features, source, code)
         columns = _limited_columns(features, int(header["max_columns"]))
-        blocks = [np.ascontiguousarray(signals, dtype="<f8").tobytes()]
-        blocks += [_column_as_float(features[c]).astype("<f8").tobytes() for c in columns]
         reply = {"status": "ok", "columns": columns, "warnings": warnings,
                  "timings": {"run_s": time.perf_counter() - started, "features_s": features_s}}
-        return _pack(reply, b"".join(blocks)), True
+        return _pack(reply, np.ascontiguousarray(signals, dtype="<f8").tobytes() + _features_bytes(features)), True
     except BaseException as exc:  # noqa: BLE001 - anything the candidate raises is its outcome
         return _error_reply(exc, source), False
 
@@ -1194,8 +1201,12 @@ def _run_gate(header: dict[str, Any], payload: bytes, policy: _Policy, seal: boo
     """
     source, cuts, tail, whole = header["source"], header["cuts"], int(header["tail_rows"]), set(header["whole"])
     row_bytes = 8 + sum(np.dtype(d).itemsize for d in header["dtypes"])
-    stamps, arrays = _job_arrays(header, cuts[0], payload)
+    # Room for every bar the last prefix will hold, filled only as each prefix's bars arrive.
+    stamps = np.empty(cuts[-1], dtype=np.int64)
+    arrays = [np.empty(cuts[-1], dtype=d) for d in header["dtypes"]]
+    _store_rows(stamps, arrays, 0, _job_arrays(header, cuts[0], payload))
     del payload
+    names = pd.Index(header["columns"])
     try:
         code = compile_block(source)
         if seal:
@@ -1208,16 +1219,15 @@ def _run_gate(header: dict[str, Any], payload: bytes, policy: _Policy, seal: boo
         done = 0
         for at, cut in enumerate(cuts):
             if at:
-                more_stamps, more = _job_arrays(header, cut - cuts[at - 1],
-                                                _read_exact(3, (cut - cuts[at - 1]) * row_bytes))
-                stamps = np.concatenate([stamps, more_stamps])
-                arrays = [np.concatenate([a, b]) for a, b in zip(arrays, more)]
+                added = cut - cuts[at - 1]
+                _store_rows(stamps, arrays, cuts[at - 1], _job_arrays(header, added, _read_exact(3, added * row_bytes)))
             np.random.seed(0)
-            features, _ = compute_features(exec_block(code, source), _job_frame(header, stamps, arrays), source,
+            prefix = _job_frame(header, stamps[:cut], [a[:cut] for a in arrays], names)
+            features, _ = compute_features(exec_block(code, source), prefix, source,
                                            copy=False)  # the frame was built for this one call
             columns = _limited_columns(features, int(header["max_columns"]))
             start = 0 if cut in whole else max(0, cut - tail)
-            values = b"".join(_column_as_float(features[c], start).astype("<f8").tobytes() for c in columns)
+            values = _features_bytes(features, start)
             np.random.set_state(strategy_rng)
             signals = signals_of_rows(strategy_space, features, source, done)
             strategy_rng = np.random.get_state()
@@ -1241,6 +1251,23 @@ def _error_reply(exc: BaseException, source: str) -> bytes:
     error = exc if isinstance(exc, CandidateError) else candidate_error(exc, source, "while running the block")
     return _pack({"status": error.status, "message": str(error), "error_type": error.error_type,
                   "traceback": error.traceback}, b"")
+
+
+def _store_rows(stamps: np.ndarray, arrays: list[np.ndarray], at: int, rows: tuple[np.ndarray, list[np.ndarray]]) -> None:
+    """Write bars received for a prefix into the gate's buffers from row `at` on."""
+    new_stamps, new_arrays = rows
+    stamps[at:at + len(new_stamps)] = new_stamps
+    for buffer, values in zip(arrays, new_arrays):
+        buffer[at:at + len(values)] = values
+
+
+def _features_bytes(features: pd.DataFrame, start: int = 0) -> bytes:
+    """Every column's rows from `start` as float64 (_column_as_float), column after column, as little-endian bytes."""
+    part = features.iloc[start:] if start else features
+    if all(isinstance(dtype, np.dtype) and dtype.kind in "biuf" for dtype in part.dtypes):
+        # Plain numbers (the usual case): one conversion of all columns, the same floats as column by column.
+        return np.ascontiguousarray(part.to_numpy(dtype=np.float64).T, dtype="<f8").tobytes()
+    return b"".join(_column_as_float(features[c], start).astype("<f8").tobytes() for c in features.columns)
 
 
 def _column_as_float(series: pd.Series, start: int = 0) -> np.ndarray:
