@@ -25,6 +25,10 @@ def report(
         bool,
         typer.Option("--holdout/--no-holdout", help="Evaluate the population on the held-out test window (recorded in the run)."),
     ] = True,
+    reveal_running: Annotated[
+        bool,
+        typer.Option("--reveal-running", help="Evaluate the held-out test window even while the run is still running (its population may still change)."),
+    ] = False,
     max_trials: Annotated[
         int, typer.Option("--max-trials", min=4, help="At most this many ok trials re-evaluated for PBO and correlations.")
     ] = 200,
@@ -37,7 +41,7 @@ def report(
     console = Console()
     run = RunDir.open(RUNS_ROOT, name)
     with console.status(f"evaluating run {run.name}…"):
-        built = build_report(run, data_dir=data_dir, holdout=holdout, max_trials=max_trials)
+        built = build_report(run, data_dir=data_dir, holdout=holdout, max_trials=max_trials, reveal_running=reveal_running)
         files = write_files(built)
     print_report(built, console, files)
 

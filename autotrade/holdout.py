@@ -4,6 +4,8 @@ The loop never reads `holdout.json` (prompts are built from the iteration record
 figure can reach the model. Each report that evaluates strategies on the test window appends one
 reveal (when, which iterations, their test figures) to `holdout.json` and a `holdout_revealed` journal
 event; the first reveal is shown on every later report, so a user knows the holdout has been looked at.
+The append-only journal is the record of every look; `holdout.json` adds the figures. When the file is
+lost, the looks are rebuilt from the journal (without their figures), so no earlier look is forgotten.
 """
 
 from __future__ import annotations
@@ -69,11 +71,13 @@ class Holdout:
     reveals: every recorded look, oldest first (this report's included when it looked).
     evaluations: this report's evaluations of the members on train, validation and test (empty when it did not look).
     buy_and_hold: buy-and-hold simulated per window under the run's settings (test only when it looked).
+    withheld: why this report did not look although asked to, and how to make it look ("" when not withheld).
     """
 
     reveals: tuple[Reveal, ...]
     evaluations: Mapping[int, Evaluation] = field(default_factory=dict, repr=False, compare=False)
     buy_and_hold: Mapping[str, WindowResult] = field(default_factory=dict, repr=False, compare=False)
+    withheld: str = ""
 
     @property
     def first(self) -> Reveal | None:
@@ -92,7 +96,31 @@ def holdout_path(run: RunDir) -> Path:
 
 
 def read_reveals(run: RunDir) -> tuple[Reveal, ...]:
-    """Every recorded look at the test window, oldest first; () when never looked; ConfigError when damaged."""
+    """Every look at the test window, oldest first; () when never looked; ConfigError when holdout.json is damaged.
+
+    The looks holdout.json records, plus those only the journal does (the file was deleted or restored from an
+    older copy): those come without test figures.
+    """
+    recorded = list(_recorded_reveals(run))
+    looks: list[Reveal] = []
+    for event in run.read_journal():
+        if event.get("event") != "holdout_revealed":
+            continue
+        try:
+            iterations = tuple(int(i) for i in event.get("iterations") or ())
+        except (TypeError, ValueError):  # a hand-edited line: still a look, of unknown iterations
+            iterations = ()
+        journaled = Reveal(at=str(event.get("at")), iterations=iterations, test={}, buy_and_hold={})
+        same = next((r for r in recorded if (r.at, r.iterations) == (journaled.at, journaled.iterations)), None)
+        if same is not None:
+            recorded.remove(same)
+        looks.append(same or journaled)
+    # What is left was recorded but not journaled: a report killed between writing holdout.json and the journal.
+    return tuple(sorted([*looks, *recorded], key=lambda r: r.at))
+
+
+def _recorded_reveals(run: RunDir) -> tuple[Reveal, ...]:
+    """The looks holdout.json records; () when it does not exist."""
     path = holdout_path(run)
     if not path.exists():
         return ()

@@ -472,8 +472,13 @@ def build_report(
     holdout: bool = True,
     max_trials: int = MAX_TRIALS,
     at: str | None = None,
+    reveal_running: bool = False,
 ) -> Report:
-    """Compute the report of a run; with `holdout` the population is evaluated on the test window and the look recorded."""
+    """Compute the report of a run; with `holdout` the population is evaluated on the test window and the look recorded.
+
+    A run that is still running keeps its test window sealed unless `reveal_running`: its population may still
+    change, and a look spent on it now would be the first look of a population that no longer exists.
+    """
     from .config import RunSettings
     from .loop import anonymization, eval_settings
 
@@ -503,10 +508,15 @@ def build_report(
         else:
             notes.append(f"iteration {i} did not re-evaluate ok ({evaluation.status}: {evaluation.message[:120]})")
 
-    if holdout:
+    withheld = ""
+    if holdout and run.is_active() and not reveal_running:
+        withheld = (f"Run {run.name} is still running, so its population may still change: the test window was not evaluated. "
+                    f"Report it once it stops, or now with `autotrade report {run.name} --reveal-running`.")
+    if holdout and not withheld:
         seen = reveal_holdout(run, [i for i in population if blocks.get(i)], {i: str(b) for i, b in blocks.items() if b}, data, evaluation_settings, at=at)
     else:
-        seen = Holdout(reveals=read_reveals(run), buy_and_hold=buy_and_hold_windows(data, evaluation_settings, ("train", "val")))
+        seen = Holdout(reveals=read_reveals(run), buy_and_hold=buy_and_hold_windows(data, evaluation_settings, ("train", "val")),
+                       withheld=withheld)
 
     rows = tuple(
         Row(

@@ -149,7 +149,8 @@ def holdout_section(report: Report) -> Section:
                 kept = last.test.get(i) or {}
                 rows.append((f"iter {i} (as revealed {last.at})", "", "", pct(kept.get("total_return")), num(kept.get("sharpe")),
                              pct(kept.get("max_drawdown"), 1), num(kept.get("num_trades"), 0)))
-        return Section("Held-out test", headers, tuple(rows), note + ("" if rows else " Nothing was evaluated on it by this report."), (False,) + (True,) * 6)
+        note += f" {seen.withheld}" if seen.withheld else ("" if rows else " Nothing was evaluated on it by this report.")
+        return Section("Held-out test", headers, tuple(rows), note, (False,) + (True,) * 6)
     for i in report.population:
         evaluation = seen.evaluations.get(i)
         if evaluation is None:

@@ -66,6 +66,18 @@ def test_report_prints_the_tables_and_summary_and_writes_its_files(here: Path) -
     assert (here / "train" / "alpha" / HTML_FILE).is_file() and (here / "train" / "alpha" / HOLDOUT_FILE).is_file()
 
 
+def test_report_of_a_running_run_shows_everything_but_the_test_window_until_asked(here: Path) -> None:
+    run = RunDir(here / "train" / "alpha")
+    with run.locked():  # another process is running it
+        sealed = invoke("report", "alpha")
+        assert sealed.exit_code == 0, text_of(sealed)
+        assert "Leaderboard" in text_of(sealed) and "report alpha --reveal-running" in text_of(sealed)
+        assert "holdout_looks: 0" in text_of(sealed) and not (run.path / HOLDOUT_FILE).exists()
+        opened = invoke("report", "alpha", "--reveal-running")
+    assert opened.exit_code == 0, text_of(opened)
+    assert "holdout_looks: 1" in text_of(opened) and (run.path / HOLDOUT_FILE).is_file()
+
+
 def test_report_defaults_to_the_latest_run(here: Path) -> None:
     outcome = invoke("report", "--no-holdout")
     assert outcome.exit_code == 0, text_of(outcome)

@@ -91,3 +91,26 @@ def test_a_damaged_reveal_record_is_an_error_not_silence(lab: Path) -> None:
     (run.path / HOLDOUT_FILE).write_text(json.dumps({"reveals": [{"iterations": [1]}]}))
     with pytest.raises(ConfigError, match=r"holdout\.json is damaged"):
         read_reveals(RunDir(run.path))
+
+
+def test_a_running_run_keeps_its_holdout_sealed_unless_asked(lab: Path) -> None:
+    run = copy_run(lab / "train" / "mixed", "still-running")
+    with run.locked():  # another process is running it: its population may still change
+        sealed = build_report(run, at=FIRST)
+        assert sealed.state == "running" and not sealed.holdout.looked and read_reveals(run) == ()
+        assert "--reveal-running" in holdout_section(sealed).note
+        opened = build_report(run, at=LATER, reveal_running=True)
+    assert opened.holdout.looked and [r.at for r in read_reveals(run)] == [LATER]
+
+
+def test_the_reveal_history_is_rebuilt_from_the_journal_when_holdout_json_is_gone(lab: Path) -> None:
+    run = copy_run(lab / "train" / "mixed", "file-lost")
+    build_report(run, at=FIRST)
+    build_report(run, at=LATER)
+    (run.path / HOLDOUT_FILE).unlink()
+    assert [r.at for r in read_reveals(run)] == [FIRST, LATER]
+    third = build_report(run, at="2030-03-01T00:00:00+00:00")
+    assert third.holdout.first.at == FIRST and len(third.holdout.reveals) == 3
+    assert "looked at 3 time(s)" in holdout_section(third).note
+    recorded = json.loads((run.path / HOLDOUT_FILE).read_text())
+    assert [r["at"] for r in recorded["reveals"]] == [FIRST, LATER, "2030-03-01T00:00:00+00:00"]
