@@ -11,12 +11,18 @@ packages (neither is a dependency); only the date column was rewritten to ISO, e
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
 import json
 import logging
+import lzma
+import os
 import re
+import stat
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,6 +49,13 @@ _TEST_SHARE = 0.15  # default test window: the last ~15% of the history
 _VAL_SHARE = 0.20  # default validation window: the ~20% of what is left before the test window
 _MIN_YEARS_FOR_YEAR_STARTS = 5.0  # shorter histories split on bar dates: snapping would distort the shares
 _RESERVED_NAMES = {"train", "val", "test", "meta"}
+# A CSV is parsed cell by cell as text (so bad cells can be named), about ten times its size in memory. 64 MB is
+# about 500,000 bars, far beyond any daily history (a century of daily bars is about 2 MB), and keeps that bounded.
+MAX_CSV_BYTES = 64 * 2**20
+# Compressed CSVs are recognised by their first bytes, whatever their name, and read through a stream capped above.
+_COMPRESSED = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+# A trailing UTC offset ("-05:00", "+0100", "Z") on a date or datetime.
+_UTC_OFFSET = r"\s*(?:Z|[+-]\d{2}:?\d{2})$"
 
 # Header spellings accepted (after lower-casing and collapsing spaces/underscores) and what they mean.
 _COLUMN_ALIASES = {
@@ -229,17 +242,47 @@ def load_bundled(name: str) -> pd.DataFrame:
 
 
 def read_ohlcv_csv(path: Path | str, *, notify: Notify = _ignore) -> pd.DataFrame:
-    """Read, validate and normalise an OHLCV CSV (plain or .gz); DataError names file, column and line."""
+    """Read, validate and normalise an OHLCV CSV (plain, gzip, bz2 or xz); DataError names file, column and line."""
     path = Path(path)
+    return _parse_csv(io.BytesIO(_csv_bytes(path)), str(path), notify)
+
+
+def _csv_bytes(path: Path) -> bytes:
+    """A CSV file's bytes, decompressed; DataError unless it is a regular file of at most MAX_CSV_BYTES (decompressed)."""
+    too_large = f"{path}: larger than the {MAX_CSV_BYTES // 2**20} MB a CSV may hold"
     try:
-        return _parse_csv(path, str(path), notify)
+        # O_NONBLOCK: opening a FIFO that has no writer would otherwise wait forever before fstat could refuse it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a CSV file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise DataError(f"{path}: is a directory, not a CSV file")
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{path}: not a regular file (a pipe, device or socket): give a CSV file")
+        if os.fstat(fd).st_size > MAX_CSV_BYTES:
+            raise DataError(f"{too_large}: keep the rows and columns you need, or resample to longer bars")
+        try:
+            head = handle.read(6)
+            handle.seek(0)
+            if head.startswith(b"PK\x03\x04"):
+                raise DataError(f"{path}: a zip archive: unzip it, or give the CSV gzipped")
+            opener = next((o for magic, o in _COMPRESSED.items() if head.startswith(magic)), None)
+            if opener is None:
+                return handle.read()
+            with opener(handle) as stream:
+                payload = stream.read(MAX_CSV_BYTES + 1)  # a compressed file can expand far beyond its own size
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:  # e.g. a truncated or corrupt archive
+            raise DataError(f"{path}: cannot read: {_one_line(str(exc))}") from None
+    if len(payload) > MAX_CSV_BYTES:
+        raise DataError(f"{too_large} (decompressed): keep the rows and columns you need, or resample to longer bars")
+    return payload
 
 
-def _parse_csv(handle: Path | IO[bytes], source: str, notify: Notify) -> pd.DataFrame:
+def _parse_csv(handle: IO[bytes], source: str, notify: Notify) -> pd.DataFrame:
     """Parse CSV text with every cell as a string, so that bad cells can be found and named."""
     try:
         # skip_blank_lines=False keeps frame row i on CSV line i + 2, so errors can name the line.
@@ -250,10 +293,6 @@ def _parse_csv(handle: Path | IO[bytes], source: str, notify: Notify) -> pd.Data
         raise DataError(f"{source}: not a well-formed CSV: {_one_line(str(exc))}") from None
     except UnicodeDecodeError:
         raise DataError(f"{source}: not a UTF-8 text CSV") from None
-    except (FileNotFoundError, IsADirectoryError):
-        raise
-    except (OSError, EOFError) as exc:  # e.g. a truncated or corrupt .gz
-        raise DataError(f"{source}: cannot read: {_one_line(str(exc))}") from None
     return normalize_ohlcv(raw, source, notify=notify, csv_lines=True)
 
 
@@ -380,6 +419,11 @@ def _to_dates(values: pd.Series, source: str, where: Callable[[int], str]) -> pd
         dates = pd.DatetimeIndex(values)
     else:
         text = _cleaned_text(values)
+        first = text.dropna().head(1)
+        if first.str.contains(_UTC_OFFSET).any():
+            # Each date's own wall clock, as for a frame in one time zone below: the offset changes at a daylight-saving
+            # switch (-05:00 to -04:00), which pandas refuses to mix, and UTC would move daily bars to the day before.
+            text = text.str.replace(_UTC_OFFSET, "", regex=True)
         try:
             dates = pd.DatetimeIndex(pd.to_datetime(text, format="ISO8601"))
         except (ValueError, TypeError):
@@ -436,6 +480,16 @@ def _reject_bad_values(frame: pd.DataFrame, source: str, where: Callable[[int], 
                 row = int(hits[0])
                 message = f"{source}: column {column}: {where(row)}: {what}, got {float(values[row])!r}"
                 problems.append((row, order, message))
+    if {"High", "Low"} <= set(frame.columns):
+        # Refused, not dropped: such a bar is damaged (swapped columns, a bad tick), fills and stops are simulated from
+        # these prices, and a silent drop would change the bars every strategy is scored on. The user knows which row.
+        high, low = frame["High"].to_numpy(), frame["Low"].to_numpy()
+        crossed = np.flatnonzero(high < low)
+        if crossed.size:
+            row = int(crossed[0])
+            problems.append((row, list(frame.columns).index("High"),
+                             f"{source}: {where(row)} ({_iso(frame.index[row])}): High {float(high[row])!r} is below Low "
+                             f"{float(low[row])!r}: fix or remove that row"))
     if problems:
         raise DataError(min(problems)[2])
 

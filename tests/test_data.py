@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +18,7 @@ import pytest
 
 from autotrade.data import (
     BUNDLED,
+    MAX_CSV_BYTES,
     PreparedData,
     Splits,
     bundled_key,
@@ -497,3 +501,54 @@ def test_load_prepared_with_an_unreadable_full_csv_is_a_data_error(tmp_path: Pat
     full.mkdir()  # e.g. a botched copy: the name is there, the bytes cannot be read
     with pytest.raises(DataError, match=r"cannot read .*sp500\.csv.*rerun `autotrade prepare`"):
         load_prepared(tmp_path)
+
+
+def read_in_a_subprocess(path: Path) -> str:
+    """What reading `path` says, from a child that is killed if it blocks (a FIFO without a writer would)."""
+    probe = ("import sys\nfrom autotrade.data import read_ohlcv_csv\nfrom autotrade.errors import DataError\n"
+             "try:\n    read_ohlcv_csv(sys.argv[1])\nexcept DataError as exc:\n    print(exc)\n")
+    return subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60).stdout
+
+
+def test_a_fifo_is_refused_at_once_not_read_forever(tmp_path: Path) -> None:
+    fifo = tmp_path / "prices.csv"
+    os.mkfifo(fifo)
+    assert read_in_a_subprocess(fifo).strip() == f"{fifo}: not a regular file (a pipe, device or socket): give a CSV file"
+
+
+def test_a_device_is_refused_at_once_not_read_forever() -> None:
+    assert "/dev/zero: not a regular file" in read_in_a_subprocess(Path("/dev/zero"))
+
+
+def test_a_csv_larger_than_the_cap_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "huge.csv"
+    with open(path, "wb") as handle:
+        handle.truncate(MAX_CSV_BYTES + 1)  # sparse: as large as it gets, nothing to parse
+    with pytest.raises(DataError, match=r"huge\.csv: larger than the 64 MB a CSV may hold"):
+        read_ohlcv_csv(path)
+
+
+def test_a_gzip_that_expands_past_the_cap_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.csv.gz"
+    path.write_bytes(gzip.compress(HEADER.encode() + b"0" * MAX_CSV_BYTES, compresslevel=1))
+    with pytest.raises(DataError, match=r"bomb\.csv\.gz: larger than the 64 MB a CSV may hold \(decompressed\)"):
+        read_ohlcv_csv(path)
+
+
+def test_a_gzip_named_csv_is_read_like_any_csv(tmp_path: Path) -> None:
+    plain = write_csv(tmp_path, GOOD_ROWS)
+    zipped = tmp_path / "zipped.csv"
+    zipped.write_bytes(gzip.compress(plain.read_bytes()))
+    pd.testing.assert_frame_equal(read_ohlcv_csv(zipped), read_ohlcv_csv(plain))
+
+
+def test_dates_across_a_daylight_saving_change_keep_their_local_calendar_date(tmp_path: Path) -> None:
+    rows = ["2020-03-06 00:00:00-05:00,10,11,9.5,10.5,10.5,1000", "2020-03-09 00:00:00-04:00,10.5,11.5,10,11,11,1200"]
+    frame = read_ohlcv_csv(write_csv(tmp_path, rows))
+    assert list(frame.index) == [pd.Timestamp("2020-03-06"), pd.Timestamp("2020-03-09")]
+
+
+def test_a_high_below_the_low_is_refused_naming_its_line_and_date(tmp_path: Path) -> None:
+    rows = GOOD_ROWS[:2] + ["2020-01-06,11.0,10.0,10.5,10.2,10.2,900"] + GOOD_ROWS[3:]
+    with pytest.raises(DataError, match=r"prices\.csv: line 4 \(2020-01-06\): High 10\.0 is below Low 10\.5"):
+        read_ohlcv_csv(write_csv(tmp_path, rows))
