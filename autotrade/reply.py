@@ -4,7 +4,8 @@ The rules, in order:
 1. `finish_reason == "length"` → ReplyError "truncated" (a cut-off reply is a failed iteration).
 2. Reasoning is removed first: `<think>…</think>` (or `<thinking>`), the text before a lone `</think>`
    (chat templates that open the tag in the prompt), and everything after an unclosed `<think>`.
-   Nothing left → ReplyError "empty".
+   Nothing left → ReplyError "empty". More than MAX_REPLY_CHARS left → ReplyError "parse_error", before
+   any parsing (parsing megabytes of code takes seconds and gigabytes; no block may be that long anyway).
 3. A reply that is a JSON object with `generate_features` / `strategy_logic` (/ `learnings`) strings is
    used as is. Otherwise fenced blocks (``` or ~~~, indented too as in list items, CRLF tolerated, an
    unclosed last fence accepted) labelled python/py/python3 or unlabelled are candidates, and so are
@@ -33,11 +34,14 @@ from dataclasses import dataclass
 
 from .candidate import BLOCK_END, BLOCK_START
 from .errors import ReplyError
+from .sandbox.vet import MAX_BLOCK_CHARS
 
 FUNCTIONS = ("generate_features", "strategy_logic")
 CODE_LABELS = frozenset({"", "python", "py", "python3", "py3"})
 MARKDOWN_LABELS = frozenset({"markdown", "md"})
 LEARNINGS_MAX_CHARS = 2000
+# A reply outside its reasoning: the longest block vetting accepts, with ample room for prose and learnings.
+MAX_REPLY_CHARS = 4 * MAX_BLOCK_CHARS
 
 FORMAT_HINT = (
     "reply with one ```python block that defines generate_features(df) and strategy_logic(row), "
@@ -117,6 +121,12 @@ def parse_reply(text: str | None, parent_block: str, finish_reason: str | None =
     content = strip_reasoning((text or "").replace("\r\n", "\n").replace("\r", "\n"))
     if not content:
         raise ReplyError("the reply had no content outside its reasoning: " + FORMAT_HINT, status="empty")
+    if len(content) > MAX_REPLY_CHARS:
+        raise ReplyError(
+            f"the reply was {len(content):,} characters outside its reasoning; a reply may hold at most {MAX_REPLY_CHARS:,} "
+            f"and a block {MAX_BLOCK_CHARS:,}: keep the strategy short and " + FORMAT_HINT,
+            status="parse_error",
+        )
 
     whole = _json_candidate(content)
     if whole is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import time
 
 import pytest
 
@@ -221,3 +222,16 @@ def test_split_reasoning_separates_paired_lone_and_unclosed_tags() -> None:
     assert split_reasoning("B <THINKING>x</THINKING> C") == ("B  C", "x")
     assert split_reasoning("B\n<think>never closed") == ("B", "never closed")
     assert strip_reasoning("plain") == "plain"
+
+
+def test_a_reply_far_larger_than_any_block_is_refused_fast_without_parsing() -> None:
+    code = "def strategy_logic(row):\n" + "    x = 1\n" * 1_200_000  # 12 MB of code
+    started = time.monotonic()
+    with pytest.raises(ReplyError, match=r"was 12,000,038 characters outside its reasoning; a reply may hold at most 200,000") as caught:
+        parse_reply(f"```python\n{code}```\n", "")
+    assert caught.value.status == "parse_error" and time.monotonic() - started < 1.0
+
+
+def test_long_reasoning_does_not_count_against_the_reply_size() -> None:
+    reply = "<think>" + "let me think. " * 100_000 + "</think>\n```python\ndef strategy_logic(row):\n    return 1\n```"
+    assert "return 1" in parse_reply(reply, "").block
