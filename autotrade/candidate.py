@@ -123,14 +123,26 @@ def baseline_source() -> str:
     return resources.files("autotrade").joinpath("templates/trade.py").read_text(encoding="utf-8")
 
 
-def read_block(path: Path) -> str:
-    """The agent block of a file that is either a whole trade.py or the block alone."""
+def read_source(path: Path) -> str:
+    """The text of a user's trade.py or block file; ConfigError naming it when it is missing, not a file or not UTF-8."""
+    if path.exists() and not path.is_file():  # a directory, or a pipe that would block the read forever
+        raise ConfigError(f"{path}: not a regular file: give a trade.py or a file holding only the agent block")
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at position {exc.start}): "
+                          "give a trade.py or a file holding only the agent block") from None
+
+
+def read_block(path: Path) -> str:
+    """The agent block of a file that is either a whole trade.py or the block alone."""
+    text = read_source(path)
     if any(is_delimiter_line(line) for _, line in _lines(text)):
         return extract_block(text, str(path))
     return text

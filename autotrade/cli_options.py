@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -23,9 +24,25 @@ FillOpt = Annotated[
         help="When a signal trades: 'next-open' (the bar after the signal, honest) or 'close' (same bar, the original harness).",
     ),
 ]
+MAX_COST_BPS = 1000.0
+
+
+def cost_bps(text: str) -> float:
+    """--cost-bps: a finite number of basis points in [0, MAX_COST_BPS]; typer's range check calls nan 'above 1000'."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{text!r}: must be a finite number of basis points (0 to {MAX_COST_BPS:g})")
+    if not 0.0 <= value <= MAX_COST_BPS:
+        raise typer.BadParameter(f"{text!r} is out of range (0 to {MAX_COST_BPS:g})")
+    return value
+
+
 CostOpt = Annotated[
     float,
-    typer.Option("--cost-bps", min=0.0, max=1000.0, help="Cost per side in basis points (commission plus slippage)."),
+    typer.Option("--cost-bps", parser=cost_bps, help=f"Cost per side in basis points (commission plus slippage), 0 to {MAX_COST_BPS:g}."),
 ]
 DataDirOpt = Annotated[
     Path,

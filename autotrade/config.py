@@ -7,6 +7,8 @@ The API key is read from the environment only and is never written anywhere.
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import math
 import os
@@ -28,16 +30,25 @@ DEFAULT_TIMEOUT_S = 600.0  # 30B-class local models can think for minutes
 
 
 def load_env_file(cwd: Path | None = None) -> None:
-    """Load `.env` from the working directory without overriding variables already set."""
+    """Load `.env` from the working directory without overriding variables already set; ConfigError when unreadable."""
     from dotenv import load_dotenv
 
     path = (cwd or Path.cwd()) / ".env"
-    if path.is_file():
-        try:
-            load_dotenv(path, override=False)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__}: {exc}); fix its permissions or "
-                              "save it as UTF-8 text") from None
+    if not path.is_file():
+        return
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or type(exc).__name__}): fix its permissions") from None
+    # UTF-16 (Windows editors' "Unicode") decodes as UTF-8 when it has no BOM, and its NUL bytes then break os.environ.
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in raw:
+        raise ConfigError(f"{path}: saved as UTF-16 (or holds NUL bytes): save it as UTF-8 text")
+    try:
+        text = raw.decode("utf-8-sig")  # a UTF-8 BOM would otherwise become part of the first variable's name
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}): save it as UTF-8 text") from None
+    load_dotenv(stream=io.StringIO(text), override=False)
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:

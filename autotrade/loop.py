@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from . import __version__
 from .backtest import BacktestSettings, Fill
-from .candidate import baseline_source, extract_block, has_delimiters, is_guarded, read_block, runnable_source, splice_block
+from .candidate import baseline_source, extract_block, has_delimiters, is_guarded, read_block, read_source, runnable_source, splice_block
 from .config import RunSettings, public_model_config
 from .data import Anonymization, PreparedData, load_prepared
 from .errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, UnsafeCodeError
@@ -515,8 +515,8 @@ def start_source(start_from: Path | None) -> str:
     """The run's starting trade.py: --from's file (a whole trade.py, or a block spliced into the baseline)."""
     if start_from is None:
         return baseline_source()
-    text = start_from.read_text(encoding="utf-8") if start_from.is_file() else None
-    if text is not None and has_delimiters(text):
+    text = read_source(start_from)
+    if has_delimiters(text):
         return text
     return splice_block(baseline_source(), read_block(start_from))
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from autotrade.cli import app
@@ -92,3 +93,43 @@ def test_infinite_eval_timeout_is_one_line_not_a_traceback(prepared_dir: Path) -
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "timeout" in result.stderr
+
+
+ENV_FILES = {
+    "latin-1": ("OPENAI_MODEL=m\n# café\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 on line 2)"),
+    "utf-16": ("OPENAI_MODEL=m\n".encode("utf-16"), "saved as UTF-16 (or holds NUL bytes)"),
+    "utf-16 without BOM": ("OPENAI_MODEL=m\n".encode("utf-16-le"), "saved as UTF-16 (or holds NUL bytes)"),
+}
+ENDPOINT_COMMANDS = {"run": ["run", "--max-iter", "1"], "resume": ["resume"], "doctor": ["doctor"]}
+
+
+@pytest.mark.parametrize("encoding", ENV_FILES)
+@pytest.mark.parametrize("command", ENDPOINT_COMMANDS)
+def test_env_file_in_another_encoding_is_one_line_naming_it(
+    command: str, encoding: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content, said = ENV_FILES[encoding]
+    (tmp_path / ".env").write_bytes(content)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ENDPOINT_COMMANDS[command])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / '.env'}: {said}: save it as UTF-8 text"
+    ]
+
+
+def test_starting_from_a_binary_file_is_one_line(prepared_dir: Path, tmp_path: Path) -> None:
+    binary = tmp_path / "trade.py"
+    binary.write_bytes(bytes(range(256)))
+    result = runner.invoke(app, ["run", "--policy", "random", "--max-iter", "1", "--data", str(prepared_dir), "--from", str(binary)])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {binary}: not UTF-8 text (byte 0x80 at position 128): give a trade.py or a file holding only the agent block"
+    ]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_cost_bps_that_is_not_a_finite_number_says_so(value: str) -> None:
+    result = runner.invoke(app, ["backtest", "--cost-bps", value])
+    assert result.exit_code == 2
+    assert "must be a finite number" in " ".join(result.stderr.split())

@@ -100,3 +100,11 @@ def test_run_settings_round_trip_through_json_form() -> None:
 def test_run_settings_reject_values_naming_the_flag(field: str, value: object, flag: str) -> None:
     with pytest.raises(ConfigError, match=flag):
         RunSettings(**{field: value})
+
+
+def test_dotenv_saved_with_a_utf8_bom_still_sets_its_first_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_bytes("OPENAI_MODEL=from-bom\n".encode("utf-8-sig"))
+    monkeypatch.setenv("OPENAI_MODEL", "")  # recorded, so teardown removes what load_dotenv sets
+    monkeypatch.delenv("OPENAI_MODEL")
+    load_env_file(tmp_path)
+    assert model_settings().model == "from-bom"
