@@ -160,7 +160,8 @@ def ending_lines(result: RunResult) -> list[str]:
         return [f"run {result.name} already finished ({result.stop_reason}, {result.iterations} iterations): nothing to do"]
     if result.status == "finished":
         why = "reached --max-iter" if result.stop_reason == "max_iter" else "reached --max-fails"
-        return [f"run {result.name} finished: {why} after {result.iterations} iterations; best in {result.path}/best_trade.py"]
+        best = f"best in {result.path}/best_trade.py" if result.population else "no iteration entered the population, so there is no best strategy"
+        return [f"run {result.name} finished: {why} after {result.iterations} iterations; {best}"]
     return []
 
 

@@ -30,7 +30,7 @@ from .data import Anonymization, PreparedData, load_prepared
 from .errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, UnsafeCodeError
 from .evaluation import EvalSettings, Evaluation, evaluate_block, finish_gate
 from .learnings import Lesson, for_prompt, render_file
-from .llm import ModelSettings, preflight
+from .llm import ModelSettings, display_url, preflight
 from .metrics import periods_per_year
 from .objectives import DEFAULT_ROBUST_K, describe_objective
 from .policy import RANDOM_MODEL, Policy, ProposalRequest, Proposer, make_proposer
@@ -269,13 +269,15 @@ class Research:
             self.block_of(parent),
         )
 
-    def repair(self) -> None:
+    def repair(self, redo: str = "redoing it") -> None:
         """Make the files agree with the committed state: drop an interrupted iteration's debris, and log
-        the commit of an iteration whose process died between writing state.json and the journal."""
+        the commit of an iteration whose process died between writing state.json and the journal.
+
+        `redo` says when the dropped iteration runs again: now, or (when stopping) on resume."""
         removed = self.run.discard_uncommitted(self.state.next_iteration)
         if removed:
             self.run.journal("discarded_uncommitted", files=removed, next_iteration=self.state.next_iteration)
-            self.reporter.note(f"iteration {self.state.next_iteration} was interrupted before it committed: redoing it")
+            self.reporter.note(f"iteration {self.state.next_iteration} was interrupted before it committed: {redo}")
         logged = {e.get("iteration") for e in self.run.read_journal() if e.get("event") == "iteration_committed"}
         for record in self.records:
             if record["iteration"] not in logged:
@@ -481,7 +483,7 @@ class Research:
         """Stop cleanly: the state stays at the last commit (re-read: a commit may have just landed)."""
         self.state = self.run.read_state() or self.state
         self.records = self.records[: self.state.next_iteration]
-        self.repair()
+        self.repair(f"it will be redone on `autotrade resume {self.run.name}`")
         self.commit(replace(self.state, status=RunStatus.STOPPED, stop_reason=reason))
         self.run.journal("stopped", reason=reason, message=message, next_iteration=self.state.next_iteration)
         result = self.result(RunStatus.STOPPED, reason, message)
@@ -631,6 +633,11 @@ def resume_run(
             f"(sha256 or split dates differ): restore it, or start a new run"
         )
     model = pinned_model(config, api_key, base_url, timeout_s) if uses_model(settings) else None
+    moved = display_url(base_url) if base_url else None  # what config.json may hold: no user:password, no query
+    if moved == config["model"]["base_url"]:
+        moved = None
+    if moved:
+        config = {**config, "model": {**config["model"], "base_url": moved}}
     research = Research(run, config, model, data, reporter)
     if research.state.status == RunStatus.FINISHED:
         result = research.result(RunStatus.FINISHED, research.state.stop_reason, already=True)
@@ -639,7 +646,9 @@ def resume_run(
     if research.model is not None and research.stop_reason() is None and settings.max_iter > 1:
         chars = estimate_prompt_chars(research.prompts, settings, research.research, research.start_block)
         research.model = check_endpoint(research.model, chars, reporter)
-    if base_url and base_url != config["model"]["base_url"]:
-        run.journal("endpoint_moved", base_url=base_url)
+    if moved:
+        # Recorded once the new endpoint answered, so the run's own lines and every later resume use it.
+        run.write_json(run.config_path, config)
+        run.journal("endpoint_moved", base_url=moved)
     run.journal("resumed", next_iteration=research.state.next_iteration, sandbox=sandbox_layers(reporter))
     return research.drive()

@@ -133,3 +133,15 @@ def test_cost_bps_that_is_not_a_finite_number_says_so(value: str) -> None:
     result = runner.invoke(app, ["backtest", "--cost-bps", value])
     assert result.exit_code == 2
     assert "must be a finite number" in " ".join(result.stderr.split())
+
+
+def test_a_run_that_ends_without_any_population_member_says_there_is_no_best(
+    prepared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["run", "--policy", "random", "--max-iter", "1", "--quiet", "--name", "none", "--data", str(prepared_dir), "--from", str(broken)])
+    assert result.exit_code == 0, result.stderr
+    assert "run none finished: reached --max-iter after 1 iterations; no iteration entered the population, so there is no best strategy" in result.stdout
+    assert "best_trade.py" not in result.stdout and not (tmp_path / "train" / "none" / "best_trade.py").exists()

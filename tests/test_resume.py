@@ -288,3 +288,40 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
     assert [states[1][k] for k in pinned] == [states[0][k] for k in pinned]  # the RNG stream continued exactly
     journal = (tmp_path / "train" / "cut" / "journal.jsonl").read_text()
     assert journal.count('"iteration_committed"') == 6 and (tmp_path / "train" / "cut" / "learnings.md").read_text().count("## Iteration 3 ") == 1
+
+
+class InterruptingReporter(PlainReporter):
+    """Ctrl-C while an iteration is being evaluated, after its reply was saved."""
+
+    def phase(self, iteration: int, text: str) -> None:
+        if (iteration, text) == (2, "evaluating"):
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_an_iteration_says_it_will_be_redone_on_resume(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.default = per_iteration_replies
+    said = io.StringIO()
+    endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
+    result = start_run(settings(small_data, max_iter=4), endpoint, InterruptingReporter(said), prompts=load_prompt_files(tmp_path), name="c", root=tmp_path / "train")
+    assert result.stop_reason == "interrupted"
+    assert "iteration 2 was interrupted before it committed: it will be redone on `autotrade resume c`" in said.getvalue()
+    assert "redoing it" not in said.getvalue()
+
+
+def test_resume_with_a_new_base_url_records_it_for_the_hints_and_later_resumes(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
+    openai_server.default = per_iteration_replies
+    with OpenAIServer() as gone, pytest.raises(Crash):  # the endpoint the run started with, shut down since
+        gone.default = per_iteration_replies
+        endpoint = model_settings(base_url=gone.base_url, environ={"OPENAI_API_KEY": CANARY})
+        start_run(settings(small_data, max_iter=4), endpoint, CrashingReporter(2, "asking the model"), prompts=load_prompt_files(tmp_path), name="m", root=tmp_path / "train")
+    run = RunDir(tmp_path / "train" / "m")
+    said = io.StringIO()
+    with pytest.raises(Crash):
+        resume_run(run, CrashingReporter(3, "asking the model"), api_key=CANARY, base_url=openai_server.base_url)
+    assert run.read_config()["model"]["base_url"] == openai_server.base_url
+    resumed = resume_run(run, PlainReporter(said), api_key=CANARY)  # no --base-url: the moved endpoint is the run's now
+    assert resumed.status == "finished" and f"base_url={openai_server.base_url}" in said.getvalue()
+    assert [e["base_url"] for e in run.read_journal() if e["event"] == "endpoint_moved"] == [openai_server.base_url]
+    assert_no_key_anywhere(run.path)
