@@ -79,11 +79,33 @@ def parse_extra_body(raw: str | None, name: str = "OPENAI_EXTRA_BODY") -> dict[s
 
 
 def check_base_url(url: str) -> str:
-    """The base URL without a trailing slash, or ConfigError when it is not http(s)."""
+    """The base URL without a trailing slash, or ConfigError when it is not http(s) or its host or port is malformed."""
+    problem = _host_problem(url)
+    if problem is not None:
+        raise ConfigError(f"base URL {url!r}: {problem}; it must look like http://host:port/v1")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"base URL {url!r} must look like http://host:port/v1")
     return url.rstrip("/")
+
+
+def _host_problem(url: str) -> str | None:
+    """What is wrong with the URL's host or port, in words; None when both parse."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:  # urlsplit checks brackets and what is inside them
+        netloc = url.partition("//")[2].partition("/")[0]
+        if "]" not in netloc:
+            return "the IPv6 address is not closed by ']'"
+        if "[" not in netloc:
+            return "an IPv6 address goes in brackets, as in http://[::1]:8000/v1"
+        return f"{netloc.partition('[')[2].partition(']')[0]!r} is not an IPv6 address"
+    try:
+        port = urlsplit(url).port  # parsed only when asked for: the first use would raise a bare ValueError
+    except ValueError:
+        raw = netloc.rpartition(":")[2]
+        return f"port {raw!r} is not a number" if not raw.isdigit() else f"port {raw} is out of range (1 to 65535)"
+    return "port 0 is out of range (1 to 65535)" if port == 0 else None
 
 
 def model_settings(

@@ -70,6 +70,26 @@ def test_base_url_must_be_http() -> None:
         model_settings(environ={"OPENAI_BASE_URL": "localhost:8000"})
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999/v1", "port 99999 is out of range (1 to 65535)"),
+        ("http://127.0.0.1:abc/v1", "port 'abc' is not a number"),
+        ("http://127.0.0.1:0/v1", "port 0 is out of range (1 to 65535)"),
+        ("http://[::1/v1", "the IPv6 address is not closed by ']'"),
+        ("http://[not-ipv6]:8000/v1", "'not-ipv6' is not an IPv6 address"),
+    ],
+)
+def test_a_base_url_with_a_bad_port_or_ipv6_literal_is_one_line_naming_it(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        model_settings(environ={"OPENAI_BASE_URL": url})
+    assert str(caught.value) == f"base URL {url!r}: {problem}; it must look like http://host:port/v1"
+
+
+def test_an_ipv6_base_url_with_a_port_is_accepted() -> None:
+    assert model_settings(environ={"OPENAI_BASE_URL": "http://[::1]:8000/v1"}).base_url == "http://[::1]:8000/v1"
+
+
 def test_dotenv_fills_only_unset_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / ".env").write_text("OPENAI_MODEL=from-dotenv\nOPENAI_BASE_URL=http://dotenv:9/v1\n")
     monkeypatch.setenv("OPENAI_MODEL", "")  # recorded, so teardown removes what load_dotenv sets
