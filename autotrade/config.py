@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .durations import parse_duration
 from .errors import ConfigError
 from .llm import ModelSettings, display_url
 from .objectives import DEFAULT_ROBUST_K, Objective
@@ -24,6 +25,7 @@ DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
 # Local servers accept any key; the openai client refuses to start without one.
 DEFAULT_API_KEY = "EMPTY"
 DEFAULT_TIMEOUT_S = 600.0  # 30B-class local models can think for minutes
+DEFAULT_PATIENCE_S = 1800.0  # a model server restarted overnight (model swap, crash, OOM) is back well within it
 
 
 
@@ -116,6 +118,7 @@ def model_settings(
     max_tokens: int | None = None,
     timeout_s: float | None = None,
     extra_body: dict[str, Any] | None = None,
+    patience: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ModelSettings:
     """Endpoint settings: each argument given overrides the environment (call load_env_file first)."""
@@ -126,6 +129,11 @@ def model_settings(
     if max_tokens is not None and max_tokens < 1:
         raise ConfigError(f"--max-tokens {max_tokens} must be at least 1")
     env_timeout = _number(env, "OPENAI_TIMEOUT", float, 1.0, 86_400.0)
+    if patience is not None:
+        patience_s = parse_duration(patience, "--endpoint-patience ")
+    else:
+        env_patience = _env(env, "OPENAI_PATIENCE")
+        patience_s = parse_duration(env_patience, "OPENAI_PATIENCE=") if env_patience else DEFAULT_PATIENCE_S
     return ModelSettings(
         base_url=url,
         api_key=_env(env, "OPENAI_API_KEY") or DEFAULT_API_KEY,
@@ -134,6 +142,7 @@ def model_settings(
         max_tokens=max_tokens if max_tokens is not None else _number(env, "OPENAI_MAX_TOKENS", int, 1, 10_000_000),
         temperature=temperature if temperature is not None else _number(env, "OPENAI_TEMPERATURE", float, 0.0, 2.0),
         extra_body=extra_body if extra_body is not None else parse_extra_body(_env(env, "OPENAI_EXTRA_BODY")),
+        patience_s=patience_s,
     )
 
 
