@@ -336,7 +336,7 @@ class ModelClient:
             left = self.settings.patience_s - spent
             if left <= 0:
                 raise self._error(
-                    f"{what} failed {number} tries over {format_duration(spent)} (endpoint patience "
+                    f"{what} failed {number} time(s) over {format_duration(spent)} (endpoint patience "
                     f"{format_duration(self.settings.patience_s)}, --endpoint-patience / OPENAI_PATIENCE); "
                     f"last: {problem}",
                     deadline_hit=timeouts > 0,

@@ -173,7 +173,7 @@ def test_healable_faults_are_retried_until_the_patience_is_spent_then_one_line_s
     message = str(caught.value)
     assert sum(clock.sleeps) == pytest.approx(600.0)  # the last wait is cut to what patience has left
     assert len(clock.sleeps) > 20
-    assert f"failed {len(clock.sleeps) + 1} tries over 10m (endpoint patience 10m, --endpoint-patience / OPENAI_PATIENCE)" in message
+    assert f"failed {len(clock.sleeps) + 1} time(s) over 10m (endpoint patience 10m, --endpoint-patience / OPENAI_PATIENCE)" in message
     assert message.endswith("last: connection refused") and "\n" not in message
 
 
@@ -198,7 +198,7 @@ def test_a_client_error_stops_at_once_however_much_patience_is_left(openai_serve
 
 def test_zero_patience_stops_at_the_first_fault(openai_server: OpenAIServer) -> None:
     openai_server.script([Fault(503), Reply(content="never")])
-    with pytest.raises(EndpointError, match="failed 1 tries over 0s"):
+    with pytest.raises(EndpointError, match=r"failed 1 time\(s\) over 0s"):
         patient_client(openai_server.base_url, FakeClock(), patience_s=0.0).complete(MESSAGES)
 
 
