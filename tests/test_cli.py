@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from autotrade.cli import app
@@ -92,3 +93,12 @@ def test_infinite_eval_timeout_is_one_line_not_a_traceback(prepared_dir: Path) -
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "timeout" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "doctor"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/v1", "http://127.0.0.1:abc/v1", "http://[::1/v1"])
+def test_a_malformed_base_url_is_one_line_not_a_traceback(command: str, url: str, tmp_path: Path) -> None:
+    result = runner.invoke(app, [command, "--base-url", url, "--data", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: base URL {url!r}: "), result.stderr
