@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -26,12 +26,15 @@ from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOp
 
 if TYPE_CHECKING:
     from .config import RunSettings
+    from .llm import EndpointWait
     from .loop import RunResult, Standing
     from .rundir import RunDir
 
 RUNS_ROOT = Path("train")
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 DEFAULT_MAX_FAILS = 5  # the original harness's stop rule
+DOCTOR_TRIES = 5  # doctor answers in seconds: a few tries, not a run's endpoint patience
+WAIT_LINE_EVERY_S = 30.0  # off a live display, one line per this many seconds of a long wait for the endpoint
 
 
 class ObjectiveChoice(StrEnum):
@@ -54,6 +57,11 @@ OBJECTIVE_HELP = (
     "What the population is ranked by: val_return or val_sharpe (validation window), robust (worst Sharpe over "
     "--robust-k sub-windows of train + validation) or rubric (TradePool-style score in [0, 1] with hard gates; "
     "weights and how each component maps to [0, 1]: autotrade/objectives.py, rubric_score)."
+)
+PATIENCE_HELP = (
+    "How long to keep retrying a model server that is down or failing (connection refused, HTTP 5xx or 429, a "
+    "body that is no reply) before the run stops, resumably: seconds or a duration like 90s, 30m, 1h (default: "
+    "$OPENAI_PATIENCE, else 30m). Client errors (400, 401, 403, 404) stop at once."
 )
 POLICY_HELP = (
     "Who proposes: model (the LLM at the endpoint) or random (random causal-indicator strategies, no endpoint "
@@ -117,6 +125,51 @@ def iteration_line(record: Mapping[str, Any], standing: Standing, objective: str
     return " ".join(parts) + (f" why={reason}" if reason else "") + (f" SUSPICIOUS={warning}" if warning else "")
 
 
+def wait_line(wait: EndpointWait) -> str:
+    """One plain line for a wait before retrying the endpoint."""
+    from .durations import format_duration
+
+    return (
+        f"endpoint: {wait.problem} (try {wait.tries}); next try in {format_duration(wait.retry_in_s)}, "
+        f"giving up in {duration(wait.patience_left_s)}"
+    )
+
+
+class WaitLines:
+    """Which waits get a line of their own: the first of an outage, a new problem, then one per WAIT_LINE_EVERY_S."""
+
+    def __init__(self) -> None:
+        self.last: tuple[str, float] | None = None  # (problem, time.monotonic()) of the last line
+
+    def due(self, wait: EndpointWait) -> bool:
+        """True when this wait should be printed (and remember it)."""
+        now = time.monotonic()
+        if self.last is not None and self.last[0] == wait.problem and now - self.last[1] < WAIT_LINE_EVERY_S:
+            return False
+        self.last = (wait.problem, now)
+        return True
+
+    def reset(self) -> None:
+        """The endpoint answered: the next outage starts with a line."""
+        self.last = None
+
+
+class WaitColumn(ProgressColumn):
+    """While the endpoint is retried: seconds to the next try and to giving up, counting down in place."""
+
+    def render(self, task: Task) -> Text:
+        """Empty unless the task's `wait` field holds (next try at, gives up at) in time.monotonic() seconds."""
+        wait = task.fields.get("wait")
+        if wait is None:
+            return Text("")
+        now = time.monotonic()
+        retry_at, give_up_at = wait
+        return Text(
+            f"next try in {max(0.0, retry_at - now):.0f} s · gives up in {duration(max(0.0, give_up_at - now))}",
+            style="yellow",
+        )
+
+
 def final_table(result: RunResult) -> Table:
     """The population beside buy-and-hold: train and validation figures only."""
     show_score = result.objective != "val_return"  # val_return is already the val return column
@@ -171,6 +224,7 @@ class PlainReporter:
     def __init__(self, out: Any = None) -> None:
         self.out = out or sys.stdout
         self.objective = "val_return"
+        self.wait_lines = WaitLines()
 
     def _print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -189,11 +243,17 @@ class PlainReporter:
 
     def iteration(self, record: Mapping[str, Any], standing: Standing) -> None:
         """One line per iteration."""
+        self.wait_lines.reset()
         self._print(iteration_line(record, standing, self.objective))
 
     def note(self, line: str) -> None:
         """An informational line."""
         self._print(line)
+
+    def waiting(self, wait: EndpointWait) -> None:
+        """A line when an outage starts or its problem changes, then one per WAIT_LINE_EVERY_S."""
+        if self.wait_lines.due(wait):
+            self._print(wait_line(wait))
 
     def end(self, result: RunResult) -> None:
         """The population as plain lines, then the ending."""
@@ -220,6 +280,8 @@ class RichReporter:
         self.progress: Progress | None = None
         self.task: Any = None
         self.objective = "val_return"
+        self.current = "starting"  # the phase shown, which a wait for the endpoint extends
+        self.wait_lines = WaitLines()  # before the live display starts (preflight), waits are lines
 
     def begin(self, run: RunDir, settings: RunSettings, model: Mapping[str, Any], standing: Standing) -> None:
         """Print the run's header and start the progress display."""
@@ -235,6 +297,7 @@ class RichReporter:
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
+            WaitColumn(),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"),
@@ -243,7 +306,9 @@ class RichReporter:
             transient=True,
         )
         self.progress.start()
-        self.task = self.progress.add_task("starting", total=settings.max_iter, completed=standing.done, stats=self._stats(standing))
+        self.task = self.progress.add_task(
+            self.current, total=settings.max_iter, completed=standing.done, stats=self._stats(standing), wait=None
+        )
 
     def _stats(self, standing: Standing) -> str:
         best = score_text(self.objective, standing.best_score)
@@ -255,8 +320,9 @@ class RichReporter:
 
     def phase(self, iteration: int, text: str) -> None:
         """Show what the current iteration is doing."""
+        self.current = f"iter {iteration}: {text}"
         if self.progress is not None:
-            self.progress.update(self.task, description=f"iter {iteration}: {text}")
+            self.progress.update(self.task, description=self.current, wait=None)
 
     def iteration(self, record: Mapping[str, Any], standing: Standing) -> None:
         """Print the iteration's line and advance the bar."""
@@ -280,6 +346,19 @@ class RichReporter:
     def note(self, line: str) -> None:
         """An informational line above the bar."""
         self.console.print(Text(line, style="yellow"), soft_wrap=True)
+
+    def waiting(self, wait: EndpointWait) -> None:
+        """The bar's line names the problem and counts down to the next try and to giving up; lines before it starts."""
+        if self.progress is None:
+            if self.wait_lines.due(wait):
+                self.note(wait_line(wait))
+            return
+        now = time.monotonic()
+        self.progress.update(
+            self.task,
+            description=f"{self.current} · endpoint: {wait.problem} (try {wait.tries})",
+            wait=(now + wait.retry_in_s, now + wait.patience_left_s),
+        )
 
     def end(self, result: RunResult) -> None:
         """Stop the bar; print the population beside buy-and-hold."""
@@ -344,6 +423,7 @@ def run(
     model: Annotated[str | None, typer.Option("--model", help="Model name (default: $OPENAI_MODEL, else the server's only model).")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature (default: $OPENAI_TEMPERATURE, else the server's).")] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Reply token limit (default: $OPENAI_MAX_TOKENS, else the server's).")] = None,
+    endpoint_patience: Annotated[str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)] = None,
 ) -> None:
     """Let the model (or --policy random) rewrite the strategy, evaluating every attempt; the key comes from OPENAI_API_KEY (env or .env)."""
     from .config import RunSettings, load_env_file, model_settings
@@ -369,12 +449,12 @@ def run(
         anonymize=anonymize,
     )
     if policy is PolicyChoice.RANDOM:
-        given = [flag for flag, value in (("--base-url", base_url), ("--model", model), ("--temperature", temperature), ("--max-tokens", max_tokens)) if value is not None]
+        given = [flag for flag, value in (("--base-url", base_url), ("--model", model), ("--temperature", temperature), ("--max-tokens", max_tokens), ("--endpoint-patience", endpoint_patience)) if value is not None]
         if given:
             raise ConfigError(f"{', '.join(given)}: endpoint settings apply to --policy model only")
         endpoint = None
     else:
-        endpoint = model_settings(base_url=base_url, model=model, temperature=temperature, max_tokens=max_tokens)
+        endpoint = model_settings(base_url=base_url, model=model, temperature=temperature, max_tokens=max_tokens, patience=endpoint_patience)
     _stop_on_sigterm()
     result = start_run(settings, endpoint, make_reporter(quiet), prompts=load_prompt_files(), name=name, root=RUNS_ROOT)
     finish(result)
@@ -384,6 +464,7 @@ def resume(
     name: Annotated[str | None, typer.Argument(help="Run to continue (default: the latest run in train/).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
     base_url: Annotated[str | None, typer.Option("--base-url", help="The endpoint moved: use this URL instead of the recorded one.")] = None,
+    endpoint_patience: Annotated[str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)] = None,
 ) -> None:
     """Continue a stopped or killed run exactly where it left off (settings, model and data are the run's own)."""
     from .config import check_base_url, load_env_file, model_settings
@@ -394,10 +475,12 @@ def resume(
     run_dir = RunDir.open(RUNS_ROOT, name)
     config = run_dir.read_config()
     reporter = make_reporter(quiet)
-    api_key, timeout_s = "", None  # a random-policy run has no endpoint
+    api_key, timeout_s, patience_s = "", None, None  # a random-policy run has no endpoint
     if config.get("policy", "model") == "model":
-        env = model_settings()  # the key and timeout; the run's recorded model and URL win over the environment
+        # The key, timeout and patience; the run's recorded model and URL win over the environment.
+        env = model_settings(patience=endpoint_patience)
         api_key, timeout_s = env.api_key, env.timeout_s if os.environ.get("OPENAI_TIMEOUT") else None
+        patience_s = env.patience_s
         recorded = config.get("model", {}).get("model")
         if os.environ.get("OPENAI_MODEL") and recorded and os.environ["OPENAI_MODEL"] != recorded:
             reporter.note(f"note: resuming with the run's model {recorded!r}; OPENAI_MODEL is ignored on resume")
@@ -408,6 +491,7 @@ def resume(
         api_key=api_key,
         base_url=check_base_url(base_url) if base_url else None,
         timeout_s=timeout_s,
+        patience_s=patience_s,
     )
     finish(result)
 
@@ -426,7 +510,7 @@ def doctor(
 
     console = Console()
     load_env_file()
-    settings = model_settings(base_url=base_url, model=model)
+    settings = replace(model_settings(base_url=base_url, model=model), max_retries=DOCTOR_TRIES)
     problems = 0
 
     def line(ok: bool | None, label: str, detail: str) -> None:

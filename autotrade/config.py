@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .durations import parse_duration
 from .errors import ConfigError
 from .llm import ModelSettings, display_url
 from .objectives import DEFAULT_ROBUST_K, Objective
@@ -26,6 +27,7 @@ DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
 # Local servers accept any key; the openai client refuses to start without one.
 DEFAULT_API_KEY = "EMPTY"
 DEFAULT_TIMEOUT_S = 600.0  # 30B-class local models can think for minutes
+DEFAULT_PATIENCE_S = 1800.0  # a model server restarted overnight (model swap, crash, OOM) is back well within it
 
 
 
@@ -90,11 +92,33 @@ def parse_extra_body(raw: str | None, name: str = "OPENAI_EXTRA_BODY") -> dict[s
 
 
 def check_base_url(url: str) -> str:
-    """The base URL without a trailing slash, or ConfigError when it is not http(s)."""
+    """The base URL without a trailing slash, or ConfigError when it is not http(s) or its host or port is malformed."""
+    problem = _host_problem(url)
+    if problem is not None:
+        raise ConfigError(f"base URL {url!r}: {problem}; it must look like http://host:port/v1")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"base URL {url!r} must look like http://host:port/v1")
     return url.rstrip("/")
+
+
+def _host_problem(url: str) -> str | None:
+    """What is wrong with the URL's host or port, in words; None when both parse."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:  # urlsplit checks brackets and what is inside them
+        netloc = url.partition("//")[2].partition("/")[0]
+        if "]" not in netloc:
+            return "the IPv6 address is not closed by ']'"
+        if "[" not in netloc:
+            return "an IPv6 address goes in brackets, as in http://[::1]:8000/v1"
+        return f"{netloc.partition('[')[2].partition(']')[0]!r} is not an IPv6 address"
+    try:
+        port = urlsplit(url).port  # parsed only when asked for: the first use would raise a bare ValueError
+    except ValueError:
+        raw = netloc.rpartition(":")[2]
+        return f"port {raw!r} is not a number" if not raw.isdigit() else f"port {raw} is out of range (1 to 65535)"
+    return "port 0 is out of range (1 to 65535)" if port == 0 else None
 
 
 def model_settings(
@@ -105,6 +129,7 @@ def model_settings(
     max_tokens: int | None = None,
     timeout_s: float | None = None,
     extra_body: dict[str, Any] | None = None,
+    patience: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ModelSettings:
     """Endpoint settings: each argument given overrides the environment (call load_env_file first)."""
@@ -115,6 +140,11 @@ def model_settings(
     if max_tokens is not None and max_tokens < 1:
         raise ConfigError(f"--max-tokens {max_tokens} must be at least 1")
     env_timeout = _number(env, "OPENAI_TIMEOUT", float, 1.0, 86_400.0)
+    if patience is not None:
+        patience_s = parse_duration(patience, "--endpoint-patience ")
+    else:
+        env_patience = _env(env, "OPENAI_PATIENCE")
+        patience_s = parse_duration(env_patience, "OPENAI_PATIENCE=") if env_patience else DEFAULT_PATIENCE_S
     return ModelSettings(
         base_url=url,
         api_key=_env(env, "OPENAI_API_KEY") or DEFAULT_API_KEY,
@@ -123,6 +153,7 @@ def model_settings(
         max_tokens=max_tokens if max_tokens is not None else _number(env, "OPENAI_MAX_TOKENS", int, 1, 10_000_000),
         temperature=temperature if temperature is not None else _number(env, "OPENAI_TEMPERATURE", float, 0.0, 2.0),
         extra_body=extra_body if extra_body is not None else parse_extra_body(_env(env, "OPENAI_EXTRA_BODY")),
+        patience_s=patience_s,
     )
 
 

@@ -26,6 +26,10 @@ class DataError(AutotradeError):
 class EndpointError(AutotradeError):
     """The OpenAI-compatible endpoint could not be reached or refused the request."""
 
+    def __init__(self, message: str, *, deadline_hit: bool = False) -> None:
+        super().__init__(message)
+        self.deadline_hit = deadline_hit  # a request was abandoned at its deadline (OPENAI_TIMEOUT)
+
 
 class SandboxError(AutotradeError):
     """The sandbox could not start or set up a worker: no candidate code ran, so no candidate is to blame."""

@@ -2,11 +2,15 @@
 
 Retries are this module's own loop (the client runs with `max_retries=0`), so they are deterministic to
 test and also cover faults the client cannot see: a 200 whose body is not JSON or holds no choice.
-- Retried, with exponential backoff and jitter: connection errors, 408/409/429/500/502/503/504, non-JSON
-  bodies, completions without a choice. A timeout is retried once only (a second wait of `timeout_s`
-  would rarely end differently). `Retry-After` / `retry-after-ms` are honoured, capped.
+- Retried, with exponential backoff and jitter, for as long as the endpoint patience lasts (`patience_s`,
+  counted from the first fault: a model server restarted overnight comes back within it): connection errors,
+  408/409/429/500/502/503/504, non-JSON bodies, completions without a choice. `Retry-After` /
+  `retry-after-ms` are honoured, capped. `max_retries`, when set, also caps the tries in all (the first
+  included).
+- A request has a deadline: its whole answer within `timeout_s` of wall clock. The read timeout alone
+  restarts with every byte, so a server that trickles its answer could hold one request for hours. A
+  request past its deadline is retried once only (a second wait of `timeout_s` would rarely end differently).
 - Not retried: 400/401/403/404 and any other 4xx, and 429 `insufficient_quota`: one clear EndpointError.
-- `max_retries` counts tries in all, the first included.
 The API key is never shown: ModelSettings' repr leaves it out and every message is scrubbed of it.
 """
 
@@ -18,12 +22,14 @@ import math
 import random
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .durations import format_duration
 from .errors import ConfigError, EndpointError
 from .reply import split_reasoning
 from .untrusted import clean_text
@@ -54,11 +60,12 @@ class ModelSettings:
     base_url: str
     api_key: str = field(repr=False)
     model: str | None = None  # None: the server's only model
-    timeout_s: float = 600.0  # 30B-class local models can think for minutes
+    timeout_s: float = 600.0  # deadline of one whole answer; 30B-class local models can think for minutes
     max_tokens: int | None = None  # None: the server's default
     temperature: float | None = None  # None: the server's default
     extra_body: dict[str, Any] | None = None  # sent only when set
-    max_retries: int = 5  # tries in all, the first included
+    patience_s: float = 1800.0  # how long faults that may heal are retried, from the first one
+    max_retries: int | None = None  # a cap on tries in all, the first included; None: patience alone decides
     retry_base_s: float = 1.0  # first backoff delay; doubles each try
     retry_max_s: float = 30.0  # longest backoff delay
     retry_after_cap_s: float = 120.0  # longest wait a server's Retry-After may impose
@@ -85,6 +92,7 @@ class Completion:
     latency_s: float  # the successful request alone
     model: str
     attempts: int = 1  # HTTP requests made, retries included
+    deadline_hits: int = 0  # requests abandoned at the deadline (timeout_s) before this one answered
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,22 @@ class PreflightReport:
     warnings: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class EndpointWait:
+    """The endpoint failed in a way that may heal: the client tries again in `retry_in_s` seconds."""
+
+    problem: str  # e.g. "connection refused", "HTTP 503: Loading model"
+    tries: int  # tries made so far
+    retry_in_s: float
+    patience_left_s: float  # seconds until the client gives up, from now
+
+
 class _ServerFault(Exception):
     """A 200 answer that is not a usable completion: treated like a 5xx."""
+
+
+class _DeadlineHit(Exception):
+    """The request was abandoned: no whole answer within its deadline."""
 
 
 def is_openai_reasoning_model(model: str) -> bool:
@@ -124,19 +146,26 @@ def estimate_tokens(chars: int) -> int:
 
 
 class ModelClient:
-    """One endpoint and model; `sleep` and `rng` are injectable so tests can observe the backoff."""
+    """One endpoint and model; `sleep`, `clock` and `rng` are injectable so tests can observe the backoff.
+
+    `on_wait` hears of every wait before a retry (to show a countdown); it must not raise.
+    """
 
     def __init__(
         self,
         settings: ModelSettings,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        on_wait: Callable[[EndpointWait], None] | None = None,
     ) -> None:
         self.settings = settings
         self.url = display_url(settings.base_url)
         self._sleep = sleep
+        self._clock = clock
         self._rng = rng or random.Random()
+        self._on_wait = on_wait
         self._client: openai.OpenAI | None = None
         self._model = settings.model
 
@@ -160,18 +189,23 @@ class ModelClient:
 
     def list_models(self, *, tries: int | None = None, fail_fast: bool = False) -> list[ModelInfo]:
         """The models the server lists, with their context length when it says it."""
-        client = self._openai().with_options(timeout=min(self.settings.timeout_s, LIST_TIMEOUT_S))
+        deadline_s = min(self.settings.timeout_s, LIST_TIMEOUT_S)
 
         def attempt() -> list[dict[str, Any]]:
-            raw = client.models.with_raw_response.list()
+            raw = self._openai().with_options(timeout=deadline_s).models.with_raw_response.list()
             payload = _json_body(raw.text, "the model list")
             entries = payload.get("data") if isinstance(payload, dict) else payload
             if not isinstance(entries, list) or not all(isinstance(e, dict) and "id" in e for e in entries):
                 raise _ServerFault("the model list is not an OpenAI-style {'data': [{'id': ...}]}")
             return entries
 
-        entries, _ = self._with_retries(
-            f"listing models at {self.url}/models", attempt, self._list_status_error, tries=tries, fail_fast=fail_fast
+        entries, _, _ = self._with_retries(
+            f"listing models at {self.url}/models",
+            attempt,
+            self._list_status_error,
+            deadline_s=deadline_s,
+            tries=tries,
+            fail_fast=fail_fast,
         )
         models = [ModelInfo(str(e["id"]), _context_length(e)) for e in entries]
         if len(entries) == 1 and isinstance(entries[0].get("meta"), dict) and "n_ctx" not in entries[0]["meta"]:
@@ -227,19 +261,23 @@ class ModelClient:
     def complete(self, messages: Sequence[dict[str, Any]]) -> Completion:
         """One chat completion (no streaming); EndpointError when the server cannot give one."""
         model = self.resolve_model()
-        client = self._openai()
         options = self.request_options(model)
 
         def attempt() -> tuple[dict[str, Any], float]:
             started = time.monotonic()
-            raw = client.chat.completions.with_raw_response.create(model=model, messages=list(messages), **options)
+            raw = self._openai().chat.completions.with_raw_response.create(
+                model=model, messages=list(messages), **options
+            )
             text = raw.text
             return _completion_body(text), time.monotonic() - started
 
-        (payload, latency), attempts = self._with_retries(
-            f"asking {model!r} at {self.url}", attempt, lambda exc: self._chat_status_error(exc, model)
+        (payload, latency), attempts, deadline_hits = self._with_retries(
+            f"asking {model!r} at {self.url}",
+            attempt,
+            lambda exc: self._chat_status_error(exc, model),
+            deadline_s=self.settings.timeout_s,
         )
-        return _completion(payload, messages, model, latency, attempts)
+        return replace(_completion(payload, messages, model, latency, attempts), deadline_hits=deadline_hits)
 
     # -- retries and errors ---------------------------------------------------------------------------
 
@@ -249,25 +287,36 @@ class ModelClient:
         attempt: Callable[[], T],
         status_error: Callable[[Any], EndpointError],
         *,
+        deadline_s: float,
         tries: int | None = None,
         fail_fast: bool = False,
-    ) -> tuple[T, int]:
-        """Run `attempt` until it succeeds; (result, tries used). `fail_fast`: a refused connection ends it."""
+    ) -> tuple[T, int, int]:
+        """Run `attempt`, each try within `deadline_s`, until it succeeds or the patience (or `tries`) is spent.
+
+        Returns (result, tries used, tries abandoned at the deadline). `fail_fast`: a refused connection ends it.
+        """
         import openai
 
-        tries = max(1, tries if tries is not None else self.settings.max_retries)
+        cap = tries if tries is not None else self.settings.max_retries
         timeouts = 0
         problem = ""
-        for number in range(1, tries + 1):
+        troubled_since: float | None = None  # when the first failing try began
+        number = 0
+        while True:
+            number += 1
             retry_after = None
+            started = self._clock()
             try:
-                return attempt(), number
-            except openai.APITimeoutError:
+                return self._before_deadline(attempt, deadline_s), number, timeouts
+            except (_DeadlineHit, openai.APITimeoutError):
+                # A read timeout also means the deadline passed: no byte for timeout_s since the request began.
                 timeouts += 1
-                problem = f"no answer within {self.settings.timeout_s:g} s"
+                problem = f"no answer within {deadline_s:g} s"
                 if timeouts >= 2:
                     raise self._error(
-                        f"{what}: {problem}, twice: check the server, or raise OPENAI_TIMEOUT for slow models"
+                        f"{what}: {problem}, twice: check the server, or raise OPENAI_TIMEOUT (the deadline of a "
+                        "whole answer) for slow models",
+                        deadline_hit=True,
                     ) from None
             except openai.APIConnectionError as exc:
                 problem = _connection_problem(exc)
@@ -280,9 +329,56 @@ class ModelClient:
                 retry_after = _retry_after_s(exc.response.headers)
             except _ServerFault as exc:
                 problem = str(exc)
-            if number < tries:
-                self._sleep(self._delay(number, retry_after))
-        raise self._error(f"{what} failed {tries} time(s); last: {problem}")
+            if cap is not None and number >= max(1, cap):
+                raise self._error(f"{what} failed {number} time(s); last: {problem}", deadline_hit=timeouts > 0)
+            troubled_since = started if troubled_since is None else troubled_since
+            spent = self._clock() - troubled_since
+            left = self.settings.patience_s - spent
+            if left <= 0:
+                raise self._error(
+                    f"{what} failed {number} time(s) over {format_duration(spent)} (endpoint patience "
+                    f"{format_duration(self.settings.patience_s)}, --endpoint-patience / OPENAI_PATIENCE); "
+                    f"last: {problem}",
+                    deadline_hit=timeouts > 0,
+                )
+            delay = min(self._delay(number, retry_after), left)  # the last try comes as patience runs out
+            if self._on_wait is not None:
+                self._on_wait(EndpointWait(problem=self._scrub(problem), tries=number, retry_in_s=delay, patience_left_s=left))
+            self._sleep(delay)
+
+    def _before_deadline(self, attempt: Callable[[], T], deadline_s: float) -> T:
+        """`attempt()`, run on a worker thread and waited for `deadline_s` seconds at most; _DeadlineHit past it."""
+        outcome: list[tuple[bool, Any]] = []
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome.append((True, attempt()))
+            except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="autotrade-request", daemon=True).start()
+        try:
+            answered = done.wait(deadline_s)
+        except BaseException:  # Ctrl-C while waiting: the request must not go on alone
+            self._abandon()
+            raise
+        if not answered:
+            self._abandon()
+            raise _DeadlineHit
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    def _abandon(self) -> None:
+        """Close the HTTP client under an abandoned request, so its connection closes (vLLM then stops generating
+        the reply) and its thread ends; the next try opens a fresh client."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def _delay(self, tries_done: int, retry_after: float | None) -> float:
         """Seconds before the next try: the server's Retry-After (capped), else backoff with equal jitter."""
@@ -291,9 +387,9 @@ class ModelClient:
         ceiling = min(self.settings.retry_base_s * 2 ** (tries_done - 1), self.settings.retry_max_s)
         return ceiling * (0.5 + 0.5 * self._rng.random())
 
-    def _error(self, message: str) -> EndpointError:
+    def _error(self, message: str, *, deadline_hit: bool = False) -> EndpointError:
         """An EndpointError on one line, scrubbed of the API key."""
-        return EndpointError(self._scrub(message))
+        return EndpointError(self._scrub(message), deadline_hit=deadline_hit)
 
     def _scrub(self, text: str) -> str:
         text = " ".join(text.split())

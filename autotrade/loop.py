@@ -30,7 +30,7 @@ from .data import Anonymization, PreparedData, load_prepared
 from .errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, UnsafeCodeError
 from .evaluation import EvalSettings, Evaluation, evaluate_block, finish_gate
 from .learnings import Lesson, for_prompt, render_file
-from .llm import ModelSettings, display_url, preflight
+from .llm import EndpointWait, ModelClient, ModelSettings, display_url, preflight
 from .metrics import periods_per_year
 from .objectives import DEFAULT_ROBUST_K, describe_objective
 from .policy import RANDOM_MODEL, Policy, ProposalRequest, Proposer, make_proposer
@@ -104,6 +104,9 @@ class Reporter(Protocol):
 
     def note(self, line: str) -> None:
         """An informational line."""
+
+    def waiting(self, wait: EndpointWait) -> None:
+        """The endpoint failed in a way that may heal; the client retries in wait.retry_in_s seconds."""
 
     def end(self, result: RunResult) -> None:
         """The loop stopped (finished, interrupted or endpoint error)."""
@@ -188,7 +191,7 @@ def estimate_prompt_chars(prompts: PromptFiles, settings: RunSettings, research_
 
 def check_endpoint(model: ModelSettings, prompt_chars: int, reporter: Reporter) -> ModelSettings:
     """Preflight: the endpoint answers, the model exists, the prompt fits; returns settings with the model resolved."""
-    report = preflight(model, prompt_chars)
+    report = preflight(model, prompt_chars, client=ModelClient(model, on_wait=reporter.waiting))
     for warning in report.warnings:
         reporter.note(f"warning: {warning}")
     return replace(model, model=report.model)
@@ -353,7 +356,7 @@ class Research:
         """Ask the proposer for a proposal; return (block or None, record fields). EndpointError propagates."""
         prompt = self.prompt_for(iteration, parent)
         if self.proposer is None:
-            self.proposer = make_proposer(self.settings.policy, self.model)
+            self.proposer = make_proposer(self.settings.policy, self.model, on_wait=self.endpoint_wait)
         self.reporter.phase(iteration, "asking the model" if self.proposer.policy is Policy.MODEL else "proposing")
         request = ProposalRequest(iteration, parent, self.block_of(parent), prompt, rng)
         proposal = self.proposer.propose(request)
@@ -368,6 +371,7 @@ class Research:
             "prompt_chars": len(prompt),
             "reply_chars": len(proposal.text),
             "reasoning_chars": len(proposal.reasoning),
+            "deadline_hits": proposal.deadline_hits,
         }
         self.run.journal(
             "model_reply",
@@ -386,6 +390,18 @@ class Research:
         fields["reply_source"] = parsed.source
         fields["kept_from_parent"] = list(parsed.kept_from_parent)
         return parsed.block, fields
+
+    def endpoint_wait(self, wait: EndpointWait) -> None:
+        """Journal a wait for the endpoint (the morning after shows how long the server was away) and show it."""
+        self.run.journal(
+            "endpoint_wait",
+            iteration=self.state.next_iteration,
+            problem=wait.problem,
+            tries=wait.tries,
+            retry_in_s=round(wait.retry_in_s, 3),
+            patience_left_s=round(wait.patience_left_s, 3),
+        )
+        self.reporter.waiting(wait)
 
     def iterate(self) -> dict[str, Any]:
         """Run and commit the next iteration; return its record."""
@@ -479,13 +495,13 @@ class Research:
             already_finished=already,
         )
 
-    def stop(self, reason: str, message: str) -> RunResult:
+    def stop(self, reason: str, message: str, **details: Any) -> RunResult:
         """Stop cleanly: the state stays at the last commit (re-read: a commit may have just landed)."""
         self.state = self.run.read_state() or self.state
         self.records = self.records[: self.state.next_iteration]
         self.repair(f"it will be redone on `autotrade resume {self.run.name}`")
         self.commit(replace(self.state, status=RunStatus.STOPPED, stop_reason=reason))
-        self.run.journal("stopped", reason=reason, message=message, next_iteration=self.state.next_iteration)
+        self.run.journal("stopped", reason=reason, message=message, next_iteration=self.state.next_iteration, **details)
         result = self.result(RunStatus.STOPPED, reason, message)
         self.reporter.end(result)
         return result
@@ -503,7 +519,7 @@ class Research:
             except KeyboardInterrupt:
                 return self.stop(StopReason.INTERRUPTED, "interrupted")
             except EndpointError as exc:
-                return self.stop(StopReason.ENDPOINT, str(exc))
+                return self.stop(StopReason.ENDPOINT, str(exc), deadline_hit=exc.deadline_hit)
             except SandboxError as exc:
                 return self.stop(StopReason.SANDBOX, str(exc))
             self.commit(replace(self.state, status=RunStatus.FINISHED, stop_reason=reason))
@@ -598,10 +614,14 @@ def sandbox_layers(reporter: Reporter) -> dict[str, bool | str]:
     return layers
 
 
-def pinned_model(config: Mapping[str, Any], api_key: str, base_url: str | None, timeout_s: float | None) -> ModelSettings:
-    """The endpoint settings a run recorded, with the key from the environment and an optional new URL."""
+def pinned_model(
+    config: Mapping[str, Any], api_key: str, base_url: str | None, timeout_s: float | None, patience_s: float | None = None
+) -> ModelSettings:
+    """The endpoint settings a run recorded, with the key (and the patience) from the environment and an optional new URL."""
     recorded = config["model"]
+    patience = {} if patience_s is None else {"patience_s": patience_s}  # not pinned: how long to wait is tonight's call
     return ModelSettings(
+        **patience,
         base_url=base_url or recorded["base_url"],
         api_key=api_key,
         model=recorded["model"],
@@ -619,6 +639,7 @@ def resume_run(
     api_key: str = "",
     base_url: str | None = None,
     timeout_s: float | None = None,
+    patience_s: float | None = None,
 ) -> RunResult:
     """Continue a run exactly where its last commit left it; a finished run just says so."""
     config = run.read_config()
@@ -632,7 +653,7 @@ def resume_run(
             f"the prepared data in {settings.data_dir} is not the data run {run.name!r} started with "
             f"(sha256 or split dates differ): restore it, or start a new run"
         )
-    model = pinned_model(config, api_key, base_url, timeout_s) if uses_model(settings) else None
+    model = pinned_model(config, api_key, base_url, timeout_s, patience_s) if uses_model(settings) else None
     moved = display_url(base_url) if base_url else None  # what config.json may hold: no user:password, no query
     if moved == config["model"]["base_url"]:
         moved = None

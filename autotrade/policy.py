@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from .llm import ModelClient, ModelSettings
+from .llm import EndpointWait, ModelClient, ModelSettings
 from .prompting import messages
 
 RANDOM_MODEL = "random"  # what config.json and the results record as the model of a random-policy run
@@ -55,6 +55,7 @@ class Proposal:
     usage_estimated: bool = False
     latency_s: float = 0.0
     reasoning: str = ""
+    deadline_hits: int = 0  # requests abandoned at the deadline before the one that answered
 
 
 class Proposer(Protocol):
@@ -72,14 +73,15 @@ class ModelProposer:
 
     policy = Policy.MODEL
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: ModelSettings, on_wait: Callable[[EndpointWait], None] | None = None) -> None:
         self.settings = settings
+        self.on_wait = on_wait
         self.client: ModelClient | None = None
 
     def propose(self, request: ProposalRequest) -> Proposal:
         """Send the prompt as one user turn; EndpointError propagates."""
         if self.client is None:
-            self.client = ModelClient(self.settings)
+            self.client = ModelClient(self.settings, on_wait=self.on_wait)
         completion = self.client.complete(messages(request.prompt))
         return Proposal(
             text=completion.content or "",
@@ -90,6 +92,7 @@ class ModelProposer:
             usage_estimated=completion.usage_estimated,
             latency_s=completion.latency_s,
             reasoning=completion.reasoning or "",
+            deadline_hits=completion.deadline_hits,
         )
 
 
@@ -105,13 +108,15 @@ class RandomProposer:
         return Proposal(text=text, finish_reason="stop", model=RANDOM_MODEL, latency_s=time.perf_counter() - started)
 
 
-def make_proposer(policy: Policy | str, model: ModelSettings | None) -> Proposer:
-    """The proposer of a run's policy (the model policy needs endpoint settings)."""
+def make_proposer(
+    policy: Policy | str, model: ModelSettings | None, on_wait: Callable[[EndpointWait], None] | None = None
+) -> Proposer:
+    """The proposer of a run's policy (the model policy needs endpoint settings; `on_wait` hears of its retries)."""
     if Policy(policy) is Policy.RANDOM:
         return RandomProposer()
     if model is None:
         raise ValueError("the model policy needs endpoint settings")
-    return ModelProposer(model)
+    return ModelProposer(model, on_wait)
 
 
 # -- random strategies ---------------------------------------------------------------------------------------

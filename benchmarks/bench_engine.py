@@ -252,22 +252,48 @@ def strategy_logic(row):
 """,
 }
 GATE_TARGET_S = 1.5
+# The original `python trade.py` took 0.388 s on the machine where the 1.5 s target was set (the sandbox
+# issue's benchmark run). These shared machines' speed drifts by 2x between hours, so the gate is also timed
+# against the original harness run in the same rounds, and the target read as that ratio.
+REFERENCE_ORIGINAL_S = 0.388
 
 
 def bench_lookahead_gate(fixture: Fixture) -> dict[str, float | str]:
     """The whole evaluation (full run plus the look-ahead gate's prefixes) of typical strategies on train and
-    validation, per strategy; the gate's cuts; the slowest median against the 1.5 s target."""
-    results: dict[str, float | str] = {}
-    slowest = 0.0
-    for name, block in TYPICAL_BLOCKS.items():
-        evaluation = evaluate_block(block, fixture.data)
-        assert evaluation.ok, (name, evaluation.message)
-        seconds = median_seconds(lambda: evaluate_block(block, fixture.data), repeats=5)
-        slowest = max(slowest, seconds)
+    validation, per strategy, interleaved with the original harness's `python trade.py` so machine speed hits
+    all alike; the gate's cuts; the slowest against the 1.5 s target, absolute and as a ratio to the original."""
+    original_command = [sys.executable, str(ORIGINAL), str(fixture.data_dir)]
+    times: dict[str, list[float]] = {name: [] for name in ("original", *TYPICAL_BLOCKS)}
+    cuts: dict[str, int] = {}
+    for round_ in range(6):  # the first round warms up and is not counted
+        start = time.perf_counter()
+        subprocess.run(original_command, cwd=fixture.data_dir, check=True, stdout=subprocess.DEVNULL)
+        elapsed = {"original": time.perf_counter() - start}
+        for name, block in TYPICAL_BLOCKS.items():
+            start = time.perf_counter()
+            evaluation = evaluate_block(block, fixture.data)
+            elapsed[name] = time.perf_counter() - start
+            assert evaluation.ok, (name, evaluation.message)
+            cuts[name] = int(evaluation.timings["gate_cuts"])
+        if round_:
+            for name, seconds in elapsed.items():
+                times[name].append(seconds)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    original = medians.pop("original")
+    results: dict[str, float | str] = {"gate_original_trade_py_s": round(original, 3)}
+    for name, seconds in medians.items():
         results[f"gate_{name}_s"] = round(seconds, 3)
-        results[f"gate_{name}_cuts"] = int(evaluation.timings["gate_cuts"])
-    results["gate_slowest_s"] = round(slowest, 3)
-    results["gate_slowest_to_target_ratio"] = round(slowest / GATE_TARGET_S, 3)
+        results[f"gate_{name}_cuts"] = cuts[name]
+        results[f"gate_{name}_to_original_ratio"] = round(seconds / original, 3)
+    slowest = max(medians.values())
+    target_ratio = GATE_TARGET_S / REFERENCE_ORIGINAL_S
+    results |= {
+        "gate_slowest_s": round(slowest, 3),
+        "gate_slowest_to_target_ratio": round(slowest / GATE_TARGET_S, 3),
+        "gate_slowest_to_original_ratio": round(slowest / original, 3),
+        "gate_target_to_original_ratio": round(target_ratio, 3),
+        "gate_slowest_at_reference_speed_s": round(slowest / original * REFERENCE_ORIGINAL_S, 3),
+    }
     return results
 
 
@@ -326,14 +352,15 @@ BENCHMARKS: list[Callable[[Fixture], dict[str, float | str]]] = [
 
 
 def main() -> None:
-    """Run every benchmark and print one `key: value` line per result."""
+    """Run every benchmark (or those named on the command line) and print one `key: value` line per result."""
+    only = set(sys.argv[1:])
     print(f"cores: {os.cpu_count()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         prepare_data(offline=True, data_dir=data_dir)
         prices = load_bundled("sp500")
         fixture = Fixture(prices, baseline_signals(prices), data_dir, load_prepared(data_dir))
-        for benchmark in BENCHMARKS:
+        for benchmark in (BENCHMARKS if not only else [b for b in BENCHMARKS if b.__name__ in only]):
             for key, value in benchmark(fixture).items():
                 print(f"{key}: {value}", flush=True)
 

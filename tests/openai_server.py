@@ -10,16 +10,18 @@ add that line to conftest.py) or as a context manager:
         assert len(server.chat_requests) == 2
 
 Routes (under `/v1`, as every OpenAI-compatible server):
-- `POST /v1/chat/completions` answers with the next scripted step (`Reply`, `Fault`, `Slow`, `Drop`, `Raw`,
-  or a callable taking the `Recorded` request and returning one of those). When the script is used up it
+- `POST /v1/chat/completions` answers with the next scripted step (`Reply`, `Fault`, `Slow`, `Trickle`, `Drop`,
+  `Raw`, or a callable taking the `Recorded` request and returning one of those). When the script is used up it
   answers `default` when set, else a 400 saying "loopback script exhausted" (400 is never retried, so a
   test that asks more than it scripted fails fast instead of sleeping through retries).
 - `GET /v1/models` lists `server.models` (raw dicts, so a test can mimic vLLM's `max_model_len`,
   llama.cpp's `meta`, or a bare Ollama entry); `script_models([...])` queues faults for it.
 - `GET /props` (llama.cpp's server properties) answers `server.props`, or 404 when it is None.
 Every request is recorded in `server.requests` (method, path, parsed JSON body, lower-cased headers).
+`server.down_for(seconds)` mimics a model server restart: nothing listens (connection refused) until it serves
+again on the same port.
 Bounded: request bodies over 16 MiB get 413, and after `max_requests` requests every answer is a 400;
-`Slow` steps wake up when the server stops, so stopping never waits for them.
+`Slow` and `Trickle` steps wake up when the server stops, so stopping never waits for them.
 """
 
 from __future__ import annotations
@@ -70,6 +72,14 @@ class Slow:
 
 
 @dataclass(frozen=True)
+class Trickle:
+    """Send the whole answer (to `then`; the model list on `/v1/models`), status line included, a byte per `interval_s`."""
+
+    interval_s: float
+    then: Reply = field(default_factory=lambda: Reply(content="slow " * 100))
+
+
+@dataclass(frozen=True)
 class Drop:
     """Close the connection without sending any response."""
 
@@ -86,7 +96,7 @@ class Raw:
 # A JSON completion without any choice: a server fault the client must not take for a reply.
 NO_CHOICES = Raw(body='{"id": "x", "object": "chat.completion", "choices": []}', content_type="application/json")
 
-Step = Union[Reply, Fault, Slow, Drop, Raw]
+Step = Union[Reply, Fault, Slow, Trickle, Drop, Raw]
 
 
 @dataclass(frozen=True)
@@ -165,9 +175,11 @@ class OpenAIServer:
     # -- lifecycle --------------------------------------------------------------------------------------
 
     def start(self) -> OpenAIServer:
-        """Listen on 127.0.0.1 on a free port and serve in a daemon thread."""
+        """Listen on 127.0.0.1 (on a free port the first time, on the same port again after `stop`) in a daemon thread."""
         handler = type("Handler", (_Handler,), {"owner": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        port = self._httpd.server_address[1] if self._httpd is not None else 0
+        self._stop = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         # A short poll interval so that stopping takes milliseconds, not serve_forever's default 0.5 s.
         self._thread = threading.Thread(
@@ -184,6 +196,21 @@ class OpenAIServer:
             self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def down_for(self, seconds: float) -> threading.Thread:
+        """A restart: stop listening now (connections are refused), serve again on the same port after `seconds`."""
+        stopped = threading.Event()
+
+        def restart() -> None:
+            self.stop()
+            stopped.set()
+            time.sleep(seconds)
+            self.start()
+
+        thread = threading.Thread(target=restart, name="openai-loopback-restart", daemon=True)
+        thread.start()
+        stopped.wait(5)  # called from a handler, this returns before the handler answers; the port is closed by then
+        return thread
 
     def __enter__(self) -> OpenAIServer:
         return self.start()
@@ -271,7 +298,9 @@ class _Handler(BaseHTTPRequestHandler):
             if self.owner._stop.wait(step.seconds):
                 return  # server stopping: drop the connection
             step = step.then
-        if isinstance(step, Reply):
+        if isinstance(step, Trickle):
+            self._trickle(step, request)
+        elif isinstance(step, Reply):
             self._json(200, _completion(step, request))
         elif isinstance(step, Fault):
             headers = {}
@@ -286,6 +315,24 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # answer nothing; the connection closes when the handler returns
         else:
             raise TypeError(f"not a script step: {step!r}")
+
+    def _trickle(self, step: Trickle, request: Recorded) -> None:
+        chat = request.path.endswith("/chat/completions")
+        payload = _completion(step.then, request) if chat else {"object": "list", "data": self.owner.models}
+        body = json.dumps(payload).encode()
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        data = head + body
+        for position in range(len(data)):
+            if self.owner._stop.wait(step.interval_s):
+                return  # server stopping: drop the connection
+            try:
+                self.wfile.write(data[position : position + 1])
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the client gave up (its deadline)
 
     def _error(self, status: int, message: str, *, code: str | None = None, headers: dict | None = None) -> None:
         kind = "invalid_request_error" if status < 500 else "server_error"

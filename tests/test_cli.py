@@ -145,3 +145,12 @@ def test_a_run_that_ends_without_any_population_member_says_there_is_no_best(
     assert result.exit_code == 0, result.stderr
     assert "run none finished: reached --max-iter after 1 iterations; no iteration entered the population, so there is no best strategy" in result.stdout
     assert "best_trade.py" not in result.stdout and not (tmp_path / "train" / "none" / "best_trade.py").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "doctor"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/v1", "http://127.0.0.1:abc/v1", "http://[::1/v1"])
+def test_a_malformed_base_url_is_one_line_not_a_traceback(command: str, url: str, tmp_path: Path) -> None:
+    result = runner.invoke(app, [command, "--base-url", url, "--data", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: base URL {url!r}: "), result.stderr

@@ -65,9 +65,48 @@ def test_bad_numbers_name_the_variable(name: str, value: str) -> None:
         model_settings(environ={name: value})
 
 
+def test_endpoint_patience_defaults_to_half_an_hour() -> None:
+    assert model_settings(environ={}).patience_s == 1800.0
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("90", 90.0), ("2.5", 2.5), ("45s", 45.0), ("30m", 1800.0), ("1h30m", 5400.0), ("2h", 7200.0), ("0", 0.0)])
+def test_endpoint_patience_reads_seconds_or_a_duration(raw: str, seconds: float) -> None:
+    assert model_settings(environ={"OPENAI_PATIENCE": raw}).patience_s == seconds
+    assert model_settings(patience=raw, environ={"OPENAI_PATIENCE": "1h"}).patience_s == seconds  # the flag wins
+
+
+@pytest.mark.parametrize("raw", ["soon", "-5", "30x", "m", "8d", "1e9"])
+def test_a_bad_endpoint_patience_is_one_line_naming_where_it_came_from(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"^OPENAI_PATIENCE=") as from_env:
+        model_settings(environ={"OPENAI_PATIENCE": raw})
+    with pytest.raises(ConfigError, match=r"^--endpoint-patience "):
+        model_settings(patience=raw, environ={})
+    assert "\n" not in str(from_env.value)
+
+
 def test_base_url_must_be_http() -> None:
     with pytest.raises(ConfigError, match="http://host:port/v1"):
         model_settings(environ={"OPENAI_BASE_URL": "localhost:8000"})
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999/v1", "port 99999 is out of range (1 to 65535)"),
+        ("http://127.0.0.1:abc/v1", "port 'abc' is not a number"),
+        ("http://127.0.0.1:0/v1", "port 0 is out of range (1 to 65535)"),
+        ("http://[::1/v1", "the IPv6 address is not closed by ']'"),
+        ("http://[not-ipv6]:8000/v1", "'not-ipv6' is not an IPv6 address"),
+    ],
+)
+def test_a_base_url_with_a_bad_port_or_ipv6_literal_is_one_line_naming_it(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        model_settings(environ={"OPENAI_BASE_URL": url})
+    assert str(caught.value) == f"base URL {url!r}: {problem}; it must look like http://host:port/v1"
+
+
+def test_an_ipv6_base_url_with_a_port_is_accepted() -> None:
+    assert model_settings(environ={"OPENAI_BASE_URL": "http://[::1]:8000/v1"}).base_url == "http://[::1]:8000/v1"
 
 
 def test_dotenv_fills_only_unset_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from dataclasses import replace
 
 import pytest
-from openai_server import NO_CHOICES, Drop, Fault, OpenAIServer, Raw, Reply, Slow, openai_server  # noqa: F401
+from openai_server import NO_CHOICES, Drop, Fault, OpenAIServer, Raw, Reply, Slow, Trickle, openai_server  # noqa: F401
 
 from autotrade.errors import ConfigError, EndpointError
-from autotrade.llm import ModelClient, ModelSettings, is_openai_reasoning_model, preflight
+from autotrade.llm import EndpointWait, ModelClient, ModelSettings, is_openai_reasoning_model, preflight
 
 KEY = "sk-test-secret-key-0123456789"
 MESSAGES = [{"role": "system", "content": "You write strategies."}, {"role": "user", "content": "x" * 400}]
@@ -128,6 +129,110 @@ def test_completion_without_choices_is_a_server_fault(openai_server: OpenAIServe
     openai_server.script([NO_CHOICES] * 2)
     with pytest.raises(EndpointError, match="holds no choices"):
         client_for(openai_server, max_retries=2).complete(MESSAGES)
+
+
+# -- patience: a time budget for faults that heal ---------------------------------------------------------
+
+
+class FakeClock:
+    """A clock that moves only when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def patient_client(url: str, clock: FakeClock, waits: list[EndpointWait] | None = None, **changes: object) -> ModelClient:
+    """A client limited by patience alone (no cap on tries), on a fake clock."""
+    settings = replace(ModelSettings(base_url=url, api_key=KEY, model="test-model", timeout_s=2.0), **changes)
+    return ModelClient(settings, sleep=clock.sleep, clock=clock, rng=random.Random(3), on_wait=waits.append if waits is not None else None)
+
+
+def test_the_default_settings_wait_out_a_server_restart(openai_server: OpenAIServer) -> None:
+    # Five tries with doubling delays gave up on a server down for longer than their sum; patience waits it out.
+    openai_server.script([Reply(content="back")])
+    openai_server.down_for(1.5)
+    settings = ModelSettings(base_url=openai_server.base_url, api_key=KEY, model="test-model", retry_base_s=0.05, retry_max_s=0.2)
+    started = time.monotonic()
+    completion = ModelClient(settings).complete(MESSAGES)
+    assert completion.content == "back"
+    assert completion.attempts > 5 and time.monotonic() - started >= 1.5
+
+
+def test_healable_faults_are_retried_until_the_patience_is_spent_then_one_line_says_so() -> None:
+    clock = FakeClock()
+    with pytest.raises(EndpointError) as caught:
+        patient_client(closed_port_url(), clock, patience_s=600.0, retry_max_s=30.0).complete(MESSAGES)
+    message = str(caught.value)
+    assert sum(clock.sleeps) == pytest.approx(600.0)  # the last wait is cut to what patience has left
+    assert len(clock.sleeps) > 20
+    assert f"failed {len(clock.sleeps) + 1} time(s) over 10m (endpoint patience 10m, --endpoint-patience / OPENAI_PATIENCE)" in message
+    assert message.endswith("last: connection refused") and "\n" not in message
+
+
+def test_each_wait_is_reported_with_the_patience_left(openai_server: OpenAIServer) -> None:
+    openai_server.script([Fault(503, "Loading model"), Fault(502, "bad gateway"), Reply(content="ok")])
+    clock, waits = FakeClock(), []
+    completion = patient_client(openai_server.base_url, clock, waits, patience_s=100.0, retry_base_s=4.0).complete(MESSAGES)
+    assert completion.content == "ok"
+    assert [(w.problem, w.tries) for w in waits] == [("HTTP 503: Loading model", 1), ("HTTP 502: bad gateway", 2)]
+    assert [w.retry_in_s for w in waits] == clock.sleeps
+    assert waits[0].patience_left_s == pytest.approx(100.0)
+    assert waits[1].patience_left_s == pytest.approx(100.0 - clock.sleeps[0])
+
+
+def test_a_client_error_stops_at_once_however_much_patience_is_left(openai_server: OpenAIServer) -> None:
+    openai_server.script([Fault(503), Fault(400, "bad request"), Reply(content="never")])
+    clock = FakeClock()
+    with pytest.raises(EndpointError, match="400 bad request"):
+        patient_client(openai_server.base_url, clock, patience_s=3600.0).complete(MESSAGES)
+    assert len(openai_server.chat_requests) == 2 and len(clock.sleeps) == 1
+
+
+def test_zero_patience_stops_at_the_first_fault(openai_server: OpenAIServer) -> None:
+    openai_server.script([Fault(503), Reply(content="never")])
+    with pytest.raises(EndpointError, match=r"failed 1 time\(s\) over 0s"):
+        patient_client(openai_server.base_url, FakeClock(), patience_s=0.0).complete(MESSAGES)
+
+
+# -- the deadline: a whole reply within OPENAI_TIMEOUT -----------------------------------------------------
+
+
+def test_a_reply_trickled_past_the_deadline_is_cut_at_the_deadline(openai_server: OpenAIServer) -> None:
+    # One byte every 30 ms never trips a 0.5 s read timeout; only a deadline on the whole reply stops it.
+    openai_server.script([Trickle(0.03)] * 2)
+    started = time.monotonic()
+    with pytest.raises(EndpointError, match=r"no answer within 0.5 s, twice: .*OPENAI_TIMEOUT") as caught:
+        client_for(openai_server, model="test-model", timeout_s=0.5).complete(MESSAGES)
+    assert time.monotonic() - started < 1.5
+    assert caught.value.deadline_hit
+    assert len(openai_server.chat_requests) == 2
+
+
+def test_a_deadline_hit_then_a_reply_is_counted_in_the_completion(openai_server: OpenAIServer) -> None:
+    openai_server.script([Trickle(0.03), Reply(content="ok")])
+    completion = client_for(openai_server, model="test-model", timeout_s=0.5).complete(MESSAGES)
+    assert (completion.content, completion.attempts, completion.deadline_hits) == ("ok", 2, 1)
+
+
+def test_a_reply_within_the_deadline_has_no_deadline_hits(openai_server: OpenAIServer) -> None:
+    openai_server.script([Reply(content="ok")])
+    assert client_for(openai_server, model="test-model").complete(MESSAGES).deadline_hits == 0
+
+
+def test_the_model_list_has_a_deadline_too(openai_server: OpenAIServer) -> None:
+    openai_server.script_models([Trickle(0.03)] * 2)
+    started = time.monotonic()
+    with pytest.raises(EndpointError, match="no answer within 0.5 s, twice"):
+        client_for(openai_server, timeout_s=0.5).list_models()
+    assert time.monotonic() - started < 1.5
 
 
 # -- errors that are not retried -------------------------------------------------------------------------

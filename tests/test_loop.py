@@ -6,16 +6,19 @@ import io
 import json
 import random
 import re
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from openai_server import Fault, OpenAIServer, Recorded, Reply, openai_server  # noqa: F401 - fixture
+from openai_server import Drop, Fault, OpenAIServer, Recorded, Reply, Trickle, openai_server  # noqa: F401 - fixture
 
 from autotrade.candidate import BLOCK_START, GUARD
 from autotrade.cli_research import PlainReporter
 from autotrade.config import RunSettings, model_settings
 from autotrade.data import load_bundled, prepare_data
 from autotrade.errors import ConfigError
+from autotrade.llm import ModelSettings
 from autotrade.loop import RunResult, resume_run, start_run
 from autotrade.population import Population, choose_parent, record_outcome
 from autotrade.prompting import load_prompt_files
@@ -95,10 +98,12 @@ def settings(data: Path, **overrides: object) -> RunSettings:
     return RunSettings(**{**values, **overrides})
 
 
-def start(server: OpenAIServer, root: Path, data: Path, name: str = "t", **overrides: object) -> tuple[RunResult, str]:
+def start(
+    server: OpenAIServer, root: Path, data: Path, name: str = "t", *, endpoint: ModelSettings | None = None, **overrides: object
+) -> tuple[RunResult, str]:
     """Run in-process with a plain reporter; return the result and what it printed."""
     out = io.StringIO()
-    endpoint = model_settings(base_url=server.base_url, environ={"OPENAI_API_KEY": CANARY})
+    endpoint = endpoint or model_settings(base_url=server.base_url, environ={"OPENAI_API_KEY": CANARY})
     result = start_run(
         settings(data, **overrides), endpoint, PlainReporter(out), prompts=load_prompt_files(root), name=name, root=root / "train"
     )
@@ -229,6 +234,59 @@ def test_an_endpoint_error_stops_cleanly_and_the_run_resumes(openai_server: Open
     resumed = resume_run(RunDir(result.path), PlainReporter(io.StringIO()), api_key=CANARY)
     assert (resumed.status, resumed.iterations) == ("finished", 4)
     assert [r["iteration"] for r in records(result.path)] == [0, 1, 2, 3]
+
+
+def quick_retries(server: OpenAIServer, **changes: object) -> ModelSettings:
+    """The server's endpoint with backoff delays of milliseconds (and any other changes)."""
+    endpoint = model_settings(base_url=server.base_url, environ={"OPENAI_API_KEY": CANARY})
+    return replace(endpoint, retry_base_s=0.05, retry_max_s=0.2, **changes)
+
+
+def restart_server(server: OpenAIServer, seconds: float) -> object:
+    """A script step: the server goes down for `seconds` while it holds this request (which gets no answer)."""
+
+    def step(request: Recorded) -> Drop:
+        server.down_for(seconds)
+        return Drop()
+
+    return step
+
+
+def test_a_model_server_restart_mid_run_is_waited_out_and_the_run_goes_on(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    # The retry delays are milliseconds here: five tries would be spent long before the server is back.
+    openai_server.script([restart_server(openai_server, 1.5), Reply(good())])
+    result, out = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server))
+    assert (result.status, result.iterations) == ("finished", 2), result.message
+    assert records(result.path)[1]["status"] == "ok"
+    assert re.search(r"^endpoint: connection refused \(try \d+\); next try in [\d.]+s, giving up in 0:29:\d\d$", out, re.M), out
+    waits = [e for e in RunDir(result.path).read_journal() if e["event"] == "endpoint_wait"]
+    assert waits and all(e["iteration"] == 1 for e in waits)
+
+
+def test_a_server_down_past_the_patience_stops_the_run_resumably(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.script([restart_server(openai_server, 2.0)])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server, patience_s=0.5))
+    assert (result.status, result.stop_reason, result.iterations) == ("stopped", "endpoint_error", 1)
+    assert "endpoint patience 0.5s" in result.message and "connection refused" in result.message
+    time.sleep(2.0)  # the server is back
+    openai_server.script([Reply(good())])
+    resumed = resume_run(RunDir(result.path), PlainReporter(io.StringIO()), api_key=CANARY)
+    assert (resumed.status, resumed.iterations) == ("finished", 2)
+
+
+def test_a_reply_cut_at_the_deadline_is_counted_in_the_iteration_record(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.script([Trickle(0.03), Reply(good())])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server, timeout_s=0.5))
+    assert [(r["status"], r.get("deadline_hits")) for r in records(result.path)] == [("ok", None), ("ok", 1)]
+
+
+def test_replies_cut_at_the_deadline_twice_stop_the_run_and_the_journal_says_so(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.script([Trickle(0.03)] * 2)
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server, timeout_s=0.5))
+    assert (result.status, result.stop_reason, result.iterations) == ("stopped", "endpoint_error", 1)
+    assert "no answer within 0.5 s, twice" in result.message
+    stopped = [e for e in RunDir(result.path).read_journal() if e["event"] == "stopped"]
+    assert stopped[-1]["deadline_hit"] is True
 
 
 def test_preflight_failure_leaves_no_run_behind(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
