@@ -220,8 +220,7 @@ class Research:
         self.skeleton: str = config["start_source"]
         self.start_block = extract_block(self.skeleton, "the run's starting trade.py")
         self.proposer: Proposer | None = None  # made on the first proposal, once preflight has resolved the model
-        state = run.committed_state()
-        self.state = state
+        self.state = state = run.committed_state()
         self.eval = eval_settings(self.settings, state)
         view = anonymization(self.settings, state, data)
         self.data = view.apply(data) if view is not None else data  # all the model and its candidates see
@@ -590,10 +589,8 @@ def start_run(
         "sandbox": sandbox,
     }
     with run.locked():  # held on into drive(): no other process can take over the directory meanwhile
-        if not run.unstarted():
-            raise ConfigError(f"run {run.name!r} already exists in {root}/: choose another --name or `autotrade resume {run.name}`")
+        run.claim()
         try:
-            run.journal_path.unlink(missing_ok=True)  # a failed start's lines
             run.write_json(run.config_path, config)
             run.write_state(RunState(rng=rng_state(random.Random(settings.seed)), gate_secret=secrets.randbits(63),
                                      updated_at=now_iso()))

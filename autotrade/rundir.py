@@ -169,7 +169,7 @@ class RunDir:
         check_name(name)
         run = cls(root / name)
         if not run._make() and not (run.unstarted() and not run.is_active()):
-            raise ConfigError(f"run {name!r} already exists in {root}/: choose another --name or `autotrade resume {name}`")
+            raise run._taken()
         return run
 
     @classmethod
@@ -191,10 +191,21 @@ class RunDir:
             raise write_error(self.path, exc, 0) from None
         return True
 
+    def _taken(self) -> ConfigError:
+        return ConfigError(f"run {self.name!r} already exists in {self.path.parent}/: choose another --name or "
+                           f"`autotrade resume {self.name}`")
+
+    def claim(self) -> None:
+        """Under the lock, before a start's first write: ConfigError if another start got here first, and a failed
+        start's journal lines gone."""
+        if not self.unstarted():
+            raise self._taken()
+        self.journal_path.unlink(missing_ok=True)
+
     def unstarted(self) -> bool:
         """True when nothing of the run was committed: no state.json and no iteration files (a start that failed)."""
         try:
-            return not self.state_path.exists() and not any(ITER_FILE.fullmatch(p.name) for p in self.path.iterdir())
+            return not self.state_path.exists() and not self.iteration_files()
         except OSError:
             return False
 
@@ -310,7 +321,7 @@ class RunDir:
         state = self.read_state()
         if state is not None:
             return state
-        done = sorted(int(m.group(1)) for p in self.path.glob("iter_*_results.json") if (m := ITER_FILE.fullmatch(p.name)))
+        done = sorted(i for i, path in self.iteration_files() if path.name.endswith("_results.json"))
         if not done:
             raise ConfigError(
                 f"run {self.name!r} never started (no state.json, no iterations): start it again with "
