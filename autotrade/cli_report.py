@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .cli_research import RUNS_ROOT
+from .cli_research import RUNS_ROOT, note_on_stderr
 from .errors import ConfigError
 
 
@@ -39,7 +39,7 @@ def report(
     from .rundir import RunDir
 
     console = Console()
-    run = RunDir.open(RUNS_ROOT, name)
+    run = RunDir.open(RUNS_ROOT, name, notify=note_on_stderr)
     with console.status(f"evaluating run {run.name}…"):
         built = build_report(run, data_dir=data_dir, holdout=holdout, max_trials=max_trials, reveal_running=reveal_running)
         files = write_files(built)

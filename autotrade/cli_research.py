@@ -385,6 +385,11 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def note_on_stderr(line: str) -> None:
+    """An informational line on stderr, never parsed as markup (it may quote a file)."""
+    Console(stderr=True).print(Text(line, style="yellow"), soft_wrap=True)
+
+
 def finish(result: RunResult) -> None:
     """Exit as the result says: 0 finished, 130 interrupted, 1 endpoint error (with the resume hint on stderr)."""
     err = Console(stderr=True)
@@ -406,7 +411,7 @@ def run(
     max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="Evaluated iterations, the baseline (iteration 0) included.")] = 50,
     max_fails: Annotated[int | None, typer.Option("--max-fails", min=1, help="Stop after this many iterations in a row that do not enter the population (default 5; none with --policy random, whose proposals never build on the population).")] = None,
     population: Annotated[int, typer.Option("--population", min=1, help="How many best iterations to keep.")] = 3,
-    name: Annotated[str | None, typer.Option("--name", help="Run name (default: <ticker>-<YYYYmmdd-HHMMSS>); the run lives in train/<name>/.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: <ticker>-<YYYYmmdd-HHMMSS>, with -2, -3… when another run took it); the run lives in train/<name>/.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random reversion and the random policy (default: random, recorded).")] = None,
     start_from: Annotated[Path | None, typer.Option("--from", help="Start from this trade.py (or a file holding only the agent block).")] = None,
     objective: Annotated[ObjectiveChoice, typer.Option("--objective", help=OBJECTIVE_HELP)] = ObjectiveChoice.VAL_RETURN,
@@ -472,7 +477,7 @@ def resume(
     from .rundir import RunDir
 
     load_env_file()
-    run_dir = RunDir.open(RUNS_ROOT, name)
+    run_dir = RunDir.open(RUNS_ROOT, name, notify=note_on_stderr)
     config = run_dir.read_config()
     reporter = make_reporter(quiet)
     api_key, timeout_s, patience_s = "", None, None  # a random-policy run has no endpoint

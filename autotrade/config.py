@@ -22,6 +22,7 @@ from .durations import parse_duration
 from .errors import ConfigError
 from .llm import ModelSettings, display_url
 from .objectives import DEFAULT_ROBUST_K, Objective
+from .shapes import check_object, describe, schema_of
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
 # Local servers accept any key; the openai client refuses to start without one.
@@ -190,33 +191,44 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""
-        if self.max_iter < 1:
-            raise ConfigError(f"--max-iter {self.max_iter} must be at least 1 (iteration 0 is the baseline)")
-        if self.max_fails < 1:
-            raise ConfigError(f"--max-fails {self.max_fails} must be at least 1")
-        if self.population < 1:
-            raise ConfigError(f"--population {self.population} must be at least 1")
-        if self.learnings_budget < 0:
-            raise ConfigError(f"--learnings-budget {self.learnings_budget} must not be negative")
-        if self.cost_bps < 0 or not math.isfinite(self.cost_bps):
-            raise ConfigError(f"--cost-bps {self.cost_bps} must be a non-negative number")
-        if self.objective not in {o.value for o in Objective}:
-            raise ConfigError(f"--objective {self.objective!r}: choose one of {', '.join(o.value for o in Objective)}")
-        if self.robust_k < 1:
-            raise ConfigError(f"--robust-k {self.robust_k} must be at least 1")
-        if self.policy not in ("model", "random"):
-            raise ConfigError(f"--policy {self.policy!r}: choose model or random")
-        if self.fill not in ("next-open", "close"):
-            raise ConfigError(f"--fill {self.fill!r}: choose next-open or close")
-        if self.eval_timeout <= 0:
-            raise ConfigError(f"--eval-timeout {self.eval_timeout} must be positive")
+        broken = _broken_rule(asdict(self))
+        if broken is not None:
+            key, rule = broken
+            raise ConfigError(f"--{key.replace('_', '-')} {getattr(self, key)!r}: {rule}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for config.json."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> RunSettings:
-        """Rebuild from config.json, ignoring keys this version does not know."""
+    def from_dict(cls, raw: Any, source: object = "config.json") -> RunSettings:
+        """Rebuild from config.json's `settings`, ignoring keys this version does not know.
+
+        A wrong value is a ConfigError naming `source` and the key (a hand edit, never a flag the user gave).
+        """
+        check_object(raw, schema_of(cls), source, "settings.")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        values = {**asdict(cls()), **{k: v for k, v in raw.items() if k in known}}
+        broken = _broken_rule(values)
+        if broken is not None:
+            key, rule = broken
+            raise ConfigError(f"{source}: settings.{key} is {describe(values[key])}: {rule}")
+        return cls(**values)
+
+
+def _broken_rule(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first setting that cannot define a run, and the rule it breaks; None when all hold."""
+    objectives = [o.value for o in Objective]
+    rules = (
+        ("max_iter", values["max_iter"] >= 1, "must be at least 1 (iteration 0 is the baseline)"),
+        ("max_fails", values["max_fails"] >= 1, "must be at least 1"),
+        ("population", values["population"] >= 1, "must be at least 1"),
+        ("learnings_budget", values["learnings_budget"] >= 0, "must not be negative"),
+        ("cost_bps", values["cost_bps"] >= 0 and math.isfinite(values["cost_bps"]), "must be a non-negative number"),
+        ("objective", values["objective"] in objectives, f"choose one of {', '.join(objectives)}"),
+        ("robust_k", values["robust_k"] >= 1, "must be at least 1"),
+        ("policy", values["policy"] in ("model", "random"), "choose model or random"),
+        ("fill", values["fill"] in ("next-open", "close"), "choose next-open or close"),
+        ("eval_timeout", values["eval_timeout"] > 0, "must be positive"),
+    )
+    return next(((key, rule) for key, holds, rule in rules if not holds), None)

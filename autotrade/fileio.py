@@ -1,17 +1,22 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
 Each write goes to a temporary file in the target's directory (same filesystem, so the rename is atomic),
-is flushed and fsynced, then replaces the target with `os.replace`.
+is flushed and fsynced, then replaces the target with `os.replace`. Every write of the tool goes through
+here, so a full disk or a read-only directory is always one StorageError naming the path.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from .errors import StorageError
 
 # Temporary files are created 0600; published files get the usual 0644 so other tools can read them.
 _FILE_MODE = 0o644
@@ -20,8 +25,11 @@ _FILE_MODE = 0o644
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write `data` to `path` atomically, creating parent directories as needed."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(target, exc, len(data)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -29,11 +37,60 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp_name, _FILE_MODE)
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         # Never leave a stray temporary file behind, whatever interrupted us (including Ctrl-C).
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(target, exc, len(data)) from None
         raise
     _fsync_directory(target.parent)
+
+
+def append_line(path: Path | str, line: bytes) -> None:
+    """Append one line (no newline in it) to `path`; a last line cut short by a kill is closed off first."""
+    target = Path(path)
+    try:
+        with open(target, "a+b") as handle:
+            if handle.tell() > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")
+            handle.write(line + b"\n")
+            handle.flush()
+    except OSError as exc:
+        raise write_error(target, exc, len(line) + 1) from None
+
+
+def write_error(path: Path, exc: OSError, size: int) -> StorageError:
+    """The one-line error of a failed write: the path, why, and on a full disk the space the write needed."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(
+            f"cannot write {path}: no space left on its disk (this write needs {_size(size)}, {_free(path.parent)} free); "
+            "free some space"
+        )
+    if exc.errno == errno.EROFS:
+        return StorageError(f"cannot write {path}: {path.parent} is on a read-only filesystem")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"cannot write {path}: permission denied; make {path.parent} writable")
+    return StorageError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _free(directory: Path) -> str:
+    """The free space of the filesystem holding `directory` (or its nearest existing parent), as text."""
+    for folder in (directory, *directory.parents):
+        try:
+            return _size(shutil.disk_usage(folder).free)
+        except OSError:
+            continue
+    return "unknown space"
+
+
+def _size(count: int) -> str:
+    """A byte count for people: 512 B, 12.3 kB, 4.1 MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

@@ -4,12 +4,13 @@ Retries are this module's own loop (the client runs with `max_retries=0`), so th
 test and also cover faults the client cannot see: a 200 whose body is not JSON or holds no choice.
 - Retried, with exponential backoff and jitter, for as long as the endpoint patience lasts (`patience_s`,
   counted from the first fault: a model server restarted overnight comes back within it): connection errors,
-  408/409/429/500/502/503/504, non-JSON bodies, completions without a choice. `Retry-After` /
+  requests past their deadline, 408/409/429/500/502/503/504, non-JSON bodies, completions without a choice. `Retry-After` /
   `retry-after-ms` are honoured, capped. `max_retries`, when set, also caps the tries in all (the first
   included).
 - A request has a deadline: its whole answer within `timeout_s` of wall clock. The read timeout alone
-  restarts with every byte, so a server that trickles its answer could hold one request for hours. A
-  request past its deadline is retried once only (a second wait of `timeout_s` would rarely end differently).
+  restarts with every byte, so a server that trickles its answer could hold one request for hours. A hung
+  or reloading server misses deadlines too, so they are retried within the patience like the faults above;
+  when the patience runs out on one, the message says to raise OPENAI_TIMEOUT for a model that is just slow.
 - Not retried: 400/401/403/404 and any other 4xx, and 429 `insufficient_quota`: one clear EndpointError.
 The API key is never shown: ModelSettings' repr leaves it out and every message is scrubbed of it.
 """
@@ -311,13 +312,8 @@ class ModelClient:
             except (_DeadlineHit, openai.APITimeoutError):
                 # A read timeout also means the deadline passed: no byte for timeout_s since the request began.
                 timeouts += 1
-                problem = f"no answer within {deadline_s:g} s"
-                if timeouts >= 2:
-                    raise self._error(
-                        f"{what}: {problem}, twice: check the server, or raise OPENAI_TIMEOUT (the deadline of a "
-                        "whole answer) for slow models",
-                        deadline_hit=True,
-                    ) from None
+                problem = (f"no answer within {deadline_s:g} s (the deadline of a whole answer: raise OPENAI_TIMEOUT "
+                           "for a slow model)")
             except openai.APIConnectionError as exc:
                 problem = _connection_problem(exc)
                 if fail_fast and problem in ("connection refused", "unknown host"):

@@ -27,7 +27,7 @@ from .backtest import BacktestSettings, Fill
 from .candidate import baseline_source, extract_block, has_delimiters, is_guarded, read_block, read_source, runnable_source, splice_block
 from .config import RunSettings, public_model_config
 from .data import Anonymization, PreparedData, load_prepared
-from .errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, UnsafeCodeError
+from .errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, StorageError, UnsafeCodeError
 from .evaluation import EvalSettings, Evaluation, evaluate_block, finish_gate
 from .learnings import Lesson, for_prompt, render_file
 from .llm import EndpointWait, ModelClient, ModelSettings, display_url, preflight
@@ -46,7 +46,7 @@ from .prompting import (
     sample_rows,
 )
 from .reply import parse_reply
-from .rundir import RunDir, RunState, RunStatus, default_name, now_iso
+from .rundir import RunDir, RunState, RunStatus, check_name, default_name, evaluation_rules, now_iso
 from .sandbox.vet import vet_block
 from .score import score_evaluation
 
@@ -59,6 +59,7 @@ class StopReason(StrEnum):
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
     ENDPOINT = "endpoint_error"  # the model server failed after retries
     SANDBOX = "sandbox_error"  # the sandbox could not run a worker on this machine (no candidate to blame)
+    STORAGE = "storage_error"  # a file of the run could not be written (disk full, read-only)
 
 
 @dataclass(frozen=True)
@@ -222,15 +223,13 @@ class Research:
         self.skeleton: str = config["start_source"]
         self.start_block = extract_block(self.skeleton, "the run's starting trade.py")
         self.proposer: Proposer | None = None  # made on the first proposal, once preflight has resolved the model
-        state = run.read_state()
-        if state is None:
-            raise ConfigError(f"{run.path}: no state.json (the run never started); start a new run")
-        self.state = state
+        self.state = state = run.committed_state()
         self.eval = eval_settings(self.settings, state)
         view = anonymization(self.settings, state, data)
         self.data = view.apply(data) if view is not None else data  # all the model and its candidates see
         self.research = self.data.research_frame()  # never the test rows
         self.records = run.records(state.next_iteration)
+        self.rules = evaluation_rules(self.settings, config["data"])  # kept in each record; RunDir.check compares
         self.session_mark = time.monotonic()
 
     # -- helpers -------------------------------------------------------------------------------
@@ -417,7 +416,7 @@ class Research:
             block: str | None = self.start_block
         else:
             block, fields = self.ask(i, parent, rng)
-        record: dict[str, Any] = {"iteration": i, "parent": parent, "policy": self.settings.policy}
+        record: dict[str, Any] = {"iteration": i, "parent": parent, "policy": self.settings.policy, "evaluated_with": self.rules}
         if block is not None:
             self.write_attempt(i, block)
             self.reporter.phase(i, "evaluating")
@@ -499,9 +498,15 @@ class Research:
         """Stop cleanly: the state stays at the last commit (re-read: a commit may have just landed)."""
         self.state = self.run.read_state() or self.state
         self.records = self.records[: self.state.next_iteration]
-        self.repair(f"it will be redone on `autotrade resume {self.run.name}`")
-        self.commit(replace(self.state, status=RunStatus.STOPPED, stop_reason=reason))
-        self.run.journal("stopped", reason=reason, message=message, next_iteration=self.state.next_iteration, **details)
+        try:
+            self.repair(f"it will be redone on `autotrade resume {self.run.name}`")
+            self.commit(replace(self.state, status=RunStatus.STOPPED, stop_reason=reason))
+            self.run.journal("stopped", reason=reason, message=message, next_iteration=self.state.next_iteration,
+                             **details)
+        except StorageError as exc:
+            # Nothing more can be written (a full disk): state.json keeps the last commit, which already says stopped.
+            if reason != StopReason.STORAGE:
+                reason, message = StopReason.STORAGE, str(exc)
         result = self.result(RunStatus.STOPPED, reason, message)
         self.reporter.end(result)
         return result
@@ -510,7 +515,8 @@ class Research:
         """Iterate until a stop rule holds, Ctrl-C, or an endpoint error; always leave a resumable state."""
         with self.run.locked():
             self.repair()
-            self.commit(replace(self.state, status=RunStatus.RUNNING, stop_reason=None))
+            # Only the lock says "running": a process that dies (killed, disk full) leaves a state that says stopped.
+            self.commit(replace(self.state, status=RunStatus.STOPPED, stop_reason=None))
             self.reporter.begin(self.run, self.settings, self.config["model"], self.standing())
             try:
                 while (reason := self.stop_reason()) is None:
@@ -522,6 +528,8 @@ class Research:
                 return self.stop(StopReason.ENDPOINT, str(exc), deadline_hit=exc.deadline_hit)
             except SandboxError as exc:
                 return self.stop(StopReason.SANDBOX, str(exc))
+            except StorageError as exc:
+                return self.stop(StopReason.STORAGE, str(exc))
             self.commit(replace(self.state, status=RunStatus.FINISHED, stop_reason=reason))
             self.run.journal("finished", reason=reason, iterations=self.state.next_iteration)
             result = self.result(RunStatus.FINISHED, reason)
@@ -560,7 +568,13 @@ def start_run(
     name: str | None = None,
     root: Path = Path("train"),
 ) -> RunResult:
-    """Preflight (model policy), create train/<name>/, and run: iteration 0 is the starting trade.py, then proposals."""
+    """Preflight (model policy), create train/<name>/, and run: iteration 0 is the starting trade.py, then proposals.
+
+    A name that is taken is refused, unless its directory holds a start that never committed (then it is reused);
+    without a name the run gets `<ticker>-<time>`, with a suffix when another run took that in the same second.
+    """
+    if name is not None:
+        check_name(name)  # before anything slow
     data = load_prepared(Path(settings.data_dir))
     source = start_source(Path(settings.start_from) if settings.start_from else None)
     # Before anything is written: prompts that cannot render (they are pinned in config.json, so resume could not
@@ -576,7 +590,7 @@ def start_run(
     runnable_source(source, extract_block(source), "the starting trade.py")
     sandbox = sandbox_layers(reporter)
     ticker = str(data.meta.get("ticker") or data.meta.get("dataset") or "run")
-    run = RunDir.create(root, name or default_name(ticker))
+    run = RunDir.create_unique(root, default_name(ticker)) if name is None else RunDir.create(root, name)
     config = {
         "name": run.name,
         "created_at": datetime.now(timezone.utc).isoformat(),
@@ -593,11 +607,17 @@ def start_run(
         "start_source": source,
         "sandbox": sandbox,
     }
-    run.write_json(run.config_path, config)
-    run.write_state(RunState(rng=rng_state(random.Random(settings.seed)), gate_secret=secrets.randbits(63),
-                             updated_at=now_iso()))
-    run.journal("run_started", settings=settings.to_dict(), policy=settings.policy, model=config["model"], data=config["data"])
-    return Research(run, config, model, data, reporter).drive()
+    with run.locked():  # held on into drive(): no other process can take over the directory meanwhile
+        run.claim()
+        try:
+            run.write_json(run.config_path, config)
+            run.write_state(RunState(rng=rng_state(random.Random(settings.seed)), gate_secret=secrets.randbits(63),
+                                     updated_at=now_iso()))
+            run.journal("run_started", settings=settings.to_dict(), policy=settings.policy, model=config["model"], data=config["data"])
+        except StorageError:
+            run.discard_unstarted()  # nothing was committed: leave no half-made run behind
+            raise
+        return Research(run, config, model, data, reporter).drive()
 
 
 def sandbox_layers(reporter: Reporter) -> dict[str, bool | str]:
@@ -642,6 +662,7 @@ def resume_run(
     patience_s: float | None = None,
 ) -> RunResult:
     """Continue a run exactly where its last commit left it; a finished run just says so."""
+    run.check()
     config = run.read_config()
     settings = RunSettings.from_dict(config["settings"])
     if base_url and not uses_model(settings):

@@ -238,10 +238,10 @@ def _block(run: RunDir, record: Mapping[str, Any]) -> str | None:
         return None
 
 
-def _committed(run: RunDir) -> tuple[RunState | None, list[dict[str, Any]]]:
-    """The committed state and its records (none before the first commit)."""
-    state = run.read_state()
-    return state, (run.records(state.next_iteration) if state else [])
+def _committed(run: RunDir) -> tuple[RunState, list[dict[str, Any]]]:
+    """The committed state and its records; ConfigError when state.json is missing or a file is damaged."""
+    state = run.committed_state()
+    return state, run.records(state.next_iteration)
 
 
 def _returns(evaluation: Evaluation, windows: Sequence[str]) -> np.ndarray:
@@ -482,6 +482,7 @@ def build_report(
     from .config import RunSettings
     from .loop import anonymization, eval_settings
 
+    run.check()
     config = run.read_config()
     settings = RunSettings.from_dict(config["settings"])
     state, records = _committed(run)
@@ -494,8 +495,8 @@ def build_report(
 
     blocks = {int(r["iteration"]): _block(run, r) for r in records}
     ok = [int(r["iteration"]) for r in records if r.get("status") == "ok" and blocks.get(int(r["iteration"]))]
-    population = tuple(int(m["iteration"]) for m in (state.population if state else []))
-    best = state.best_iteration if state else None
+    population = tuple(int(m["iteration"]) for m in state.population)
+    best = state.best_iteration
     notes: list[str] = []
 
     # Re-evaluate ok trials on train and validation for their per-bar curves; they passed the look-ahead gate already.
@@ -576,7 +577,7 @@ def build_report(
             "anonymized": view is not None,
         },
         state=str(run.status()),
-        stop_reason=state.stop_reason if state else None,
+        stop_reason=state.stop_reason,
         max_iter=settings.max_iter,
         rows=rows,
         population=population,
@@ -692,16 +693,17 @@ def summarize_run(run: RunDir) -> RunSummary:
         config = run.read_config()
         state, records = _committed(run)
         reveals: tuple[Reveal, ...] = read_reveals(run)
+        journal, status = run.read_journal(), run.status()
     except AutotradeError as exc:
         return _damaged(run, str(exc))
-    best = state.best_iteration if state else None
+    best = state.best_iteration
     best_record = records[best] if best is not None and best < len(records) else {}
     test_return = next((r.test_return(best) for r in reversed(reveals) if best is not None and best in r.test), None)
     taxonomy = failure_taxonomy(records)
     blocks = {int(r["iteration"]): _block(run, r) for r in records}
     ok = [int(r["iteration"]) for r in records if r.get("status") == "ok"]
     diversity = measure_diversity(blocks, ok, [], {})
-    spend = spend_of(records, run.read_journal(), state, run.is_active(), run_policy(config))
+    spend = spend_of(records, journal, state, run.is_active(), run_policy(config))
     saved = _saved_summary(run, len(records))
     top = taxonomy.by_error[0] if taxonomy.by_error else None
     return RunSummary(
@@ -711,8 +713,8 @@ def summarize_run(run: RunDir) -> RunSummary:
         endpoint=endpoint_host(config),
         policy=run_policy(config),
         objective=str((config.get("settings") or {}).get("objective") or "val_return"),
-        state=str(run.status()),
-        stop_reason=state.stop_reason if state else None,
+        state=str(status),
+        stop_reason=state.stop_reason,
         data_sha256=(config.get("data") or {}).get("sha256"),
         iterations=len(records),
         ok=len(ok),
@@ -743,8 +745,8 @@ def _saved_summary(run: RunDir, iterations: int) -> dict[str, Any]:
         saved = run.read_json(path)
     except AutotradeError:
         return {}
-    values = saved.get("summary") or {}
-    return values if values.get("iterations") == iterations else {}
+    values = saved.get("summary") if isinstance(saved, dict) else None
+    return values if isinstance(values, dict) and values.get("iterations") == iterations else {}
 
 
 def _damaged(run: RunDir, problem: str) -> RunSummary:

@@ -288,7 +288,7 @@ def runs_table(rows: Sequence[RunSummary], title: str) -> Table:
     for r in rows:
         who = r.model if r.policy == "model" else f"{r.policy} policy"
         test = pct(r.test_return) if r.test_revealed_at else "not revealed"
-        state = r.state if not r.problem else f"damaged: {short(r.problem, 60)}"
+        state = r.state if not r.problem else f"damaged: {short(r.problem, 120)}"
         table.add_row(*plain((r.name, who, r.endpoint, str(r.iterations), share(r.ok_share), pct(r.best_val_return), test, state)))
     return table
 

@@ -100,11 +100,14 @@ def test_dropped_connections_until_the_end_say_so(openai_server: OpenAIServer) -
         client_for(openai_server, max_retries=2).complete(MESSAGES)
 
 
-def test_timeout_is_retried_once_then_fails(openai_server: OpenAIServer) -> None:
-    openai_server.script([Slow(5.0)] * 3)
-    with pytest.raises(EndpointError, match=r"no answer within 0.3 s, twice: .*OPENAI_TIMEOUT"):
-        client_for(openai_server, timeout_s=0.3).complete(MESSAGES)
-    assert len(openai_server.chat_requests) == 2
+def test_a_timeout_is_retried_while_the_patience_lasts_then_names_the_deadline(openai_server: OpenAIServer) -> None:
+    # A hung or reloading server misses deadlines: the patience covers timeouts as it covers refusals.
+    openai_server.script([Slow(5.0)] * 8)
+    started = time.monotonic()
+    with pytest.raises(EndpointError, match=r"over .*last: no answer within 0.3 s .*raise OPENAI_TIMEOUT") as caught:
+        client_for(openai_server, timeout_s=0.3, patience_s=1.0).complete(MESSAGES)
+    assert 3 <= len(openai_server.chat_requests) <= 5 and time.monotonic() - started < 3.0
+    assert caught.value.deadline_hit
 
 
 def test_one_timeout_then_a_reply_succeeds(openai_server: OpenAIServer) -> None:
@@ -209,8 +212,8 @@ def test_a_reply_trickled_past_the_deadline_is_cut_at_the_deadline(openai_server
     # One byte every 30 ms never trips a 0.5 s read timeout; only a deadline on the whole reply stops it.
     openai_server.script([Trickle(0.03)] * 2)
     started = time.monotonic()
-    with pytest.raises(EndpointError, match=r"no answer within 0.5 s, twice: .*OPENAI_TIMEOUT") as caught:
-        client_for(openai_server, model="test-model", timeout_s=0.5).complete(MESSAGES)
+    with pytest.raises(EndpointError, match=r"no answer within 0.5 s .*OPENAI_TIMEOUT") as caught:
+        client_for(openai_server, model="test-model", timeout_s=0.5, max_retries=2).complete(MESSAGES)
     assert time.monotonic() - started < 1.5
     assert caught.value.deadline_hit
     assert len(openai_server.chat_requests) == 2
@@ -230,8 +233,8 @@ def test_a_reply_within_the_deadline_has_no_deadline_hits(openai_server: OpenAIS
 def test_the_model_list_has_a_deadline_too(openai_server: OpenAIServer) -> None:
     openai_server.script_models([Trickle(0.03)] * 2)
     started = time.monotonic()
-    with pytest.raises(EndpointError, match="no answer within 0.5 s, twice"):
-        client_for(openai_server, timeout_s=0.5).list_models()
+    with pytest.raises(EndpointError, match="no answer within 0.5 s"):
+        client_for(openai_server, timeout_s=0.5, max_retries=2).list_models()
     assert time.monotonic() - started < 1.5
 
 

@@ -280,11 +280,12 @@ def test_a_reply_cut_at_the_deadline_is_counted_in_the_iteration_record(openai_s
     assert [(r["status"], r.get("deadline_hits")) for r in records(result.path)] == [("ok", None), ("ok", 1)]
 
 
-def test_replies_cut_at_the_deadline_twice_stop_the_run_and_the_journal_says_so(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
-    openai_server.script([Trickle(0.03)] * 2)
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server, timeout_s=0.5))
+def test_replies_cut_at_the_deadline_until_the_patience_is_spent_stop_the_run_and_the_journal_says_so(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+    openai_server.script([Trickle(0.03)] * 4)
+    endpoint = quick_retries(openai_server, timeout_s=0.5, patience_s=0.9)
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=endpoint)
     assert (result.status, result.stop_reason, result.iterations) == ("stopped", "endpoint_error", 1)
-    assert "no answer within 0.5 s, twice" in result.message
+    assert "no answer within 0.5 s" in result.message and "endpoint patience" in result.message
     stopped = [e for e in RunDir(result.path).read_journal() if e["event"] == "stopped"]
     assert stopped[-1]["deadline_hit"] is True
 
