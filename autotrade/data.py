@@ -33,7 +33,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from autotrade.errors import ConfigError, DataError
+from autotrade.errors import ConfigError, DataError, StorageError
 from autotrade.fileio import atomic_write_bytes, atomic_write_json
 
 Notify = Callable[[str], None]
@@ -785,10 +785,8 @@ def _publish(data_dir: Path, source: _Source, splits: Splits, notes: list[str]) 
         for file, payload in payloads.items():
             atomic_write_bytes(data_dir / file, payload)
         atomic_write_json(data_dir / "meta.json", meta)
-    except OSError as exc:  # e.g. --data names a file, or a directory we may not write to
-        reason = exc.strerror or type(exc).__name__
-        where = f" ({exc.filename})" if exc.filename else ""
-        raise DataError(f"cannot write the prepared data to {data_dir}: {reason}{where}") from None
+    except StorageError as exc:  # e.g. --data names a file, a directory we may not write to, a full disk
+        raise DataError(f"cannot write the prepared data to {data_dir}: {exc}") from None
     return PreparedData(frame, splits, meta)
 
 
