@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .backtest import WindowResult, run_window
 from .data import PreparedData
@@ -156,8 +157,12 @@ def reveal_holdout(
     settings: EvalSettings,
     *,
     at: str | None = None,
+    real_test_start: pd.Timestamp | None = None,
 ) -> Holdout:
     """Evaluate the members on train, validation and test, record the look, and return it with every earlier look.
+
+    `real_test_start` is the test window's real first date when `data` is an anonymized view (`run --anonymize`):
+    the record keeps the real calendar, as the report shows it.
 
     The look-ahead gate stays on: a strategy could behave differently only on bars it has never been run on.
     With no members nothing is evaluated and nothing is recorded.
@@ -182,7 +187,7 @@ def reveal_holdout(
         {
             "version": HOLDOUT_VERSION,
             "note": "Every evaluation of this run's strategies on the held-out test window, oldest first.",
-            "test_start": str(data.splits.test_start.date()),
+            "test_start": str((real_test_start if real_test_start is not None else data.splits.test_start).date()),
             "data_sha256": str(data.meta.get("sha256")),
             "reveals": [r.to_dict() for r in reveals],
         },

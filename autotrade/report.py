@@ -514,7 +514,8 @@ def build_report(
         withheld = (f"Run {run.name} is still running, so its population may still change: the test window was not evaluated. "
                     f"Report it once it stops, or now with `autotrade report {run.name} --reveal-running`.")
     if holdout and not withheld:
-        seen = reveal_holdout(run, [i for i in population if blocks.get(i)], {i: str(b) for i, b in blocks.items() if b}, data, evaluation_settings, at=at)
+        seen = reveal_holdout(run, [i for i in population if blocks.get(i)], {i: str(b) for i, b in blocks.items() if b},
+                              data, evaluation_settings, at=at, real_test_start=real.splits.test_start)
     else:
         seen = Holdout(reveals=read_reveals(run), buy_and_hold=buy_and_hold_windows(data, evaluation_settings, ("train", "val")),
                        withheld=withheld)

@@ -67,3 +67,15 @@ def test_the_shift_never_leaves_the_range_pandas_can_hold(secret: int) -> None:
     for last in (pd.Timestamp("2018-12-31"), pd.Timestamp("2200-01-01")):
         view = Anonymization.from_secret(secret, last)
         assert pd.Timestamp("1700-01-01") < last + view.shift < pd.Timestamp("2260-01-01")
+
+
+def test_the_holdout_record_of_an_anonymized_run_names_the_real_test_start(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
+    import json
+
+    openai_server.script([Reply(answer(sma_block(5, 20), "SMA 5/20"))])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, anonymize=True)
+    build_report(RunDir(result.path), holdout=True)
+    recorded = json.loads((result.path / "holdout.json").read_text())
+    assert recorded["test_start"] == str(load_prepared(small_data).splits.test_start.date())
