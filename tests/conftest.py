@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +35,10 @@ def synthetic_ohlcv(rows: int, seed: int, start: str) -> pd.DataFrame:
     close = 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 0.012, rows)))
     return pd.DataFrame({"Open": close, "High": close * 1.01, "Low": close * 0.99, "Close": close,
                          "Adj Close": close, "Volume": np.full(rows, 1e6)}, index=index)
+
+
+def working_copy(lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding a fresh copy of `lab`'s train/ (module-scoped runs stay pristine)."""
+    shutil.copytree(lab / "train", tmp_path / "train")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import working_copy
 import typer
 from test_report import MIXED, KEY_ERROR, good, make_run, prepare_small
 from typer.testing import CliRunner, Result
@@ -51,9 +51,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def here(lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory holding a fresh copy of the runs in train/."""
-    shutil.copytree(lab / "train", tmp_path / "train")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return working_copy(lab, tmp_path, monkeypatch)
 
 
 def test_report_prints_the_tables_and_summary_and_writes_its_files(here: Path) -> None:

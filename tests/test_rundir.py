@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import working_copy
 from test_loop import records, settings, small_data  # noqa: F401 - fixture
 from typer.testing import CliRunner, Result
 
@@ -39,9 +40,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> Path:  # 
 @pytest.fixture
 def here(lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory holding a fresh copy of the lab's train/."""
-    shutil.copytree(lab / "train", tmp_path / "train")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return working_copy(lab, tmp_path, monkeypatch)
 
 
 def invoke(*args: str) -> Result:
