@@ -15,7 +15,6 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -31,24 +30,7 @@ from .sandbox.lookahead import (TAIL_ROWS, check_lookahead, cut_plan, position_c
 from .sandbox.vet import vet_block
 from .sandbox.oneshot import begin_one_shot
 from .sandbox.worker import CandidateOutput, Limits, run_candidate
-
-
-class Status(StrEnum):
-    """The outcome of evaluating one candidate."""
-
-    OK = "ok"
-    EMPTY = "empty"  # the reply had no content at all
-    TRUNCATED = "truncated"  # the reply hit the token limit (finish_reason "length")
-    PARSE_ERROR = "parse_error"  # the reply held no usable code
-    SYNTAX_ERROR = "syntax_error"  # the block does not compile
-    REJECTED = "rejected"  # vetting refused something outside the allowed surface
-    RUNTIME_ERROR = "runtime_error"  # the candidate raised
-    TIMEOUT = "timeout"  # killed after the wall-clock or CPU limit
-    MEMORY = "memory"  # killed at the address-space limit
-    BAD_SIGNAL = "bad_signal"  # a signal other than -1/0/1 (or NaN/None for hold)
-    LOOKAHEAD = "lookahead"  # features or signals change when later bars are removed
-    NO_TRADES = "no_trades"  # never trades in the validation window: a do-nothing strategy
-    NAN_EQUITY = "nan_equity"  # the equity curve is not finite
+from .status import Status
 
 
 RESEARCH_WINDOWS = ("train", "val")

@@ -3,7 +3,7 @@
 Inputs are the evaluation's per-window metric dicts, ``windows = {"train": metrics, "val": metrics}``, each with the
 engine's keys: total_return, cagr, sharpe (annualised), sortino, max_drawdown (negative fraction), calmar, num_trades,
 win_rate, exposure (0..1), turnover, total_costs, final_equity, buy_and_hold_return, buy_and_hold_sharpe, bars.
-Statuses are plain strings with the values of ``autotrade.evaluation.Status`` (a StrEnum, so its members pass as is).
+Statuses are plain strings with the values of ``autotrade.status.Status`` (a StrEnum, so its members pass as is).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from enum import StrEnum
 import numpy as np
 
 from autotrade.metrics import bar_returns, sharpe_ratio
+from autotrade.status import Status
 
 
 class Objective(StrEnum):
@@ -30,27 +31,8 @@ class Objective(StrEnum):
 DEFAULT_OBJECTIVE = Objective.VAL_RETURN
 DEFAULT_ROBUST_K = 4  # sub-windows of train + validation for the robust objective
 
-# Mirrors autotrade.evaluation.Status (not imported: objectives stay importable without the evaluation stack).
-STATUSES = frozenset(
-    {
-        "ok",
-        "empty",
-        "truncated",
-        "parse_error",
-        "syntax_error",
-        "rejected",
-        "runtime_error",
-        "timeout",
-        "memory",
-        "bad_signal",
-        "lookahead",
-        "no_trades",
-        "nan_equity",
-    }
-)
-_INVALID_CODE = frozenset(
-    {"empty", "truncated", "parse_error", "syntax_error", "rejected", "runtime_error", "timeout", "memory", "bad_signal"}
-)
+STATUSES = frozenset(Status)
+_INVALID_CODE = frozenset(s for s in Status if s.invalid_code)
 
 # TradePool rubric weights (sum to 1).
 RUBRIC_WEIGHTS: Mapping[str, float] = {

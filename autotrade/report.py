@@ -30,6 +30,7 @@ from .metrics import periods_per_year
 from .plots import chain_windows
 from .rundir import RunDir, RunState, now_iso
 from .stats import Degradation, deflated_sharpe_ratio, degradation, expected_max_sharpe, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
+from .status import Status
 
 MAX_TRIALS = 200  # ok trials re-evaluated for PBO (about 0.1 s each); beyond it an evenly spaced subset
 PBO_BLOCKS = 16
@@ -37,22 +38,6 @@ PBO_MIN_TRIALS = 4
 REPORT_JSON = "report.json"
 
 # Failures without an exception type, named for the failure table.
-FAILURE_LABELS = {
-    "empty": "empty reply",
-    "truncated": "truncated reply",
-    "parse_error": "unparseable reply",
-    "syntax_error": "SyntaxError",
-    "rejected": "rejected by vetting",
-    "runtime_error": "runtime error",
-    "timeout": "timeout",
-    "memory": "out of memory",
-    "bad_signal": "bad signal",
-    "lookahead": "look-ahead",
-    "no_trades": "no trades",
-    "nan_equity": "NaN equity",
-}
-
-
 # -- pieces of the report ----------------------------------------------------------------------------
 
 
@@ -279,7 +264,7 @@ def failure_taxonomy(records: Sequence[Mapping[str, Any]]) -> Taxonomy:
     total = len(records)
     statuses = Counter(str(r.get("status")) for r in records)
     failures = [r for r in records if r.get("status") != "ok"]
-    kinds = Counter(str(r.get("error_type") or FAILURE_LABELS.get(str(r.get("status")), r.get("status"))) for r in failures)
+    kinds = Counter(str(r.get("error_type") or _failure_label(r.get("status"))) for r in failures)
     return Taxonomy(
         iterations=total,
         failures=len(failures),
@@ -758,3 +743,11 @@ def _damaged(run: RunDir, problem: str) -> RunSummary:
         best_objective=None, test_return=None, test_revealed_at=None, top_failure=None, distinct_strategies=0,
         prompt_tokens=0, completion_tokens=0, model_s=0.0, eval_s=0.0, wall_s=0.0, dsr=None, pbo=None, problem=problem,
     )
+
+
+def _failure_label(status: Any) -> str:
+    """The taxonomy's name for a recorded status (the raw value when it is none of ours)."""
+    try:
+        return Status(status).label
+    except ValueError:
+        return str(status)

@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CandidateError, SandboxError
+from ..status import Status
 from ..untrusted import clean_text, first_unsafe
 from . import launch, layers
 from .execute import (bar_label, candidate_error, compile_block, compute_features, compute_features_and_signals,
@@ -62,7 +63,7 @@ SET_UP = b"S"  # a child's first byte on its result pipe: its layers are in plac
 _INTERNAL_ERROR = 70  # exit code of a child whose set-up failed (EX_SOFTWARE)
 _HEADER_CAP = 1 << 20  # bytes of JSON header a child may send back
 _FRAME_DTYPES = ("float64", "int64", "bool")  # sent as is; anything else is sent as float64
-_STATUSES = frozenset({"ok", "syntax_error", "runtime_error", "memory", "bad_signal", "timeout", "lookahead"})
+_STATUSES = frozenset(status.value for status in Status if status.from_worker)
 
 
 @dataclasses.dataclass(frozen=True)

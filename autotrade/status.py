@@ -1,0 +1,67 @@
+"""The outcome of evaluating one candidate: every status, and what each means to the parts that read it.
+
+A status is one member of `Status` plus its line in `_TRAITS`; the objectives, the report and the
+sandbox read what they need from here, so adding one touches this file alone. It imports nothing
+heavy: objectives and the sandbox child use it without loading the evaluation stack.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import NamedTuple
+
+
+class Status(StrEnum):
+    """The outcome of evaluating one candidate (a StrEnum: records hold the plain strings)."""
+
+    OK = "ok"
+    EMPTY = "empty"  # the reply had no content at all
+    TRUNCATED = "truncated"  # the reply hit the token limit (finish_reason "length")
+    PARSE_ERROR = "parse_error"  # the reply held no usable code
+    SYNTAX_ERROR = "syntax_error"  # the block does not compile
+    REJECTED = "rejected"  # vetting refused something outside the allowed surface
+    RUNTIME_ERROR = "runtime_error"  # the candidate raised
+    TIMEOUT = "timeout"  # killed after the wall-clock or CPU limit
+    MEMORY = "memory"  # killed at the address-space limit
+    BAD_SIGNAL = "bad_signal"  # a signal other than -1/0/1 (or NaN/None for hold)
+    LOOKAHEAD = "lookahead"  # features or signals change when later bars are removed
+    NO_TRADES = "no_trades"  # never trades in the validation window: a do-nothing strategy
+    NAN_EQUITY = "nan_equity"  # the equity curve is not finite
+
+    @property
+    def label(self) -> str:
+        """How the report's failure taxonomy names it."""
+        return _TRAITS[self].label
+
+    @property
+    def invalid_code(self) -> bool:
+        """The code never produced a usable strategy (the rubric's hard gate on valid code)."""
+        return _TRAITS[self].invalid_code
+
+    @property
+    def from_worker(self) -> bool:
+        """A sandboxed worker child may report it (anything else from a child is malformed)."""
+        return _TRAITS[self].from_worker
+
+
+class _Traits(NamedTuple):
+    label: str
+    invalid_code: bool
+    from_worker: bool
+
+
+_TRAITS: dict[Status, _Traits] = {
+    Status.OK: _Traits("ok", False, True),
+    Status.EMPTY: _Traits("empty reply", True, False),
+    Status.TRUNCATED: _Traits("truncated reply", True, False),
+    Status.PARSE_ERROR: _Traits("unparseable reply", True, False),
+    Status.SYNTAX_ERROR: _Traits("SyntaxError", True, True),
+    Status.REJECTED: _Traits("rejected by vetting", True, False),
+    Status.RUNTIME_ERROR: _Traits("runtime error", True, True),
+    Status.TIMEOUT: _Traits("timeout", True, True),
+    Status.MEMORY: _Traits("out of memory", True, True),
+    Status.BAD_SIGNAL: _Traits("bad signal", True, True),
+    Status.LOOKAHEAD: _Traits("look-ahead", False, True),
+    Status.NO_TRADES: _Traits("no trades", False, False),
+    Status.NAN_EQUITY: _Traits("NaN equity", False, False),
+}
