@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
+from .fmt import pct
 
 if TYPE_CHECKING:
     from .config import RunSettings
@@ -77,11 +78,6 @@ def who_proposes(settings: RunSettings, model: Mapping[str, Any]) -> str:
 
 
 # -- rendering -------------------------------------------------------------------------------------
-
-
-def pct(value: float | None) -> str:
-    """A fraction as a signed percentage; '—' when missing."""
-    return "—" if value is None else f"{value * 100:+.2f}%"
 
 
 def score_text(objective: str, value: float | None) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .fmt import pct
+
 HEADER = "# Learnings\n\nOne entry per iteration: the model's hypothesis, then the harness's actual results.\n"
 TITLE_CHARS = 100  # a compacted line keeps this much of the hypothesis title
 
@@ -54,8 +56,8 @@ class Lesson:
 
 
 def percent(value: float | None) -> str:
-    """A fraction as a signed percentage with two decimals; 'n/a' when missing."""
-    return "n/a" if value is None else f"{value * 100:+.2f}%"
+    """A fraction as a signed percentage with two decimals; 'n/a' when missing (the model reads these lines)."""
+    return pct(value, missing="n/a")
 
 
 def system_line(lesson: Lesson) -> str:

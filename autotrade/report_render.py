@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .fmt import pct
 from .plots import equity_plot, objective_plot
 from .report import REPORT_JSON, Report, RunSummary, summary
 
@@ -27,11 +28,6 @@ OBJECTIVE_PNG = "report_objective.png"
 
 
 # -- formatting ----------------------------------------------------------------------------------------
-
-
-def pct(value: float | None, digits: int = 2) -> str:
-    """A fraction as a signed percentage; '—' when missing."""
-    return "—" if value is None or not math.isfinite(value) else f"{value * 100:+.{digits}f}%"
 
 
 def num(value: float | None, digits: int = 2) -> str:

@@ -13,7 +13,8 @@ from typer.testing import CliRunner, Result
 from autotrade import cli, cli_report
 from autotrade.holdout import HOLDOUT_FILE
 from autotrade.report import summarize_run
-from autotrade.report_render import HTML_FILE, pct
+from autotrade.fmt import pct
+from autotrade.report_render import HTML_FILE
 from autotrade.rundir import RunDir
 
 

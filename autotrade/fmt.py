@@ -1,0 +1,10 @@
+"""Numbers as the product prints them: one rule for the CLI, the report and the learnings the model reads."""
+
+from __future__ import annotations
+
+import math
+
+
+def pct(value: float | None, digits: int = 2, missing: str = "—") -> str:
+    """A fraction as a signed percentage (0.0312 -> '+3.12%'); `missing` when absent or not finite."""
+    return missing if value is None or not math.isfinite(value) else f"{value * 100:+.{digits}f}%"
