@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
-from .fmt import pct
+from .fmt import hms, pct
 
 if TYPE_CHECKING:
     from .config import RunSettings
@@ -89,8 +89,7 @@ def score_text(objective: str, value: float | None) -> str:
 
 def duration(seconds: float) -> str:
     """Seconds as h:mm:ss."""
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return hms(int(seconds))
 
 
 def why_failed(record: Mapping[str, Any]) -> str:

@@ -249,7 +249,10 @@ def read_ohlcv_csv(path: Path | str, *, notify: Notify = _ignore) -> pd.DataFram
 
 def _csv_bytes(path: Path) -> bytes:
     """A CSV file's bytes, decompressed; DataError unless it is a regular file of at most MAX_CSV_BYTES (decompressed)."""
-    too_large = f"{path}: larger than the {MAX_CSV_BYTES // 2**20} MB a CSV may hold"
+    def too_large(what: str = "") -> DataError:
+        return DataError(f"{path}: larger than the {MAX_CSV_BYTES // 2**20} MB a CSV may hold{what}: keep the rows "
+                         "and columns you need, or resample to longer bars")
+
     try:
         # O_NONBLOCK: opening a FIFO that has no writer would otherwise wait forever before fstat could refuse it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -258,13 +261,14 @@ def _csv_bytes(path: Path) -> bytes:
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd).st_mode
+        status = os.fstat(fd)
+        mode = status.st_mode
         if stat.S_ISDIR(mode):
             raise DataError(f"{path}: is a directory, not a CSV file")
         if not stat.S_ISREG(mode):
             raise DataError(f"{path}: not a regular file (a pipe, device or socket): give a CSV file")
-        if os.fstat(fd).st_size > MAX_CSV_BYTES:
-            raise DataError(f"{too_large}: keep the rows and columns you need, or resample to longer bars")
+        if status.st_size > MAX_CSV_BYTES:
+            raise too_large()
         try:
             head = handle.read(6)
             handle.seek(0)
@@ -278,7 +282,7 @@ def _csv_bytes(path: Path) -> bytes:
         except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:  # e.g. a truncated or corrupt archive
             raise DataError(f"{path}: cannot read: {_one_line(str(exc))}") from None
     if len(payload) > MAX_CSV_BYTES:
-        raise DataError(f"{too_large} (decompressed): keep the rows and columns you need, or resample to longer bars")
+        raise too_large(" (decompressed)")
     return payload
 
 

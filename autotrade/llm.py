@@ -4,9 +4,9 @@ Retries are this module's own loop (the client runs with `max_retries=0`), so th
 test and also cover faults the client cannot see: a 200 whose body is not JSON or holds no choice.
 - Retried, with exponential backoff and jitter, for as long as the endpoint patience lasts (`patience_s`,
   counted from the first fault: a model server restarted overnight comes back within it): connection errors,
-  requests past their deadline, 408/409/429/500/502/503/504, non-JSON bodies, completions without a choice. `Retry-After` /
-  `retry-after-ms` are honoured, capped. `max_retries`, when set, also caps the tries in all (the first
-  included).
+  requests past their deadline, 408/409/429/500/502/503/504, non-JSON bodies, completions without a choice.
+  `Retry-After` / `retry-after-ms` are honoured, capped. `max_retries`, when set, also caps the tries in all
+  (the first included).
 - A request has a deadline: its whole answer within `timeout_s` of wall clock. The read timeout alone
   restarts with every byte, so a server that trickles its answer could hold one request for hours. A hung
   or reloading server misses deadlines too, so they are retried within the patience like the faults above;

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .fmt import pct
+from .fmt import hms, pct
 from .plots import equity_plot, objective_plot
 from .report import REPORT_JSON, Report, RunSummary, summary
 
@@ -44,8 +44,7 @@ def duration(seconds: float) -> str:
     """Seconds as '12.3 s' under a minute, else h:mm:ss."""
     if seconds < 60:
         return f"{seconds:.1f} s"
-    whole = round(seconds)
-    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+    return hms(round(seconds))
 
 
 def objective_text(objective: str, value: float | None) -> str:
