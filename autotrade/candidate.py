@@ -11,7 +11,7 @@ import ast
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigError
+from autotrade.errors import ConfigError
 
 # The original harness's markers, so its users' files keep working.
 BLOCK_START = "# --- THESE ARE THE FUNCTIONS THE AGENT SHOULD MODIFY ---"

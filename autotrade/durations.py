@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from .errors import ConfigError
+from autotrade.errors import ConfigError
 
 _DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$")
 MAX_DURATION_S = 7 * 86_400.0  # a week: longer is a typo, not a plan

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageError
+from autotrade.errors import StorageError
 
 # Temporary files are created 0600; published files get the usual 0644 so other tools can read them.
 _FILE_MODE = 0o644

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ConfigError
+from autotrade.errors import ConfigError
 
 Kinds = tuple[type, ...]
 

@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 
 import autotrade
-from autotrade.backtest import BacktestSettings, Fill, run_window
+from autotrade.engine.backtest import BacktestSettings, Fill, run_window
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.data import PreparedData, load_bundled, load_prepared, prepare_data
-from autotrade.evaluation import evaluate_block
-from autotrade.metrics import METRIC_KEYS, periods_per_year
+from autotrade.evaluation.evaluate import evaluate_block
+from autotrade.engine.metrics import METRIC_KEYS, periods_per_year
 
 SEED_SETTINGS = BacktestSettings(fill=Fill.CLOSE, cost_bps=0.0)
 ORIGINAL = Path(__file__).with_name("original_trade.py")

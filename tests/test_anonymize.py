@@ -12,9 +12,9 @@ from test_loop import answer, sma_block, small_data, start  # noqa: F401 - fixtu
 
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.data import Anonymization, load_prepared
-from autotrade.evaluation import EvalSettings, evaluate_block
-from autotrade.report import build_report
-from autotrade.rundir import RunDir
+from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
+from autotrade.report.compute import build_report
+from autotrade.research.rundir import RunDir
 
 REAL_DATES = re.compile(r"\b(2014|2015|2016|2017|2018)-\d\d-\d\d\b")
 

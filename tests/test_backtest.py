@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autotrade.backtest import BacktestSettings, Fill, run_window
+from autotrade.engine.backtest import BacktestSettings, Fill, run_window
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.metrics import METRIC_KEYS
+from autotrade.engine.metrics import METRIC_KEYS
 from autotrade.sandbox.execute import compute_features_and_signals, exec_block
 
 CASH = 10_000.0

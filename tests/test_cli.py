@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autotrade.cli import app
+from autotrade.cli.app import app
 
 runner = CliRunner()
 
@@ -83,7 +83,7 @@ def test_prepare_with_a_broken_csv_names_the_file_and_line(tmp_path: Path) -> No
 
 
 def test_help_does_not_import_heavy_modules() -> None:
-    probe = "import sys, autotrade.cli; print(sorted({'pandas', 'openai', 'yfinance', 'matplotlib'} & set(sys.modules)))"
+    probe = "import sys, autotrade.cli.app; print(sorted({'pandas', 'openai', 'yfinance', 'matplotlib'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

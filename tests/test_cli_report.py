@@ -10,12 +10,13 @@ import typer
 from test_report import MIXED, KEY_ERROR, good, make_run, prepare_small
 from typer.testing import CliRunner, Result
 
-from autotrade import cli, cli_report
-from autotrade.holdout import HOLDOUT_FILE
-from autotrade.report import summarize_run
+from autotrade.cli import app as cli
+from autotrade.cli import report as cli_report
+from autotrade.report.holdout import HOLDOUT_FILE
+from autotrade.report.compute import summarize_run
 from autotrade.fmt import pct
-from autotrade.report_render import HTML_FILE
-from autotrade.rundir import RunDir
+from autotrade.report.render import HTML_FILE
+from autotrade.research.rundir import RunDir
 
 
 def app_under_test() -> typer.Typer:

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from autotrade.cli_research import PlainReporter, RichReporter
-from autotrade.config import RunSettings
-from autotrade.llm import EndpointWait
-from autotrade.loop import Standing
+from autotrade.cli.research import PlainReporter, RichReporter
+from autotrade.research.config import RunSettings
+from autotrade.propose.client import EndpointWait
+from autotrade.research.loop import Standing
 
 STANDING = Standing(done=3, max_iter=10, best_iteration=0, best_score=0.1, fail_streak=0, max_fails=5, tokens=0, elapsed_s=0.0)
 REFUSED = EndpointWait(problem="connection refused", tries=2, retry_in_s=4.0, patience_left_s=1790.0)

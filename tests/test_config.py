@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from autotrade.config import DEFAULT_API_KEY, DEFAULT_BASE_URL, RunSettings, load_env_file, model_settings, public_model_config
+from autotrade.research.config import DEFAULT_API_KEY, DEFAULT_BASE_URL, RunSettings, load_env_file, model_settings, public_model_config
 from autotrade.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.diversity import measure_diversity, position_correlation, profile_block
+from autotrade.report.diversity import measure_diversity, position_correlation, profile_block
 
 
 def sma(fast: int, slow: int, fast_name: str = "fast", slow_name: str = "slow") -> str:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from autotrade.backtest import BacktestSettings, Fill
+from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.data import PreparedData, load_prepared
-from autotrade.evaluation import EvalSettings, Status, evaluate_block
+from autotrade.evaluation.evaluate import EvalSettings, Status, evaluate_block
 
 BASELINE = extract_block(baseline_source())
 SEED = EvalSettings(backtest=BacktestSettings(fill=Fill.CLOSE, cost_bps=0.0))

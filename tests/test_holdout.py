@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from test_report import MIXED, copy_run, make_run, prepare_small
 
-from autotrade.backtest import BacktestSettings, Fill
+from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.data import load_prepared
 from autotrade.errors import ConfigError
-from autotrade.evaluation import EvalSettings, evaluate_block
-from autotrade.holdout import HOLDOUT_FILE, read_reveals
-from autotrade.report import build_report, summary
-from autotrade.report_render import holdout_section
-from autotrade.rundir import RunDir
+from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
+from autotrade.report.holdout import HOLDOUT_FILE, read_reveals
+from autotrade.report.compute import build_report, summary
+from autotrade.report.render import holdout_section
+from autotrade.research.rundir import RunDir
 
 FIRST = "2030-01-01T00:00:00+00:00"
 LATER = "2030-02-01T00:00:00+00:00"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autotrade.learnings import Lesson, compact, entry, for_prompt, render_file
+from autotrade.research.learnings import Lesson, compact, entry, for_prompt, render_file
 
 
 def lesson(i: int, status: str = "ok", hypothesis: str = "", val: float | None = 0.05) -> Lesson:

@@ -11,7 +11,7 @@ import pytest
 from openai_server import NO_CHOICES, Drop, Fault, OpenAIServer, Raw, Reply, Slow, Trickle, openai_server  # noqa: F401
 
 from autotrade.errors import ConfigError, EndpointError
-from autotrade.llm import EndpointWait, ModelClient, ModelSettings, is_openai_reasoning_model, preflight
+from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings, is_openai_reasoning_model, preflight
 
 KEY = "sk-test-secret-key-0123456789"
 MESSAGES = [{"role": "system", "content": "You write strategies."}, {"role": "user", "content": "x" * 400}]

@@ -18,8 +18,8 @@ import pytest
 from autotrade.data import load_bundled
 from autotrade.errors import CandidateError
 from autotrade.data import PreparedData, Splits
-from autotrade.evaluation import EvalSettings, evaluate_block, finish_gate, run_gated
-from autotrade.sandbox.lookahead import (MIN_ROWS, check_lookahead, cut_plan, cut_points, position_changes,
+from autotrade.evaluation.evaluate import EvalSettings, evaluate_block, finish_gate, run_gated
+from autotrade.evaluation.lookahead import (MIN_ROWS, check_lookahead, cut_plan, cut_points, position_changes,
                                          random_strata, seed_for, signal_changes, split_for_budget, whole_cuts)
 from autotrade.sandbox.worker import GateStep, Limits, run_candidate
 

@@ -14,15 +14,15 @@ import pytest
 from openai_server import Drop, Fault, OpenAIServer, Recorded, Reply, Trickle, openai_server  # noqa: F401 - fixture
 
 from autotrade.candidate import BLOCK_START, GUARD
-from autotrade.cli_research import PlainReporter
-from autotrade.config import RunSettings, model_settings
+from autotrade.cli.research import PlainReporter
+from autotrade.research.config import RunSettings, model_settings
 from autotrade.data import load_bundled, prepare_data
 from autotrade.errors import ConfigError
-from autotrade.llm import ModelSettings
-from autotrade.loop import RunResult, resume_run, start_run
-from autotrade.population import Population, choose_parent, record_outcome
-from autotrade.prompting import load_prompt_files
-from autotrade.rundir import RunDir
+from autotrade.propose.client import ModelSettings
+from autotrade.research.loop import RunResult, resume_run, start_run
+from autotrade.research.population import Population, choose_parent, record_outcome
+from autotrade.propose.prompts import load_prompt_files
+from autotrade.research.rundir import RunDir
 
 CANARY = "sk-canary-7f3a9c1e5b"  # the API key: must never reach a file
 
@@ -344,7 +344,7 @@ def test_doctor_reports_models_a_timed_completion_and_the_data(
     import typer
     from typer.testing import CliRunner
 
-    from autotrade import cli_research
+    from autotrade.cli import research as cli_research
 
     app = typer.Typer()
     app.command("doctor")(cli_research.doctor)
@@ -366,8 +366,8 @@ SCRIPTED = [(5, 20), (20, 100), (8, 40), (10, 30)]  # iterations 1-4: crossovers
 
 def test_the_chosen_objective_decides_the_population_order(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
     from autotrade.data import load_prepared
-    from autotrade.objectives import objective_value
-    from autotrade.score import score_code
+    from autotrade.evaluation.objectives import objective_value
+    from autotrade.evaluation.score import score_code
 
     data = load_prepared(small_data)
     orders = {}
@@ -403,8 +403,8 @@ def test_a_candidate_with_deferred_look_ahead_cuts_enters_only_after_they_are_ch
 ) -> None:
     from dataclasses import replace as with_changes
 
-    from autotrade import loop
-    from autotrade.evaluation import Evaluation, Status
+    from autotrade.research import loop
+    from autotrade.evaluation.evaluate import Evaluation, Status
 
     real_evaluate = loop.evaluate_block
     checked: list[int] = []

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autotrade.metrics import (
+from autotrade.engine.metrics import (
     bar_returns,
     cagr,
     calmar_ratio,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from autotrade.objectives import (
+from autotrade.evaluation.objectives import (
     DEFAULT_OBJECTIVE,
     RUBRIC_WEIGHTS,
     STATUSES,
@@ -241,7 +241,7 @@ def test_rubric_objective_equals_the_rubric_total() -> None:
 
 
 def test_statuses_mirror_the_evaluation_statuses() -> None:
-    from autotrade.evaluation import Status
+    from autotrade.evaluation.evaluate import Status
 
     assert STATUSES == {status.value for status in Status}
 

@@ -71,6 +71,6 @@ def test_only_a_one_shot_command_forks_a_helper() -> None:
 
 
 def test_importing_the_cli_starts_no_process() -> None:
-    probe = "import sys; sys.argv = ['autotrade', 'backtest']; import autotrade.cli as c; print(c.oneshot._helper)"
+    probe = "import sys; sys.argv = ['autotrade', 'backtest']; import autotrade.cli.app as c; print(c.oneshot._helper)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "None", done.stderr

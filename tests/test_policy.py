@@ -11,13 +11,13 @@ import pytest
 from test_loop import records, small_data  # noqa: F401 - fixture
 from typer.testing import CliRunner
 
-from autotrade.cli import app
-from autotrade.config import RunSettings
+from autotrade.cli.app import app
+from autotrade.research.config import RunSettings
 from autotrade.data import load_prepared
 from autotrade.errors import ConfigError
-from autotrade.evaluation import evaluate_block
-from autotrade.policy import RANDOM_MODEL, Policy, ProposalRequest, RandomProposer, random_strategy
-from autotrade.reply import parse_reply
+from autotrade.evaluation.evaluate import evaluate_block
+from autotrade.propose.policies import RANDOM_MODEL, Policy, ProposalRequest, RandomProposer, random_strategy
+from autotrade.propose.reply import parse_reply
 from autotrade.sandbox.vet import vet_block
 
 CLOSED_PORT = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "", "OPENAI_MODEL": ""}  # nothing listens

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from autotrade.population import Population, choose_parent, record_outcome, rng_from_state, rng_state
+from autotrade.research.population import Population, choose_parent, record_outcome, rng_from_state, rng_state
 
 
 def test_population_keeps_the_top_k_best_first() -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from autotrade.errors import ConfigError
-from autotrade.prompting import (
+from autotrade.propose.prompts import (
     PromptContext,
     build_prompt,
     describe_columns,

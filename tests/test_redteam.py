@@ -23,12 +23,13 @@ from openai_server import OpenAIServer, Reply, openai_server  # noqa: F401 - fix
 from test_loop import answer, records, sma_block, small_data, start  # noqa: F401 - fixture
 from typer.testing import CliRunner
 
-from autotrade import evaluation, loop
+from autotrade.evaluation import evaluate as evaluation
+from autotrade.research import loop
 from autotrade.candidate import BLOCK_END, baseline_source, extract_block, runnable_source
-from autotrade.cli import app
+from autotrade.cli.app import app
 from autotrade.data import load_prepared
 from autotrade.errors import CandidateError, ConfigError
-from autotrade.evaluation import EvalSettings, evaluate_block
+from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
 from autotrade.sandbox import worker
 from autotrade.sandbox.vet import VettedBlock
 from autotrade.sandbox.worker import Limits, run_candidate

@@ -10,7 +10,7 @@ import pytest
 
 from autotrade.candidate import BLOCK_END, BLOCK_START, baseline_source, extract_block
 from autotrade.errors import ReplyError
-from autotrade.reply import FORMAT_HINT, LEARNINGS_MAX_CHARS, parse_reply, split_reasoning, strip_reasoning
+from autotrade.propose.reply import FORMAT_HINT, LEARNINGS_MAX_CHARS, parse_reply, split_reasoning, strip_reasoning
 
 PARENT = extract_block(baseline_source())
 

@@ -16,19 +16,19 @@ import test_loop as replies
 from openai_server import OpenAIServer, Reply
 from test_loop import answer, sma_block
 
-from autotrade.backtest import BacktestSettings, Fill
-from autotrade.cli_research import PlainReporter
-from autotrade.config import RunSettings, model_settings
+from autotrade.engine.backtest import BacktestSettings, Fill
+from autotrade.cli.research import PlainReporter
+from autotrade.research.config import RunSettings, model_settings
 from autotrade.data import load_bundled, load_prepared, prepare_data
 from autotrade.errors import DataError
-from autotrade.evaluation import EvalSettings, evaluate_block
-from autotrade.loop import start_run
-from autotrade.plots import PNG_SIGNATURE
-from autotrade.prompting import load_prompt_files
-from autotrade.report import build_report, spend_of, summary
-from autotrade.report_render import EQUITY_PNG, HTML_FILE, OBJECTIVE_PNG, header_lines, write_files
-from autotrade.rundir import RunDir
-from autotrade.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
+from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
+from autotrade.research.loop import start_run
+from autotrade.report.plots import PNG_SIGNATURE
+from autotrade.propose.prompts import load_prompt_files
+from autotrade.report.compute import build_report, spend_of, summary
+from autotrade.report.render import EQUITY_PNG, HTML_FILE, OBJECTIVE_PNG, header_lines, write_files
+from autotrade.research.rundir import RunDir
+from autotrade.engine.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
 
 # -- shared helpers ------------------------------------------------------------------------------------
 
@@ -285,8 +285,8 @@ def test_text_from_candidates_and_runs_is_printed_verbatim_never_as_rich_markup(
     # "[/x]" would make rich raise MarkupError; tables must show such text as it is, and never crash on it.
     from rich.console import Console
 
-    from autotrade.report import _damaged
-    from autotrade.report_render import Section, compare_table, rich_table, runs_table
+    from autotrade.report.compute import _damaged
+    from autotrade.report.render import Section, compare_table, rich_table, runs_table
 
     texts = ("None of [Index(['foo'], dtype='object')] are in the [columns]", "closing [/x] tag", "a [bold]b[/bold] c")
     console = Console(file=io.StringIO(), width=400)

@@ -19,15 +19,15 @@ import pytest
 from openai_server import OpenAIServer, Recorded, Reply, Slow, openai_server  # noqa: F401 - fixture
 from test_loop import CANARY, KEY_ERROR, answer, assert_no_key_anywhere, good, iteration_of, records, settings, sma_block, small_data  # noqa: F401
 
-from autotrade.cli_research import PlainReporter
-from autotrade.config import model_settings
-from autotrade.loop import resume_run, start_run
-from autotrade.population import Population, choose_parent, record_outcome
-from autotrade.prompting import load_prompt_files
-from autotrade.rundir import RunDir
+from autotrade.cli.research import PlainReporter
+from autotrade.research.config import model_settings
+from autotrade.research.loop import resume_run, start_run
+from autotrade.research.population import Population, choose_parent, record_outcome
+from autotrade.propose.prompts import load_prompt_files
+from autotrade.research.rundir import RunDir
 
 # `autotrade` as the user runs it, from this interpreter (so it uses this checkout).
-AUTOTRADE = [sys.executable, "-c", "import sys; from autotrade.cli import main; sys.argv[0] = 'autotrade'; main()"]
+AUTOTRADE = [sys.executable, "-c", "import sys; from autotrade.cli.app import main; sys.argv[0] = 'autotrade'; main()"]
 
 
 class Crash(BaseException):
@@ -267,7 +267,7 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
 ) -> None:
     from typer.testing import CliRunner
 
-    from autotrade.cli import app
+    from autotrade.cli.app import app
 
     def random_run(name: str, reporter: PlainReporter) -> None:
         start_run(settings(small_data, max_iter=6, seed=4, policy="random"), None, reporter, prompts=load_prompt_files(tmp_path), name=name, root=tmp_path / "train")

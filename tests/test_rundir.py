@@ -14,11 +14,11 @@ from conftest import working_copy
 from test_loop import records, settings, small_data  # noqa: F401 - fixture
 from typer.testing import CliRunner, Result
 
-from autotrade import loop
-from autotrade.cli import app
-from autotrade.cli_research import PlainReporter
-from autotrade.loop import start_run
-from autotrade.prompting import load_prompt_files
+from autotrade.research import loop
+from autotrade.cli.app import app
+from autotrade.cli.research import PlainReporter
+from autotrade.research.loop import start_run
+from autotrade.propose.prompts import load_prompt_files
 
 
 def random_run(root: Path, data: Path, name: str | None, max_iter: int = 3) -> Path:

@@ -10,8 +10,8 @@ from test_loop import LOOKAHEAD, answer, sma_block, small_data  # noqa: F401 - f
 
 from autotrade.candidate import baseline_source, splice_block
 from autotrade.data import PreparedData, load_prepared
-from autotrade.objectives import RUBRIC_WEIGHTS
-from autotrade.score import GATED, Score, score_code, score_reply
+from autotrade.evaluation.objectives import RUBRIC_WEIGHTS
+from autotrade.evaluation.score import GATED, Score, score_code, score_reply
 
 NEVER_TRADES = "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 0\n"
 SYNTAX_ERROR = "def generate_features(df)\n    return df\n\n\ndef strategy_logic(row):\n    return 1\n"

@@ -9,7 +9,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from autotrade.stats import (
+from autotrade.engine.stats import (
     EULER_GAMMA,
     deflated_sharpe_ratio,
     deflated_sharpe_ratio_annualised,

@@ -25,12 +25,12 @@ from test_rundir import assert_one_line_error, random_run
 from typer.testing import CliRunner
 
 from autotrade import fileio
-from autotrade.cli import app
-from autotrade.cli_research import PlainReporter
-from autotrade.config import model_settings
-from autotrade.loop import resume_run, start_run
-from autotrade.prompting import load_prompt_files
-from autotrade.rundir import RunDir
+from autotrade.cli.app import app
+from autotrade.cli.research import PlainReporter
+from autotrade.research.config import model_settings
+from autotrade.research.loop import resume_run, start_run
+from autotrade.propose.prompts import load_prompt_files
+from autotrade.research.rundir import RunDir
 
 
 @pytest.fixture

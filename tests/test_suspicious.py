@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from autotrade.evaluation import suspicions
-from autotrade.prompting import describe_outcome, describe_population
+from autotrade.evaluation.evaluate import suspicions
+from autotrade.propose.prompts import describe_outcome, describe_population
 
 
 def frame_of(closes: np.ndarray) -> pd.DataFrame:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import CandidateError
-from ..untrusted import clean_text, first_unsafe
+from autotrade.errors import CandidateError
+from autotrade.untrusted import clean_text, first_unsafe
 
 CANDIDATE_FILENAME = "<candidate>"
 ALLOWED_MODULES = ("numpy", "pandas", "math")

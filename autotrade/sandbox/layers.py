@@ -596,6 +596,6 @@ def active_layers() -> dict[str, bool | str]:
     rlimits, scrubbed_env, audit_hook. Values: True, or a string saying why not.
     Starts the fork server if needed (about 0.3 s), then runs a probe child (a few ms).
     """
-    from .worker import probe_layers
+    from autotrade.sandbox.worker import probe_layers
 
     return probe_layers()

@@ -5,7 +5,7 @@ coerces every option through it) cost ~0.2 s, pandas ~0.26 s, a fresh sandbox se
 ~0.3 s, and one interpreter imports one thing after another.
 
 `autotrade backtest` therefore forks a helper as the console script's first act (`start_for_command`,
-called by autotrade.entry before typer is imported). The helper imports pandas and forks the sandbox
+called by autotrade.cli.entry before typer is imported). The helper imports pandas and forks the sandbox
 server while the CLI parses its arguments; the CLI sends the block and settings
 (`evaluate`), the helper loads the prepared data, runs the one evaluation path and sends back
 the record, and the CLI renders it. Without a helper (tests calling the command in-process)
@@ -46,10 +46,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..errors import AutotradeError
+from autotrade.errors import AutotradeError
 
 if TYPE_CHECKING:
-    from ..evaluation import Evaluation
+    from autotrade.evaluation.evaluate import Evaluation
 
 _LENGTH = struct.Struct("<Q")
 _PR_SET_PDEATHSIG = 1
@@ -114,7 +114,7 @@ def begin_one_shot() -> None:
     are skipped (gc.freeze). Output is flushed after the exit hooks run, and a one-shot process
     leaves no file open that only a collection would close.
     """
-    from .worker import fork_server
+    from autotrade.sandbox.worker import fork_server
 
     fork_server()
     atexit.register(gc.freeze)
@@ -127,7 +127,7 @@ def evaluate(block: str, data_dir: Path, windows: Sequence[str], fill: str, cost
                "cost_bps": cost_bps, "timeout_s": timeout_s}
     helper = _take_helper()
     if helper is None:
-        from .worker import prestart
+        from autotrade.sandbox.worker import prestart
 
         prestart()  # the sandbox server imports pandas in parallel with our own work
         return _evaluate_here(request)
@@ -157,9 +157,9 @@ def _take_helper() -> _Helper | None:
 
 
 def _evaluate_here(request: dict[str, Any]) -> Evaluation:
-    from ..backtest import BacktestSettings, Fill
-    from ..data import load_prepared
-    from ..evaluation import EvalSettings, evaluate_block, finish_gate
+    from autotrade.engine.backtest import BacktestSettings, Fill
+    from autotrade.data import load_prepared
+    from autotrade.evaluation.evaluate import EvalSettings, evaluate_block, finish_gate
 
     data = load_prepared(request["data_dir"])
     settings = EvalSettings(backtest=BacktestSettings(fill=Fill(request["fill"]), cost_bps=request["cost_bps"]),
@@ -179,7 +179,7 @@ def _helper_main(sock: socket.socket, parent: int) -> NoReturn:
         if os.getppid() != parent:
             os._exit(1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the CLI's; we die with it
-        from .worker import fork_server
+        from autotrade.sandbox.worker import fork_server
 
         fork_server()  # before reading the request or any data: see the module docstring
         request = _receive(sock)
@@ -211,7 +211,7 @@ class _RemoteTraceback(Exception):
 
 def _rebuilt_error(error: dict[str, Any]) -> AutotradeError:
     """The helper's AutotradeError as the same class where its constructor takes just the message."""
-    from .. import errors
+    from autotrade import errors
 
     kind = getattr(errors, str(error.get("type")), AutotradeError)
     message = str(error.get("message"))

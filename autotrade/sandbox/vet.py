@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..candidate import BLOCK_START, is_delimiter_line
-from ..errors import CandidateError, UnsafeCodeError
-from ..untrusted import UNSAFE_CHARACTERS
+from autotrade.candidate import BLOCK_START, is_delimiter_line
+from autotrade.errors import CandidateError, UnsafeCodeError
+from autotrade.untrusted import UNSAFE_CHARACTERS
 
 REQUIRED_FUNCTIONS = ("generate_features", "strategy_logic")
 # Bounds that keep parsing and vetting cheap whatever the model sends; real strategies are 1-5 KB deep 10-30.

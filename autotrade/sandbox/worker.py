@@ -51,11 +51,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import CandidateError, SandboxError
-from ..status import Status
-from ..untrusted import clean_text, first_unsafe
-from . import launch, layers
-from .execute import (bar_label, candidate_error, compile_block, compute_features, compute_features_and_signals,
+from autotrade.errors import CandidateError, SandboxError
+from autotrade.status import Status
+from autotrade.untrusted import clean_text, first_unsafe
+from autotrade.sandbox import launch, layers
+from autotrade.sandbox.execute import (bar_label, candidate_error, compile_block, compute_features, compute_features_and_signals,
                       exec_block, signals_of_rows, state_free_signals)
 
 _PREFIX = struct.Struct("<IQ")  # header length, payload length

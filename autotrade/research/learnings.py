@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .fmt import pct
+from autotrade.fmt import pct
 
 HEADER = "# Learnings\n\nOne entry per iteration: the model's hypothesis, then the harness's actual results.\n"
 TITLE_CHARS = 100  # a compacted line keeps this much of the hypothesis title

@@ -22,14 +22,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
-from .fmt import hms, pct
+from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
+from autotrade.fmt import hms, pct
 
 if TYPE_CHECKING:
-    from .config import RunSettings
-    from .llm import EndpointWait
-    from .loop import RunResult, Standing
-    from .rundir import RunDir
+    from autotrade.research.config import RunSettings
+    from autotrade.propose.client import EndpointWait
+    from autotrade.research.loop import RunResult, Standing
+    from autotrade.research.rundir import RunDir
 
 RUNS_ROOT = Path("train")
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
@@ -122,7 +122,7 @@ def iteration_line(record: Mapping[str, Any], standing: Standing, objective: str
 
 def wait_line(wait: EndpointWait) -> str:
     """One plain line for a wait before retrying the endpoint."""
-    from .durations import format_duration
+    from autotrade.durations import format_duration
 
     return (
         f"endpoint: {wait.problem} (try {wait.tries}); next try in {format_duration(wait.retry_in_s)}, "
@@ -426,10 +426,10 @@ def run(
     endpoint_patience: Annotated[str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)] = None,
 ) -> None:
     """Let the model (or --policy random) rewrite the strategy, evaluating every attempt; the key comes from OPENAI_API_KEY (env or .env)."""
-    from .config import RunSettings, load_env_file, model_settings
-    from .errors import ConfigError
-    from .loop import start_run
-    from .prompting import load_prompt_files
+    from autotrade.research.config import RunSettings, load_env_file, model_settings
+    from autotrade.errors import ConfigError
+    from autotrade.research.loop import start_run
+    from autotrade.propose.prompts import load_prompt_files
 
     load_env_file()
     settings = RunSettings(
@@ -467,9 +467,9 @@ def resume(
     endpoint_patience: Annotated[str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)] = None,
 ) -> None:
     """Continue a stopped or killed run exactly where it left off (settings, model and data are the run's own)."""
-    from .config import check_base_url, load_env_file, model_settings
-    from .loop import resume_run
-    from .rundir import RunDir
+    from autotrade.research.config import check_base_url, load_env_file, model_settings
+    from autotrade.research.loop import resume_run
+    from autotrade.research.rundir import RunDir
 
     load_env_file()
     run_dir = RunDir.open(RUNS_ROOT, name, notify=note_on_stderr)
@@ -504,9 +504,9 @@ def doctor(
     """Check the endpoint (models, a test completion with its speed), the sandbox layers and the prepared data."""
     from dataclasses import replace
 
-    from .config import load_env_file, model_settings
-    from .errors import AutotradeError
-    from .llm import ModelClient, display_url, preflight
+    from autotrade.research.config import load_env_file, model_settings
+    from autotrade.errors import AutotradeError
+    from autotrade.propose.client import ModelClient, display_url, preflight
 
     console = Console()
     load_env_file()
@@ -551,7 +551,7 @@ def doctor(
                 + (f" · {len(reply.reasoning)} characters of reasoning" if reply.reasoning else ""),
             )
     try:
-        from .sandbox.layers import active_layers
+        from autotrade.sandbox.layers import active_layers
 
         layers = active_layers()
     except Exception as exc:  # noqa: BLE001 - doctor reports, it does not crash
@@ -563,7 +563,7 @@ def doctor(
         off = [name if state is False else f"{name} ({state})" for name, state in layers.items() if state is not True]
         line(True if not off else None, "sandbox", f"active: {', '.join(on) or 'none'}" + (f" · inactive: {', '.join(off)}" if off else ""))
     try:
-        from .evaluation import check_sandbox
+        from autotrade.evaluation.evaluate import check_sandbox
 
         seconds = check_sandbox()
     except Exception as exc:  # noqa: BLE001 - doctor reports, it does not crash
@@ -572,7 +572,7 @@ def doctor(
     else:
         line(True, "sandbox evaluation", f"the baseline strategy ran in isolated workers ({seconds * 1000:.0f} ms)")
     try:
-        from .data import load_prepared
+        from autotrade.data import load_prepared
 
         data = load_prepared(data_dir)
     except AutotradeError as exc:

@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .cli_research import RUNS_ROOT, note_on_stderr
-from .errors import ConfigError
+from autotrade.cli.research import RUNS_ROOT, note_on_stderr
+from autotrade.errors import ConfigError
 
 
 def report(
@@ -34,9 +34,9 @@ def report(
     ] = 200,
 ) -> None:
     """Report a run: leaderboard, held-out test beside buy-and-hold, overfitting statistics, failures, diversity, spend; writes report.html and PNG plots into the run."""
-    from .report import build_report
-    from .report_render import print_report, write_files
-    from .rundir import RunDir
+    from autotrade.report.compute import build_report
+    from autotrade.report.render import print_report, write_files
+    from autotrade.research.rundir import RunDir
 
     console = Console()
     run = RunDir.open(RUNS_ROOT, name, notify=note_on_stderr)
@@ -48,9 +48,9 @@ def report(
 
 def runs() -> None:
     """List every run in train/: model, endpoint, iterations, ok share, best validation, test once revealed, state."""
-    from .report import summarize_run
-    from .report_render import runs_table
-    from .rundir import list_runs
+    from autotrade.report.compute import summarize_run
+    from autotrade.report.render import runs_table
+    from autotrade.research.rundir import list_runs
 
     console = Console()
     found = list_runs(RUNS_ROOT)
@@ -64,9 +64,9 @@ def compare(
     names: Annotated[list[str], typer.Argument(help="Two or more run names.")],
 ) -> None:
     """Compare runs side by side: ok share, failures, diversity, best validation, test once revealed, DSR, PBO, tokens and time."""
-    from .report import summarize_run
-    from .report_render import compare_table
-    from .rundir import RunDir
+    from autotrade.report.compute import summarize_run
+    from autotrade.report.render import compare_table
+    from autotrade.research.rundir import RunDir
 
     if len(set(names)) < 2:
         raise ConfigError("compare needs at least two different run names (see `autotrade runs`)")

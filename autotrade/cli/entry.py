@@ -2,7 +2,7 @@
 
 A one-shot command (`autotrade backtest`) forks its evaluating helper before the CLI's own heavy
 imports, so pandas loads beside typer and rich instead of after them (see sandbox/oneshot.py).
-Importing autotrade.cli itself starts nothing.
+Importing autotrade.cli.app itself starts nothing.
 """
 
 import sys
@@ -10,9 +10,9 @@ import sys
 
 def main() -> None:
     """Entry point of the console script."""
-    from .sandbox import oneshot
+    from autotrade.sandbox import oneshot
 
     oneshot.start_for_command(sys.argv)
-    from .cli import main as cli_main
+    from autotrade.cli.app import main as cli_main
 
     cli_main()

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import ConfigError
-from .learnings import first_line, percent
+from autotrade.errors import ConfigError
+from autotrade.research.learnings import first_line, percent
 
 PROGRAM_FILE = "program.md"
 TEMPLATE_FILE = "prompt_template.md"

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from .llm import EndpointWait, ModelClient, ModelSettings
-from .prompting import messages
+from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings
+from autotrade.propose.prompts import messages
 
 RANDOM_MODEL = "random"  # what config.json and the results record as the model of a random-policy run
 

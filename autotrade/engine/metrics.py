@@ -1,6 +1,6 @@
 """Performance metrics computed from plain arrays; each docstring pins its convention.
 
-Nothing here simulates: `autotrade.backtest` produces the equity curve and the trades, and
+Nothing here simulates: `autotrade.engine.backtest` produces the equity curve and the trades, and
 `compute_metrics` turns them into the per-window numbers the harness reports and ranks by.
 """
 

@@ -30,8 +30,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from ..errors import CandidateError
-from .execute import bar_label
+from autotrade.errors import CandidateError
+from autotrade.sandbox.execute import bar_label
 
 LEAK_DENSITY = 0.01  # the sparsest leak (share of the bars it changes) the random cuts must catch ...
 MISS_RATE = 0.01  # ... with at most this probability of missing it

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .backtest import WindowResult, run_window
-from .data import PreparedData
-from .errors import ConfigError
-from .evaluation import EvalSettings, Evaluation, evaluate_block, finish_gate
-from .rundir import RunDir, now_iso
+from autotrade.engine.backtest import WindowResult, run_window
+from autotrade.data import PreparedData
+from autotrade.errors import ConfigError
+from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
+from autotrade.research.rundir import RunDir, now_iso
 
 HOLDOUT_FILE = "holdout.json"
 HOLDOUT_VERSION = 1

@@ -32,9 +32,9 @@ import re
 import textwrap
 from dataclasses import dataclass
 
-from .candidate import BLOCK_END, BLOCK_START
-from .errors import ReplyError
-from .sandbox.vet import MAX_BLOCK_CHARS
+from autotrade.candidate import BLOCK_END, BLOCK_START
+from autotrade.errors import ReplyError
+from autotrade.sandbox.vet import MAX_BLOCK_CHARS
 
 FUNCTIONS = ("generate_features", "strategy_logic")
 CODE_LABELS = frozenset({"", "python", "py", "python3", "py3"})

@@ -17,14 +17,15 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from . import cli_report, cli_research
-from .cli_options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
-from .errors import AutotradeError
-from .sandbox import oneshot
+from autotrade.cli import report as cli_report
+from autotrade.cli import research as cli_research
+from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
+from autotrade.errors import AutotradeError
+from autotrade.sandbox import oneshot
 
 if TYPE_CHECKING:
-    from .evaluation import Evaluation
-    from .sandbox.oneshot import Report
+    from autotrade.evaluation.evaluate import Evaluation
+    from autotrade.sandbox.oneshot import Report
 
 console = Console()
 err_console = Console(stderr=True)
@@ -83,7 +84,7 @@ def prepare(
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
     """Get daily OHLCV data and split it into train / validation / test."""
-    from .data import prepare_data
+    from autotrade.data import prepare_data
 
     prepared = prepare_data(
         ticker=ticker,
@@ -133,7 +134,7 @@ def backtest(
     eval_timeout: EvalTimeoutOpt = 60.0,
 ) -> None:
     """Backtest a strategy file on the prepared data, beside buy-and-hold."""
-    from .candidate import baseline_source, extract_block, read_block
+    from autotrade.candidate import baseline_source, extract_block, read_block
 
     windows = tuple(dict.fromkeys(w.value for w in (window or [WindowChoice.TRAIN, WindowChoice.VAL])))
     if "test" in windows or "full" in windows:

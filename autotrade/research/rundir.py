@@ -28,11 +28,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .config import RunSettings
-from .errors import AutotradeError, ConfigError
-from .fileio import append_line, atomic_write_json, atomic_write_text, json_safe, write_error
-from .population import rng_from_state
-from .shapes import Kinds, check_object, describe, expect, schema_of
+from autotrade.research.config import RunSettings
+from autotrade.errors import AutotradeError, ConfigError
+from autotrade.fileio import append_line, atomic_write_json, atomic_write_text, json_safe, write_error
+from autotrade.research.population import rng_from_state
+from autotrade.shapes import Kinds, check_object, describe, expect, schema_of
 
 DEFAULT_ROOT = Path("train")
 STATE_VERSION = 1

@@ -20,17 +20,17 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .backtest import BacktestSettings, WindowResult, run_window
-from .data import PreparedData, load_prepared
-from .errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
-from .fileio import json_safe
-from .metrics import periods_per_year
-from .sandbox.lookahead import (TAIL_ROWS, check_lookahead, cut_plan, position_changes, seed_for, split_for_budget,
+from autotrade.engine.backtest import BacktestSettings, WindowResult, run_window
+from autotrade.data import PreparedData, load_prepared
+from autotrade.errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
+from autotrade.fileio import json_safe
+from autotrade.engine.metrics import periods_per_year
+from autotrade.evaluation.lookahead import (TAIL_ROWS, check_lookahead, cut_plan, position_changes, seed_for, split_for_budget,
                                  whole_cuts)
-from .sandbox.vet import vet_block
-from .sandbox.oneshot import begin_one_shot
-from .sandbox.worker import CandidateOutput, Limits, run_candidate
-from .status import Status
+from autotrade.sandbox.vet import vet_block
+from autotrade.sandbox.oneshot import begin_one_shot
+from autotrade.sandbox.worker import CandidateOutput, Limits, run_candidate
+from autotrade.status import Status
 
 
 RESEARCH_WINDOWS = ("train", "val")
@@ -278,7 +278,7 @@ def check_sandbox() -> float:
     """
     import pandas as pd
 
-    from .candidate import baseline_source, extract_block
+    from autotrade.candidate import baseline_source, extract_block
 
     index = pd.bdate_range("2020-01-01", periods=300, name="Date")
     close = 100 + np.cumsum(np.random.default_rng(0).normal(0, 1, 300))
@@ -317,7 +317,7 @@ def run_trade_py(name: str, trade_py: str) -> NoReturn:
 
 def print_trade_py_results(trade_py: str) -> None:
     """`python trade.py`: evaluate the file on train and validation and print the original output contract."""
-    from .candidate import read_block
+    from autotrade.candidate import read_block
 
     path = Path(trade_py)
     begin_one_shot()  # fork the sandbox server before any data is loaded (no second pandas import)

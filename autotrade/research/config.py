@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .durations import parse_duration
-from .errors import ConfigError
-from .llm import ModelSettings, display_url
-from .objectives import DEFAULT_ROBUST_K, Objective
-from .shapes import check_object, describe, schema_of
+from autotrade.durations import parse_duration
+from autotrade.errors import ConfigError
+from autotrade.propose.client import ModelSettings, display_url
+from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, Objective
+from autotrade.shapes import check_object, describe, schema_of
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
 # Local servers accept any key; the openai client refuses to start without one.

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from autotrade.metrics import bar_returns, sharpe_ratio
+from autotrade.engine.metrics import bar_returns, sharpe_ratio
 from autotrade.status import Status
 
 

@@ -20,17 +20,17 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from .candidate import extract_block
-from .data import PreparedData, load_prepared
-from .diversity import Diversity, measure_diversity
-from .errors import AutotradeError, DataError
-from .evaluation import EvalSettings, Evaluation, evaluate_block
-from .holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
-from .metrics import periods_per_year
-from .plots import chain_windows
-from .rundir import RunDir, RunState, now_iso
-from .stats import Degradation, deflated_sharpe_ratio, degradation, expected_max_sharpe, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
-from .status import Status
+from autotrade.candidate import extract_block
+from autotrade.data import PreparedData, load_prepared
+from autotrade.report.diversity import Diversity, measure_diversity
+from autotrade.errors import AutotradeError, DataError
+from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block
+from autotrade.report.holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
+from autotrade.engine.metrics import periods_per_year
+from autotrade.report.plots import chain_windows
+from autotrade.research.rundir import RunDir, RunState, now_iso
+from autotrade.engine.stats import Degradation, deflated_sharpe_ratio, degradation, expected_max_sharpe, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
+from autotrade.status import Status
 
 MAX_TRIALS = 200  # ok trials re-evaluated for PBO (about 0.1 s each); beyond it an evenly spaced subset
 PBO_BLOCKS = 16
@@ -237,7 +237,7 @@ def _returns(evaluation: Evaluation, windows: Sequence[str]) -> np.ndarray:
 
 def load_run_data(run: RunDir, config: Mapping[str, Any], data_dir: Path | None = None) -> PreparedData:
     """The run's own prepared data (or `data_dir`'s), checked against the sha256 and splits the run recorded."""
-    from .loop import data_identity
+    from autotrade.research.loop import data_identity
 
     recorded = config.get("data") or {}
     folder = Path(data_dir or (config.get("settings") or {}).get("data_dir") or recorded.get("dir") or "data")
@@ -464,8 +464,8 @@ def build_report(
     A run that is still running keeps its test window sealed unless `reveal_running`: its population may still
     change, and a look spent on it now would be the first look of a population that no longer exists.
     """
-    from .config import RunSettings
-    from .loop import anonymization, eval_settings
+    from autotrade.research.config import RunSettings
+    from autotrade.research.loop import anonymization, eval_settings
 
     run.check()
     config = run.read_config()

@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .fmt import hms, pct
-from .plots import equity_plot, objective_plot
-from .report import REPORT_JSON, Report, RunSummary, summary
+from autotrade.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from autotrade.fmt import hms, pct
+from autotrade.report.plots import equity_plot, objective_plot
+from autotrade.report.compute import REPORT_JSON, Report, RunSummary, summary
 
 HTML_FILE = "report.html"
 EQUITY_PNG = "report_equity.png"

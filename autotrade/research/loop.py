@@ -22,20 +22,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import __version__
-from .backtest import BacktestSettings, Fill
-from .candidate import baseline_source, extract_block, has_delimiters, is_guarded, read_block, read_source, runnable_source, splice_block
-from .config import RunSettings, public_model_config
-from .data import Anonymization, PreparedData, load_prepared
-from .errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, StorageError, UnsafeCodeError
-from .evaluation import EvalSettings, Evaluation, evaluate_block, finish_gate
-from .learnings import Lesson, for_prompt, render_file
-from .llm import EndpointWait, ModelClient, ModelSettings, display_url, preflight
-from .metrics import periods_per_year
-from .objectives import DEFAULT_ROBUST_K, describe_objective
-from .policy import RANDOM_MODEL, Policy, ProposalRequest, Proposer, make_proposer
-from .population import Population, choose_parent, record_outcome, rng_from_state, rng_state
-from .prompting import (
+from autotrade import __version__
+from autotrade.engine.backtest import BacktestSettings, Fill
+from autotrade.candidate import baseline_source, extract_block, has_delimiters, is_guarded, read_block, read_source, runnable_source, splice_block
+from autotrade.research.config import RunSettings, public_model_config
+from autotrade.data import Anonymization, PreparedData, load_prepared
+from autotrade.errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, StorageError, UnsafeCodeError
+from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
+from autotrade.research.learnings import Lesson, for_prompt, render_file
+from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings, display_url, preflight
+from autotrade.engine.metrics import periods_per_year
+from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, describe_objective
+from autotrade.propose.policies import RANDOM_MODEL, Policy, ProposalRequest, Proposer, make_proposer
+from autotrade.research.population import Population, choose_parent, record_outcome, rng_from_state, rng_state
+from autotrade.propose.prompts import (
     PromptContext,
     PromptFiles,
     build_prompt,
@@ -45,10 +45,10 @@ from .prompting import (
     engine_rules,
     sample_rows,
 )
-from .reply import parse_reply
-from .rundir import RunDir, RunState, RunStatus, check_name, default_name, evaluation_rules, now_iso
-from .sandbox.vet import vet_block
-from .score import score_evaluation
+from autotrade.propose.reply import parse_reply
+from autotrade.research.rundir import RunDir, RunState, RunStatus, check_name, default_name, evaluation_rules, now_iso
+from autotrade.sandbox.vet import vet_block
+from autotrade.evaluation.score import score_evaluation
 
 
 class StopReason(StrEnum):
@@ -625,7 +625,7 @@ def sandbox_layers(reporter: Reporter) -> dict[str, bool | str]:
 
     Raises SandboxError when no worker can be started at all: no run should spend its iterations on that.
     """
-    from .sandbox.layers import active_layers
+    from autotrade.sandbox.layers import active_layers
 
     layers = active_layers()
     for name, state in layers.items():

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from .durations import format_duration
-from .errors import ConfigError, EndpointError
-from .reply import split_reasoning
-from .untrusted import clean_text
+from autotrade.durations import format_duration
+from autotrade.errors import ConfigError, EndpointError
+from autotrade.propose.reply import split_reasoning
+from autotrade.untrusted import clean_text
 
 if TYPE_CHECKING:
     import openai
