@@ -16,8 +16,10 @@ from autotrade.errors import ConfigError
 # The original harness's markers, so its users' files keep working.
 BLOCK_START = "# --- THESE ARE THE FUNCTIONS THE AGENT SHOULD MODIFY ---"
 BLOCK_END = "# -----------------------------------------------------------"
-GUARD = ("from autotrade.evaluation import run_trade_py; run_trade_py(__name__, __file__)"
-         "  # the block below runs only in the sandbox")
+GUARD = (
+    "from autotrade.evaluation import run_trade_py; run_trade_py(__name__, __file__)"
+    "  # the block below runs only in the sandbox"
+)
 
 
 def is_delimiter_line(line: str) -> bool:
@@ -110,12 +112,20 @@ def _check_guard_runs_first(source: str, guard_line: int, where: str) -> None:
         tree = ast.parse(source)
     except (SyntaxError, ValueError) as exc:
         raise ConfigError(f"{where}: the file around the block does not parse ({exc})") from None
-    calls = [stmt for stmt in tree.body if stmt.lineno == guard_line and isinstance(stmt, ast.Expr)
-             and isinstance(stmt.value, ast.Call) and getattr(stmt.value.func, "id", None) == "run_trade_py"]
+    calls = [
+        stmt
+        for stmt in tree.body
+        if stmt.lineno == guard_line
+        and isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Call)
+        and getattr(stmt.value.func, "id", None) == "run_trade_py"
+    ]
     earlier = [stmt for stmt in tree.body if stmt.lineno < guard_line]
     if not calls or any((stmt.end_lineno or stmt.lineno) >= guard_line for stmt in earlier):
-        raise ConfigError(f"{where}: the start delimiter must be a line of its own at the top level of the file, "
-                          "so that the sandbox guard runs before the block")
+        raise ConfigError(
+            f"{where}: the start delimiter must be a line of its own at the top level of the file, "
+            "so that the sandbox guard runs before the block"
+        )
 
 
 def baseline_source() -> str:
@@ -136,8 +146,10 @@ def read_source(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at position {exc.start}): "
-                          "give a trade.py or a file holding only the agent block") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at position {exc.start}): "
+            "give a trade.py or a file holding only the agent block"
+        ) from None
 
 
 def read_block(path: Path) -> str:

@@ -17,8 +17,15 @@ from autotrade.errors import ConfigError
 
 Kinds = tuple[type, ...]
 
-_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", list: "a list",
-          dict: "an object", type(None): "null"}
+_NAMES = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 def describe(value: Any) -> str:

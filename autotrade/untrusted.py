@@ -15,8 +15,9 @@ import re
 # C0 controls but tab and newline, DEL, C1 controls, the bidi marks, embeddings, overrides and isolates, and
 # the invisible ones (zero-width characters, line and paragraph separators, the BOM, tag characters) that can
 # hide text from a reader while a model reads it in the next prompt.
-UNSAFE_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069"
-                               "\ufeff\U000e0000-\U000e007f]")
+UNSAFE_CHARACTERS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\U000e0000-\U000e007f]"
+)
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 
 import autotrade
-from autotrade.engine.backtest import BacktestSettings, Fill, run_window
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.data import PreparedData, load_bundled, load_prepared, prepare_data
-from autotrade.evaluation.evaluate import evaluate_block
+from autotrade.engine.backtest import BacktestSettings, Fill, run_window
 from autotrade.engine.metrics import METRIC_KEYS, periods_per_year
+from autotrade.evaluation.evaluate import evaluate_block
 
 SEED_SETTINGS = BacktestSettings(fill=Fill.CLOSE, cost_bps=0.0)
 ORIGINAL = Path(__file__).with_name("original_trade.py")
@@ -180,8 +180,9 @@ def bench_evaluation_vs_original(fixture: Fixture) -> dict[str, float | str]:
     block = extract_block(baseline_source())
     windows = ("train", "val", "test")
     evaluation = median_seconds(lambda: evaluate_block(block, fixture.data, windows=windows), repeats=21)
-    original = median_process_seconds({"original": [sys.executable, str(ORIGINAL), str(fixture.data_dir)]}, 7,
-                                      fixture.data_dir)["original"]
+    original = median_process_seconds(
+        {"original": [sys.executable, str(ORIGINAL), str(fixture.data_dir)]}, 7, fixture.data_dir
+    )["original"]
     return {
         "evaluation_ms": round(evaluation * 1e3, 1),
         "original_trade_py_ms": round(original * 1e3, 1),
@@ -360,7 +361,7 @@ def main() -> None:
         prepare_data(offline=True, data_dir=data_dir)
         prices = load_bundled("sp500")
         fixture = Fixture(prices, baseline_signals(prices), data_dir, load_prepared(data_dir))
-        for benchmark in (BENCHMARKS if not only else [b for b in BENCHMARKS if b.__name__ in only]):
+        for benchmark in BENCHMARKS if not only else [b for b in BENCHMARKS if b.__name__ in only]:
             for key, value in benchmark(fixture).items():
                 print(f"{key}: {value}", flush=True)
 

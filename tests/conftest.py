@@ -29,12 +29,33 @@ def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_dir
 
 
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Bundled S&P 500 cut to 2014-2018 (train 2014-2016, validation 2017, test 2018): quick to evaluate."""
+    from autotrade.data import load_bundled, prepare_data
+
+    folder = tmp_path_factory.mktemp("small")
+    frame = load_bundled("sp500")
+    frame[frame.index >= "2014-01-01"].to_csv(folder / "spx.csv")
+    prepare_data(csv=folder / "spx.csv", data_dir=folder / "data", val_start="2017-01-01", test_start="2018-01-01")
+    return folder / "data"
+
+
 def synthetic_ohlcv(rows: int, seed: int, start: str) -> pd.DataFrame:
     """A random-walk daily OHLCV frame, for tests where the sandbox, not the market, is under test."""
     index = pd.bdate_range(start, periods=rows, name="Date")
     close = 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 0.012, rows)))
-    return pd.DataFrame({"Open": close, "High": close * 1.01, "Low": close * 0.99, "Close": close,
-                         "Adj Close": close, "Volume": np.full(rows, 1e6)}, index=index)
+    return pd.DataFrame(
+        {
+            "Open": close,
+            "High": close * 1.01,
+            "Low": close * 0.99,
+            "Close": close,
+            "Adj Close": close,
+            "Volume": np.full(rows, 1e6),
+        },
+        index=index,
+    )
 
 
 def working_copy(lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

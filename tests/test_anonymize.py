@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from openai_server import OpenAIServer, Reply, openai_server  # noqa: F401 - fixture
-from test_loop import answer, sma_block, small_data, start  # noqa: F401 - fixture
+from openai_server import OpenAIServer, Reply
+from test_loop import answer, sma_block, start
 
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.data import Anonymization, load_prepared

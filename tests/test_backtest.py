@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autotrade.engine.backtest import BacktestSettings, Fill, run_window
 from autotrade.candidate import baseline_source, extract_block
+from autotrade.engine.backtest import BacktestSettings, Fill, run_window
 from autotrade.engine.metrics import METRIC_KEYS
 from autotrade.sandbox.execute import compute_features_and_signals, exec_block
 
@@ -194,7 +194,8 @@ def test_seed_baseline_reproduces_original_harness(sp500: pd.DataFrame) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("cost_bps", -2.0), ("cost_bps", math.nan), ("cost_bps", 10_000.0), ("cash", 0.0), ("cash", math.inf)]
+    ("field", "value"),
+    [("cost_bps", -2.0), ("cost_bps", math.nan), ("cost_bps", 10_000.0), ("cash", 0.0), ("cash", math.inf)],
 )
 def test_settings_that_would_flatter_or_break_the_result_are_refused(field: str, value: float) -> None:
     from autotrade.errors import ConfigError

@@ -113,15 +113,15 @@ def test_env_file_in_another_encoding_is_one_line_naming_it(
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ENDPOINT_COMMANDS[command])
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() == [
-        f"error: {tmp_path / '.env'}: {said}: save it as UTF-8 text"
-    ]
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / '.env'}: {said}: save it as UTF-8 text"]
 
 
 def test_starting_from_a_binary_file_is_one_line(prepared_dir: Path, tmp_path: Path) -> None:
     binary = tmp_path / "trade.py"
     binary.write_bytes(bytes(range(256)))
-    result = runner.invoke(app, ["run", "--policy", "random", "--max-iter", "1", "--data", str(prepared_dir), "--from", str(binary)])
+    result = runner.invoke(
+        app, ["run", "--policy", "random", "--max-iter", "1", "--data", str(prepared_dir), "--from", str(binary)]
+    )
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         f"error: {binary}: not UTF-8 text (byte 0x80 at position 128): give a trade.py or a file holding only the agent block"
@@ -139,11 +139,32 @@ def test_a_run_that_ends_without_any_population_member_says_there_is_no_best(
     prepared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = tmp_path / "broken.py"
-    broken.write_text("def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n")
+    broken.write_text(
+        "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n"
+    )
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["run", "--policy", "random", "--max-iter", "1", "--quiet", "--name", "none", "--data", str(prepared_dir), "--from", str(broken)])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--policy",
+            "random",
+            "--max-iter",
+            "1",
+            "--quiet",
+            "--name",
+            "none",
+            "--data",
+            str(prepared_dir),
+            "--from",
+            str(broken),
+        ],
+    )
     assert result.exit_code == 0, result.stderr
-    assert "run none finished: reached --max-iter after 1 iterations; no iteration entered the population, so there is no best strategy" in result.stdout
+    assert (
+        "run none finished: reached --max-iter after 1 iterations; no iteration entered the population, so there is no best strategy"
+        in result.stdout
+    )
     assert "best_trade.py" not in result.stdout and not (tmp_path / "train" / "none" / "best_trade.py").exists()
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import working_copy
 import typer
-from test_report import MIXED, KEY_ERROR, good, make_run, prepare_small
+from conftest import working_copy
+from test_report import KEY_ERROR, MIXED, good, make_run, prepare_small
 from typer.testing import CliRunner, Result
 
 from autotrade.cli import app as cli
 from autotrade.cli import report as cli_report
-from autotrade.report.holdout import HOLDOUT_FILE
-from autotrade.report.compute import summarize_run
 from autotrade.fmt import pct
+from autotrade.report.compute import summarize_run
+from autotrade.report.holdout import HOLDOUT_FILE
 from autotrade.report.render import HTML_FILE
 from autotrade.research.rundir import RunDir
 
@@ -60,7 +60,14 @@ def test_report_prints_the_tables_and_summary_and_writes_its_files(here: Path) -
     outcome = invoke("report", "alpha")
     assert outcome.exit_code == 0, text_of(outcome)
     said = text_of(outcome)
-    for part in ("Leaderboard", "Held-out test", "Deflated Sharpe Ratio", "Failures by type", "Indicators used", "Spend"):
+    for part in (
+        "Leaderboard",
+        "Held-out test",
+        "Deflated Sharpe Ratio",
+        "Failures by type",
+        "Indicators used",
+        "Spend",
+    ):
         assert part in said
     assert "dsr: " in said and "top_failure: KeyError 40%" in said and "holdout_looks: 1" in said
     assert (here / "train" / "alpha" / HTML_FILE).is_file() and (here / "train" / "alpha" / HOLDOUT_FILE).is_file()
@@ -100,7 +107,19 @@ def test_compare_shows_the_runs_side_by_side_with_tokens_and_wall_time(here: Pat
     outcome = invoke("compare", "alpha", "beta")
     assert outcome.exit_code == 0, text_of(outcome)
     said = text_of(outcome)
-    for part in ("alpha", "beta", "ok share", "50% (5/10)", "top failure", "KeyError 40%", "tokens in", "9,000", "wall time", "DSR", "PBO"):
+    for part in (
+        "alpha",
+        "beta",
+        "ok share",
+        "50% (5/10)",
+        "top failure",
+        "KeyError 40%",
+        "tokens in",
+        "9,000",
+        "wall time",
+        "DSR",
+        "PBO",
+    ):
         assert part in said
     dsr = summarize_run(RunDir(here / "train" / "alpha")).dsr
     assert dsr is not None and f"{dsr:.2f}" in said  # from alpha's report; beta has none yet

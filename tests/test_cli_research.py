@@ -10,11 +10,13 @@ from types import SimpleNamespace
 from rich.console import Console
 
 from autotrade.cli.research import PlainReporter, RichReporter
-from autotrade.research.config import RunSettings
 from autotrade.propose.client import EndpointWait
+from autotrade.research.config import RunSettings
 from autotrade.research.loop import Standing
 
-STANDING = Standing(done=3, max_iter=10, best_iteration=0, best_score=0.1, fail_streak=0, max_fails=5, tokens=0, elapsed_s=0.0)
+STANDING = Standing(
+    done=3, max_iter=10, best_iteration=0, best_score=0.1, fail_streak=0, max_fails=5, tokens=0, elapsed_s=0.0
+)
 REFUSED = EndpointWait(problem="connection refused", tries=2, retry_in_s=4.0, patience_left_s=1790.0)
 
 
@@ -28,7 +30,9 @@ def bar_line(reporter: RichReporter) -> str:
 
 def test_on_a_terminal_a_wait_counts_down_in_the_progress_line_until_the_next_phase() -> None:
     reporter = RichReporter(Console(file=io.StringIO(), force_terminal=True, width=250))
-    reporter.begin(SimpleNamespace(name="r", path=Path("train/r")), RunSettings(), {"model": "m", "base_url": "u"}, STANDING)
+    reporter.begin(
+        SimpleNamespace(name="r", path=Path("train/r")), RunSettings(), {"model": "m", "base_url": "u"}, STANDING
+    )
     try:
         reporter.phase(3, "asking the model")
         reporter.waiting(REFUSED)

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from autotrade.research.config import DEFAULT_API_KEY, DEFAULT_BASE_URL, RunSettings, load_env_file, model_settings, public_model_config
 from autotrade.errors import ConfigError
+from autotrade.research.config import (
+    DEFAULT_API_KEY,
+    DEFAULT_BASE_URL,
+    RunSettings,
+    load_env_file,
+    model_settings,
+    public_model_config,
+)
 
 
 def test_defaults_point_at_a_local_vllm_with_a_dummy_key() -> None:
@@ -69,7 +76,10 @@ def test_endpoint_patience_defaults_to_half_an_hour() -> None:
     assert model_settings(environ={}).patience_s == 1800.0
 
 
-@pytest.mark.parametrize(("raw", "seconds"), [("90", 90.0), ("2.5", 2.5), ("45s", 45.0), ("30m", 1800.0), ("1h30m", 5400.0), ("2h", 7200.0), ("0", 0.0)])
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("90", 90.0), ("2.5", 2.5), ("45s", 45.0), ("30m", 1800.0), ("1h30m", 5400.0), ("2h", 7200.0), ("0", 0.0)],
+)
 def test_endpoint_patience_reads_seconds_or_a_duration(raw: str, seconds: float) -> None:
     assert model_settings(environ={"OPENAI_PATIENCE": raw}).patience_s == seconds
     assert model_settings(patience=raw, environ={"OPENAI_PATIENCE": "1h"}).patience_s == seconds  # the flag wins
@@ -121,7 +131,9 @@ def test_dotenv_fills_only_unset_variables(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_the_recorded_endpoint_config_never_holds_the_key() -> None:
-    settings = model_settings(environ={"OPENAI_API_KEY": "sk-canary-123456", "OPENAI_BASE_URL": "http://u:pw@h:1/v1?k=sk-canary-123456"})
+    settings = model_settings(
+        environ={"OPENAI_API_KEY": "sk-canary-123456", "OPENAI_BASE_URL": "http://u:pw@h:1/v1?k=sk-canary-123456"}
+    )
     recorded = public_model_config(settings)
     assert "sk-canary" not in repr(recorded) and "pw" not in recorded["base_url"]
     assert recorded["base_url"] == "http://h:1/v1"
@@ -134,14 +146,21 @@ def test_run_settings_round_trip_through_json_form() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "flag"),
-    [("max_iter", 0, "--max-iter"), ("max_fails", 0, "--max-fails"), ("population", 0, "--population"), ("objective", "profit", "--objective")],
+    [
+        ("max_iter", 0, "--max-iter"),
+        ("max_fails", 0, "--max-fails"),
+        ("population", 0, "--population"),
+        ("objective", "profit", "--objective"),
+    ],
 )
 def test_run_settings_reject_values_naming_the_flag(field: str, value: object, flag: str) -> None:
     with pytest.raises(ConfigError, match=flag):
         RunSettings(**{field: value})
 
 
-def test_dotenv_saved_with_a_utf8_bom_still_sets_its_first_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dotenv_saved_with_a_utf8_bom_still_sets_its_first_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / ".env").write_bytes("OPENAI_MODEL=from-bom\n".encode("utf-8-sig"))
     monkeypatch.setenv("OPENAI_MODEL", "")  # recorded, so teardown removes what load_dotenv sets
     monkeypatch.delenv("OPENAI_MODEL")

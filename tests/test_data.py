@@ -505,15 +505,19 @@ def test_load_prepared_with_an_unreadable_full_csv_is_a_data_error(tmp_path: Pat
 
 def read_in_a_subprocess(path: Path) -> str:
     """What reading `path` says, from a child that is killed if it blocks (a FIFO without a writer would)."""
-    probe = ("import sys\nfrom autotrade.data import read_ohlcv_csv\nfrom autotrade.errors import DataError\n"
-             "try:\n    read_ohlcv_csv(sys.argv[1])\nexcept DataError as exc:\n    print(exc)\n")
+    probe = (
+        "import sys\nfrom autotrade.data import read_ohlcv_csv\nfrom autotrade.errors import DataError\n"
+        "try:\n    read_ohlcv_csv(sys.argv[1])\nexcept DataError as exc:\n    print(exc)\n"
+    )
     return subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60).stdout
 
 
 def test_a_fifo_is_refused_at_once_not_read_forever(tmp_path: Path) -> None:
     fifo = tmp_path / "prices.csv"
     os.mkfifo(fifo)
-    assert read_in_a_subprocess(fifo).strip() == f"{fifo}: not a regular file (a pipe, device or socket): give a CSV file"
+    assert (
+        read_in_a_subprocess(fifo).strip() == f"{fifo}: not a regular file (a pipe, device or socket): give a CSV file"
+    )
 
 
 def test_a_device_is_refused_at_once_not_read_forever() -> None:

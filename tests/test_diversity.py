@@ -110,7 +110,9 @@ def test_position_correlation_is_one_for_copies_and_undefined_against_a_constant
 def test_a_population_of_copies_is_reported_as_collapsed() -> None:
     positions = np.array([0, 1, 1, 0, 1, 1, 0, 0], dtype=float)
     blocks = {0: sma(20, 50), 1: sma(10, 30), 2: sma(5, 15, "a", "b"), 3: sma(30, 90)}
-    diversity = measure_diversity(blocks, ok=[0, 1, 2, 3], population=[1, 2, 3], positions={i: positions for i in blocks})
+    diversity = measure_diversity(
+        blocks, ok=[0, 1, 2, 3], population=[1, 2, 3], positions={i: positions for i in blocks}
+    )
     assert (diversity.distinct, diversity.distinct_ok) == (1, 1)
     assert diversity.mean_correlation == 1.0 and diversity.copies_of_start == 3 and diversity.copy_share == 1.0
     assert diversity.collapsed and diversity.verdict().startswith("collapsed")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.data import PreparedData, load_prepared
+from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.evaluation.evaluate import EvalSettings, Status, evaluate_block
 
 BASELINE = extract_block(baseline_source())
@@ -44,7 +44,9 @@ def test_research_evaluation_never_gives_the_candidate_test_bars(data: PreparedD
 
 
 def test_overwriting_prices_in_features_does_not_change_the_fills(data: PreparedData) -> None:
-    tampering = BASELINE.replace("    return df\n", "    df['Close'] = df['Close'] * 3\n    df['Open'] = 1.0\n    return df\n", 1)
+    tampering = BASELINE.replace(
+        "    return df\n", "    df['Close'] = df['Close'] * 3\n    df['Open'] = 1.0\n    return df\n", 1
+    )
     honest, tampered = evaluate_block(BASELINE, data), evaluate_block(tampering, data)
     assert tampered.status is Status.OK
     assert tampered.windows == honest.windows
@@ -93,7 +95,9 @@ def test_record_is_strict_json(data: PreparedData) -> None:
     assert json.loads(json.dumps(record, allow_nan=False))["windows"]["val"]["bars"] == 756
 
 
-@pytest.mark.parametrize(("field", "value"), [("timeout_s", float("inf")), ("timeout_s", float("nan")), ("timeout_s", 0.0), ("memory_mb", 0)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("timeout_s", float("inf")), ("timeout_s", float("nan")), ("timeout_s", 0.0), ("memory_mb", 0)]
+)
 def test_eval_settings_refuse_limits_the_worker_cannot_apply(field: str, value: float) -> None:
     from autotrade.errors import ConfigError
 

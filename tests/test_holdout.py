@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from test_report import MIXED, copy_run, make_run, prepare_small
 
-from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.data import load_prepared
+from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
-from autotrade.report.holdout import HOLDOUT_FILE, read_reveals
 from autotrade.report.compute import build_report, summary
+from autotrade.report.holdout import HOLDOUT_FILE, read_reveals
 from autotrade.report.render import holdout_section
 from autotrade.research.rundir import RunDir
 
@@ -31,7 +31,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def fingerprint(run: Path) -> dict[str, str]:
     """sha256 of every file the loop builds prompts and state from."""
-    names = [p for p in run.iterdir() if p.name.startswith("iter_") or p.name in ("learnings.md", "state.json", "config.json", "trade.py", "best_trade.py")]
+    names = [
+        p
+        for p in run.iterdir()
+        if p.name.startswith("iter_")
+        or p.name in ("learnings.md", "state.json", "config.json", "trade.py", "best_trade.py")
+    ]
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in names}
 
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from openai_server import NO_CHOICES, Drop, Fault, OpenAIServer, Raw, Reply, Slow, Trickle, openai_server  # noqa: F401
+from openai_server import NO_CHOICES, Drop, Fault, OpenAIServer, Raw, Reply, Slow, Trickle
 
 from autotrade.errors import ConfigError, EndpointError
 from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings, is_openai_reasoning_model, preflight
@@ -152,17 +152,27 @@ class FakeClock:
         self.now += seconds
 
 
-def patient_client(url: str, clock: FakeClock, waits: list[EndpointWait] | None = None, **changes: object) -> ModelClient:
+def patient_client(
+    url: str, clock: FakeClock, waits: list[EndpointWait] | None = None, **changes: object
+) -> ModelClient:
     """A client limited by patience alone (no cap on tries), on a fake clock."""
     settings = replace(ModelSettings(base_url=url, api_key=KEY, model="test-model", timeout_s=2.0), **changes)
-    return ModelClient(settings, sleep=clock.sleep, clock=clock, rng=random.Random(3), on_wait=waits.append if waits is not None else None)
+    return ModelClient(
+        settings,
+        sleep=clock.sleep,
+        clock=clock,
+        rng=random.Random(3),
+        on_wait=waits.append if waits is not None else None,
+    )
 
 
 def test_the_default_settings_wait_out_a_server_restart(openai_server: OpenAIServer) -> None:
     # Five tries with doubling delays gave up on a server down for longer than their sum; patience waits it out.
     openai_server.script([Reply(content="back")])
     openai_server.down_for(1.5)
-    settings = ModelSettings(base_url=openai_server.base_url, api_key=KEY, model="test-model", retry_base_s=0.05, retry_max_s=0.2)
+    settings = ModelSettings(
+        base_url=openai_server.base_url, api_key=KEY, model="test-model", retry_base_s=0.05, retry_max_s=0.2
+    )
     started = time.monotonic()
     completion = ModelClient(settings).complete(MESSAGES)
     assert completion.content == "back"
@@ -176,14 +186,19 @@ def test_healable_faults_are_retried_until_the_patience_is_spent_then_one_line_s
     message = str(caught.value)
     assert sum(clock.sleeps) == pytest.approx(600.0)  # the last wait is cut to what patience has left
     assert len(clock.sleeps) > 20
-    assert f"failed {len(clock.sleeps) + 1} time(s) over 10m (endpoint patience 10m, --endpoint-patience / OPENAI_PATIENCE)" in message
+    assert (
+        f"failed {len(clock.sleeps) + 1} time(s) over 10m (endpoint patience 10m, --endpoint-patience / OPENAI_PATIENCE)"
+        in message
+    )
     assert message.endswith("last: connection refused") and "\n" not in message
 
 
 def test_each_wait_is_reported_with_the_patience_left(openai_server: OpenAIServer) -> None:
     openai_server.script([Fault(503, "Loading model"), Fault(502, "bad gateway"), Reply(content="ok")])
     clock, waits = FakeClock(), []
-    completion = patient_client(openai_server.base_url, clock, waits, patience_s=100.0, retry_base_s=4.0).complete(MESSAGES)
+    completion = patient_client(openai_server.base_url, clock, waits, patience_s=100.0, retry_base_s=4.0).complete(
+        MESSAGES
+    )
     assert completion.content == "ok"
     assert [(w.problem, w.tries) for w in waits] == [("HTTP 503: Loading model", 1), ("HTTP 502: bad gateway", 2)]
     assert [w.retry_in_s for w in waits] == clock.sleeps

@@ -15,12 +15,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autotrade.data import load_bundled
+from autotrade.data import PreparedData, Splits, load_bundled
 from autotrade.errors import CandidateError
-from autotrade.data import PreparedData, Splits
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block, finish_gate, run_gated
-from autotrade.evaluation.lookahead import (MIN_ROWS, check_lookahead, cut_plan, cut_points, position_changes,
-                                         random_strata, seed_for, signal_changes, split_for_budget, whole_cuts)
+from autotrade.evaluation.lookahead import (
+    MIN_ROWS,
+    check_lookahead,
+    cut_plan,
+    cut_points,
+    position_changes,
+    random_strata,
+    seed_for,
+    signal_changes,
+    split_for_budget,
+    whole_cuts,
+)
 from autotrade.sandbox.worker import GateStep, Limits, run_candidate
 
 VAL_START = "2003-01-01"
@@ -198,22 +207,27 @@ def test_future_carried_through_module_state_into_signals_is_caught(frame: pd.Da
 
 
 def test_a_cell_holding_an_array_cannot_hide_the_future_in_its_repr(frame: pd.DataFrame) -> None:
-    block = features_block("c", """
+    block = features_block(
+        "c",
+        """
         cells = []
         for i in range(len(a)):
             memo = np.zeros(1001)
             if i + 1 < len(a):
                 memo[500] = 1.0 if a[i + 1] > a[i] else -1.0
             cells.append(memo)
-        df["memo"] = pd.Series(cells, index=df.index, dtype="object")""")
+        df["memo"] = pd.Series(cells, index=df.index, dtype="object")""",
+    )
     error = gate(block, frame)
     assert error is not None and "one number (or one label) per bar" in str(error), error
 
 
 def test_a_random_stream_seeded_from_the_data_cannot_carry_it_into_the_signals(frame: pd.DataFrame) -> None:
     def signals(seeding: str) -> np.ndarray:
-        block = f"def generate_features(df):\n    {seeding}\n    return df\n\n" \
-                "def strategy_logic(row):\n    return 1 if np.random.rand() > 0.5 else -1\n"
+        block = (
+            f"def generate_features(df):\n    {seeding}\n    return df\n\n"
+            "def strategy_logic(row):\n    return 1 if np.random.rand() > 0.5 else -1\n"
+        )
         return run_gated(block, frame, val_position(frame), 1, Limits(timeout_s=60))[0].signals
 
     assert np.array_equal(signals("np.random.seed(len(df))"), signals("pass"))
@@ -247,10 +261,15 @@ CAUSAL = {
     "weekly_resample_after_the_close": features_block("c.resample('W-FRI').last().reindex(df.index, method='ffill')"),
     "integer_and_boolean_columns": features_block("c + (c > c.shift(1)).astype(int) + (c > c.shift(2))"),
     "where_mask_object_then_bool": features_block("c + c.where(c > c.shift(1)).notna()"),
-    "month_dummies": features_block("c", "df = pd.concat([df, pd.get_dummies(df.index.month, prefix='m').set_index(df.index)], axis=1)"),
+    "month_dummies": features_block(
+        "c", "df = pd.concat([df, pd.get_dummies(df.index.month, prefix='m').set_index(df.index)], axis=1)"
+    ),
     "centred_window_lagged_back": features_block("c.rolling(5, center=True).mean().shift(2)"),
     "negative_shift_lagged_back": features_block("c.shift(-1).shift(1)"),
-    "rsi": features_block("100 - 100 / (1 + g / l) + c", "d = c.diff()\ng = d.clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean()\nl = (-d.clip(upper=0)).ewm(alpha=1 / 14, adjust=False).mean()"),
+    "rsi": features_block(
+        "100 - 100 / (1 + g / l) + c",
+        "d = c.diff()\ng = d.clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean()\nl = (-d.clip(upper=0)).ewm(alpha=1 / 14, adjust=False).mean()",
+    ),
     "stateful_strategy": """
 SEEN = []
 
@@ -272,7 +291,7 @@ def test_causal_code_passes_the_gate(frame: pd.DataFrame, name: str) -> None:
 
 
 def test_verdicts_are_reproducible_for_the_run_and_differ_between_runs(frame: pd.DataFrame) -> None:
-    signals = np.tile([1.0, -1.0, 0.0, 0.0], len(frame) // 4 + 1)[:len(frame)]
+    signals = np.tile([1.0, -1.0, 0.0, 0.0], len(frame) // 4 + 1)[: len(frame)]
     plan = [cut_points(frame, signals, val_position(frame), seed_for("block", secret)) for secret in (5, 5, 6)]
     assert plan[0] == plan[1] and plan[0] != plan[2]
     assert cut_points(frame, signals, val_position(frame), seed_for("other block", 5)) != plan[0]
@@ -294,7 +313,7 @@ def test_cuts_fall_right_after_every_position_change_and_before_the_largest_move
 
 
 def test_position_and_raw_signal_changes_share_the_cap_in_proportion(frame: pd.DataFrame) -> None:
-    signals = np.tile([1.0, 0.0, -1.0, -1.0], len(frame) // 4 + 1)[:len(frame)]  # 2 position, 1 raw change per 4
+    signals = np.tile([1.0, 0.0, -1.0, -1.0], len(frame) // 4 + 1)[: len(frame)]  # 2 position, 1 raw change per 4
     cuts = set(cut_points(frame, signals, val_position(frame), seed=3))
     positions = {int(t) + 1 for t in position_changes(signals)}
     raw_only = {int(t) + 1 for t in signal_changes(signals)} - positions
@@ -432,5 +451,7 @@ def test_deferred_cuts_are_checked_before_the_result_is_trusted(frame: pd.DataFr
     assert evaluation.ok and evaluation.deferred_cuts, evaluation.message
     assert finish_gate(evaluation, SLOW_CAUSAL, data, settings).deferred_cuts == ()
     leaky = SLOW_CAUSAL.replace("close[max(0, i - 30):i + 1]", "close[max(0, i - 30):i + 2]")
-    assert finish_gate(replace(evaluation, deferred_cuts=tuple(range(100, 1400, 50))), leaky, data,
-                       settings).status == "lookahead"
+    assert (
+        finish_gate(replace(evaluation, deferred_cuts=tuple(range(100, 1400, 50))), leaky, data, settings).status
+        == "lookahead"
+    )

@@ -11,17 +11,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from openai_server import Drop, Fault, OpenAIServer, Recorded, Reply, Trickle, openai_server  # noqa: F401 - fixture
+from openai_server import Drop, Fault, OpenAIServer, Recorded, Reply, Trickle
 
 from autotrade.candidate import BLOCK_START, GUARD
 from autotrade.cli.research import PlainReporter
-from autotrade.research.config import RunSettings, model_settings
-from autotrade.data import load_bundled, prepare_data
 from autotrade.errors import ConfigError
 from autotrade.propose.client import ModelSettings
+from autotrade.propose.prompts import load_prompt_files
+from autotrade.research.config import RunSettings, model_settings
 from autotrade.research.loop import RunResult, resume_run, start_run
 from autotrade.research.population import Population, choose_parent, record_outcome
-from autotrade.propose.prompts import load_prompt_files
 from autotrade.research.rundir import RunDir
 
 CANARY = "sk-canary-7f3a9c1e5b"  # the API key: must never reach a file
@@ -83,29 +82,30 @@ def iteration_of(request: Recorded) -> int:
 # -- data and runs -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Bundled S&P 500 cut to 2014-2018 (train 2014-2016, validation 2017, test 2018): quick to evaluate."""
-    folder = tmp_path_factory.mktemp("small")
-    frame = load_bundled("sp500")
-    frame[frame.index >= "2014-01-01"].to_csv(folder / "spx.csv")
-    prepare_data(csv=folder / "spx.csv", data_dir=folder / "data", val_start="2017-01-01", test_start="2018-01-01")
-    return folder / "data"
-
-
 def settings(data: Path, **overrides: object) -> RunSettings:
     values: dict = {"max_iter": 4, "max_fails": 10, "population": 3, "seed": 7, "data_dir": str(data)}
     return RunSettings(**{**values, **overrides})
 
 
 def start(
-    server: OpenAIServer, root: Path, data: Path, name: str = "t", *, endpoint: ModelSettings | None = None, **overrides: object
+    server: OpenAIServer,
+    root: Path,
+    data: Path,
+    name: str = "t",
+    *,
+    endpoint: ModelSettings | None = None,
+    **overrides: object,
 ) -> tuple[RunResult, str]:
     """Run in-process with a plain reporter; return the result and what it printed."""
     out = io.StringIO()
     endpoint = endpoint or model_settings(base_url=server.base_url, environ={"OPENAI_API_KEY": CANARY})
     result = start_run(
-        settings(data, **overrides), endpoint, PlainReporter(out), prompts=load_prompt_files(root), name=name, root=root / "train"
+        settings(data, **overrides),
+        endpoint,
+        PlainReporter(out),
+        prompts=load_prompt_files(root),
+        name=name,
+        root=root / "train",
     )
     return result, out.getvalue()
 
@@ -129,11 +129,30 @@ def test_mixed_replies_are_recorded_with_typed_statuses_and_the_run_goes_on(
     openai_server: OpenAIServer, tmp_path: Path, small_data: Path
 ) -> None:
     openai_server.script(
-        [Reply(good()), Reply(KEY_ERROR), Reply(LOOKAHEAD), Reply(NO_CODE), Reply(""), Reply(good(), finish_reason="length"), Reply(REJECTED), Reply(SYNTAX)]
+        [
+            Reply(good()),
+            Reply(KEY_ERROR),
+            Reply(LOOKAHEAD),
+            Reply(NO_CODE),
+            Reply(""),
+            Reply(good(), finish_reason="length"),
+            Reply(REJECTED),
+            Reply(SYNTAX),
+        ]
     )
     result, printed = start(openai_server, tmp_path, small_data, max_iter=9)
     statuses = [r["status"] for r in records(result.path)]
-    assert statuses == ["ok", "ok", "runtime_error", "lookahead", "parse_error", "empty", "truncated", "rejected", "syntax_error"]
+    assert statuses == [
+        "ok",
+        "ok",
+        "runtime_error",
+        "lookahead",
+        "parse_error",
+        "empty",
+        "truncated",
+        "rejected",
+        "syntax_error",
+    ]
     assert (result.status, result.stop_reason, result.iterations) == ("finished", "max_iter", 9)
     key_error = records(result.path)[2]
     assert key_error["error_type"] == "KeyError" and "RSI_14" in key_error["message"]
@@ -154,11 +173,22 @@ def test_results_record_what_the_report_needs(openai_server: OpenAIServer, tmp_p
     assert "test" not in first["windows"]
 
 
-def test_run_directory_holds_runnable_trade_files_and_the_best(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_run_directory_holds_runnable_trade_files_and_the_best(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     openai_server.script([Reply(good(5, 20)), Reply(KEY_ERROR)])
     result, _ = start(openai_server, tmp_path, small_data, max_iter=3)
     run = result.path
-    for name in ("trade.py", "best_trade.py", "iter_0_trade.py", "iter_1_trade.py", "learnings.md", "config.json", "state.json", "journal.jsonl"):
+    for name in (
+        "trade.py",
+        "best_trade.py",
+        "iter_0_trade.py",
+        "iter_1_trade.py",
+        "learnings.md",
+        "config.json",
+        "state.json",
+        "journal.jsonl",
+    ):
         assert (run / name).is_file(), name
     best = result.population[0]["iteration"]
     assert (run / "best_trade.py").read_text() == (run / f"iter_{best}_trade.py").read_text()
@@ -170,7 +200,9 @@ def test_run_directory_holds_runnable_trade_files_and_the_best(openai_server: Op
     assert_no_key_anywhere(run)
 
 
-def test_learnings_hold_each_iteration_once_with_actual_results(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_learnings_hold_each_iteration_once_with_actual_results(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     openai_server.script([Reply(good()), Reply(NO_CODE)])
     result, _ = start(openai_server, tmp_path, small_data, max_iter=3)
     text = (result.path / "learnings.md").read_text()
@@ -179,7 +211,9 @@ def test_learnings_hold_each_iteration_once_with_actual_results(openai_server: O
     assert "SMA 10/30" in text and "SYSTEM: status ok; train_return" in text and "SYSTEM: status parse_error" in text
 
 
-def test_random_reversion_and_the_stop_rule_follow_the_seed(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_random_reversion_and_the_stop_rule_follow_the_seed(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     # Three distinct good strategies fill the population; then failures only, until --max-fails.
     openai_server.script([Reply(good(5, 20)), Reply(good(10, 50)), Reply(good(20, 100))] + [Reply(KEY_ERROR)] * 10)
     result, _ = start(openai_server, tmp_path, small_data, max_iter=20, max_fails=4, population=3, seed=11)
@@ -189,12 +223,16 @@ def test_random_reversion_and_the_stop_rule_follow_the_seed(openai_server: OpenA
     population, streak, rng, parent = Population(3), 0, random.Random(11), None
     for record in found:
         assert record["parent"] == parent
-        step = record_outcome(population, streak, record["iteration"], record["objective"] if record["status"] == "ok" else None)
+        step = record_outcome(
+            population, streak, record["iteration"], record["objective"] if record["status"] == "ok" else None
+        )
         population, streak = step.population, step.fail_streak
         parent = choose_parent(population, record["iteration"], step.entered, rng)
         assert (record["entered_population"], record["fail_streak"]) == (step.entered, streak)
     assert streak == 4 and len(found) == len([r for r in found if r["status"] == "ok"]) + 4
-    reverted = [r["parent"] for r in found if r["iteration"] > 0 and not found[r["iteration"] - 1]["entered_population"]]
+    reverted = [
+        r["parent"] for r in found if r["iteration"] > 0 and not found[r["iteration"] - 1]["entered_population"]
+    ]
     assert len(reverted) == 3 and len(set(reverted)) > 1  # branches from random members, not always the latest
     state = json.loads((result.path / "state.json").read_text())
     assert state["population"] == population.to_list() and state["next_parent"] == parent
@@ -224,7 +262,9 @@ def test_prompts_show_columns_population_and_last_error_but_never_the_test_windo
         assert "2018-" not in content  # no test-window dates: sample rows are the first research rows
 
 
-def test_an_endpoint_error_stops_cleanly_and_the_run_resumes(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_an_endpoint_error_stops_cleanly_and_the_run_resumes(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     openai_server.script([Reply(good()), Fault(401, "bad key")])
     result, _ = start(openai_server, tmp_path, small_data, max_iter=4)
     assert (result.status, result.stop_reason, result.iterations) == ("stopped", "endpoint_error", 2)
@@ -252,20 +292,28 @@ def restart_server(server: OpenAIServer, seconds: float) -> object:
     return step
 
 
-def test_a_model_server_restart_mid_run_is_waited_out_and_the_run_goes_on(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_a_model_server_restart_mid_run_is_waited_out_and_the_run_goes_on(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     # The retry delays are milliseconds here: five tries would be spent long before the server is back.
     openai_server.script([restart_server(openai_server, 1.5), Reply(good())])
     result, out = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server))
     assert (result.status, result.iterations) == ("finished", 2), result.message
     assert records(result.path)[1]["status"] == "ok"
-    assert re.search(r"^endpoint: connection refused \(try \d+\); next try in [\d.]+s, giving up in 0:29:\d\d$", out, re.M), out
+    assert re.search(
+        r"^endpoint: connection refused \(try \d+\); next try in [\d.]+s, giving up in 0:29:\d\d$", out, re.M
+    ), out
     waits = [e for e in RunDir(result.path).read_journal() if e["event"] == "endpoint_wait"]
     assert waits and all(e["iteration"] == 1 for e in waits)
 
 
-def test_a_server_down_past_the_patience_stops_the_run_resumably(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_a_server_down_past_the_patience_stops_the_run_resumably(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     openai_server.script([restart_server(openai_server, 2.0)])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server, patience_s=0.5))
+    result, _ = start(
+        openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server, patience_s=0.5)
+    )
     assert (result.status, result.stop_reason, result.iterations) == ("stopped", "endpoint_error", 1)
     assert "endpoint patience 0.5s" in result.message and "connection refused" in result.message
     time.sleep(2.0)  # the server is back
@@ -274,13 +322,19 @@ def test_a_server_down_past_the_patience_stops_the_run_resumably(openai_server: 
     assert (resumed.status, resumed.iterations) == ("finished", 2)
 
 
-def test_a_reply_cut_at_the_deadline_is_counted_in_the_iteration_record(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_a_reply_cut_at_the_deadline_is_counted_in_the_iteration_record(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     openai_server.script([Trickle(0.03), Reply(good())])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server, timeout_s=0.5))
+    result, _ = start(
+        openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server, timeout_s=0.5)
+    )
     assert [(r["status"], r.get("deadline_hits")) for r in records(result.path)] == [("ok", None), ("ok", 1)]
 
 
-def test_replies_cut_at_the_deadline_until_the_patience_is_spent_stop_the_run_and_the_journal_says_so(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_replies_cut_at_the_deadline_until_the_patience_is_spent_stop_the_run_and_the_journal_says_so(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     openai_server.script([Trickle(0.03)] * 4)
     endpoint = quick_retries(openai_server, timeout_s=0.5, patience_s=0.9)
     result, _ = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=endpoint)
@@ -293,28 +347,53 @@ def test_replies_cut_at_the_deadline_until_the_patience_is_spent_stop_the_run_an
 def test_preflight_failure_leaves_no_run_behind(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
     endpoint = model_settings(base_url=openai_server.base_url, model="no-such-model", environ={})
     with pytest.raises(ConfigError, match="no-such-model"):
-        start_run(settings(small_data), endpoint, PlainReporter(io.StringIO()), prompts=load_prompt_files(tmp_path), name="x", root=tmp_path / "train")
+        start_run(
+            settings(small_data),
+            endpoint,
+            PlainReporter(io.StringIO()),
+            prompts=load_prompt_files(tmp_path),
+            name="x",
+            root=tmp_path / "train",
+        )
     assert not (tmp_path / "train" / "x").exists()
 
 
-def test_a_prompt_template_with_an_unknown_placeholder_leaves_no_run_behind_with_either_policy(tmp_path: Path, small_data: Path) -> None:
+def test_a_prompt_template_with_an_unknown_placeholder_leaves_no_run_behind_with_either_policy(
+    tmp_path: Path, small_data: Path
+) -> None:
     # The prompts are pinned in config.json: a run started with a template that cannot render could never get
     # past iteration 1, not even on resume. The random policy has no preflight, so this must be checked apart.
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "prompt_template.md").write_text("{{program}}\n{{no_such_placeholder}}\n")
     with pytest.raises(ConfigError, match="no_such_placeholder"):
-        start_run(settings(small_data, policy="random"), None, PlainReporter(io.StringIO()), prompts=load_prompt_files(tmp_path), name="p", root=tmp_path / "train")
+        start_run(
+            settings(small_data, policy="random"),
+            None,
+            PlainReporter(io.StringIO()),
+            prompts=load_prompt_files(tmp_path),
+            name="p",
+            root=tmp_path / "train",
+        )
     assert not (tmp_path / "train" / "p").exists()
 
 
 def test_a_baseline_only_run_needs_no_server(tmp_path: Path, small_data: Path) -> None:
     endpoint = model_settings(base_url="http://127.0.0.1:9/v1", environ={})
-    result = start_run(settings(small_data, max_iter=1), endpoint, PlainReporter(io.StringIO()), prompts=load_prompt_files(tmp_path), name="b", root=tmp_path / "train")
+    result = start_run(
+        settings(small_data, max_iter=1),
+        endpoint,
+        PlainReporter(io.StringIO()),
+        prompts=load_prompt_files(tmp_path),
+        name="b",
+        root=tmp_path / "train",
+    )
     assert (result.status, result.iterations) == ("finished", 1)
 
 
 @pytest.mark.parametrize("objective", ["val_sharpe", "robust", "rubric"])
-def test_each_objective_ranks_the_population(objective: str, openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_each_objective_ranks_the_population(
+    objective: str, openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     openai_server.script([Reply(good())])
     result, _ = start(openai_server, tmp_path, small_data, max_iter=2, objective=objective)
     found = records(result.path)
@@ -325,7 +404,9 @@ def test_each_objective_ranks_the_population(objective: str, openai_server: Open
     assert [r["iteration"] for r in result.population] == [r["iteration"] for r in ranked]
 
 
-def test_a_run_in_use_by_another_process_is_refused(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_a_run_in_use_by_another_process_is_refused(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     openai_server.script([Reply(good())])
     result, _ = start(openai_server, tmp_path, small_data, max_iter=3, max_fails=1)
     run = RunDir(result.path)
@@ -364,7 +445,9 @@ def test_doctor_reports_models_a_timed_completion_and_the_data(
 SCRIPTED = [(5, 20), (20, 100), (8, 40), (10, 30)]  # iterations 1-4: crossovers whose rankings differ by objective
 
 
-def test_the_chosen_objective_decides_the_population_order(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_the_chosen_objective_decides_the_population_order(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     from autotrade.data import load_prepared
     from autotrade.evaluation.objectives import objective_value
     from autotrade.evaluation.score import score_code
@@ -373,10 +456,14 @@ def test_the_chosen_objective_decides_the_population_order(openai_server: OpenAI
     orders = {}
     for objective in ("val_return", "val_sharpe", "robust", "rubric"):
         openai_server.script([Reply(good(fast, slow)) for fast, slow in SCRIPTED])
-        result, _ = start(openai_server, tmp_path, small_data, name=objective, max_iter=5, objective=objective, robust_k=3)
+        result, _ = start(
+            openai_server, tmp_path, small_data, name=objective, max_iter=5, objective=objective, robust_k=3
+        )
         found = records(result.path)
         if objective == "robust":  # needs the equity curves: score the recorded code again through score_code
-            expected = {r["iteration"]: score_code(r["block"], data, objective="robust", robust_k=3).total for r in found}
+            expected = {
+                r["iteration"]: score_code(r["block"], data, objective="robust", robust_k=3).total for r in found
+            }
         else:
             expected = {r["iteration"]: objective_value(objective, r["windows"], status=r["status"]) for r in found}
         assert [r["objective"] for r in found] == pytest.approx([expected[r["iteration"]] for r in found])
@@ -403,8 +490,8 @@ def test_a_candidate_with_deferred_look_ahead_cuts_enters_only_after_they_are_ch
 ) -> None:
     from dataclasses import replace as with_changes
 
-    from autotrade.research import loop
     from autotrade.evaluation.evaluate import Evaluation, Status
+    from autotrade.research import loop
 
     real_evaluate = loop.evaluate_block
     checked: list[int] = []
@@ -422,4 +509,6 @@ def test_a_candidate_with_deferred_look_ahead_cuts_enters_only_after_they_are_ch
     result, _ = start(openai_server, tmp_path, small_data, max_iter=2)
     found = records(result.path)
     assert checked == [2, 2]  # the baseline and the proposal each would have entered: both checked first
-    assert [r["status"] for r in found] == ["lookahead", "lookahead"] and not any(r["entered_population"] for r in found)
+    assert [r["status"] for r in found] == ["lookahead", "lookahead"] and not any(
+        r["entered_population"] for r in found
+    )

@@ -24,8 +24,14 @@ def test_backtest_process_prints_what_the_in_process_evaluation_gives(prepared_d
     done = autotrade("backtest", "--data", str(prepared_dir), "--json", "--window", "train", "--window", "test")
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
-    here = oneshot.evaluate(extract_block(baseline_source()), prepared_dir, ("train", "test"), fill="next-open",
-                            cost_bps=2.0, timeout_s=60.0).to_record()
+    here = oneshot.evaluate(
+        extract_block(baseline_source()),
+        prepared_dir,
+        ("train", "test"),
+        fill="next-open",
+        cost_bps=2.0,
+        timeout_s=60.0,
+    ).to_record()
     assert printed["status"] == here["status"] == "ok"
     assert printed["windows"] == here["windows"] and list(printed["windows"]) == ["train", "test"]
 

@@ -8,16 +8,16 @@ import re
 from pathlib import Path
 
 import pytest
-from test_loop import records, small_data  # noqa: F401 - fixture
+from test_loop import records
 from typer.testing import CliRunner
 
 from autotrade.cli.app import app
-from autotrade.research.config import RunSettings
 from autotrade.data import load_prepared
 from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import evaluate_block
 from autotrade.propose.policies import RANDOM_MODEL, Policy, ProposalRequest, RandomProposer, random_strategy
 from autotrade.propose.reply import parse_reply
+from autotrade.research.config import RunSettings
 from autotrade.sandbox.vet import vet_block
 
 CLOSED_PORT = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "", "OPENAI_MODEL": ""}  # nothing listens
@@ -70,9 +70,16 @@ def test_a_random_reply_parses_to_its_block_and_hypothesis() -> None:
 
 def test_the_random_proposer_draws_only_from_the_request_generator_and_costs_no_tokens() -> None:
     rng, twin = random.Random(11), random.Random(11)
-    proposal = RandomProposer().propose(ProposalRequest(iteration=4, parent=2, parent_block="", prompt="ignored", rng=rng))
+    proposal = RandomProposer().propose(
+        ProposalRequest(iteration=4, parent=2, parent_block="", prompt="ignored", rng=rng)
+    )
     assert proposal.text == random_strategy(twin).reply() and rng.getstate() == twin.getstate()
-    assert (proposal.model, proposal.finish_reason, proposal.prompt_tokens, proposal.completion_tokens) == (RANDOM_MODEL, "stop", 0, 0)
+    assert (proposal.model, proposal.finish_reason, proposal.prompt_tokens, proposal.completion_tokens) == (
+        RANDOM_MODEL,
+        "stop",
+        0,
+        0,
+    )
     assert RandomProposer.policy is Policy.RANDOM
 
 
@@ -82,18 +89,46 @@ def test_an_unknown_policy_is_refused() -> None:
 
 
 def test_autotrade_run_with_the_random_policy_needs_no_endpoint(
-    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    small_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    argv = ["run", "--policy", "random", "--max-iter", "5", "--seed", "1", "--name", "r", "--quiet", "--data", str(small_data)]
+    argv = [
+        "run",
+        "--policy",
+        "random",
+        "--max-iter",
+        "5",
+        "--seed",
+        "1",
+        "--name",
+        "r",
+        "--quiet",
+        "--data",
+        str(small_data),
+    ]
     outcome = CliRunner().invoke(app, argv, env=CLOSED_PORT)
     assert outcome.exit_code == 0, outcome.output
     assert "policy=random" in outcome.output and "finished: reached --max-iter after 5 iterations" in outcome.output
     run = tmp_path / "train" / "r"
-    for name in ("trade.py", "best_trade.py", "learnings.md", "config.json", "state.json", "iter_4_trade.py", "iter_4_response.md"):
+    for name in (
+        "trade.py",
+        "best_trade.py",
+        "learnings.md",
+        "config.json",
+        "state.json",
+        "iter_4_trade.py",
+        "iter_4_response.md",
+    ):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
-    assert (config["policy"], config["settings"]["policy"], config["model"]["model"], config["model"]["base_url"]) == ("random", "random", "random", None)
+    assert (config["policy"], config["settings"]["policy"], config["model"]["model"], config["model"]["base_url"]) == (
+        "random",
+        "random",
+        "random",
+        None,
+    )
     found = records(run)
     assert [r["policy"] for r in found] == ["random"] * 5 and [r["model"] for r in found[1:]] == ["random"] * 4
     assert all(r["status"] in ("ok", "no_trades") for r in found)
@@ -101,8 +136,12 @@ def test_autotrade_run_with_the_random_policy_needs_no_endpoint(
     assert found[1]["hypothesis"].startswith("Random policy:")
 
 
-def test_endpoint_flags_with_the_random_policy_are_refused(small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_endpoint_flags_with_the_random_policy_are_refused(
+    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: F811
     monkeypatch.chdir(tmp_path)
-    outcome = CliRunner().invoke(app, ["run", "--policy", "random", "--model", "x", "--data", str(small_data)], env=CLOSED_PORT)
+    outcome = CliRunner().invoke(
+        app, ["run", "--policy", "random", "--model", "x", "--data", str(small_data)], env=CLOSED_PORT
+    )
     assert outcome.exit_code == 1 and "--model: endpoint settings apply to --policy model only" in outcome.output
     assert not (tmp_path / "train").exists()

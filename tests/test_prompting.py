@@ -50,7 +50,9 @@ def test_an_unknown_placeholder_names_the_file() -> None:
 
 
 def test_substituted_text_is_never_expanded_again() -> None:
-    out = render("{{parent_code}} and {{learnings}}", {"parent_code": "d = {'{{learnings}}': 1}", "learnings": "L"}, "t")
+    out = render(
+        "{{parent_code}} and {{learnings}}", {"parent_code": "d = {'{{learnings}}': 1}", "learnings": "L"}, "t"
+    )
     assert out == "d = {'{{learnings}}': 1} and L"
 
 
@@ -77,11 +79,32 @@ def test_engine_rules_state_fill_timing_and_costs(fill: str, phrase: str) -> Non
 
 def record(i: int, status: str = "ok", **extra: object) -> dict:
     windows = {
-        "train": {"total_return": 0.5, "sharpe": 0.8, "max_drawdown": -0.2, "num_trades": 30, "exposure": 0.6, "buy_and_hold_return": 0.9},
-        "val": {"total_return": 0.1, "sharpe": 1.1, "max_drawdown": -0.1, "num_trades": 4, "exposure": 0.5, "buy_and_hold_return": 0.2},
+        "train": {
+            "total_return": 0.5,
+            "sharpe": 0.8,
+            "max_drawdown": -0.2,
+            "num_trades": 30,
+            "exposure": 0.6,
+            "buy_and_hold_return": 0.9,
+        },
+        "val": {
+            "total_return": 0.1,
+            "sharpe": 1.1,
+            "max_drawdown": -0.1,
+            "num_trades": 4,
+            "exposure": 0.5,
+            "buy_and_hold_return": 0.2,
+        },
     }
-    return {"iteration": i, "parent": i - 1 if i else None, "status": status, "objective": 0.1,
-            "windows": windows if status == "ok" else {}, "hypothesis": f"Idea {i}\nmore", **extra}
+    return {
+        "iteration": i,
+        "parent": i - 1 if i else None,
+        "status": status,
+        "objective": 0.1,
+        "windows": windows if status == "ok" else {},
+        "hypothesis": f"Idea {i}\nmore",
+        **extra,
+    }
 
 
 def test_population_shows_train_and_validation_metrics_and_buy_and_hold() -> None:
@@ -92,8 +115,14 @@ def test_population_shows_train_and_validation_metrics_and_buy_and_hold() -> Non
 
 
 def test_a_failed_outcome_shows_status_message_and_the_end_of_the_traceback() -> None:
-    tb = "Traceback (most recent call last):\n" + "".join(f'  File "x", line {n}\n' for n in range(100)) + "KeyError: 'RSI_14'"
-    text = describe_outcome(record(5, status="runtime_error", message="KeyError: 'RSI_14'", error_type="KeyError", traceback=tb))
+    tb = (
+        "Traceback (most recent call last):\n"
+        + "".join(f'  File "x", line {n}\n' for n in range(100))
+        + "KeyError: 'RSI_14'"
+    )
+    text = describe_outcome(
+        record(5, status="runtime_error", message="KeyError: 'RSI_14'", error_type="KeyError", traceback=tb)
+    )
     assert "Iteration 5 (parent 4) FAILED with status `runtime_error` (KeyError): KeyError: 'RSI_14'" in text
     assert text.count("line ") <= 12 and "KeyError: 'RSI_14'\n```" in text
 
@@ -106,13 +135,31 @@ def test_trimmed_traceback_keeps_the_last_lines_within_the_limit() -> None:
 
 def test_the_rendered_prompt_holds_every_part() -> None:
     context = PromptContext(
-        iteration="4", last_iteration="9", objective="val_return", objective_description="the validation return",
-        columns=describe_columns(frame()), sample_rows=sample_rows(frame()), engine_rules=engine_rules("next-open", 2.0),
-        parent_iteration="2", parent_code="def generate_features(df):\n    return df", population="POPULATION",
-        last_outcome="LAST", learnings="LEARNED",
+        iteration="4",
+        last_iteration="9",
+        objective="val_return",
+        objective_description="the validation return",
+        columns=describe_columns(frame()),
+        sample_rows=sample_rows(frame()),
+        engine_rules=engine_rules("next-open", 2.0),
+        parent_iteration="2",
+        parent_code="def generate_features(df):\n    return df",
+        population="POPULATION",
+        last_outcome="LAST",
+        learnings="LEARNED",
     )
     text = build_prompt(load_prompt_files(Path("/nonexistent")), context)
-    for part in ("**val_return**: the validation return", "- `Close`: float64", "2001-01-02", "bar t+1's open",
-                 "POPULATION", "LAST", "LEARNED", "iteration 2", "def generate_features(df):", "ONE ```python block"):
+    for part in (
+        "**val_return**: the validation return",
+        "- `Close`: float64",
+        "2001-01-02",
+        "bar t+1's open",
+        "POPULATION",
+        "LAST",
+        "LEARNED",
+        "iteration 2",
+        "def generate_features(df):",
+        "ONE ```python block",
+    ):
         assert part in text, part
     assert "{{" not in text

@@ -19,17 +19,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import synthetic_ohlcv
-from openai_server import OpenAIServer, Reply, openai_server  # noqa: F401 - fixture
-from test_loop import answer, records, sma_block, small_data, start  # noqa: F401 - fixture
+from openai_server import OpenAIServer, Reply
+from test_loop import answer, records, sma_block, start
 from typer.testing import CliRunner
 
-from autotrade.evaluation import evaluate as evaluation
-from autotrade.research import loop
 from autotrade.candidate import BLOCK_END, baseline_source, extract_block, runnable_source
 from autotrade.cli.app import app
 from autotrade.data import load_prepared
 from autotrade.errors import CandidateError, ConfigError
+from autotrade.evaluation import evaluate as evaluation
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
+from autotrade.research import loop
 from autotrade.sandbox import worker
 from autotrade.sandbox.vet import VettedBlock
 from autotrade.sandbox.worker import Limits, run_candidate
@@ -54,19 +54,19 @@ def canary_block(canary: Path, where: str) -> str:
     payload = f"pd.compat.sys.modules['builtins'].open({str(canary)!r}, 'w').write('pwned')"
     top = payload if where == "top_level" else ""
     default = f", hook={payload}" if where == "default_argument" else ""
-    return (f"{top}\n"
-            f"def generate_features(df{default}):\n    return df\n\n"
-            "def strategy_logic(row):\n    return 0\n")
+    return f"{top}\ndef generate_features(df{default}):\n    return df\n\ndef strategy_logic(row):\n    return 0\n"
 
 
 # -- 1. a normal user's run evaluates its candidates ------------------------------------------------------
 
 
-def test_the_readme_main_job_evaluates_its_baseline_for_whoever_runs_it(tmp_path: Path, small_data: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_readme_main_job_evaluates_its_baseline_for_whoever_runs_it(
+    tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["run", "--policy", "random", "--max-iter", "3", "--quiet", "--seed", "1",
-                                      "--data", str(small_data)])
+    result = CliRunner().invoke(
+        app, ["run", "--policy", "random", "--max-iter", "3", "--quiet", "--seed", "1", "--data", str(small_data)]
+    )
     assert result.exit_code == 0, result.output
     statuses = [r["status"] for r in records(next((tmp_path / "train").iterdir()))]
     assert statuses[0] == "ok" and "runtime_error" not in statuses, statuses
@@ -75,6 +75,7 @@ def test_the_readme_main_job_evaluates_its_baseline_for_whoever_runs_it(tmp_path
 @pytest.fixture
 def broken_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A sandbox server whose workers all fail their set-up (as on a machine that refuses a layer mid-way)."""
+
     def refuse(*_: object) -> None:
         raise OSError(1, "prctl(PR_SET_DUMPABLE): Operation not permitted")
 
@@ -84,32 +85,36 @@ def broken_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     worker._SERVER.close()
 
 
-def test_a_broken_sandbox_stops_the_run_before_it_starts_with_one_line(broken_sandbox: None, tmp_path: Path,
-                                                                      small_data: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_sandbox_stops_the_run_before_it_starts_with_one_line(
+    broken_sandbox: None, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["run", "--policy", "random", "--max-iter", "5", "--quiet",
-                                      "--data", str(small_data)])
+    result = CliRunner().invoke(
+        app, ["run", "--policy", "random", "--max-iter", "5", "--quiet", "--data", str(small_data)]
+    )
     assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "sandbox" in lines[0]
     assert not (tmp_path / "train").exists()  # no run left behind to spend iterations on
 
 
-def test_a_sandbox_that_breaks_during_a_run_stops_it_resumably(broken_sandbox: None, tmp_path: Path, small_data: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sandbox_that_breaks_during_a_run_stops_it_resumably(
+    broken_sandbox: None, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(loop, "sandbox_layers", lambda reporter: {})  # it held when the run started
-    result = CliRunner().invoke(app, ["run", "--policy", "random", "--max-iter", "5", "--quiet",
-                                      "--data", str(small_data), "--name", "r"])
+    result = CliRunner().invoke(
+        app, ["run", "--policy", "random", "--max-iter", "5", "--quiet", "--data", str(small_data), "--name", "r"]
+    )
     assert result.exit_code == 1
     assert any(line.startswith("error:") and "sandbox" in line for line in result.stderr.splitlines())
     state = json.loads((tmp_path / "train" / "r" / "state.json").read_text())
     assert (state["next_iteration"], state["status"], state["stop_reason"]) == (0, "stopped", "sandbox_error")
 
 
-def test_doctor_fails_when_the_sandbox_cannot_evaluate(broken_sandbox: None, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_fails_when_the_sandbox_cannot_evaluate(
+    broken_sandbox: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["doctor", "--base-url", "http://127.0.0.1:9/v1"])
     assert result.exit_code == 1
@@ -120,16 +125,18 @@ def test_doctor_fails_when_the_sandbox_cannot_evaluate(broken_sandbox: None, tmp
 
 
 @pytest.mark.parametrize("where", ["top_level", "default_argument"])
-def test_running_or_importing_a_written_trade_py_never_runs_its_block_here(where: str, tmp_path: Path,
-                                                                        prepared_dir: Path) -> None:
+def test_running_or_importing_a_written_trade_py_never_runs_its_block_here(
+    where: str, tmp_path: Path, prepared_dir: Path
+) -> None:
     canary = tmp_path / "canary"
     # Written as the product writes files, but with a block that never went through vetting.
     trade_py = tmp_path / "best_trade.py"
     trade_py.write_text(runnable_source(baseline_source(), canary_block(canary, where)))
     env = {**os.environ, "AUTOTRADE_DATA": str(prepared_dir)}
     ran = subprocess.run([sys.executable, str(trade_py)], env=env, capture_output=True, text=True, timeout=120)
-    imported = subprocess.run([sys.executable, "-c", "import best_trade"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
+    imported = subprocess.run(
+        [sys.executable, "-c", "import best_trade"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert not canary.exists()
     assert ran.returncode == 1 and "rejected" in ran.stderr  # handed to the sandbox, whose vetting refused it
     assert imported.returncode == 1 and "cannot be imported" in imported.stderr
@@ -137,13 +144,16 @@ def test_running_or_importing_a_written_trade_py_never_runs_its_block_here(where
 
 def test_a_starting_file_that_would_run_the_block_before_the_guard_is_refused() -> None:
     skeleton = baseline_source().replace("import math\n", 'import math\nX = """\n', 1)
-    skeleton = skeleton.replace(BLOCK_END, BLOCK_END + '\n"""', 1)  # the block sits inside a string the block could close
+    skeleton = skeleton.replace(
+        BLOCK_END, BLOCK_END + '\n"""', 1
+    )  # the block sits inside a string the block could close
     with pytest.raises(ConfigError, match="top level"):
         runnable_source(skeleton, 'x = 1\n"""\nprint("escaped")\n"""')
 
 
-def test_a_rejected_block_is_kept_as_text_and_never_becomes_a_py_file(openai_server: OpenAIServer, tmp_path: Path,
-                                                                     small_data: Path) -> None:
+def test_a_rejected_block_is_kept_as_text_and_never_becomes_a_py_file(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     canary = tmp_path / "canary"
     openai_server.script([Reply(answer(canary_block(canary, "top_level"), "Escape"))])
     result, _ = start(openai_server, tmp_path, small_data, max_iter=2)
@@ -168,8 +178,10 @@ DISPATCH_ESCAPES = {
 
 @pytest.mark.parametrize("name", list(DISPATCH_ESCAPES))
 def test_paths_to_builtins_eval_or_a_writer_are_rejected_before_they_run(name: str, prepared_dir: Path) -> None:
-    block = f"def generate_features(df):\n    {DISPATCH_ESCAPES[name]}\n    return df\n\n" \
-            "def strategy_logic(row):\n    return 0\n"
+    block = (
+        f"def generate_features(df):\n    {DISPATCH_ESCAPES[name]}\n    return df\n\n"
+        "def strategy_logic(row):\n    return 0\n"
+    )
     evaluation_ = evaluate_block(block, load_prepared(prepared_dir), settings=EvalSettings(lookahead=False))
     assert evaluation_.status == "rejected", evaluation_.message
 
@@ -209,8 +221,9 @@ def test_a_full_run_that_forges_a_probe_reply_is_a_typed_failure_not_a_crash(fra
     assert caught.value.status == "runtime_error" and "malformed" in str(caught.value)
 
 
-def test_a_forged_reply_neither_ends_the_run_nor_blocks_its_resume(unvetted: None, openai_server: OpenAIServer,
-                                                                   tmp_path: Path, small_data: Path) -> None:
+def test_a_forged_reply_neither_ends_the_run_nor_blocks_its_resume(
+    unvetted: None, openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     forged = forging_block("full").replace("FULL = 400", f"FULL = {len(load_prepared(small_data).research_frame())}")
     openai_server.script([Reply(answer(forged, "Forge")), Reply(answer(sma_block(5, 20), "SMA"))])
     result, _ = start(openai_server, tmp_path, small_data, max_iter=3)
@@ -222,9 +235,11 @@ def test_a_forged_reply_neither_ends_the_run_nor_blocks_its_resume(unvetted: Non
 
 
 def test_one_wall_clock_budget_covers_all_of_a_candidates_runs(frame: pd.DataFrame) -> None:
-    block = ("def generate_features(df):\n    start = pd.Timestamp.now()\n"
-             "    while (pd.Timestamp.now() - start).total_seconds() < 1.2:\n        pass\n    return df\n\n"
-             "def strategy_logic(row):\n    return 0\n")
+    block = (
+        "def generate_features(df):\n    start = pd.Timestamp.now()\n"
+        "    while (pd.Timestamp.now() - start).total_seconds() < 1.2:\n        pass\n    return df\n\n"
+        "def strategy_logic(row):\n    return 0\n"
+    )
     started = time.monotonic()
     with pytest.raises(CandidateError) as caught:
         run_candidate(block, frame, [50, 100, 150, 200, 250], Limits(timeout_s=2.5))
@@ -232,12 +247,15 @@ def test_one_wall_clock_budget_covers_all_of_a_candidates_runs(frame: pd.DataFra
     assert time.monotonic() - started < 2.5 + 1.5  # six runs of 1.2 s each would take 3.6 s at two at a time
 
 
-def test_control_sequences_from_a_candidate_reach_no_terminal_record_or_prompt(openai_server: OpenAIServer,
-                                                                              tmp_path: Path, small_data: Path) -> None:
-    printing = ("def generate_features(df):\n    print('hi' + chr(27) + ']52;c;ZWNobw==' + chr(7))\n"
-                "    df['fast'] = df['Close'].rolling(5).mean()\n    return df\n\n"
-                "def strategy_logic(row):\n    if row['fast'] > row['Close']:\n        raise ValueError('x' + chr(27) + '[2J')\n"
-                "    return 1\n")
+def test_control_sequences_from_a_candidate_reach_no_terminal_record_or_prompt(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
+    printing = (
+        "def generate_features(df):\n    print('hi' + chr(27) + ']52;c;ZWNobw==' + chr(7))\n"
+        "    df['fast'] = df['Close'].rolling(5).mean()\n    return df\n\n"
+        "def strategy_logic(row):\n    if row['fast'] > row['Close']:\n        raise ValueError('x' + chr(27) + '[2J')\n"
+        "    return 1\n"
+    )
     hostile_reply = answer(printing, f"Title{CLIPBOARD}\n\nHidden \u202etext{ESC}[8m here")
     openai_server.script([Reply(hostile_reply), Reply(answer(sma_block(5, 20), "SMA"))])
     result, printed = start(openai_server, tmp_path, small_data, max_iter=3)
@@ -252,8 +270,10 @@ def test_control_sequences_from_a_candidate_reach_no_terminal_record_or_prompt(o
 
 
 def test_a_column_name_holding_an_escape_sequence_is_refused(frame: pd.DataFrame) -> None:
-    block = "def generate_features(df):\n    df['a' + chr(27) + '[31m'] = 1.0\n    return df\n\n" \
-            "def strategy_logic(row):\n    return 0\n"
+    block = (
+        "def generate_features(df):\n    df['a' + chr(27) + '[31m'] = 1.0\n    return df\n\n"
+        "def strategy_logic(row):\n    return 0\n"
+    )
     with pytest.raises(CandidateError) as caught:
         run_candidate(block, frame, (), Limits(timeout_s=20))
     assert "printable" in str(caught.value) and ESC not in str(caught.value)

@@ -227,7 +227,9 @@ def test_split_reasoning_separates_paired_lone_and_unclosed_tags() -> None:
 def test_a_reply_far_larger_than_any_block_is_refused_fast_without_parsing() -> None:
     code = "def strategy_logic(row):\n" + "    x = 1\n" * 1_200_000  # 12 MB of code
     started = time.monotonic()
-    with pytest.raises(ReplyError, match=r"was 12,000,038 characters outside its reasoning; a reply may hold at most 200,000") as caught:
+    with pytest.raises(
+        ReplyError, match=r"was 12,000,038 characters outside its reasoning; a reply may hold at most 200,000"
+    ) as caught:
         parse_reply(f"```python\n{code}```\n", "")
     assert caught.value.status == "parse_error" and time.monotonic() - started < 1.0
 

@@ -16,19 +16,19 @@ import test_loop as replies
 from openai_server import OpenAIServer, Reply
 from test_loop import answer, sma_block
 
-from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.cli.research import PlainReporter
-from autotrade.research.config import RunSettings, model_settings
 from autotrade.data import load_bundled, load_prepared, prepare_data
+from autotrade.engine.backtest import BacktestSettings, Fill
+from autotrade.engine.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
 from autotrade.errors import DataError
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
-from autotrade.research.loop import start_run
-from autotrade.report.plots import PNG_SIGNATURE
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.report.compute import build_report, spend_of, summary
+from autotrade.report.plots import PNG_SIGNATURE
 from autotrade.report.render import EQUITY_PNG, HTML_FILE, OBJECTIVE_PNG, header_lines, write_files
+from autotrade.research.config import RunSettings, model_settings
+from autotrade.research.loop import start_run
 from autotrade.research.rundir import RunDir
-from autotrade.engine.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
 
 # -- shared helpers ------------------------------------------------------------------------------------
 
@@ -62,8 +62,12 @@ def make_run(root: Path, data: Path, name: str, replies: list[Reply], **override
         server.script(replies)
         endpoint = model_settings(base_url=server.base_url, environ={"OPENAI_API_KEY": "sk-test"})
         result = start_run(
-            RunSettings(**{**values, **overrides}), endpoint, PlainReporter(io.StringIO()),
-            prompts=load_prompt_files(root), name=name, root=root / "train",
+            RunSettings(**{**values, **overrides}),
+            endpoint,
+            PlainReporter(io.StringIO()),
+            prompts=load_prompt_files(root),
+            name=name,
+            root=root / "train",
         )
     return result.path
 
@@ -126,7 +130,12 @@ def test_failure_taxonomy_counts_and_shares_by_status_and_exception_type(mixed: 
     by_status = {s.label: (s.count, s.share) for s in taxonomy.by_status}
     assert by_status["ok"] == (5, 0.5) and by_status["runtime_error"] == (2, 0.2)
     by_error = {s.label: (s.count, s.share) for s in taxonomy.by_error}
-    assert by_error == {"KeyError": (2, 0.4), "SyntaxError": (1, 0.2), "look-ahead": (1, 0.2), "unparseable reply": (1, 0.2)}
+    assert by_error == {
+        "KeyError": (2, 0.4),
+        "SyntaxError": (1, 0.2),
+        "look-ahead": (1, 0.2),
+        "unparseable reply": (1, 0.2),
+    }
     assert taxonomy.by_error[0].label == "KeyError"
 
 
@@ -142,8 +151,12 @@ def test_dsr_and_psr_use_the_best_daily_validation_returns_and_all_ok_trials(mix
     var = float(np.var([r["windows"]["val"]["sharpe"] for r in ok], ddof=1)) / 252  # annualised → per day
     o = report.overfitting
     assert o.n_trials == 5 and o.n_obs == moments.n_obs == 250
-    assert o.dsr == pytest.approx(deflated_sharpe_ratio(moments.sr, moments.n_obs, moments.skew, moments.kurtosis, 5, var))
-    assert o.psr == pytest.approx(probabilistic_sharpe_ratio(moments.sr, 0.0, moments.n_obs, moments.skew, moments.kurtosis))
+    assert o.dsr == pytest.approx(
+        deflated_sharpe_ratio(moments.sr, moments.n_obs, moments.skew, moments.kurtosis, 5, var)
+    )
+    assert o.psr == pytest.approx(
+        probabilistic_sharpe_ratio(moments.sr, 0.0, moments.n_obs, moments.skew, moments.kurtosis)
+    )
     assert o.sharpe == pytest.approx(best["windows"]["val"]["sharpe"])
     assert o.kurtosis > 0 and o.dsr < o.psr  # five trials deflate the Sharpe's credibility
 
@@ -185,7 +198,7 @@ def test_report_files_are_real_pngs_and_a_self_contained_html(mixed: tuple) -> N
         png = (report.path / name).read_bytes()
         assert png.startswith(PNG_SIGNATURE) and len(png) > 5_000
     page = (report.path / HTML_FILE).read_text()
-    assert page.count("src=\"data:image/png;base64,") == 2 and "http://" not in page and "https://" not in page
+    assert page.count('src="data:image/png;base64,') == 2 and "http://" not in page and "https://" not in page
     assert "Deflated Sharpe Ratio" in page and "Failures by type" in page and "KeyError" in page
     saved = json.loads((report.path / "report.json").read_text())["summary"]
     assert saved["iterations"] == 10 and saved["dsr"] == pytest.approx(report.overfitting.dsr)
@@ -203,7 +216,9 @@ def test_a_killed_run_is_reported_and_its_lost_model_calls_are_counted(lab: Path
     state = json.loads(run.state_path.read_text())
     run.write_json(run.state_path, {**state, "status": "running", "stop_reason": None})
     run.journal("iteration_started", iteration=10, parent=3)
-    run.journal("model_reply", iteration=10, finish_reason="stop", prompt_tokens=500, completion_tokens=70, latency_s=2.5)
+    run.journal(
+        "model_reply", iteration=10, finish_reason="stop", prompt_tokens=500, completion_tokens=70, latency_s=2.5
+    )
     (run.path / "iter_10_response.md").write_text("debris of the killed iteration")
     report = build_report(run, holdout=False)
     assert report.iterations == 10 and report.state == "stopped"
@@ -220,14 +235,19 @@ def test_lost_reply_of_a_redone_iteration_counts_once() -> None:
         {"event": "model_reply", "iteration": 1, "prompt_tokens": 11, "completion_tokens": 6, "latency_s": 1.0},
         {"event": "iteration_committed", "iteration": 1},
     ]
-    committed = [{"iteration": 0}, {"iteration": 1, "prompt_tokens": 11, "completion_tokens": 6, "latency_s": 1.0, "finish_reason": "stop"}]
+    committed = [
+        {"iteration": 0},
+        {"iteration": 1, "prompt_tokens": 11, "completion_tokens": 6, "latency_s": 1.0, "finish_reason": "stop"},
+    ]
     spend = spend_of(committed, journal, None, active=False)
     assert (spend.prompt_tokens, spend.completion_tokens, spend.interrupted_calls, spend.model_calls) == (21, 11, 1, 2)
 
 
 def test_a_run_without_any_ok_iteration_still_reports(lab: Path) -> None:
     broken = lab / "broken_block.py"
-    broken.write_text("def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n")
+    broken.write_text(
+        "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n"
+    )
     run = RunDir(make_run(lab, lab / "small" / "data", "no-ok", [], max_iter=1, start_from=str(broken)))
     report = build_report(run)
     write_files(report)
@@ -271,12 +291,16 @@ def test_data_that_is_not_the_runs_is_refused(lab: Path) -> None:
 
 def test_a_random_policy_run_reports_its_policy_varied_strategies_and_no_model_spend(lab: Path) -> None:
     settings = RunSettings(max_iter=8, max_fails=50, seed=3, policy="random", data_dir=str(lab / "small" / "data"))
-    result = start_run(settings, None, PlainReporter(io.StringIO()), prompts=load_prompt_files(lab), name="random", root=lab / "train")
+    result = start_run(
+        settings, None, PlainReporter(io.StringIO()), prompts=load_prompt_files(lab), name="random", root=lab / "train"
+    )
     report = build_report(RunDir(result.path))
     write_files(report)
     assert (report.policy, report.endpoint) == ("random", "—") and "policy random" in header_lines(report)[0]
     assert (report.spend.model_calls, report.spend.prompt_tokens, report.spend.completion_tokens) == (0, 0, 0)
-    assert report.diversity.distinct >= 4 and len(report.diversity.family_counts) >= 3 and not report.diversity.collapsed
+    assert (
+        report.diversity.distinct >= 4 and len(report.diversity.family_counts) >= 3 and not report.diversity.collapsed
+    )
     assert (result.path / HTML_FILE).stat().st_size > 10_000
 
 

@@ -16,14 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai_server import OpenAIServer, Recorded, Reply, Slow, openai_server  # noqa: F401 - fixture
-from test_loop import CANARY, KEY_ERROR, answer, assert_no_key_anywhere, good, iteration_of, records, settings, sma_block, small_data  # noqa: F401
+from openai_server import OpenAIServer, Recorded, Reply, Slow
+from test_loop import (
+    CANARY,
+    KEY_ERROR,
+    answer,
+    assert_no_key_anywhere,
+    good,
+    iteration_of,
+    records,
+    settings,
+    sma_block,
+)  # noqa: F401
 
 from autotrade.cli.research import PlainReporter
+from autotrade.propose.prompts import load_prompt_files
 from autotrade.research.config import model_settings
 from autotrade.research.loop import resume_run, start_run
 from autotrade.research.population import Population, choose_parent, record_outcome
-from autotrade.propose.prompts import load_prompt_files
 from autotrade.research.rundir import RunDir
 
 # `autotrade` as the user runs it, from this interpreter (so it uses this checkout).
@@ -46,7 +56,9 @@ def assert_consistent(run: Path, seed: int, size: int, max_iter: int) -> None:
     population, streak, rng, parent = Population(size), 0, random.Random(seed), None
     for record in found:
         assert record["parent"] == parent
-        step = record_outcome(population, streak, record["iteration"], record["objective"] if record["status"] == "ok" else None)
+        step = record_outcome(
+            population, streak, record["iteration"], record["objective"] if record["status"] == "ok" else None
+        )
         population, streak = step.population, step.fail_streak
         parent = choose_parent(population, record["iteration"], step.entered, rng)
     state = json.loads((run / "state.json").read_text())
@@ -74,8 +86,14 @@ class CrashingReporter(PlainReporter):
             raise Crash(f"died at {self.at}")
 
 
-CRASH_POINTS = ["before the model call", "after the reply is saved", "during evaluation", "after the results, before the commit",
-                "after state.json, before its journal line", "after the commit"]
+CRASH_POINTS = [
+    "before the model call",
+    "after the reply is saved",
+    "during evaluation",
+    "after the results, before the commit",
+    "after state.json, before its journal line",
+    "after the commit",
+]
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -89,7 +107,9 @@ def test_an_iteration_cut_short_anywhere_is_redone_once(
     elif point == "during evaluation":
         reporter = CrashingReporter(2, "evaluating")
     else:
-        event_or_state = {"after the reply is saved": "model_reply", "after the commit": "iteration_committed"}.get(point)
+        event_or_state = {"after the reply is saved": "model_reply", "after the commit": "iteration_committed"}.get(
+            point
+        )
         journal, write_state = RunDir.journal, RunDir.write_state
 
         def crashing_journal(self: RunDir, event: str, **fields: Any) -> None:
@@ -108,7 +128,14 @@ def test_an_iteration_cut_short_anywhere_is_redone_once(
         monkeypatch.setattr(RunDir, "write_state", crashing_write_state)
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
     with pytest.raises(Crash):
-        start_run(settings(small_data, max_iter=4, seed=5), endpoint, reporter, prompts=load_prompt_files(tmp_path), name="c", root=tmp_path / "train")
+        start_run(
+            settings(small_data, max_iter=4, seed=5),
+            endpoint,
+            reporter,
+            prompts=load_prompt_files(tmp_path),
+            name="c",
+            root=tmp_path / "train",
+        )
     monkeypatch.undo()
     run = tmp_path / "train" / "c"
     resumed = resume_run(RunDir(run), PlainReporter(io.StringIO()), api_key=CANARY)
@@ -121,7 +148,9 @@ def test_an_iteration_cut_short_anywhere_is_redone_once(
 # -- the real thing: SIGKILL a subprocess ---------------------------------------------------------------------
 
 SLOW_BLOCK = sma_block(8, 40).replace(
-    "def generate_features(df):\n", "def generate_features(df):\n    total = 0.0\n    for i in range(20_000_000):\n        total += i\n", 1
+    "def generate_features(df):\n",
+    "def generate_features(df):\n    total = 0.0\n    for i in range(20_000_000):\n        total += i\n",
+    1,
 )
 
 
@@ -190,7 +219,9 @@ def test_sigkill_at_several_points_then_resume_loses_and_duplicates_nothing(
     processes: list[subprocess.Popen[bytes]] = []
 
     def launch(*args: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([*AUTOTRADE, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [*AUTOTRADE, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         processes.append(process)
         return process
 
@@ -217,7 +248,9 @@ def test_sigkill_at_several_points_then_resume_loses_and_duplicates_nothing(
                 process.kill()
                 process.wait()
     script.process = 4
-    done = subprocess.run([*AUTOTRADE, "resume", "k", "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*AUTOTRADE, "resume", "k", "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "finished: reached --max-iter after 6 iterations" in done.stdout
     assert_consistent(run, seed=9, size=3, max_iter=6)
@@ -228,7 +261,9 @@ def test_sigkill_at_several_points_then_resume_loses_and_duplicates_nothing(
     assert (script.asks[3, 4], script.asks[4, 4]) == (1, 1), script.asks
     assert script.seen[2] == 2 and script.seen[4] in (2, 3)  # 3 when the second process had asked for it too
 
-    again = subprocess.run([*AUTOTRADE, "resume", "k"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [*AUTOTRADE, "resume", "k"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0 and "already finished" in again.stdout
     assert_no_key_anywhere(run)
 
@@ -239,13 +274,19 @@ def test_resuming_an_unknown_run_names_the_problem(tmp_path: Path) -> None:
     assert done.returncode == 1 and "no run named 'nope'" in done.stderr
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     script = Script()
     openai_server.default = script
     env = {**os.environ, "OPENAI_BASE_URL": openai_server.base_url, "OPENAI_API_KEY": CANARY}
     process = subprocess.Popen(
         [*AUTOTRADE, "run", "--name", "i", "--max-iter", "5", "--quiet", "--data", str(small_data)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_for(script.holding.is_set, "the model call of iteration 2", process)
@@ -270,7 +311,14 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
     from autotrade.cli.app import app
 
     def random_run(name: str, reporter: PlainReporter) -> None:
-        start_run(settings(small_data, max_iter=6, seed=4, policy="random"), None, reporter, prompts=load_prompt_files(tmp_path), name=name, root=tmp_path / "train")
+        start_run(
+            settings(small_data, max_iter=6, seed=4, policy="random"),
+            None,
+            reporter,
+            prompts=load_prompt_files(tmp_path),
+            name=name,
+            root=tmp_path / "train",
+        )
 
     random_run("whole", PlainReporter(io.StringIO()))
     with pytest.raises(Crash):
@@ -281,13 +329,18 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
     assert outcome.exit_code == 0, outcome.output
     assert "finished: reached --max-iter after 6 iterations" in outcome.output and "OPENAI_MODEL" not in outcome.output
     whole, cut = records(tmp_path / "train" / "whole"), records(tmp_path / "train" / "cut")
-    assert [(r["block"], r["objective"], r["parent"]) for r in cut] == [(r["block"], r["objective"], r["parent"]) for r in whole]
+    assert [(r["block"], r["objective"], r["parent"]) for r in cut] == [
+        (r["block"], r["objective"], r["parent"]) for r in whole
+    ]
     assert len({r["block"] for r in whole}) == 6
     states = [json.loads((tmp_path / "train" / name / "state.json").read_text()) for name in ("whole", "cut")]
     pinned = ("next_iteration", "population", "fail_streak", "next_parent", "rng", "status")
     assert [states[1][k] for k in pinned] == [states[0][k] for k in pinned]  # the RNG stream continued exactly
     journal = (tmp_path / "train" / "cut" / "journal.jsonl").read_text()
-    assert journal.count('"iteration_committed"') == 6 and (tmp_path / "train" / "cut" / "learnings.md").read_text().count("## Iteration 3 ") == 1
+    assert (
+        journal.count('"iteration_committed"') == 6
+        and (tmp_path / "train" / "cut" / "learnings.md").read_text().count("## Iteration 3 ") == 1
+    )
 
 
 class InterruptingReporter(PlainReporter):
@@ -298,13 +351,24 @@ class InterruptingReporter(PlainReporter):
             raise KeyboardInterrupt
 
 
-def test_ctrl_c_during_an_iteration_says_it_will_be_redone_on_resume(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_ctrl_c_during_an_iteration_says_it_will_be_redone_on_resume(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
     openai_server.default = per_iteration_replies
     said = io.StringIO()
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
-    result = start_run(settings(small_data, max_iter=4), endpoint, InterruptingReporter(said), prompts=load_prompt_files(tmp_path), name="c", root=tmp_path / "train")
+    result = start_run(
+        settings(small_data, max_iter=4),
+        endpoint,
+        InterruptingReporter(said),
+        prompts=load_prompt_files(tmp_path),
+        name="c",
+        root=tmp_path / "train",
+    )
     assert result.stop_reason == "interrupted"
-    assert "iteration 2 was interrupted before it committed: it will be redone on `autotrade resume c`" in said.getvalue()
+    assert (
+        "iteration 2 was interrupted before it committed: it will be redone on `autotrade resume c`" in said.getvalue()
+    )
     assert "redoing it" not in said.getvalue()
 
 
@@ -315,7 +379,14 @@ def test_resume_with_a_new_base_url_records_it_for_the_hints_and_later_resumes(
     with OpenAIServer() as gone, pytest.raises(Crash):  # the endpoint the run started with, shut down since
         gone.default = per_iteration_replies
         endpoint = model_settings(base_url=gone.base_url, environ={"OPENAI_API_KEY": CANARY})
-        start_run(settings(small_data, max_iter=4), endpoint, CrashingReporter(2, "asking the model"), prompts=load_prompt_files(tmp_path), name="m", root=tmp_path / "train")
+        start_run(
+            settings(small_data, max_iter=4),
+            endpoint,
+            CrashingReporter(2, "asking the model"),
+            prompts=load_prompt_files(tmp_path),
+            name="m",
+            root=tmp_path / "train",
+        )
     run = RunDir(tmp_path / "train" / "m")
     said = io.StringIO()
     with pytest.raises(Crash):

@@ -11,20 +11,26 @@ from pathlib import Path
 
 import pytest
 from conftest import working_copy
-from test_loop import records, settings, small_data  # noqa: F401 - fixture
+from test_loop import records, settings
 from typer.testing import CliRunner, Result
 
-from autotrade.research import loop
 from autotrade.cli.app import app
 from autotrade.cli.research import PlainReporter
-from autotrade.research.loop import start_run
 from autotrade.propose.prompts import load_prompt_files
+from autotrade.research import loop
+from autotrade.research.loop import start_run
 
 
 def random_run(root: Path, data: Path, name: str | None, max_iter: int = 3) -> Path:
     """A finished random-policy run (no endpoint) under root/train/; its directory."""
-    result = start_run(settings(data, max_iter=max_iter, seed=3, policy="random"), None, PlainReporter(io.StringIO()),
-                       prompts=load_prompt_files(root), name=name, root=root / "train")
+    result = start_run(
+        settings(data, max_iter=max_iter, seed=3, policy="random"),
+        None,
+        PlainReporter(io.StringIO()),
+        prompts=load_prompt_files(root),
+        name=name,
+        root=root / "train",
+    )
     return result.path
 
 
@@ -70,6 +76,7 @@ def set_key(*keys: str, value: object) -> Callable[[dict], object]:
         for key in keys[:-1]:
             raw = raw[key]
         raw[keys[-1]] = value
+
     return change
 
 
@@ -79,17 +86,31 @@ def journal_as_directory(run: Path) -> None:
 
 
 DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
-    "config.json holds a list": (lambda run: (run / "config.json").write_text("[]"), "config.json: holds [], not an object"),
-    "state.json holds null": (lambda run: (run / "state.json").write_text("null"), "state.json: holds null, not an object"),
-    "next_iteration is text": (lambda run: edit_json(run / "state.json", set_key("next_iteration", value="ten")),
-                               'state.json: next_iteration is "ten", not a whole number'),
-    "a results file holds a list": (lambda run: (run / "iter_1_results.json").write_text("[]"),
-                                    "iter_1_results.json: holds [], not an object"),
+    "config.json holds a list": (
+        lambda run: (run / "config.json").write_text("[]"),
+        "config.json: holds [], not an object",
+    ),
+    "state.json holds null": (
+        lambda run: (run / "state.json").write_text("null"),
+        "state.json: holds null, not an object",
+    ),
+    "next_iteration is text": (
+        lambda run: edit_json(run / "state.json", set_key("next_iteration", value="ten")),
+        'state.json: next_iteration is "ten", not a whole number',
+    ),
+    "a results file holds a list": (
+        lambda run: (run / "iter_1_results.json").write_text("[]"),
+        "iter_1_results.json: holds [], not an object",
+    ),
     "the journal is a directory": (journal_as_directory, "journal.jsonl: unreadable"),
-    "a setting has the wrong type": (lambda run: edit_json(run / "config.json", set_key("settings", "max_iter", value="3")),
-                                     'config.json: settings.max_iter is "3", not a whole number'),
-    "a state value has the wrong type": (lambda run: edit_json(run / "state.json", set_key("fail_streak", value=1.5)),
-                                         "state.json: fail_streak is 1.5, not a whole number"),
+    "a setting has the wrong type": (
+        lambda run: edit_json(run / "config.json", set_key("settings", "max_iter", value="3")),
+        'config.json: settings.max_iter is "3", not a whole number',
+    ),
+    "a state value has the wrong type": (
+        lambda run: edit_json(run / "state.json", set_key("fail_streak", value=1.5)),
+        "state.json: fail_streak is 1.5, not a whole number",
+    ),
 }
 
 
@@ -125,8 +146,11 @@ def test_a_hand_edited_setting_is_named_by_file_and_key_not_as_a_flag(here: Path
 def test_a_hand_edit_of_an_evaluation_setting_is_refused(key: str, value: object, recorded: str, here: Path) -> None:
     edit_json(here / "train" / "new" / "config.json", set_key("settings", key, value=value))
     for args in (("resume", "new"), ("report", "new", "--no-holdout")):
-        assert_one_line_error(invoke(*args), f"config.json: settings.{key} is {json.dumps(value)}, but iteration 0 was "
-                              f"evaluated with {recorded}", "--from")
+        assert_one_line_error(
+            invoke(*args),
+            f"config.json: settings.{key} is {json.dumps(value)}, but iteration 0 was evaluated with {recorded}",
+            "--from",
+        )
 
 
 def test_every_record_keeps_the_rules_it_was_evaluated_under(here: Path) -> None:
@@ -137,8 +161,12 @@ def test_every_record_keeps_the_rules_it_was_evaluated_under(here: Path) -> None
 
 def test_without_state_json_resume_says_what_is_there_and_how_to_recover(here: Path) -> None:
     (here / "train" / "new" / "state.json").unlink()
-    assert_one_line_error(invoke("resume", "new"), "state.json is missing, though 3 iterations (0-2) have results",
-                          "restore it from a backup", "autotrade run --from train/new/best_trade.py")
+    assert_one_line_error(
+        invoke("resume", "new"),
+        "state.json is missing, though 3 iterations (0-2) have results",
+        "restore it from a backup",
+        "autotrade run --from train/new/best_trade.py",
+    )
     assert len(records(here / "train" / "new")) == 3
 
 
@@ -150,8 +178,11 @@ def test_lowering_next_iteration_by_hand_is_refused_and_deletes_nothing(here: Pa
         state.update(next_iteration=1, population=[], best_iteration=None, next_parent=None)
 
     edit_json(run / "state.json", lower)
-    assert_one_line_error(invoke("resume", "new"), "next_iteration is 1, but iterations 1-2 exist and were committed",
-                          "nothing was deleted")
+    assert_one_line_error(
+        invoke("resume", "new"),
+        "next_iteration is 1, but iterations 1-2 exist and were committed",
+        "nothing was deleted",
+    )
     assert sorted(p.name for p in run.iterdir()) == before and len(records(run)) == 3
 
 
@@ -167,7 +198,9 @@ def test_an_empty_name_is_refused(here: Path, small_data: Path) -> None:  # noqa
     assert sorted(p.name for p in (here / "train").iterdir()) == before
 
 
-def test_two_runs_started_in_the_same_second_get_two_names(tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_two_runs_started_in_the_same_second_get_two_names(
+    tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: F811
     monkeypatch.setattr(loop, "default_name", lambda ticker: "spx-20250101-000000")
     first = random_run(tmp_path, small_data, None, max_iter=1)
     second = random_run(tmp_path, small_data, None, max_iter=1)

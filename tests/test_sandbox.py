@@ -43,8 +43,17 @@ def frame() -> pd.DataFrame:
     rng = np.random.default_rng(7)
     index = pd.bdate_range("2015-01-01", periods=ROWS, name="Date")
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, ROWS)))
-    return pd.DataFrame({"Open": close, "High": close * 1.01, "Low": close * 0.99, "Close": close,
-                         "Adj Close": close, "Volume": np.full(ROWS, 1e6)}, index=index)
+    return pd.DataFrame(
+        {
+            "Open": close,
+            "High": close * 1.01,
+            "Low": close * 0.99,
+            "Close": close,
+            "Adj Close": close,
+            "Volume": np.full(ROWS, 1e6),
+        },
+        index=index,
+    )
 
 
 def run(block: str, frame: pd.DataFrame, **limits: Any) -> CandidateOutput | CandidateError:
@@ -59,8 +68,9 @@ def everything_said(result: CandidateOutput | CandidateError) -> str:
     """All text and data a run brings back, for leak checks (features decoded as characters too)."""
     if isinstance(result, CandidateError):
         return f"{result}\n{result.traceback}"
-    chars = "".join(chr(int(v)) for values in result.features.values() for v in values if 0 < v < 0x110000
-                    and float(v).is_integer())
+    chars = "".join(
+        chr(int(v)) for values in result.features.values() for v in values if 0 < v < 0x110000 and float(v).is_integer()
+    )
     return f"{result.output}\n{result.warnings}\n{result.columns}\n{chars}"
 
 
@@ -116,8 +126,16 @@ def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     results.write_text('{"val_return": 0.01}')
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps(_Touch(str(tmp_path / "canary"))))
-    return {"tmp": str(tmp_path), "canary": str(tmp_path / "canary"), "secret": str(secret), "token": token,
-            "victim": str(victim), "learnings": str(learnings), "results": str(results), "evil": str(evil)}
+    return {
+        "tmp": str(tmp_path),
+        "canary": str(tmp_path / "canary"),
+        "secret": str(secret),
+        "token": token,
+        "victim": str(victim),
+        "learnings": str(learnings),
+        "results": str(results),
+        "evil": str(evil),
+    }
 
 
 class _Touch:
@@ -141,7 +159,9 @@ B = M["builtins"]
 def attack(body: str, after: str = 'raise RuntimeError("NOT BLOCKED")') -> str:
     """A block whose generate_features tries `body`, reporting 'blocked: <error>' if anything stopped it."""
     inner = textwrap.indent(textwrap.dedent(body).strip(), " " * 8)
-    return PRELUDE + f"""
+    return (
+        PRELUDE
+        + f"""
 def generate_features(df):
     try:
 {inner}
@@ -153,6 +173,7 @@ def generate_features(df):
 def strategy_logic(row):
     return 0
 """
+    )
 
 
 # name -> attack body; each must leave no canary file behind.
@@ -184,7 +205,7 @@ M["_posixsubprocess"].fork_exec([b"/usr/bin/touch", {canary!r}.encode()], [b"/us
     "tempfile_in_known_dir": 'M["tempfile"].mkstemp(dir={tmp!r}, prefix="canary")',
     "unpickle_payload": "pd.read_pickle({evil!r})",
     "compile_and_exec": 'B.exec(B.compile("open({canary!r}, \'w\')", "x", "exec"), {{"open": B.open}})',
-    "code_object_forgery": '(lambda: 0).__code__.replace(co_consts=(None,))',
+    "code_object_forgery": "(lambda: 0).__code__.replace(co_consts=(None,))",
     "import_socket_server": 'M["importlib"].import_module("http.server")',
 }
 
@@ -203,7 +224,7 @@ LEAK_ATTACKS = {
     "builtins_open_read": "data = B.open({secret!r}).read()",
     "pandas_read_csv": "data = str(pd.read_csv({secret!r}).columns[0])",
     # numpy's C code opens through the caller's builtins: put the real ones back first.
-    "numpy_fromfile": '__builtins__.update(B.__dict__)\ndata = np.fromfile({secret!r}, dtype=np.uint8).tobytes().decode()',
+    "numpy_fromfile": "__builtins__.update(B.__dict__)\ndata = np.fromfile({secret!r}, dtype=np.uint8).tobytes().decode()",
     "numpy_loadtxt": "data = str(np.loadtxt({secret!r}, dtype=str))",
     "os_open_read": "data = os.read(os.open({secret!r}, os.O_RDONLY), 100).decode()",
     "io_fileio": 'data = M["io"].FileIO({secret!r}).read().decode()',
@@ -288,8 +309,9 @@ VICTIM_ATTACKS = {
 
 @pytest.mark.parametrize("name", sorted(VICTIM_ATTACKS))
 def test_attack_spoils_no_harness_file(name: str, frame: pd.DataFrame, places: dict[str, Any]) -> None:
-    before = {p: (Path(p).read_text(), os.stat(p).st_mode) for p in (places["victim"], places["learnings"],
-                                                                     places["results"])}
+    before = {
+        p: (Path(p).read_text(), os.stat(p).st_mode) for p in (places["victim"], places["learnings"], places["results"])
+    }
     result = run(attack(VICTIM_ATTACKS[name].format(**places)), frame)
     assert isinstance(result, CandidateError) and "blocked:" in str(result), result
     assert {p: (Path(p).read_text(), os.stat(p).st_mode) for p in before} == before
@@ -303,10 +325,12 @@ def kernel_layers_on() -> bool:
 
 @pytest.mark.skipif(not kernel_layers_on(), reason="needs seccomp, namespaces and uid nobody on this machine")
 @pytest.mark.parametrize("disabled", [("audit_hook",), ("audit_hook", "seccomp"), ("audit_hook", "nobody")])
-@pytest.mark.parametrize("name", ["builtins_open_write", "os_system", "ctypes_libc_system", "os_fork",
-                                  "posixsubprocess_fork_exec"])
-def test_kernel_layers_hold_without_the_audit_hook(name: str, disabled: tuple[str, ...], frame: pd.DataFrame,
-                                                   places: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "name", ["builtins_open_write", "os_system", "ctypes_libc_system", "os_fork", "posixsubprocess_fork_exec"]
+)
+def test_kernel_layers_hold_without_the_audit_hook(
+    name: str, disabled: tuple[str, ...], frame: pd.DataFrame, places: dict[str, Any]
+) -> None:
     run(attack(CANARY_ATTACKS[name].format(**places)), frame, disabled_layers=frozenset(disabled))
     time.sleep(0.05)
     assert not os.path.lexists(places["canary"])
@@ -315,13 +339,13 @@ def test_kernel_layers_hold_without_the_audit_hook(name: str, disabled: tuple[st
 @pytest.mark.skipif(not kernel_layers_on(), reason="needs seccomp, namespaces and uid nobody on this machine")
 @pytest.mark.parametrize("disabled", [("audit_hook",), ("audit_hook", "seccomp", "nobody")])
 def test_secret_and_network_stay_out_of_reach_without_the_audit_hook(
-        disabled: tuple[str, ...], frame: pd.DataFrame, places: dict[str, Any],
-        listener: tuple[int, list[object]]) -> None:
+    disabled: tuple[str, ...], frame: pd.DataFrame, places: dict[str, Any], listener: tuple[int, list[object]]
+) -> None:
     port, seen = listener
-    body = f"data = B.open({places['secret']!r}).read()\n" \
-           f'M["socket"].create_connection(("127.0.0.1", {port}), timeout=1)'
-    result = run(attack(body, after='raise RuntimeError("LEAK: " + data)'), frame,
-                 disabled_layers=frozenset(disabled))
+    body = (
+        f'data = B.open({places["secret"]!r}).read()\nM["socket"].create_connection(("127.0.0.1", {port}), timeout=1)'
+    )
+    result = run(attack(body, after='raise RuntimeError("LEAK: " + data)'), frame, disabled_layers=frozenset(disabled))
     assert places["token"] not in everything_said(result)
     time.sleep(0.1)
     assert seen == []
@@ -345,8 +369,11 @@ def _uid_of(pid: str) -> int | None:
 
 def test_infinite_loop_times_out_within_the_limit(frame: pd.DataFrame) -> None:
     started = time.monotonic()
-    result = run("def generate_features(df):\n    while True:\n        pass\n\ndef strategy_logic(row):\n    return 0\n",
-                 frame, timeout_s=1)
+    result = run(
+        "def generate_features(df):\n    while True:\n        pass\n\ndef strategy_logic(row):\n    return 0\n",
+        frame,
+        timeout_s=1,
+    )
     assert isinstance(result, CandidateError) and result.status == "timeout"
     assert time.monotonic() - started < 3
 
@@ -404,8 +431,7 @@ def strategy_logic(row):
 
 
 def test_raw_write_flood_on_stdout_is_truncated(frame: pd.DataFrame) -> None:
-    result = run(attack('for _ in range(3000):\n    os.write(1, b"y" * 65536)', after="pass"), frame,
-                 output_bytes=1000)
+    result = run(attack('for _ in range(3000):\n    os.write(1, b"y" * 65536)', after="pass"), frame, output_bytes=1000)
     assert isinstance(result, CandidateOutput) and result.output.startswith("y" * 1000)
 
 
@@ -413,7 +439,7 @@ def test_thread_and_atexit_hook_cannot_act_after_the_run(frame: pd.DataFrame, pl
     body = f"""
 def later():
     M["time"].sleep(0.3)
-    B.open({places['canary']!r}, "w").write("late")
+    B.open({places["canary"]!r}, "w").write("late")
 M["atexit"].register(later)
 try:
     M["threading"].Thread(target=later).start()
@@ -427,11 +453,13 @@ except RuntimeError:
 
 
 def test_monkeypatching_pandas_stays_in_the_worker(frame: pd.DataFrame) -> None:
-    patch = attack('pd.Series.std = lambda self, *a, **k: 0.0\npd.DataFrame.rolling = None', after="pass")
+    patch = attack("pd.Series.std = lambda self, *a, **k: 0.0\npd.DataFrame.rolling = None", after="pass")
     assert isinstance(run(patch, frame), CandidateOutput)
     assert frame["Close"].std() > 0  # the harness's pandas is untouched
-    honest = "def generate_features(df):\n    df['sd'] = df['Close'].rolling(10).std()\n    return df\n\n" \
-             "def strategy_logic(row):\n    return 0\n"
+    honest = (
+        "def generate_features(df):\n    df['sd'] = df['Close'].rolling(10).std()\n    return df\n\n"
+        "def strategy_logic(row):\n    return 0\n"
+    )
     result = run(honest, frame)
     assert isinstance(result, CandidateOutput)
     np.testing.assert_allclose(result.features["sd"], frame["Close"].rolling(10).std().to_numpy(), equal_nan=True)
@@ -444,7 +472,7 @@ def test_sys_modules_tampering_does_not_reach_the_next_run(frame: pd.DataFrame) 
 
 
 def test_killing_the_server_or_process_group_fails_and_the_harness_goes_on(frame: pd.DataFrame) -> None:
-    result = run(attack('os.kill(os.getppid(), 9)\nos.killpg(0, 9)'), frame)
+    result = run(attack("os.kill(os.getppid(), 9)\nos.killpg(0, 9)"), frame)
     assert isinstance(result, CandidateError) and "blocked:" in str(result)
     assert isinstance(run(extract_block(baseline_source()), frame), CandidateOutput)
 
@@ -479,20 +507,26 @@ def test_exiting_early_is_a_runtime_error(frame: pd.DataFrame) -> None:
 
 
 def test_huge_exception_message_is_truncated(frame: pd.DataFrame) -> None:
-    result = run("def generate_features(df):\n    raise ValueError('x' * 10_000_000)\n\n"
-                 "def strategy_logic(row):\n    return 0\n", frame)
+    result = run(
+        "def generate_features(df):\n    raise ValueError('x' * 10_000_000)\n\n"
+        "def strategy_logic(row):\n    return 0\n",
+        frame,
+    )
     assert isinstance(result, CandidateError) and len(str(result)) < 5000
 
 
 def test_too_many_feature_columns_are_refused(frame: pd.DataFrame) -> None:
-    block = "def generate_features(df):\n    for i in range(600):\n        df[f'c{i}'] = float(i)\n    return df\n\n" \
-            "def strategy_logic(row):\n    return 0\n"
+    block = (
+        "def generate_features(df):\n    for i in range(600):\n        df[f'c{i}'] = float(i)\n    return df\n\n"
+        "def strategy_logic(row):\n    return 0\n"
+    )
     result = run(block, frame)
     assert isinstance(result, CandidateError) and "at most 512" in str(result)
 
 
 # ---------------------------------------------------------------------------------------------
 # Benign candidates must run, and behave exactly as documented.
+
 
 def test_baseline_block_runs_and_matches_in_process_computation(frame: pd.DataFrame) -> None:
     block = extract_block(baseline_source())
@@ -538,14 +572,25 @@ def strategy_logic(row):
     assert {-1.0, 1.0} <= set(np.unique(result.signals))
 
 
-@pytest.mark.parametrize("expression", [
-    "df.index.tz_localize('US/Eastern')", "df.query('Close > Open')", "df.eval('Close - Open')",
-    "np.random.default_rng(1).normal(size=3)", "df.resample('ME').last()", "df['Close'].apply(lambda x: x * 2)",
-    "df.to_string()", "df['Close'].rolling(5).apply(lambda x: x[-1] - x[0], raw=True)",
-    "df.groupby(df.index.to_period('M')).mean()", "__import__('numpy.lib.stride_tricks').lib.stride_tricks",
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "df.index.tz_localize('US/Eastern')",
+        "df.query('Close > Open')",
+        "df.eval('Close - Open')",
+        "np.random.default_rng(1).normal(size=3)",
+        "df.resample('ME').last()",
+        "df['Close'].apply(lambda x: x * 2)",
+        "df.to_string()",
+        "df['Close'].rolling(5).apply(lambda x: x[-1] - x[0], raw=True)",
+        "df.groupby(df.index.to_period('M')).mean()",
+        "__import__('numpy.lib.stride_tricks').lib.stride_tricks",
+    ],
+)
 def test_common_pandas_idioms_work_under_the_seal(expression: str, frame: pd.DataFrame) -> None:
-    block = f"def generate_features(df):\n    x = {expression}\n    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    block = (
+        f"def generate_features(df):\n    x = {expression}\n    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    )
     assert isinstance(run(block, frame), CandidateOutput)
 
 
@@ -556,8 +601,10 @@ def test_printing_is_captured(frame: pd.DataFrame) -> None:
 
 
 def test_module_globals_start_fresh_in_every_run(frame: pd.DataFrame) -> None:
-    block = "CALLS = []\n\ndef generate_features(df):\n    CALLS.append(1)\n    df['n'] = float(len(CALLS))\n" \
-            "    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    block = (
+        "CALLS = []\n\ndef generate_features(df):\n    CALLS.append(1)\n    df['n'] = float(len(CALLS))\n"
+        "    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    )
     first, second = run(block, frame), run(block, frame)
     assert isinstance(first, CandidateOutput) and isinstance(second, CandidateOutput)
     assert first.features["n"][0] == second.features["n"][0] == 1.0
@@ -570,13 +617,17 @@ def test_forgotten_return_uses_the_modified_frame_with_a_warning(frame: pd.DataF
     assert any("return df" in w for w in result.warnings)
 
 
-@pytest.mark.parametrize("body, expected", [
-    ("return df.dropna().iloc[10:]", "same index as its input"),
-    ("return df.reset_index()", "same index as its input"),
-    ("return df['Close']", "must return a pandas DataFrame"),
-])
-def test_generate_features_with_a_different_shape_is_a_clear_error(body: str, expected: str,
-                                                                  frame: pd.DataFrame) -> None:
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("return df.dropna().iloc[10:]", "same index as its input"),
+        ("return df.reset_index()", "same index as its input"),
+        ("return df['Close']", "must return a pandas DataFrame"),
+    ],
+)
+def test_generate_features_with_a_different_shape_is_a_clear_error(
+    body: str, expected: str, frame: pd.DataFrame
+) -> None:
     result = run(f"def generate_features(df):\n    {body}\n\ndef strategy_logic(row):\n    return 0\n", frame)
     assert isinstance(result, CandidateError) and result.status == "runtime_error"
     assert expected in str(result)
@@ -589,8 +640,10 @@ def test_syntax_error_names_the_block_line(frame: pd.DataFrame) -> None:
 
 
 def test_traceback_is_trimmed_to_the_block_with_its_line_numbers(frame: pd.DataFrame) -> None:
-    block = "def helper(df):\n    return df['Closee']\n\ndef generate_features(df):\n    df['x'] = helper(df)\n" \
-            "    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    block = (
+        "def helper(df):\n    return df['Closee']\n\ndef generate_features(df):\n    df['x'] = helper(df)\n"
+        "    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    )
     result = run(block, frame)
     assert isinstance(result, CandidateError) and result.error_type == "KeyError"
     assert "line 2, in helper" in result.traceback and "line 5, in generate_features" in result.traceback
@@ -604,12 +657,14 @@ def test_missing_function_is_reported(frame: pd.DataFrame) -> None:
 
 
 def test_other_imports_are_refused_with_the_available_modules(frame: pd.DataFrame) -> None:
-    result = run("import os\n\ndef generate_features(df):\n    return df\n\ndef strategy_logic(row):\n    return 0\n",
-                 frame)
+    result = run(
+        "import os\n\ndef generate_features(df):\n    return df\n\ndef strategy_logic(row):\n    return 0\n", frame
+    )
     assert isinstance(result, CandidateError) and "only numpy (np), pandas (pd) and math" in str(result)
 
 
 # Row behaviour and signal normalisation are pure: tested in-process, without a worker.
+
 
 def signals_of(strategy: str, frame: pd.DataFrame, features: str = "") -> np.ndarray:
     block = f"def generate_features(df):\n    {features or 'pass'}\n    return df\n\n" + textwrap.dedent(strategy)
@@ -641,8 +696,10 @@ def strategy_logic(row):
     assert type(row["up"]) is bool and type(row["when"]) is pd.Timestamp and type(row["label"]) is str
     return 1
 """
-    features = ("df['f32'] = df['Close'].astype('float32'); df['i8'] = np.int8(3); df['big'] = np.uint64(2 ** 64 - 1); "
-                "df['up'] = df['Close'] > 0; df['when'] = df.index; df['label'] = 'x'")
+    features = (
+        "df['f32'] = df['Close'].astype('float32'); df['i8'] = np.int8(3); df['big'] = np.uint64(2 ** 64 - 1); "
+        "df['up'] = df['Close'] > 0; df['when'] = df.index; df['label'] = 'x'"
+    )
     assert (signals_of(strategy, frame, features) == 1.0).all()
     numbers_only = strategy.replace(' and type(row["when"]) is pd.Timestamp and type(row["label"]) is str', "")
     assert (signals_of(numbers_only, frame, features.rsplit("; df['when']", 1)[0]) == 1.0).all()
@@ -655,19 +712,37 @@ def test_row_missing_column_lists_the_available_ones(frame: pd.DataFrame) -> Non
     assert caught.value.error_type == "KeyError" and str(frame.index[0].date()) in str(caught.value)
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("True", 1.0), ("False", 0.0), ("np.int64(-1)", -1.0), ("np.float64(1.0)", 1.0), ("np.bool_(True)", 1.0),
-    ("None", 0.0), ("float('nan')", 0.0), ("np.nan", 0.0), ("-1.0", -1.0), ("np.int8(1)", 1.0),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("True", 1.0),
+        ("False", 0.0),
+        ("np.int64(-1)", -1.0),
+        ("np.float64(1.0)", 1.0),
+        ("np.bool_(True)", 1.0),
+        ("None", 0.0),
+        ("float('nan')", 0.0),
+        ("np.nan", 0.0),
+        ("-1.0", -1.0),
+        ("np.int8(1)", 1.0),
+    ],
+)
 def test_accepted_signal_values_are_normalised(value: str, expected: float, frame: pd.DataFrame) -> None:
     signals = signals_of(f"def strategy_logic(row):\n    return {value}\n", frame)
     assert signals.dtype == np.float64 and (signals == expected).all()
 
 
-@pytest.mark.parametrize("value, shown", [
-    ("2", "returned 2 (int)"), ("'1'", "returned '1' (str)"), ("np.float64(0.5)", "(float64)"),
-    ("[1]", "returned [1] (list)"), ("np.array([1])", "(ndarray)"), ("10 ** 400", "(int)"),
-])
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ("2", "returned 2 (int)"),
+        ("'1'", "returned '1' (str)"),
+        ("np.float64(0.5)", "(float64)"),
+        ("[1]", "returned [1] (list)"),
+        ("np.array([1])", "(ndarray)"),
+        ("10 ** 400", "(int)"),
+    ],
+)
 def test_bad_signal_names_value_type_and_date(value: str, shown: str, frame: pd.DataFrame) -> None:
     strategy = f"def strategy_logic(row):\n    return {value} if row.name.month == 3 else 0\n"
     with pytest.raises(CandidateError) as caught:
@@ -683,8 +758,16 @@ def test_normalise_signals_on_an_empty_run() -> None:
 
 def test_active_layers_reports_every_layer() -> None:
     layers = active_layers()
-    expected = {"worker_process", "network_namespace", "filesystem_view", "unprivileged_user", "seccomp",
-                "rlimits", "scrubbed_env", "audit_hook"}
+    expected = {
+        "worker_process",
+        "network_namespace",
+        "filesystem_view",
+        "unprivileged_user",
+        "seccomp",
+        "rlimits",
+        "scrubbed_env",
+        "audit_hook",
+    }
     assert expected <= set(layers)
     assert all(value is True or isinstance(value, str) for value in layers.values())
     assert layers["worker_process"] is True and layers["audit_hook"] is True and layers["scrubbed_env"] is True
@@ -709,8 +792,10 @@ def test_a_killed_server_is_replaced_on_the_next_run(frame: pd.DataFrame) -> Non
 
 
 def test_prefix_runs_receive_only_their_bars(frame: pd.DataFrame) -> None:
-    block = "def generate_features(df):\n    df['n'] = float(len(df))\n    df['last'] = df.index[-1].value / 1e18\n" \
-            "    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    block = (
+        "def generate_features(df):\n    df['n'] = float(len(df))\n    df['last'] = df.index[-1].value / 1e18\n"
+        "    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    )
     output = run_candidate(block, frame, [40, 80], Limits(timeout_s=10))
     assert [(step.cut, step.features["n"][0]) for step in output.steps] == [(40, 40.0), (80, 80.0)]
     assert output.steps[0].features["last"][-1] == frame.index[39].value / 1e18
@@ -744,13 +829,19 @@ print(json.dumps({"results": said, "layers": worker.probe_layers()}))
 """
 
 
-def forked_harness(blocks: list[str], disabled: tuple[str, ...] = (), before: str = "",
-                   env: dict[str, str] | None = None) -> dict[str, Any]:
+def forked_harness(
+    blocks: list[str], disabled: tuple[str, ...] = (), before: str = "", env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run each block in a fresh harness process that forked its server (after `before`); what came back."""
     base = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     argument = json.dumps([blocks, list(disabled), textwrap.dedent(before)])
-    done = subprocess.run([sys.executable, "-c", FORKED_HARNESS, argument, "ARGV-MARKER"],
-                          env={**base, **(env or {})}, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_HARNESS, argument, "ARGV-MARKER"],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -795,8 +886,12 @@ def strategy_logic(row):
 def test_forked_server_leaks_no_exported_key_to_the_usual_attacks() -> None:
     key = "sk-" + secrets.token_hex(16)
     names = ("environ_mapping", "proc_self_environ", "environ_of_every_process", "gc_object_walk")
-    blocks = [attack(LEAK_ATTACKS[name].replace("{", "{{").replace("}", "}}"),
-                     after='raise RuntimeError("LEAK: " + str(data))') for name in names]
+    blocks = [
+        attack(
+            LEAK_ATTACKS[name].replace("{", "{{").replace("}", "}}"), after='raise RuntimeError("LEAK: " + str(data))'
+        )
+        for name in names
+    ]
     results = forked_harness(blocks, env={"OPENAI_API_KEY": key})["results"]
     assert len(results) == len(names) and all(r["status"] == "runtime_error" for r in results), results
     assert key[3:] not in json.dumps(results)

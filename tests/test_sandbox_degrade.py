@@ -38,8 +38,10 @@ MACHINES = {
     "no_libseccomp": ({"seccomp"}, {"seccomp"}),
     "setuid_refused": ({"nobody"}, {"unprivileged_user"} if AS_ROOT else set()),
     "macos_like": ({"linux"}, {"network_namespace", "filesystem_view", "seccomp"} | WITHOUT_VIEW),
-    "everything_refused": ({"namespaces", "mount", "seccomp", "nobody", "linux"},
-                           {"network_namespace", "filesystem_view", "seccomp"} | ({"unprivileged_user"} if AS_ROOT else set())),
+    "everything_refused": (
+        {"namespaces", "mount", "seccomp", "nobody", "linux"},
+        {"network_namespace", "filesystem_view", "seccomp"} | ({"unprivileged_user"} if AS_ROOT else set()),
+    ),
 }
 
 
@@ -76,21 +78,25 @@ def test_a_refused_layer_is_named_and_the_evaluation_still_runs(machine: set[str
 
 
 @pytest.mark.parametrize("machine", ["macos_like"], indirect=True)
-def test_with_kernel_layers_refused_the_audit_hook_still_stops_a_write(machine: set[str], frame: pd.DataFrame,
-                                                                     tmp_path: Path) -> None:
+def test_with_kernel_layers_refused_the_audit_hook_still_stops_a_write(
+    machine: set[str], frame: pd.DataFrame, tmp_path: Path
+) -> None:
     canary = tmp_path / "canary"
     os.chmod(tmp_path, 0o777)  # writable by whoever the child runs as, so only the sandbox can stop the write
-    block = ("def generate_features(df):\n"
-             f"    pd.compat.sys.modules['builtins'].open({str(canary)!r}, 'w').write('x')\n"
-             "    return df\n\ndef strategy_logic(row):\n    return 0\n")
+    block = (
+        "def generate_features(df):\n"
+        f"    pd.compat.sys.modules['builtins'].open({str(canary)!r}, 'w').write('x')\n"
+        "    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    )
     with pytest.raises(CandidateError) as caught:
         run_candidate(block, frame, (), Limits(timeout_s=20))
     assert "sandbox" in str(caught.value)
     assert not canary.exists()
 
 
-def test_a_worker_whose_set_up_fails_is_a_sandbox_error_not_the_candidates(frame: pd.DataFrame,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_whose_set_up_fails_is_a_sandbox_error_not_the_candidates(
+    frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The machine's fault: a run must stop on it, not record the candidate as broken.
     def refuse(*_: object) -> None:
         raise OSError(1, "prctl(PR_SET_DUMPABLE): Operation not permitted")

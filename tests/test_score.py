@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
-from test_loop import LOOKAHEAD, answer, sma_block, small_data  # noqa: F401 - fixture
+from test_loop import LOOKAHEAD, answer, sma_block
 
 from autotrade.candidate import baseline_source, splice_block
 from autotrade.data import PreparedData, load_prepared

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from openai_server import OpenAIServer, openai_server  # noqa: F401 - fixture
-from test_loop import CANARY, settings, small_data  # noqa: F401 - fixture
+from openai_server import OpenAIServer
+from test_loop import CANARY, settings
 from test_resume import assert_consistent, per_iteration_replies
 from test_rundir import assert_one_line_error, random_run
 from typer.testing import CliRunner
@@ -27,9 +27,9 @@ from typer.testing import CliRunner
 from autotrade import fileio
 from autotrade.cli.app import app
 from autotrade.cli.research import PlainReporter
+from autotrade.propose.prompts import load_prompt_files
 from autotrade.research.config import model_settings
 from autotrade.research.loop import resume_run, start_run
-from autotrade.propose.prompts import load_prompt_files
 from autotrade.research.rundir import RunDir
 
 
@@ -40,7 +40,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -75,13 +77,22 @@ class FillingReporter(PlainReporter):
 
 
 def test_a_disk_filling_up_mid_run_stops_cleanly_and_the_run_resumes_exactly(
-    small_disk: Path, openai_server: OpenAIServer, tmp_path: Path, small_data: Path  # noqa: F811 - fixtures
+    small_disk: Path,
+    openai_server: OpenAIServer,
+    tmp_path: Path,
+    small_data: Path,  # noqa: F811 - fixtures
 ) -> None:
     openai_server.default = per_iteration_replies
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
     reporter = FillingReporter(small_disk, 2)
-    result = start_run(settings(small_data, max_iter=5, seed=5), endpoint, reporter, prompts=load_prompt_files(tmp_path),
-                       name="full", root=small_disk / "train")
+    result = start_run(
+        settings(small_data, max_iter=5, seed=5),
+        endpoint,
+        reporter,
+        prompts=load_prompt_files(tmp_path),
+        name="full",
+        root=small_disk / "train",
+    )
     run = small_disk / "train" / "full"
     assert (result.status, result.stop_reason, result.iterations) == ("stopped", "storage_error", 2)
     assert f"cannot write {run}/" in result.message and "no space left on its disk (this write needs" in result.message
@@ -95,7 +106,9 @@ def test_a_disk_filling_up_mid_run_stops_cleanly_and_the_run_resumes_exactly(
 
 
 def test_a_run_started_on_a_full_disk_is_one_line_and_leaves_no_directory(
-    small_disk: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811 - fixture
+    small_disk: Path,
+    small_data: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - fixture
 ) -> None:
     monkeypatch.chdir(small_disk)
     ballast = fill(small_disk)
@@ -107,15 +120,21 @@ def test_a_run_started_on_a_full_disk_is_one_line_and_leaves_no_directory(
     assert outcome.exit_code == 0, outcome.output
 
 
-def test_report_on_a_full_disk_is_one_line(small_disk: Path, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_report_on_a_full_disk_is_one_line(
+    small_disk: Path, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: F811
     made = random_run(tmp_path, small_data, "done", max_iter=1)
     shutil.copytree(made, small_disk / "train" / "done")
     monkeypatch.chdir(small_disk)
     fill(small_disk)
-    assert_one_line_error(CliRunner().invoke(app, ["report", "done"]), "cannot write train/done/", "no space left on its disk")
+    assert_one_line_error(
+        CliRunner().invoke(app, ["report", "done"]), "cannot write train/done/", "no space left on its disk"
+    )
 
 
-def test_a_run_on_a_read_only_filesystem_is_one_line(small_disk: Path, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_a_run_on_a_read_only_filesystem_is_one_line(
+    small_disk: Path, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: F811
     made = random_run(tmp_path, small_data, "done", max_iter=1)
     shutil.copytree(made, small_disk / "train" / "done")
     state = json.loads((made / "state.json").read_text())
@@ -126,20 +145,27 @@ def test_a_run_on_a_read_only_filesystem_is_one_line(small_disk: Path, tmp_path:
         assert_one_line_error(CliRunner().invoke(app, args), "cannot write train/done/", "read-only filesystem")
 
 
-def test_a_run_in_a_directory_without_write_permission_is_one_line(tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_a_run_in_a_directory_without_write_permission_is_one_line(
+    tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: F811
     if os.geteuid() == 0:
         pytest.skip("root writes through any permission (the tmpfs test covers read-only as root)")
     made = random_run(tmp_path, small_data, "done", max_iter=1)
     monkeypatch.chdir(tmp_path)
     made.chmod(0o555)
     try:
-        assert_one_line_error(CliRunner().invoke(app, ["report", "done"]), "cannot write train/done/", "permission denied")
+        assert_one_line_error(
+            CliRunner().invoke(app, ["report", "done"]), "cannot write train/done/", "permission denied"
+        )
     finally:
         made.chmod(0o755)
 
 
 def test_a_failing_fsync_mid_run_leaves_a_stopped_state_and_a_resumable_run(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811 - fixtures
+    openai_server: OpenAIServer,
+    tmp_path: Path,
+    small_data: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - fixtures
 ) -> None:
     # A full disk often shows first at fsync (delayed allocation); here every fsync fails from iteration 2's evaluation on.
     openai_server.default = per_iteration_replies
@@ -157,8 +183,14 @@ def test_a_failing_fsync_mid_run_leaves_a_stopped_state_and_a_resumable_run(
                 full.append(True)
 
     monkeypatch.setattr(fileio.os, "fsync", fsync)
-    result = start_run(settings(small_data, max_iter=4, seed=5), endpoint, Filling(io.StringIO()), prompts=load_prompt_files(tmp_path),
-                       name="f", root=tmp_path / "train")
+    result = start_run(
+        settings(small_data, max_iter=4, seed=5),
+        endpoint,
+        Filling(io.StringIO()),
+        prompts=load_prompt_files(tmp_path),
+        name="f",
+        root=tmp_path / "train",
+    )
     monkeypatch.undo()
     run = tmp_path / "train" / "f"
     assert (result.status, result.stop_reason, result.iterations) == ("stopped", "storage_error", 2)

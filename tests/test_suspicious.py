@@ -37,7 +37,15 @@ def test_a_validation_sharpe_above_four_on_daily_bars_is_suspicious() -> None:
 
 
 def test_the_warning_reaches_the_next_prompt_and_the_population() -> None:
-    record = {"iteration": 3, "parent": 0, "status": "ok", "entered_population": True, "objective": 0.5,
-              "windows": {}, "hypothesis": "x", "suspicious": ["validation Sharpe 9.0 is implausible for daily data"]}
+    record = {
+        "iteration": 3,
+        "parent": 0,
+        "status": "ok",
+        "entered_population": True,
+        "objective": 0.5,
+        "windows": {},
+        "hypothesis": "x",
+        "suspicious": ["validation Sharpe 9.0 is implausible for daily data"],
+    }
     assert "SUSPICIOUS: validation Sharpe 9.0" in describe_outcome(record)
     assert "SUSPICIOUS: validation Sharpe 9.0" in describe_population([record], "val_return")

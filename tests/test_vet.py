@@ -32,82 +32,217 @@ def block(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
 
 
-
 # (id, block, expected line, expected message start after "line N: ")
 ATTACKS = [
-    ("import_os", "import os\n" + in_features("pass"), 1,
-     "import of 'os' is not allowed (only numpy as np, pandas as pd and math are available; "
-     "they are already imported)"),
-    ("import_subprocess_inside_function", in_features("import subprocess"), 2,
-     "import of 'subprocess' is not allowed (only numpy as np"),
-    ("from_builtins_import_open", "from builtins import open as reader\n" + in_features("pass"), 1,
-     "import from 'builtins' is not allowed (only numpy as np"),
-    ("from_numpy_import_lib", "from numpy import lib\n" + in_features("pass"), 1,
-     "import of 'lib' from numpy is not allowed (numpy and pandas internals reach the operating system)"),
-    ("dunder_import", in_features("__import__('os').system('id')"), 2,
-     "name '__import__' is not allowed (dunder names are blocked)"),
-    ("os_without_import", in_features("os.system('id')"), 2,
-     "name 'os' is not allowed (only numpy as np, pandas as pd and math are available"),
-    ("pandas_io_common_os", in_features("pd.io.common.os.system('touch /tmp/pwned')"), 2,
-     "attribute 'io' of pandas is not allowed (numpy and pandas internals reach the operating system)"),
-    ("numpy_lib_open_memmap", in_features("np.lib.format.open_memmap('/tmp/x', mode='w+', shape=(1,))"), 2,
-     "attribute 'lib' of numpy is not allowed (numpy and pandas internals reach the operating system)"),
-    ("numpy_ctypeslib", in_features("np.ctypeslib.load_library('libc', '/lib')"), 2,
-     "attribute 'ctypeslib' of numpy is not allowed (numpy and pandas internals reach the operating system)"),
-    ("ndarray_ctypes_pointer", in_features("ptr = df['Close'].values.ctypes.data"), 2,
-     "attribute 'ctypes' is not allowed (numpy and pandas internals reach the operating system)"),
-    ("pandas_read_pickle", in_features("df = pd.read_pickle('/tmp/payload.pkl')"), 2,
-     "attribute 'read_pickle' of pandas is not allowed (file and network I/O is blocked"),
-    ("pandas_read_csv_url", in_features("extra = pd.read_csv('http://127.0.0.1:8000/leak.csv')"), 2,
-     "attribute 'read_csv' of pandas is not allowed (file and network I/O is blocked"),
-    ("frame_to_csv", in_features("df.to_csv('/tmp/x.csv')"), 2,
-     "attribute 'to_csv' is not allowed (pandas writers are blocked; only in-memory conversions"),
-    ("frame_to_pickle", in_features("df['Close'].to_pickle('/tmp/best_trade.pkl')"), 2,
-     "attribute 'to_pickle' is not allowed (pandas writers are blocked"),
-    ("frame_to_string_buffer", in_features("df.to_string(buf='/tmp/learnings.md')"), 2,
-     "attribute 'to_string' is not allowed (pandas writers are blocked"),
-    ("numpy_save", in_features("np.save('/tmp/x.npy', df.values)"), 2,
-     "attribute 'save' of numpy is not allowed (file and network I/O is blocked"),
-    ("numpy_load_pickle", in_features("obj = np.load('/tmp/x.npy', allow_pickle=True)"), 2,
-     "attribute 'load' of numpy is not allowed (file and network I/O is blocked"),
-    ("numpy_fromfile", in_features("raw = np.fromfile('/etc/passwd', dtype=np.uint8)"), 2,
-     "attribute 'fromfile' of numpy is not allowed (file and network I/O is blocked"),
-    ("numpy_memmap", in_features("m = np.memmap('/tmp/x', mode='w+', shape=(4,))"), 2,
-     "attribute 'memmap' of numpy is not allowed (file and network I/O is blocked"),
-    ("numpy_datasource", in_features("np.DataSource('/tmp').open('http://127.0.0.1/x')"), 2,
-     "attribute 'DataSource' of numpy is not allowed (file and network I/O is blocked"),
-    ("array_tofile", in_features("df['Close'].to_numpy().tofile('/tmp/x')"), 2,
-     "attribute 'tofile' is not allowed (file and network I/O is blocked"),
-    ("pandas_eval", in_features("total = pd.eval('df.Close.sum()')"), 2,
-     "attribute 'eval' of pandas is not allowed (code in strings is blocked"),
-    ("frame_query_engine", in_features("df = df.query('Close > 0', engine='python')"), 2,
-     "attribute 'query' is not allowed (code in strings is blocked"),
-    ("format_dunder_walk", in_features("leak = '{0.__class__}'.format(df)"), 2,
-     "the string '{0.__class__}' is not allowed (strings naming dunder attributes are blocked"),
-    ("format_attribute_walk", in_features("leak = '{0.real}'.format(1)"), 2,
-     "attribute 'format' is not allowed (format strings can walk attributes; use an f-string"),
-    ("format_map", in_features("leak = '{x}'.format_map({'x': 1})"), 2,
-     "attribute 'format_map' is not allowed (format strings can walk attributes; use an f-string"),
-    ("string_dispatch_to_writer", in_features("df.apply('to_pickle', args=('/tmp/x',))"), 2,
-     "the string 'to_pickle' is not allowed (it names a blocked method that pandas would call by name)"),
-    ("getattr_built_up_string", in_features("getattr(df, 'to_' + 'csv')('/tmp/x')"), 2,
-     "name 'getattr' is not allowed (access by computed name is blocked"),
-    ("vars_call", in_features("ns = vars(df)"), 2,
-     "name 'vars' is not allowed (access by computed name is blocked"),
-    ("globals_call", in_features("ns = globals()"), 2,
-     "name 'globals' is not allowed (access by computed name is blocked"),
-    ("private_attribute", in_features("data = df._data"), 2,
-     "attribute '_data' is not allowed (private attributes are blocked)"),
-    ("generator_frame_walk", in_features("g = (x for x in [1])", "f = g.gi_frame.f_back.f_globals"), 3,
-     "attribute 'gi_frame' is not allowed (frame and class introspection is blocked)"),
-    ("traceback_frame_walk", in_features("tb = None", "harness = tb.tb_frame"), 3,
-     "attribute 'tb_frame' is not allowed (frame and class introspection is blocked)"),
-    ("frame_back_walk", in_features("frame = None", "caller = frame.f_back"), 3,
-     "attribute 'f_back' is not allowed (frame and class introspection is blocked)"),
-    ("exception_traceback", in_features("try:", "    1 / 0", "except ZeroDivisionError as e:",
-                                        "    frame = e.__traceback__"), 5,
-     "attribute '__traceback__' is not allowed (private attributes are blocked)"),
-    ("decorator_smuggling", block("""
+    (
+        "import_os",
+        "import os\n" + in_features("pass"),
+        1,
+        "import of 'os' is not allowed (only numpy as np, pandas as pd and math are available; "
+        "they are already imported)",
+    ),
+    (
+        "import_subprocess_inside_function",
+        in_features("import subprocess"),
+        2,
+        "import of 'subprocess' is not allowed (only numpy as np",
+    ),
+    (
+        "from_builtins_import_open",
+        "from builtins import open as reader\n" + in_features("pass"),
+        1,
+        "import from 'builtins' is not allowed (only numpy as np",
+    ),
+    (
+        "from_numpy_import_lib",
+        "from numpy import lib\n" + in_features("pass"),
+        1,
+        "import of 'lib' from numpy is not allowed (numpy and pandas internals reach the operating system)",
+    ),
+    (
+        "dunder_import",
+        in_features("__import__('os').system('id')"),
+        2,
+        "name '__import__' is not allowed (dunder names are blocked)",
+    ),
+    (
+        "os_without_import",
+        in_features("os.system('id')"),
+        2,
+        "name 'os' is not allowed (only numpy as np, pandas as pd and math are available",
+    ),
+    (
+        "pandas_io_common_os",
+        in_features("pd.io.common.os.system('touch /tmp/pwned')"),
+        2,
+        "attribute 'io' of pandas is not allowed (numpy and pandas internals reach the operating system)",
+    ),
+    (
+        "numpy_lib_open_memmap",
+        in_features("np.lib.format.open_memmap('/tmp/x', mode='w+', shape=(1,))"),
+        2,
+        "attribute 'lib' of numpy is not allowed (numpy and pandas internals reach the operating system)",
+    ),
+    (
+        "numpy_ctypeslib",
+        in_features("np.ctypeslib.load_library('libc', '/lib')"),
+        2,
+        "attribute 'ctypeslib' of numpy is not allowed (numpy and pandas internals reach the operating system)",
+    ),
+    (
+        "ndarray_ctypes_pointer",
+        in_features("ptr = df['Close'].values.ctypes.data"),
+        2,
+        "attribute 'ctypes' is not allowed (numpy and pandas internals reach the operating system)",
+    ),
+    (
+        "pandas_read_pickle",
+        in_features("df = pd.read_pickle('/tmp/payload.pkl')"),
+        2,
+        "attribute 'read_pickle' of pandas is not allowed (file and network I/O is blocked",
+    ),
+    (
+        "pandas_read_csv_url",
+        in_features("extra = pd.read_csv('http://127.0.0.1:8000/leak.csv')"),
+        2,
+        "attribute 'read_csv' of pandas is not allowed (file and network I/O is blocked",
+    ),
+    (
+        "frame_to_csv",
+        in_features("df.to_csv('/tmp/x.csv')"),
+        2,
+        "attribute 'to_csv' is not allowed (pandas writers are blocked; only in-memory conversions",
+    ),
+    (
+        "frame_to_pickle",
+        in_features("df['Close'].to_pickle('/tmp/best_trade.pkl')"),
+        2,
+        "attribute 'to_pickle' is not allowed (pandas writers are blocked",
+    ),
+    (
+        "frame_to_string_buffer",
+        in_features("df.to_string(buf='/tmp/learnings.md')"),
+        2,
+        "attribute 'to_string' is not allowed (pandas writers are blocked",
+    ),
+    (
+        "numpy_save",
+        in_features("np.save('/tmp/x.npy', df.values)"),
+        2,
+        "attribute 'save' of numpy is not allowed (file and network I/O is blocked",
+    ),
+    (
+        "numpy_load_pickle",
+        in_features("obj = np.load('/tmp/x.npy', allow_pickle=True)"),
+        2,
+        "attribute 'load' of numpy is not allowed (file and network I/O is blocked",
+    ),
+    (
+        "numpy_fromfile",
+        in_features("raw = np.fromfile('/etc/passwd', dtype=np.uint8)"),
+        2,
+        "attribute 'fromfile' of numpy is not allowed (file and network I/O is blocked",
+    ),
+    (
+        "numpy_memmap",
+        in_features("m = np.memmap('/tmp/x', mode='w+', shape=(4,))"),
+        2,
+        "attribute 'memmap' of numpy is not allowed (file and network I/O is blocked",
+    ),
+    (
+        "numpy_datasource",
+        in_features("np.DataSource('/tmp').open('http://127.0.0.1/x')"),
+        2,
+        "attribute 'DataSource' of numpy is not allowed (file and network I/O is blocked",
+    ),
+    (
+        "array_tofile",
+        in_features("df['Close'].to_numpy().tofile('/tmp/x')"),
+        2,
+        "attribute 'tofile' is not allowed (file and network I/O is blocked",
+    ),
+    (
+        "pandas_eval",
+        in_features("total = pd.eval('df.Close.sum()')"),
+        2,
+        "attribute 'eval' of pandas is not allowed (code in strings is blocked",
+    ),
+    (
+        "frame_query_engine",
+        in_features("df = df.query('Close > 0', engine='python')"),
+        2,
+        "attribute 'query' is not allowed (code in strings is blocked",
+    ),
+    (
+        "format_dunder_walk",
+        in_features("leak = '{0.__class__}'.format(df)"),
+        2,
+        "the string '{0.__class__}' is not allowed (strings naming dunder attributes are blocked",
+    ),
+    (
+        "format_attribute_walk",
+        in_features("leak = '{0.real}'.format(1)"),
+        2,
+        "attribute 'format' is not allowed (format strings can walk attributes; use an f-string",
+    ),
+    (
+        "format_map",
+        in_features("leak = '{x}'.format_map({'x': 1})"),
+        2,
+        "attribute 'format_map' is not allowed (format strings can walk attributes; use an f-string",
+    ),
+    (
+        "string_dispatch_to_writer",
+        in_features("df.apply('to_pickle', args=('/tmp/x',))"),
+        2,
+        "the string 'to_pickle' is not allowed (it names a blocked method that pandas would call by name)",
+    ),
+    (
+        "getattr_built_up_string",
+        in_features("getattr(df, 'to_' + 'csv')('/tmp/x')"),
+        2,
+        "name 'getattr' is not allowed (access by computed name is blocked",
+    ),
+    ("vars_call", in_features("ns = vars(df)"), 2, "name 'vars' is not allowed (access by computed name is blocked"),
+    (
+        "globals_call",
+        in_features("ns = globals()"),
+        2,
+        "name 'globals' is not allowed (access by computed name is blocked",
+    ),
+    (
+        "private_attribute",
+        in_features("data = df._data"),
+        2,
+        "attribute '_data' is not allowed (private attributes are blocked)",
+    ),
+    (
+        "generator_frame_walk",
+        in_features("g = (x for x in [1])", "f = g.gi_frame.f_back.f_globals"),
+        3,
+        "attribute 'gi_frame' is not allowed (frame and class introspection is blocked)",
+    ),
+    (
+        "traceback_frame_walk",
+        in_features("tb = None", "harness = tb.tb_frame"),
+        3,
+        "attribute 'tb_frame' is not allowed (frame and class introspection is blocked)",
+    ),
+    (
+        "frame_back_walk",
+        in_features("frame = None", "caller = frame.f_back"),
+        3,
+        "attribute 'f_back' is not allowed (frame and class introspection is blocked)",
+    ),
+    (
+        "exception_traceback",
+        in_features("try:", "    1 / 0", "except ZeroDivisionError as e:", "    frame = e.__traceback__"),
+        5,
+        "attribute '__traceback__' is not allowed (private attributes are blocked)",
+    ),
+    (
+        "decorator_smuggling",
+        block("""
         def generate_features(df):
             return df
 
@@ -115,61 +250,155 @@ ATTACKS = [
         @pd.Series
         def strategy_logic(row):
             return 0
-        """), 5,
-     "decorator on strategy_logic() is not allowed (decorators run code at definition time"),
-    ("default_argument_open", block("""
+        """),
+        5,
+        "decorator on strategy_logic() is not allowed (decorators run code at definition time",
+    ),
+    (
+        "default_argument_open",
+        block("""
         def generate_features(df):
             return df
 
 
         def strategy_logic(row, reader=open):
             return 0
-        """), 5,
-     "name 'open' is not allowed (files, input and interpreter access are blocked"),
-    ("lambda_returning_open", in_features("reader = lambda: open"), 2,
-     "name 'open' is not allowed (files, input and interpreter access are blocked"),
-    ("type_builds_class", in_features("Evil = type('Evil', (), {})"), 2,
-     "name 'type' is not allowed (class machinery is blocked"),
-    ("type_mro_walk", in_features("base = type(df).mro()[-1]"), 2,
-     "name 'type' is not allowed (class machinery is blocked"),
-    ("mro_walk", in_features("base = pd.Series.mro()[-1]"), 2,
-     "attribute 'mro' is not allowed (frame and class introspection is blocked)"),
-    ("class_with_metaclass", "class Meta(type):\n    pass\n" + in_features("pass"), 1,
-     "class definition is not allowed (classes bring metaclasses and descriptors"),
-    ("async_def", "async def generate_features(df):\n    return df\n", 1,
-     "async function is not allowed (strategies are plain synchronous functions)"),
-    ("top_level_print", "print('x')\n" + in_features("pass"), 1,
-     "top-level statement `print('x')` is not allowed (the top level may hold only function definitions"),
-    ("top_level_for_loop", "for i in range(3):\n    pass\n" + in_features("pass"), 1,
-     "top-level statement `for i in range(3):` is not allowed (the top level may hold only function definitions"),
-    ("top_level_call_of_block_code", "def helper():\n    return 1\nX = helper()\n" + in_features("pass"), 3,
-     "the top-level value of X is not allowed (top-level values must be constants"),
-    ("module_alias_top_level", "m = np\n" + in_features("pass"), 1,
-     "using the module 'np' as a value is not allowed (modules may only be used through their functions"),
-    ("module_alias_in_container", in_features("m = [np][0]", "m.lib"), 2,
-     "using the module 'np' as a value is not allowed"),
-    ("submodule_as_value", in_features("la = np.linalg"), 2,
-     "using the module 'numpy.linalg' as a value is not allowed"),
-    ("rebind_module_name", in_features("np = df"), 2,
-     "binding the name 'np' is not allowed ('np' is reserved for the numpy module)"),
-    ("patch_series_std", in_features("pd.Series.std = lambda self, *a, **k: 1e-9"), 2,
-     "assigning to attribute 'std' is not allowed (attribute assignment can patch pandas"),
-    ("patch_series_std_top_level", "pd.Series.std = None\n" + in_features("pass"), 1,
-     "assigning to attribute 'std' is not allowed (attribute assignment can patch pandas"),
-    ("compile_call", in_features("code = compile('1', 'x', 'eval')"), 2,
-     "name 'compile' is not allowed (running code from strings is blocked)"),
-    ("exec_call", in_features("exec('import os')"), 2,
-     "name 'exec' is not allowed (running code from strings is blocked)"),
-    ("breakpoint_call", in_features("breakpoint()"), 2,
-     "name 'breakpoint' is not allowed (files, input and interpreter access are blocked"),
-    ("shadowed_builtin_elsewhere", in_features("open = None"), 2,
-     "the name 'open' is not allowed (it is the name of a blocked builtin; choose another name)"),
-    ("plot_accessor", in_features("df.plot()"), 2,
-     "attribute 'plot' is not allowed (plotting, styling and global options are blocked)"),
-    ("pandas_set_option", in_features("pd.set_option('display.max_rows', 1)"), 2,
-     "attribute 'set_option' of pandas is not allowed (plotting, styling and global options are blocked)"),
-    ("numpy_test_runner", in_features("np.test()"), 2,
-     "attribute 'test' of numpy is not allowed (only listed numpy functions are available"),
+        """),
+        5,
+        "name 'open' is not allowed (files, input and interpreter access are blocked",
+    ),
+    (
+        "lambda_returning_open",
+        in_features("reader = lambda: open"),
+        2,
+        "name 'open' is not allowed (files, input and interpreter access are blocked",
+    ),
+    (
+        "type_builds_class",
+        in_features("Evil = type('Evil', (), {})"),
+        2,
+        "name 'type' is not allowed (class machinery is blocked",
+    ),
+    (
+        "type_mro_walk",
+        in_features("base = type(df).mro()[-1]"),
+        2,
+        "name 'type' is not allowed (class machinery is blocked",
+    ),
+    (
+        "mro_walk",
+        in_features("base = pd.Series.mro()[-1]"),
+        2,
+        "attribute 'mro' is not allowed (frame and class introspection is blocked)",
+    ),
+    (
+        "class_with_metaclass",
+        "class Meta(type):\n    pass\n" + in_features("pass"),
+        1,
+        "class definition is not allowed (classes bring metaclasses and descriptors",
+    ),
+    (
+        "async_def",
+        "async def generate_features(df):\n    return df\n",
+        1,
+        "async function is not allowed (strategies are plain synchronous functions)",
+    ),
+    (
+        "top_level_print",
+        "print('x')\n" + in_features("pass"),
+        1,
+        "top-level statement `print('x')` is not allowed (the top level may hold only function definitions",
+    ),
+    (
+        "top_level_for_loop",
+        "for i in range(3):\n    pass\n" + in_features("pass"),
+        1,
+        "top-level statement `for i in range(3):` is not allowed (the top level may hold only function definitions",
+    ),
+    (
+        "top_level_call_of_block_code",
+        "def helper():\n    return 1\nX = helper()\n" + in_features("pass"),
+        3,
+        "the top-level value of X is not allowed (top-level values must be constants",
+    ),
+    (
+        "module_alias_top_level",
+        "m = np\n" + in_features("pass"),
+        1,
+        "using the module 'np' as a value is not allowed (modules may only be used through their functions",
+    ),
+    (
+        "module_alias_in_container",
+        in_features("m = [np][0]", "m.lib"),
+        2,
+        "using the module 'np' as a value is not allowed",
+    ),
+    (
+        "submodule_as_value",
+        in_features("la = np.linalg"),
+        2,
+        "using the module 'numpy.linalg' as a value is not allowed",
+    ),
+    (
+        "rebind_module_name",
+        in_features("np = df"),
+        2,
+        "binding the name 'np' is not allowed ('np' is reserved for the numpy module)",
+    ),
+    (
+        "patch_series_std",
+        in_features("pd.Series.std = lambda self, *a, **k: 1e-9"),
+        2,
+        "assigning to attribute 'std' is not allowed (attribute assignment can patch pandas",
+    ),
+    (
+        "patch_series_std_top_level",
+        "pd.Series.std = None\n" + in_features("pass"),
+        1,
+        "assigning to attribute 'std' is not allowed (attribute assignment can patch pandas",
+    ),
+    (
+        "compile_call",
+        in_features("code = compile('1', 'x', 'eval')"),
+        2,
+        "name 'compile' is not allowed (running code from strings is blocked)",
+    ),
+    (
+        "exec_call",
+        in_features("exec('import os')"),
+        2,
+        "name 'exec' is not allowed (running code from strings is blocked)",
+    ),
+    (
+        "breakpoint_call",
+        in_features("breakpoint()"),
+        2,
+        "name 'breakpoint' is not allowed (files, input and interpreter access are blocked",
+    ),
+    (
+        "shadowed_builtin_elsewhere",
+        in_features("open = None"),
+        2,
+        "the name 'open' is not allowed (it is the name of a blocked builtin; choose another name)",
+    ),
+    (
+        "plot_accessor",
+        in_features("df.plot()"),
+        2,
+        "attribute 'plot' is not allowed (plotting, styling and global options are blocked)",
+    ),
+    (
+        "pandas_set_option",
+        in_features("pd.set_option('display.max_rows', 1)"),
+        2,
+        "attribute 'set_option' of pandas is not allowed (plotting, styling and global options are blocked)",
+    ),
+    (
+        "numpy_test_runner",
+        in_features("np.test()"),
+        2,
+        "attribute 'test' of numpy is not allowed (only listed numpy functions are available",
+    ),
 ]
 
 # Look-ahead idioms: vetting leaves them to the look-ahead gate, which judges what the code does (a negative
@@ -200,8 +429,11 @@ def test_lookahead_idioms_are_left_to_the_gate(name: str) -> None:
 
 
 def test_seeded_random_numbers_and_calendar_offsets_are_available() -> None:
-    source = in_features("rng = np.random.default_rng(7)", "df['noise'] = rng.normal(0, 1, len(df))",
-                         "df['month_end'] = (df.index + pd.offsets.MonthEnd(0)) == df.index")
+    source = in_features(
+        "rng = np.random.default_rng(7)",
+        "df['noise'] = rng.normal(0, 1, len(df))",
+        "df['month_end'] = (df.index + pd.offsets.MonthEnd(0)) == df.index",
+    )
     assert vet_block(source).functions == ("generate_features", "strategy_logic")
 
 
@@ -214,7 +446,7 @@ BASELINE = extract_block(baseline_source())
 
 BENIGN = {
     "baseline_sma_crossover": BASELINE,
-    "rsi": block('''
+    "rsi": block("""
         def generate_features(df):
             delta = df["Close"].diff()
             gain = delta.clip(lower=0).rolling(14).mean()
@@ -232,8 +464,8 @@ BENIGN = {
             if row["RSI"] > 70:
                 return -1
             return 0
-        '''),
-    "bollinger_bands": block('''
+        """),
+    "bollinger_bands": block("""
         def generate_features(df):
             mid = df["Close"].rolling(window=20).mean()
             std = df["Close"].rolling(window=20).std()
@@ -249,8 +481,8 @@ BENIGN = {
             if row["Close"] > row["BB_upper"]:
                 return -1
             return 0
-        '''),
-    "macd_ewm": block('''
+        """),
+    "macd_ewm": block("""
         def generate_features(df):
             fast = df["Close"].ewm(span=12, adjust=False).mean()
             slow = df["Close"].ewm(span=26, adjust=False).mean()
@@ -262,8 +494,8 @@ BENIGN = {
 
         def strategy_logic(row):
             return 1 if row.MACD_hist > 0 else -1
-        '''),
-    "breakout_previous_high": block('''
+        """),
+    "breakout_previous_high": block("""
         LOOKBACK = 55
 
 
@@ -279,8 +511,8 @@ BENIGN = {
             if row["Close"] < row["prior_low"]:
                 return -1
             return 0
-        '''),
-    "volatility_filter": block('''
+        """),
+    "volatility_filter": block("""
         def generate_features(df):
             returns = df["Close"].pct_change()
             df["vol_20"] = returns.rolling(20).std() * math.sqrt(252)
@@ -294,7 +526,7 @@ BENIGN = {
             if calm and row["trend"] > 0:
                 return 1
             return -1
-        '''),
+        """),
     "helpers_and_constants": block('''
         """Dual momentum with a drawdown guard."""
         FAST: int = 10
@@ -329,7 +561,7 @@ BENIGN = {
                 return 1
             return 0
         '''),
-    "comprehension_and_fstring_columns": block('''
+    "comprehension_and_fstring_columns": block("""
         WINDOWS = [5, 10, 20]
 
 
@@ -346,8 +578,8 @@ BENIGN = {
         def strategy_logic(row):
             votes = [row[f"SMA_{n}"] < row["Close"] for n in WINDOWS]
             return 1 if all(votes) else (-1 if not any(votes) else 0)
-        '''),
-    "lambda_apply_and_select": block('''
+        """),
+    "lambda_apply_and_select": block("""
         def generate_features(df):
             df["range"] = df.apply(lambda r: r["High"] - r["Low"], axis=1)
             df["slope"] = df["Close"].rolling(10).apply(
@@ -363,8 +595,8 @@ BENIGN = {
         def strategy_logic(row):
             key = sorted(["direction", "wide"])[0]
             return int(row[key])
-        '''),
-    "import_numpy_tolerated": block('''
+        """),
+    "import_numpy_tolerated": block("""
         import numpy as np
         import pandas as pd
         import math
@@ -383,8 +615,8 @@ BENIGN = {
             if isinstance(z, float) and math.isnan(z):
                 return 0
             return 1 if z < -1 else (-1 if z > 1 else 0)
-        '''),
-    "from_math_import_sqrt_tolerated": block('''
+        """),
+    "from_math_import_sqrt_tolerated": block("""
         from math import sqrt, log as ln
         SCALE = sqrt(252)
 
@@ -397,8 +629,8 @@ BENIGN = {
 
         def strategy_logic(row):
             return 1 if row["vol"] < 0.2 else -1
-        '''),
-    "stateful_with_global_and_try": block('''
+        """),
+    "stateful_with_global_and_try": block("""
         in_position = False
         entry_price = 0.0
 
@@ -422,8 +654,8 @@ BENIGN = {
                 in_position = False
                 return -1
             return 0
-        '''),
-    "numpy_arrays_and_errstate": block('''
+        """),
+    "numpy_arrays_and_errstate": block("""
         def generate_features(df):
             close = df["Close"].to_numpy()
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -442,8 +674,8 @@ BENIGN = {
             if not row["ok"] or "ret_5" not in row or pd.isna(row["ret_5"]):
                 return 0
             return max(-1, min(1, round(row["ret_5"] * 100)))
-        '''),
-    "dispatch_with_functions_and_literal_names": block('''
+        """),
+    "dispatch_with_functions_and_literal_names": block("""
         def _spread(frame):
             return frame["High"] - frame["Low"]
 
@@ -478,8 +710,8 @@ BENIGN = {
             if pd.isna(row["mean_10"]) or pd.isna(row["sharpe"]):
                 return 0
             return 1 if row["Close"] > row["mean_10"] and row["sharpe"] > 0 else -1
-        '''),
-    "typed_helpers_with_constant_defaults": block('''
+        """),
+    "typed_helpers_with_constant_defaults": block("""
         LOOKBACK: int = 20
 
 
@@ -507,7 +739,7 @@ BENIGN = {
             if pd.isna(row["upper"]):
                 return 0
             return 1 if row["weighted"] - row["sma"] > threshold else -1
-        '''),
+        """),
 }
 
 
@@ -517,8 +749,13 @@ def _ohlcv(rows: int = 320) -> pd.DataFrame:
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, rows)))
     index = pd.date_range("2001-01-01", periods=rows, freq="B", name="Date")
     return pd.DataFrame(
-        {"Open": close * 0.999, "High": close * 1.01, "Low": close * 0.99, "Close": close,
-         "Volume": rng.integers(1_000, 5_000, rows).astype(float)},
+        {
+            "Open": close * 0.999,
+            "High": close * 1.01,
+            "Low": close * 0.99,
+            "Close": close,
+            "Volume": rng.integers(1_000, 5_000, rows).astype(float),
+        },
         index=index,
     )
 
@@ -589,8 +826,11 @@ def test_require_accepts_a_subset_kept_from_the_parent() -> None:
 
 def test_strategy_logic_with_two_required_arguments_is_rejected() -> None:
     source = in_features("pass").replace("def strategy_logic(row):", "def strategy_logic(row, state):")
-    with pytest.raises(UnsafeCodeError, match=r"^line 6: this signature of strategy_logic\(\) is not allowed "
-                                              r"\(it must take exactly one argument, strategy_logic\(row\)\)"):
+    with pytest.raises(
+        UnsafeCodeError,
+        match=r"^line 6: this signature of strategy_logic\(\) is not allowed "
+        r"\(it must take exactly one argument, strategy_logic\(row\)\)",
+    ):
         vet_block(source)
 
 
@@ -639,15 +879,23 @@ def test_pathological_nesting_is_rejected_not_crashed() -> None:
 
 def test_whole_sample_lookahead_is_left_to_the_runtime_gate() -> None:
     # Not a safety question and not decidable statically; the look-ahead gate names the column and date.
-    source = in_features("df['z'] = (df['Close'] - df['Close'].mean()) / df['Close'].std()",
-                         "df['g'] = np.gradient(df['Close'].to_numpy())",
-                         "df['peek'] = df['Close'].iloc[-1]")
+    source = in_features(
+        "df['z'] = (df['Close'] - df['Close'].mean()) / df['Close'].std()",
+        "df['g'] = np.gradient(df['Close'].to_numpy())",
+        "df['peek'] = df['Close'].iloc[-1]",
+    )
     assert vet_block(source).functions == ("generate_features", "strategy_logic")
 
 
 def test_every_allowlisted_module_attribute_exists_and_only_declared_submodules_are_modules() -> None:
-    modules = {"numpy": np, "numpy.linalg": np.linalg, "numpy.random": np.random, "pandas": pd,
-               "pandas.offsets": pd.offsets, "math": math}
+    modules = {
+        "numpy": np,
+        "numpy.linalg": np.linalg,
+        "numpy.random": np.random,
+        "pandas": pd,
+        "pandas.offsets": pd.offsets,
+        "math": math,
+    }
     for module_name, names in vet.MODULE_ATTRIBUTES.items():
         for name in names:
             value = getattr(modules[module_name], name)
@@ -702,8 +950,9 @@ NAMES_BUILT_AT_RUN_TIME = [
 ]
 
 
-@pytest.mark.parametrize(("setup", "name"), [n[1:] for n in NAMES_BUILT_AT_RUN_TIME],
-                         ids=[n[0] for n in NAMES_BUILT_AT_RUN_TIME])
+@pytest.mark.parametrize(
+    ("setup", "name"), [n[1:] for n in NAMES_BUILT_AT_RUN_TIME], ids=[n[0] for n in NAMES_BUILT_AT_RUN_TIME]
+)
 def test_agg_with_a_name_built_at_run_time_is_rejected(setup: list[str], name: str) -> None:
     message = rejection(in_features(*setup, f"leak = df.agg({name}, expr='@inspect.os')"))
     assert message.startswith(f"line {2 + len(setup)}: `")
@@ -735,22 +984,23 @@ DISPATCH_SLOTS = [
     ("label_of_a_pair_in_a_list", f"df['Close'].agg([({NAME}, 'mean')])", "agg"),
     ("named_aggregation_pair", f"df.groupby(df.index.year).agg(out=('Close', {NAME}))", "agg"),
     ("named_aggregation_keyword", f"df.groupby(df.index.year)['Close'].agg(out={NAME})", "agg"),
-    ("groupby_transform_named_aggregation", f"df.groupby(df.index.year).transform(out=('Close', {NAME}))",
-     "transform"),
+    ("groupby_transform_named_aggregation", f"df.groupby(df.index.year).transform(out=('Close', {NAME}))", "transform"),
     ("named_agg_positional", f"df.groupby(df.index.year).agg(out=pd.NamedAgg('Close', {NAME}))", "NamedAgg"),
     ("named_agg_keyword", f"pd.NamedAgg(column='Close', aggfunc={NAME})", "NamedAgg"),
-    ("pivot_table_aggfunc", f"pd.pivot_table(df, values='Close', index=df.index.year, aggfunc={NAME})",
-     "pivot_table"),
-    ("pivot_table_positional_aggfunc", f"pd.pivot_table(df, 'Close', df.index.year, None, {NAME})",
-     "pivot_table"),
-    ("frame_pivot_table_aggfunc", f"df.pivot_table(values='Close', index=df.index.year, aggfunc={NAME})",
-     "pivot_table"),
-    ("frame_pivot_table_positional_aggfunc", f"df.pivot_table('Close', df.index.year, None, {NAME})",
-     "pivot_table"),
-    ("crosstab_aggfunc", f"pd.crosstab(df.index.year, df.index.month, values=df['Close'], aggfunc={NAME})",
-     "crosstab"),
-    ("crosstab_positional_aggfunc", f"pd.crosstab(df.index.year, df.index.month, df['Close'], None, None, {NAME})",
-     "crosstab"),
+    ("pivot_table_aggfunc", f"pd.pivot_table(df, values='Close', index=df.index.year, aggfunc={NAME})", "pivot_table"),
+    ("pivot_table_positional_aggfunc", f"pd.pivot_table(df, 'Close', df.index.year, None, {NAME})", "pivot_table"),
+    (
+        "frame_pivot_table_aggfunc",
+        f"df.pivot_table(values='Close', index=df.index.year, aggfunc={NAME})",
+        "pivot_table",
+    ),
+    ("frame_pivot_table_positional_aggfunc", f"df.pivot_table('Close', df.index.year, None, {NAME})", "pivot_table"),
+    ("crosstab_aggfunc", f"pd.crosstab(df.index.year, df.index.month, values=df['Close'], aggfunc={NAME})", "crosstab"),
+    (
+        "crosstab_positional_aggfunc",
+        f"pd.crosstab(df.index.year, df.index.month, df['Close'], None, None, {NAME})",
+        "crosstab",
+    ),
 ]
 
 
@@ -764,8 +1014,10 @@ def test_every_slot_pandas_dispatches_by_name_takes_only_a_safe_function(call: s
 @pytest.mark.parametrize("name", ["memory_usage", "pipe", "apply", "to_numpy", "bfill"])
 def test_a_literal_name_outside_the_reducer_allowlist_is_rejected(name: str) -> None:
     message = rejection(in_features(f"out = df.agg({name!r})"))
-    assert message.startswith(f"line 2: `{name!r}` as the function of agg() is not allowed (only reducer and "
-                              "transform names such as 'mean', 'std' or 'cumsum' may be given as strings")
+    assert message.startswith(
+        f"line 2: `{name!r}` as the function of agg() is not allowed (only reducer and "
+        "transform names such as 'mean', 'std' or 'cumsum' may be given as strings"
+    )
 
 
 def test_no_allowlisted_literal_name_takes_a_function_or_reads_later_rows() -> None:
@@ -786,8 +1038,10 @@ def test_no_allowlisted_literal_name_takes_a_function_or_reads_later_rows() -> N
 
 def test_star_args_in_a_dispatch_call_are_rejected() -> None:
     message = rejection(in_features("names = ['mean']", "out = df.agg(*names)"))
-    assert message.startswith("line 3: unpacking `*names` into agg() is not allowed (pandas could take a function "
-                              "name from it; pass the arguments one by one)")
+    assert message.startswith(
+        "line 3: unpacking `*names` into agg() is not allowed (pandas could take a function "
+        "name from it; pass the arguments one by one)"
+    )
 
 
 def test_double_star_kwargs_in_a_dispatch_call_are_rejected() -> None:
@@ -797,9 +1051,11 @@ def test_double_star_kwargs_in_a_dispatch_call_are_rejected() -> None:
 
 def test_a_dispatch_method_used_as_a_value_is_rejected() -> None:
     message = rejection(in_features("run = df.aggregate", f"out = run({NAME}, expr='@inspect.os')"))
-    assert message.startswith("line 2: attribute 'aggregate' used as a value is not allowed (methods that take "
-                              "function names must be called directly, as in df.agg('mean'), so that the functions "
-                              "given to them can be checked)")
+    assert message.startswith(
+        "line 2: attribute 'aggregate' used as a value is not allowed (methods that take "
+        "function names must be called directly, as in df.agg('mean'), so that the functions "
+        "given to them can be checked)"
+    )
 
 
 def test_an_unbound_dispatch_method_passed_to_pipe_is_rejected() -> None:
@@ -814,7 +1070,7 @@ def test_a_pandas_class_is_not_a_function_for_dispatch() -> None:
 
 
 def test_a_def_function_also_assigned_elsewhere_is_rejected_as_a_function() -> None:
-    source = block(f'''
+    source = block(f"""
         def pick(x):
             return x
 
@@ -827,14 +1083,15 @@ def test_a_def_function_also_assigned_elsewhere_is_rejected_as_a_function() -> N
         def strategy_logic(row):
             pick = {NAME}
             return 0
-        ''')
+        """)
     assert rejection(source).startswith(
         "line 6: `pick` as the function of agg() is not allowed (the name 'pick' is bound by something "
-        "other than def in this block, so it may hold a name at run time; pass a function (def or lambda)")
+        "other than def in this block, so it may hold a name at run time; pass a function (def or lambda)"
+    )
 
 
 def test_a_def_function_name_reused_as_a_parameter_is_rejected_as_a_function() -> None:
-    source = block('''
+    source = block("""
         def pick(x):
             return x
 
@@ -846,26 +1103,31 @@ def test_a_def_function_name_reused_as_a_parameter_is_rejected_as_a_function() -
 
         def strategy_logic(row):
             return 0
-        ''')
+        """)
     assert rejection(source).startswith("line 6: `pick` as the function of agg() is not allowed (the name 'pick'")
 
 
 def test_a_builtin_name_rebound_in_the_block_is_rejected_as_a_function() -> None:
     message = rejection(in_features(f"str = {NAME}", "out = df.agg(str, expr='@inspect.os')"))
-    assert message.startswith("line 3: `str` as the function of agg() is not allowed (the name 'str' is bound "
-                              "by something other than def")
+    assert message.startswith(
+        "line 3: `str` as the function of agg() is not allowed (the name 'str' is bound by something other than def"
+    )
 
 
 def test_an_imported_pandas_class_is_not_a_function_for_dispatch() -> None:
-    message = rejection("from pandas import DataFrame\n" + in_features(
-        f"out = pd.DataFrame.agg(DataFrame, {NAME}, 0, df, '@inspect.os')"))
+    message = rejection(
+        "from pandas import DataFrame\n"
+        + in_features(f"out = pd.DataFrame.agg(DataFrame, {NAME}, 0, df, '@inspect.os')")
+    )
     assert message.startswith("line 3: `DataFrame` as the function of agg() is not allowed (the name 'DataFrame'")
 
 
 def test_from_import_of_a_dispatch_function_is_rejected() -> None:
     message = rejection("from pandas import pivot_table as table\n" + in_features("pass"))
-    assert message.startswith("line 1: import of 'pivot_table' from pandas is not allowed (call it as "
-                              "pd.pivot_table(...), so that the functions given to it can be checked)")
+    assert message.startswith(
+        "line 1: import of 'pivot_table' from pandas is not allowed (call it as "
+        "pd.pivot_table(...), so that the functions given to it can be checked)"
+    )
 
 
 def test_other_keywords_of_a_dispatch_call_keep_ordinary_vetting() -> None:
@@ -874,9 +1136,12 @@ def test_other_keywords_of_a_dispatch_call_keep_ordinary_vetting() -> None:
 
 
 def test_keywords_passed_through_to_the_function_may_be_computed() -> None:
-    source = in_features("level = 0.25", "df['q'] = df['Close'].rolling(10).agg('quantile', q=level)",
-                         "df['r'] = df['Close'].apply(lambda x, k: x * k, args=(level,))",
-                         "out = df.apply(np.mean, axis=1, result_type='reduce', raw=False)")
+    source = in_features(
+        "level = 0.25",
+        "df['q'] = df['Close'].rolling(10).agg('quantile', q=level)",
+        "df['r'] = df['Close'].apply(lambda x, k: x * k, args=(level,))",
+        "out = df.apply(np.mean, axis=1, result_type='reduce', raw=False)",
+    )
     assert vet_block(source).functions == ("generate_features", "strategy_logic")
 
 
@@ -892,8 +1157,14 @@ def test_map_does_not_look_names_up_and_is_not_a_dispatch_method() -> None:
 def test_lowercase_allowlisted_module_names_are_not_pandas_classes() -> None:
     # The vetter takes np/pd/math chains ending in a lowercase name as functions; a pandas class there would
     # let `pd.DataFrame.agg(<class>, name, ...)` dispatch a name on the class.
-    modules = {"numpy": np, "numpy.linalg": np.linalg, "numpy.random": np.random, "pandas": pd,
-               "pandas.offsets": pd.offsets, "math": math}
+    modules = {
+        "numpy": np,
+        "numpy.linalg": np.linalg,
+        "numpy.random": np.random,
+        "pandas": pd,
+        "pandas.offsets": pd.offsets,
+        "math": math,
+    }
     for module_name, names in vet.MODULE_ATTRIBUTES.items():
         for name in names:
             value = getattr(modules[module_name], name)
@@ -904,7 +1175,7 @@ def test_lowercase_allowlisted_module_names_are_not_pandas_classes() -> None:
 # Attacks that run: executed without vetting in this (trusted) process, each reaches the os module through
 # pandas' string dispatch; vet_block rejects each.
 RUNNING_DISPATCH_ATTACKS = {
-    "agg_with_a_concatenated_name": block('''
+    "agg_with_a_concatenated_name": block("""
         LEAK = None
 
 
@@ -916,8 +1187,8 @@ RUNNING_DISPATCH_ATTACKS = {
 
         def strategy_logic(row):
             return 0
-        '''),
-    "aliased_aggregate_with_a_joined_name": block('''
+        """),
+    "aliased_aggregate_with_a_joined_name": block("""
         LEAK = None
 
 
@@ -930,8 +1201,8 @@ RUNNING_DISPATCH_ATTACKS = {
 
         def strategy_logic(row):
             return 0
-        '''),
-    "unbound_agg_in_a_default_argument": block('''
+        """),
+    "unbound_agg_in_a_default_argument": block("""
         LEAK = None
 
 
@@ -943,7 +1214,7 @@ RUNNING_DISPATCH_ATTACKS = {
 
         def strategy_logic(row, probe=pd.DataFrame.agg(pd.DataFrame, "ev" + "al", 0, pd.DataFrame(), "@inspect.os")):
             return probe if row is None else 0
-        '''),
+        """),
 }
 
 
@@ -965,10 +1236,13 @@ DEFAULT_RULE = "default values are evaluated when the function is defined, so th
 
 DEFAULTS_THAT_RUN_CODE = [
     ("calls_block_code", ["def helper():", "    return 1", "def inner(x, n=helper()):", "    return x"], 4, "n"),
-    ("keyword_only_default", ["def helper():", "    return 1", "def inner(x, *, n=helper()):", "    return x"],
-     4, "n"),
-    ("positional_only_default", ["def helper():", "    return 1", "def inner(x, n=helper(), /):", "    return x"],
-     4, "n"),
+    ("keyword_only_default", ["def helper():", "    return 1", "def inner(x, *, n=helper()):", "    return x"], 4, "n"),
+    (
+        "positional_only_default",
+        ["def helper():", "    return 1", "def inner(x, n=helper(), /):", "    return x"],
+        4,
+        "n",
+    ),
     ("lambda_default", ["def helper():", "    return 1", "inner = lambda x, n=helper(): x"], 4, "n"),
     ("default_is_a_lambda", ["def inner(x, f=lambda: 0):", "    return x"], 2, "f"),
     ("default_is_a_comprehension", ["def inner(x, w=[i for i in range(3)]):", "    return x"], 2, "w"),
@@ -977,16 +1251,18 @@ DEFAULTS_THAT_RUN_CODE = [
 ]
 
 
-@pytest.mark.parametrize(("lines", "line", "name"), [d[1:] for d in DEFAULTS_THAT_RUN_CODE],
-                         ids=[d[0] for d in DEFAULTS_THAT_RUN_CODE])
+@pytest.mark.parametrize(
+    ("lines", "line", "name"), [d[1:] for d in DEFAULTS_THAT_RUN_CODE], ids=[d[0] for d in DEFAULTS_THAT_RUN_CODE]
+)
 def test_default_value_that_runs_code_is_rejected(lines: list[str], line: int, name: str) -> None:
     message = rejection(in_features(*lines))
     assert message.startswith(f"line {line}: the default value of {name} is not allowed ({DEFAULT_RULE}: literals")
 
 
 def test_default_of_a_top_level_function_that_runs_code_is_rejected() -> None:
-    source = in_features("pass").replace("def strategy_logic(row):",
-                                         "def strategy_logic(row, cut=generate_features(None)):")
+    source = in_features("pass").replace(
+        "def strategy_logic(row):", "def strategy_logic(row, cut=generate_features(None)):"
+    )
     assert rejection(source).startswith("line 6: the default value of cut is not allowed")
 
 
@@ -1000,8 +1276,9 @@ ANNOTATIONS_THAT_RUN_CODE = [
 ]
 
 
-@pytest.mark.parametrize(("lines", "line"), [a[1:] for a in ANNOTATIONS_THAT_RUN_CODE],
-                         ids=[a[0] for a in ANNOTATIONS_THAT_RUN_CODE])
+@pytest.mark.parametrize(
+    ("lines", "line"), [a[1:] for a in ANNOTATIONS_THAT_RUN_CODE], ids=[a[0] for a in ANNOTATIONS_THAT_RUN_CODE]
+)
 def test_annotation_that_runs_code_is_rejected(lines: list[str], line: int) -> None:
     message = rejection(in_features(*lines))
     assert message.startswith(f"line {line}: the annotation `")
@@ -1083,12 +1360,14 @@ def test_escaped_control_characters_in_strings_are_allowed() -> None:
 # there when the file is read back.
 # ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("delimiter", "which"), [(BLOCK_START, "start"), (BLOCK_END, "end")], ids=["start", "end"])
-@pytest.mark.parametrize("spelling", ["{}", "{}   ", "    {}", "{}\r"],
-                         ids=["exact", "trailing_spaces", "indented", "crlf"])
+@pytest.mark.parametrize(
+    "spelling", ["{}", "{}   ", "    {}", "{}\r"], ids=["exact", "trailing_spaces", "indented", "crlf"]
+)
 def test_block_holding_a_delimiter_line_is_rejected(delimiter: str, which: str, spelling: str) -> None:
     message = rejection(in_features("pass") + spelling.format(delimiter) + "\n")
-    assert message.startswith(f"line 8: the trade.py {which} delimiter line is not allowed (it marks where the "
-                              "agent block")
+    assert message.startswith(
+        f"line 8: the trade.py {which} delimiter line is not allowed (it marks where the agent block"
+    )
 
 
 def test_longer_dash_comment_is_allowed() -> None:

@@ -70,16 +70,21 @@ def _root(
 def prepare(
     ticker: Annotated[
         str | None,
-        typer.Option(help="Ticker to download (default SPY); with --offline a bundled set: sp500, nasdaq, goog, eurusd, btcusd."),
+        typer.Option(
+            help="Ticker to download (default SPY); with --offline a bundled set: sp500, nasdaq, goog, eurusd, btcusd."
+        ),
     ] = None,
-    start: Annotated[str, typer.Option(help="First date to download (YYYY-MM-DD); bundled and CSV data are used whole.")] = "2000-01-01",
+    start: Annotated[
+        str, typer.Option(help="First date to download (YYYY-MM-DD); bundled and CSV data are used whole.")
+    ] = "2000-01-01",
     end: Annotated[str | None, typer.Option(help="Last date to download (default: today).")] = None,
     csv: Annotated[Path | None, typer.Option("--csv", help="Import this OHLCV CSV instead of downloading.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Use the bundled real data; no network.")] = False,
     val_start: Annotated[str | None, typer.Option(help="First date of the validation window.")] = None,
     test_start: Annotated[str | None, typer.Option(help="First date of the held-out test window.")] = None,
     no_fallback: Annotated[
-        bool, typer.Option("--no-fallback", help="Fail instead of falling back to bundled data when the download fails.")
+        bool,
+        typer.Option("--no-fallback", help="Fail instead of falling back to bundled data when the download fails."),
     ] = False,
     data_dir: DataDirOpt = Path("data"),
 ) -> None:

@@ -42,7 +42,11 @@ def cost_bps(text: str) -> float:
 
 CostOpt = Annotated[
     float,
-    typer.Option("--cost-bps", parser=cost_bps, help=f"Cost per side in basis points (commission plus slippage), 0 to {MAX_COST_BPS:g}."),
+    typer.Option(
+        "--cost-bps",
+        parser=cost_bps,
+        help=f"Cost per side in basis points (commission plus slippage), 0 to {MAX_COST_BPS:g}.",
+    ),
 ]
 DataDirOpt = Annotated[
     Path,

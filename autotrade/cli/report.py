@@ -19,18 +19,27 @@ from autotrade.errors import ConfigError
 def report(
     name: Annotated[str | None, typer.Argument(help="Run name (default: the latest run in train/).")] = None,
     data_dir: Annotated[
-        Path | None, typer.Option("--data", help="Prepared data directory (default: the one the run recorded; its sha256 must match).")
+        Path | None,
+        typer.Option(
+            "--data", help="Prepared data directory (default: the one the run recorded; its sha256 must match)."
+        ),
     ] = None,
     holdout: Annotated[
         bool,
-        typer.Option("--holdout/--no-holdout", help="Evaluate the population on the held-out test window (recorded in the run)."),
+        typer.Option(
+            "--holdout/--no-holdout", help="Evaluate the population on the held-out test window (recorded in the run)."
+        ),
     ] = True,
     reveal_running: Annotated[
         bool,
-        typer.Option("--reveal-running", help="Evaluate the held-out test window even while the run is still running (its population may still change)."),
+        typer.Option(
+            "--reveal-running",
+            help="Evaluate the held-out test window even while the run is still running (its population may still change).",
+        ),
     ] = False,
     max_trials: Annotated[
-        int, typer.Option("--max-trials", min=4, help="At most this many ok trials re-evaluated for PBO and correlations.")
+        int,
+        typer.Option("--max-trials", min=4, help="At most this many ok trials re-evaluated for PBO and correlations."),
     ] = 200,
 ) -> None:
     """Report a run: leaderboard, held-out test beside buy-and-hold, overfitting statistics, failures, diversity, spend; writes report.html and PNG plots into the run."""
@@ -41,7 +50,9 @@ def report(
     console = Console()
     run = RunDir.open(RUNS_ROOT, name, notify=note_on_stderr)
     with console.status(f"evaluating run {run.name}…"):
-        built = build_report(run, data_dir=data_dir, holdout=holdout, max_trials=max_trials, reveal_running=reveal_running)
+        built = build_report(
+            run, data_dir=data_dir, holdout=holdout, max_trials=max_trials, reveal_running=reveal_running
+        )
         files = write_files(built)
     print_report(built, console, files)
 
@@ -75,7 +86,13 @@ def compare(
     console.print(compare_table(rows))
     datasets = {r.data_sha256 for r in rows if r.data_sha256}
     if len(datasets) > 1:
-        console.print("note: these runs used different data, so their returns are not directly comparable", style="yellow", markup=False)
+        console.print(
+            "note: these runs used different data, so their returns are not directly comparable",
+            style="yellow",
+            markup=False,
+        )
     for r in rows:
         if r.problem:
-            console.print(f"note: run {r.name} could not be read: {r.problem}", style="yellow", markup=False)  # errors quote files
+            console.print(
+                f"note: run {r.name} could not be read: {r.problem}", style="yellow", markup=False
+            )  # errors quote files

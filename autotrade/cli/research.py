@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -26,8 +35,8 @@ from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoic
 from autotrade.fmt import hms, pct
 
 if TYPE_CHECKING:
-    from autotrade.research.config import RunSettings
     from autotrade.propose.client import EndpointWait
+    from autotrade.research.config import RunSettings
     from autotrade.research.loop import RunResult, Standing
     from autotrade.research.rundir import RunDir
 
@@ -169,7 +178,16 @@ def final_table(result: RunResult) -> Table:
     """The population beside buy-and-hold: train and validation figures only."""
     show_score = result.objective != "val_return"  # val_return is already the val return column
     table = Table(title=f"{result.name}: top {len(result.population)} by {result.objective}")
-    headers = ["rank", "iter", *([result.objective] if show_score else []), "train return", "val return", "val Sharpe", "val max DD", "val trades"]
+    headers = [
+        "rank",
+        "iter",
+        *([result.objective] if show_score else []),
+        "train return",
+        "val return",
+        "val Sharpe",
+        "val max DD",
+        "val trades",
+    ]
     for header in headers:
         table.add_column(header, justify="right")
     for rank, record in enumerate(result.population, start=1):
@@ -205,10 +223,16 @@ def final_table(result: RunResult) -> Table:
 def ending_lines(result: RunResult) -> list[str]:
     """What to tell the user when the loop stops."""
     if result.already_finished:
-        return [f"run {result.name} already finished ({result.stop_reason}, {result.iterations} iterations): nothing to do"]
+        return [
+            f"run {result.name} already finished ({result.stop_reason}, {result.iterations} iterations): nothing to do"
+        ]
     if result.status == "finished":
         why = "reached --max-iter" if result.stop_reason == "max_iter" else "reached --max-fails"
-        best = f"best in {result.path}/best_trade.py" if result.population else "no iteration entered the population, so there is no best strategy"
+        best = (
+            f"best in {result.path}/best_trade.py"
+            if result.population
+            else "no iteration entered the population, so there is no best strategy"
+        )
         return [f"run {result.name} finished: {why} after {result.iterations} iterations; {best}"]
     return []
 
@@ -282,7 +306,9 @@ class RichReporter:
         """Print the run's header and start the progress display."""
         self.objective = settings.objective
         self.console.print(
-            Text.assemble(("run ", "bold"), (run.name, "bold cyan"), f" in {run.path}  ·  {who_proposes(settings, model)}")
+            Text.assemble(
+                ("run ", "bold"), (run.name, "bold cyan"), f" in {run.path}  ·  {who_proposes(settings, model)}"
+            )
         )
         self.console.print(
             f"objective {settings.objective} · max-iter {settings.max_iter} · max-fails {settings.max_fails} · "
@@ -403,38 +429,92 @@ def finish(result: RunResult) -> None:
 
 
 def run(
-    max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="Evaluated iterations, the baseline (iteration 0) included.")] = 50,
-    max_fails: Annotated[int | None, typer.Option("--max-fails", min=1, help="Stop after this many iterations in a row that do not enter the population (default 5; none with --policy random, whose proposals never build on the population).")] = None,
+    max_iter: Annotated[
+        int, typer.Option("--max-iter", min=1, help="Evaluated iterations, the baseline (iteration 0) included.")
+    ] = 50,
+    max_fails: Annotated[
+        int | None,
+        typer.Option(
+            "--max-fails",
+            min=1,
+            help="Stop after this many iterations in a row that do not enter the population (default 5; none with --policy random, whose proposals never build on the population).",
+        ),
+    ] = None,
     population: Annotated[int, typer.Option("--population", min=1, help="How many best iterations to keep.")] = 3,
-    name: Annotated[str | None, typer.Option("--name", help="Run name (default: <ticker>-<YYYYmmdd-HHMMSS>, with -2, -3… when another run took it); the run lives in train/<name>/.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random reversion and the random policy (default: random, recorded).")] = None,
-    start_from: Annotated[Path | None, typer.Option("--from", help="Start from this trade.py (or a file holding only the agent block).")] = None,
-    objective: Annotated[ObjectiveChoice, typer.Option("--objective", help=OBJECTIVE_HELP)] = ObjectiveChoice.VAL_RETURN,
-    robust_k: Annotated[int, typer.Option("--robust-k", min=1, help="Sub-windows of train + validation for --objective robust.")] = 4,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Run name (default: <ticker>-<YYYYmmdd-HHMMSS>, with -2, -3… when another run took it); the run lives in train/<name>/.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the random reversion and the random policy (default: random, recorded)."),
+    ] = None,
+    start_from: Annotated[
+        Path | None, typer.Option("--from", help="Start from this trade.py (or a file holding only the agent block).")
+    ] = None,
+    objective: Annotated[
+        ObjectiveChoice, typer.Option("--objective", help=OBJECTIVE_HELP)
+    ] = ObjectiveChoice.VAL_RETURN,
+    robust_k: Annotated[
+        int, typer.Option("--robust-k", min=1, help="Sub-windows of train + validation for --objective robust.")
+    ] = 4,
     policy: Annotated[PolicyChoice, typer.Option("--policy", help=POLICY_HELP)] = PolicyChoice.MODEL,
-    learnings_budget: Annotated[int, typer.Option("--learnings-budget", min=0, help="Characters of learnings in each prompt.")] = 6000,
+    learnings_budget: Annotated[
+        int, typer.Option("--learnings-budget", min=0, help="Characters of learnings in each prompt.")
+    ] = 6000,
     quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
-    anonymize: Annotated[bool, typer.Option("--anonymize", help="Hide the instrument and calendar from the model: dates shifted by whole weeks, prices rescaled (the report shows the real dates).")] = False,
+    anonymize: Annotated[
+        bool,
+        typer.Option(
+            "--anonymize",
+            help="Hide the instrument and calendar from the model: dates shifted by whole weeks, prices rescaled (the report shows the real dates).",
+        ),
+    ] = False,
     data_dir: DataDirOpt = Path("data"),
     fill: FillOpt = FillChoice.NEXT_OPEN,
     cost_bps: CostOpt = 2.0,
     eval_timeout: EvalTimeoutOpt = 60.0,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else http://localhost:8000/v1).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model name (default: $OPENAI_MODEL, else the server's only model).")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature (default: $OPENAI_TEMPERATURE, else the server's).")] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Reply token limit (default: $OPENAI_MAX_TOKENS, else the server's).")] = None,
-    endpoint_patience: Annotated[str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else http://localhost:8000/v1)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model name (default: $OPENAI_MODEL, else the server's only model).")
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            "--temperature",
+            min=0.0,
+            max=2.0,
+            help="Sampling temperature (default: $OPENAI_TEMPERATURE, else the server's).",
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", min=1, help="Reply token limit (default: $OPENAI_MAX_TOKENS, else the server's)."),
+    ] = None,
+    endpoint_patience: Annotated[
+        str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)
+    ] = None,
 ) -> None:
     """Let the model (or --policy random) rewrite the strategy, evaluating every attempt; the key comes from OPENAI_API_KEY (env or .env)."""
-    from autotrade.research.config import RunSettings, load_env_file, model_settings
     from autotrade.errors import ConfigError
-    from autotrade.research.loop import start_run
     from autotrade.propose.prompts import load_prompt_files
+    from autotrade.research.config import RunSettings, load_env_file, model_settings
+    from autotrade.research.loop import start_run
 
     load_env_file()
     settings = RunSettings(
         max_iter=max_iter,
-        max_fails=max_fails if max_fails is not None else (max_iter if policy is PolicyChoice.RANDOM else DEFAULT_MAX_FAILS),
+        max_fails=max_fails
+        if max_fails is not None
+        else (max_iter if policy is PolicyChoice.RANDOM else DEFAULT_MAX_FAILS),
         population=population,
         seed=seed if seed is not None else secrets.randbelow(2**31),
         objective=objective.value,
@@ -449,12 +529,24 @@ def run(
         anonymize=anonymize,
     )
     if policy is PolicyChoice.RANDOM:
-        given = [flag for flag, value in (("--base-url", base_url), ("--model", model), ("--temperature", temperature), ("--max-tokens", max_tokens), ("--endpoint-patience", endpoint_patience)) if value is not None]
+        given = [
+            flag
+            for flag, value in (
+                ("--base-url", base_url),
+                ("--model", model),
+                ("--temperature", temperature),
+                ("--max-tokens", max_tokens),
+                ("--endpoint-patience", endpoint_patience),
+            )
+            if value is not None
+        ]
         if given:
             raise ConfigError(f"{', '.join(given)}: endpoint settings apply to --policy model only")
         endpoint = None
     else:
-        endpoint = model_settings(base_url=base_url, model=model, temperature=temperature, max_tokens=max_tokens, patience=endpoint_patience)
+        endpoint = model_settings(
+            base_url=base_url, model=model, temperature=temperature, max_tokens=max_tokens, patience=endpoint_patience
+        )
     _stop_on_sigterm()
     result = start_run(settings, endpoint, make_reporter(quiet), prompts=load_prompt_files(), name=name, root=RUNS_ROOT)
     finish(result)
@@ -463,8 +555,12 @@ def run(
 def resume(
     name: Annotated[str | None, typer.Argument(help="Run to continue (default: the latest run in train/).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="The endpoint moved: use this URL instead of the recorded one.")] = None,
-    endpoint_patience: Annotated[str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="The endpoint moved: use this URL instead of the recorded one.")
+    ] = None,
+    endpoint_patience: Annotated[
+        str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)
+    ] = None,
 ) -> None:
     """Continue a stopped or killed run exactly where it left off (settings, model and data are the run's own)."""
     from autotrade.research.config import check_base_url, load_env_file, model_settings
@@ -497,16 +593,18 @@ def resume(
 
 
 def doctor(
-    base_url: Annotated[str | None, typer.Option("--base-url", help="Endpoint to check (default: $OPENAI_BASE_URL).")] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="Endpoint to check (default: $OPENAI_BASE_URL).")
+    ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model to check (default: $OPENAI_MODEL).")] = None,
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
     """Check the endpoint (models, a test completion with its speed), the sandbox layers and the prepared data."""
     from dataclasses import replace
 
-    from autotrade.research.config import load_env_file, model_settings
     from autotrade.errors import AutotradeError
     from autotrade.propose.client import ModelClient, display_url, preflight
+    from autotrade.research.config import load_env_file, model_settings
 
     console = Console()
     load_env_file()
@@ -561,7 +659,11 @@ def doctor(
         # A layer is on when it says True; otherwise its value is False or the reason it is off.
         on = [name for name, state in layers.items() if state is True]
         off = [name if state is False else f"{name} ({state})" for name, state in layers.items() if state is not True]
-        line(True if not off else None, "sandbox", f"active: {', '.join(on) or 'none'}" + (f" · inactive: {', '.join(off)}" if off else ""))
+        line(
+            True if not off else None,
+            "sandbox",
+            f"active: {', '.join(on) or 'none'}" + (f" · inactive: {', '.join(off)}" if off else ""),
+        )
     try:
         from autotrade.evaluation.evaluate import check_sandbox
 

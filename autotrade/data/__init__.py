@@ -25,7 +25,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
@@ -249,9 +249,12 @@ def read_ohlcv_csv(path: Path | str, *, notify: Notify = _ignore) -> pd.DataFram
 
 def _csv_bytes(path: Path) -> bytes:
     """A CSV file's bytes, decompressed; DataError unless it is a regular file of at most MAX_CSV_BYTES (decompressed)."""
+
     def too_large(what: str = "") -> DataError:
-        return DataError(f"{path}: larger than the {MAX_CSV_BYTES // 2**20} MB a CSV may hold{what}: keep the rows "
-                         "and columns you need, or resample to longer bars")
+        return DataError(
+            f"{path}: larger than the {MAX_CSV_BYTES // 2**20} MB a CSV may hold{what}: keep the rows "
+            "and columns you need, or resample to longer bars"
+        )
 
     try:
         # O_NONBLOCK: opening a FIFO that has no writer would otherwise wait forever before fstat could refuse it.
@@ -326,16 +329,13 @@ def normalize_ohlcv(
     incomplete = frame.isna().any(axis=1).to_numpy() | frame.index.isna()
     if incomplete.any():
         first = int(np.flatnonzero(incomplete)[0])
-        notify(
-            f"{source_name}: dropped {int(incomplete.sum())} row(s) with missing values (first at {where(first)})"
-        )
+        notify(f"{source_name}: dropped {int(incomplete.sum())} row(s) with missing values (first at {where(first)})")
         frame, positions = frame[~incomplete], positions[~incomplete]
 
     if not frame.index.is_monotonic_increasing:
         first = int(np.flatnonzero(np.diff(frame.index.asi8) < 0)[0]) + 1
         notify(
-            f"{source_name}: rows were not in date order; sorted them "
-            f"(first out of order at {where(positions[first])})"
+            f"{source_name}: rows were not in date order; sorted them (first out of order at {where(positions[first])})"
         )
         order = np.argsort(frame.index.asi8, kind="stable")
         frame, positions = frame.iloc[order], positions[order]
@@ -491,9 +491,14 @@ def _reject_bad_values(frame: pd.DataFrame, source: str, where: Callable[[int], 
         crossed = np.flatnonzero(high < low)
         if crossed.size:
             row = int(crossed[0])
-            problems.append((row, list(frame.columns).index("High"),
-                             f"{source}: {where(row)} ({_iso(frame.index[row])}): High {float(high[row])!r} is below Low "
-                             f"{float(low[row])!r}: fix or remove that row"))
+            problems.append(
+                (
+                    row,
+                    list(frame.columns).index("High"),
+                    f"{source}: {where(row)} ({_iso(frame.index[row])}): High {float(high[row])!r} is below Low "
+                    f"{float(low[row])!r}: fix or remove that row",
+                )
+            )
     if problems:
         raise DataError(min(problems)[2])
 
@@ -784,7 +789,7 @@ def _publish(data_dir: Path, source: _Source, splits: Splits, notes: list[str]) 
     if unchanged:
         # Idempotent rerun: same data, same files; keep the original created_at and touch nothing.
         return PreparedData(frame, splits, previous)
-    meta["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         for file, payload in payloads.items():
             atomic_write_bytes(data_dir / file, payload)
@@ -815,7 +820,9 @@ def load_prepared(data_dir: Path | str) -> PreparedData:
     except FileNotFoundError:
         raise DataError(f"{csv_path} is missing: rerun `autotrade prepare`") from None
     except OSError as exc:  # a directory in its place, no permission
-        raise DataError(f"cannot read {csv_path} ({exc.strerror or type(exc).__name__}): rerun `autotrade prepare`") from None
+        raise DataError(
+            f"cannot read {csv_path} ({exc.strerror or type(exc).__name__}): rerun `autotrade prepare`"
+        ) from None
     if hashlib.sha256(payload).hexdigest() != expected:
         raise DataError(
             f"{csv_path} changed since `autotrade prepare` (its sha256 no longer matches {meta_path}): "
@@ -836,7 +843,11 @@ def _parse_prepared_csv(payload: bytes) -> pd.DataFrame | None:
     """
     header = payload[: payload.find(b"\n")].decode("utf-8", "replace").split(",")
     columns = header[1:]
-    if header[0] != "Date" or columns != [c for c in COLUMN_ORDER if c in columns] or not set(REQUIRED_COLUMNS) <= set(columns):
+    if (
+        header[0] != "Date"
+        or columns != [c for c in COLUMN_ORDER if c in columns]
+        or not set(REQUIRED_COLUMNS) <= set(columns)
+    ):
         return None
     try:
         frame = pd.read_csv(io.BytesIO(payload), index_col=0, dtype={"Date": str} | dict.fromkeys(columns, np.float64))

@@ -18,8 +18,8 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
-from autotrade.errors import ConfigError
 from autotrade.engine.metrics import compute_metrics, periods_per_year
+from autotrade.errors import ConfigError
 
 __all__ = ["BacktestSettings", "Fill", "WindowResult", "desired_state", "periods_per_year", "run_window"]
 

@@ -157,9 +157,7 @@ class PBOResult:
     n_blocks: int
 
 
-def pbo_cscv(
-    returns: np.ndarray, n_blocks: int = 16, metric: Literal["sharpe", "mean"] = "sharpe"
-) -> PBOResult:
+def pbo_cscv(returns: np.ndarray, n_blocks: int = 16, metric: Literal["sharpe", "mean"] = "sharpe") -> PBOResult:
     """PBO by combinatorially symmetric cross-validation (Bailey, Borwein, López de Prado & Zhu) over T × N returns.
 
     Rows are time (per-bar returns, aligned across trials), columns are trials. The rows are cut into ``n_blocks``

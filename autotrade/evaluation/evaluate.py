@@ -20,18 +20,24 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from autotrade.engine.backtest import BacktestSettings, WindowResult, run_window
 from autotrade.data import PreparedData, load_prepared
-from autotrade.errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
-from autotrade.fileio import json_safe
+from autotrade.engine.backtest import BacktestSettings, WindowResult, run_window
 from autotrade.engine.metrics import periods_per_year
-from autotrade.evaluation.lookahead import (TAIL_ROWS, check_lookahead, cut_plan, position_changes, seed_for, split_for_budget,
-                                 whole_cuts)
-from autotrade.sandbox.vet import vet_block
+from autotrade.errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
+from autotrade.evaluation.lookahead import (
+    TAIL_ROWS,
+    check_lookahead,
+    cut_plan,
+    position_changes,
+    seed_for,
+    split_for_budget,
+    whole_cuts,
+)
+from autotrade.fileio import json_safe
 from autotrade.sandbox.oneshot import begin_one_shot
+from autotrade.sandbox.vet import vet_block
 from autotrade.sandbox.worker import CandidateOutput, Limits, run_candidate
 from autotrade.status import Status
-
 
 RESEARCH_WINDOWS = ("train", "val")
 
@@ -53,7 +59,9 @@ class EvalSettings:
     def __post_init__(self) -> None:
         # The worker turns these into kernel limits: an infinite or NaN time cannot be one.
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
-            raise ConfigError(f"timeout_s (--eval-timeout) must be a positive finite number of seconds, got {self.timeout_s!r}")
+            raise ConfigError(
+                f"timeout_s (--eval-timeout) must be a positive finite number of seconds, got {self.timeout_s!r}"
+            )
         if not self.memory_mb > 0:
             raise ConfigError(f"memory_mb must be a positive number of MiB, got {self.memory_mb!r}")
 
@@ -97,12 +105,22 @@ class Evaluation:
         }
 
 
-def _failure(status: str, message: str, timings: dict[str, float], error_type: str | None = None, tb: str = "") -> Evaluation:
+def _failure(
+    status: str, message: str, timings: dict[str, float], error_type: str | None = None, tb: str = ""
+) -> Evaluation:
     return Evaluation(status=Status(status), message=message, error_type=error_type, traceback=tb, timings=timings)
 
 
-def run_gated(source: str, frame: Any, val_position: int, seed: int, limits: Limits, lookahead: bool = True,
-              cuts: Sequence[int] | None = None, budget_s: float | None = None) -> tuple[CandidateOutput, tuple[int, ...]]:
+def run_gated(
+    source: str,
+    frame: Any,
+    val_position: int,
+    seed: int,
+    limits: Limits,
+    lookahead: bool = True,
+    cuts: Sequence[int] | None = None,
+    budget_s: float | None = None,
+) -> tuple[CandidateOutput, tuple[int, ...]]:
     """The block's full run and, unless `lookahead` is off, the look-ahead gate over it; CandidateError if either fails.
 
     `val_position` is the first validation bar of `frame`; `seed` (lookahead.seed_for) draws the random cuts,
@@ -118,8 +136,13 @@ def run_gated(source: str, frame: Any, val_position: int, seed: int, limits: Lim
         if cuts is not None:
             return list(cuts)
         placed, drawn = cut_plan(frame, signals, val_position, seed)
-        now, later = split_for_budget(placed, drawn, features_s / max(1, len(frame)), limits.workers,
-                                      budget_s if budget_s is not None else limits.timeout_s / 3)
+        now, later = split_for_budget(
+            placed,
+            drawn,
+            features_s / max(1, len(frame)),
+            limits.workers,
+            budget_s if budget_s is not None else limits.timeout_s / 3,
+        )
         deferred.extend(later)
         return now
 
@@ -129,8 +152,13 @@ def run_gated(source: str, frame: Any, val_position: int, seed: int, limits: Lim
     return output, tuple(deferred)
 
 
-def finish_gate(evaluation: Evaluation, block: str, data: PreparedData, settings: EvalSettings,
-                windows: Sequence[str] = RESEARCH_WINDOWS) -> Evaluation:
+def finish_gate(
+    evaluation: Evaluation,
+    block: str,
+    data: PreparedData,
+    settings: EvalSettings,
+    windows: Sequence[str] = RESEARCH_WINDOWS,
+) -> Evaluation:
     """Check the cuts a loop-heavy candidate's evaluation (of `windows`) deferred; the evaluation, or its failure."""
     if not evaluation.deferred_cuts:
         return evaluation
@@ -194,8 +222,15 @@ def evaluate_block(
     limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
     mark = time.perf_counter()
     try:
-        output, deferred = run_gated(vetted.source, frame, val_position, seed_for(vetted.source, secret), limits,
-                                     settings.lookahead, budget_s=settings.gate_budget_s)
+        output, deferred = run_gated(
+            vetted.source,
+            frame,
+            val_position,
+            seed_for(vetted.source, secret),
+            limits,
+            settings.lookahead,
+            budget_s=settings.gate_budget_s,
+        )
         timings["run_s"] = output.timings["run_s"]
         timings["lookahead_s"] = time.perf_counter() - mark - output.timings["run_s"]
         timings["gate_cuts"] = float(len(output.steps))
@@ -206,8 +241,13 @@ def evaluate_block(
         raise  # the machine's problem: no candidate code ran, so it is no candidate's outcome
     except Exception as exc:  # noqa: BLE001 - whatever a candidate provokes is its outcome, never the end of a run
         timings["total_s"] = time.perf_counter() - started
-        return _failure("runtime_error", f"the harness could not evaluate this candidate ({type(exc).__name__}: {exc})",
-                        timings, "HarnessError", traceback.format_exc(limit=-8))
+        return _failure(
+            "runtime_error",
+            f"the harness could not evaluate this candidate ({type(exc).__name__}: {exc})",
+            timings,
+            "HarnessError",
+            traceback.format_exc(limit=-8),
+        )
 
     mark = time.perf_counter()
     curves: dict[str, WindowResult] = {}
@@ -265,8 +305,10 @@ def suspicions(frame: Any, signals: np.ndarray, metrics: dict[str, dict[str, flo
         hits = int((moved_up == bought).sum())
         z = (hits - len(changes) / 2) / math.sqrt(len(changes) / 4)
         if z > SUSPICIOUS_HITS:
-            found.append(f"{hits} of {len(changes)} position changes ({hits / len(changes):.0%}) were followed by a "
-                         "next bar moving their way, far above chance: check for look-ahead")
+            found.append(
+                f"{hits} of {len(changes)} position changes ({hits / len(changes):.0%}) were followed by a "
+                "next bar moving their way, far above chance: check for look-ahead"
+            )
     return tuple(found)
 
 
@@ -282,8 +324,17 @@ def check_sandbox() -> float:
 
     index = pd.bdate_range("2020-01-01", periods=300, name="Date")
     close = 100 + np.cumsum(np.random.default_rng(0).normal(0, 1, 300))
-    frame = pd.DataFrame({"Open": close, "High": close + 1, "Low": close - 1, "Close": close,
-                          "Adj Close": close, "Volume": np.full(300, 1e6)}, index=index)
+    frame = pd.DataFrame(
+        {
+            "Open": close,
+            "High": close + 1,
+            "Low": close - 1,
+            "Close": close,
+            "Adj Close": close,
+            "Volume": np.full(300, 1e6),
+        },
+        index=index,
+    )
     started = time.perf_counter()
     output = run_candidate(extract_block(baseline_source()), frame, [150, 250], Limits(timeout_s=60))
     check_lookahead(output, frame.index, output.steps)
@@ -309,8 +360,10 @@ def run_trade_py(name: str, trade_py: str) -> NoReturn:
     importer's process).
     """
     if name != "__main__":
-        raise ImportError(f"{trade_py}: a trade.py runs its strategy only inside autotrade's sandbox and cannot be "
-                          "imported; run it (`python trade.py`) or evaluate it with `autotrade backtest FILE`")
+        raise ImportError(
+            f"{trade_py}: a trade.py runs its strategy only inside autotrade's sandbox and cannot be "
+            "imported; run it (`python trade.py`) or evaluate it with `autotrade backtest FILE`"
+        )
     print_trade_py_results(trade_py)
     raise SystemExit(0)
 

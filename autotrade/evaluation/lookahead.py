@@ -102,8 +102,9 @@ def _extreme_bars(frame: pd.DataFrame, low: int, high: int, count: int) -> list[
     return bars
 
 
-def cut_points(frame: pd.DataFrame, signals: np.ndarray, val_start_pos: int, seed: int,
-               min_rows: int = MIN_ROWS) -> list[int]:
+def cut_points(
+    frame: pd.DataFrame, signals: np.ndarray, val_start_pos: int, seed: int, min_rows: int = MIN_ROWS
+) -> list[int]:
     """Prefix lengths (bars kept) for the gate, ascending, all in [min_rows, len(frame)).
 
     `signals` are the full run's; `val_start_pos` the first validation bar (0 or len(frame): none).
@@ -112,8 +113,9 @@ def cut_points(frame: pd.DataFrame, signals: np.ndarray, val_start_pos: int, see
     return sorted({*placed, *drawn})
 
 
-def cut_plan(frame: pd.DataFrame, signals: np.ndarray, val_start_pos: int, seed: int,
-             min_rows: int = MIN_ROWS) -> tuple[list[int], list[int]]:
+def cut_plan(
+    frame: pd.DataFrame, signals: np.ndarray, val_start_pos: int, seed: int, min_rows: int = MIN_ROWS
+) -> tuple[list[int], list[int]]:
     """cut_points as (the cuts placed where leaks act, the stratified random ones in stratum order)."""
     n_rows = len(frame)
     low = max(1, min(min_rows, n_rows // 2))
@@ -159,8 +161,9 @@ def random_strata(n_rows: int, low: int) -> list[int]:
     return [low + (span * i) // count for i in range(count + 1)]
 
 
-def split_for_budget(placed: list[int], drawn: list[int], seconds_per_row: float, workers: int,
-                     budget_s: float) -> tuple[list[int], list[int]]:
+def split_for_budget(
+    placed: list[int], drawn: list[int], seconds_per_row: float, workers: int, budget_s: float
+) -> tuple[list[int], list[int]]:
     """(cuts to check now, cuts to check only if the candidate would enter the population).
 
     A loop-heavy block whose whole gate would take more than `budget_s` gets what fits of the placed
@@ -213,7 +216,7 @@ def check_lookahead(full: FullRun, index: pd.DatetimeIndex, steps: Sequence[Gate
     worst: tuple[int, str, float, float] | None = None  # (row, column or "" for the signal, full value, prefix value)
     for step in steps:
         cut, start = step.cut, step.start
-        same = values_equal(full.signals[step.signal_start:cut], step.signals)
+        same = values_equal(full.signals[step.signal_start : cut], step.signals)
         if not same.all():
             row = step.signal_start + int(np.argmin(same))
             if worst is None or row < worst[0]:  # at the same bar a column, the cause, is named rather than the signal
@@ -239,7 +242,9 @@ def check_lookahead(full: FullRun, index: pd.DatetimeIndex, steps: Sequence[Gate
     raise CandidateError(
         f"look-ahead: {what} at {bar_label(index[row])} changes when later bars are removed "
         f"(it uses future data): {whole_value:.6g} with all bars, {part_value:.6g} without the later ones",
-        status="lookahead", error_type=None)
+        status="lookahead",
+        error_type=None,
+    )
 
 
 def _constant(values: np.ndarray) -> bool:
@@ -249,5 +254,8 @@ def _constant(values: np.ndarray) -> bool:
 
 def _column_differs(name: str, full_only: bool, last: pd.Timestamp) -> CandidateError:
     side = "only with all bars" if full_only else "only without the later bars"
-    return CandidateError(f"look-ahead: generate_features returns column '{name}' {side} (bars after "
-                          f"{bar_label(last)} removed), and its values vary", status="lookahead")
+    return CandidateError(
+        f"look-ahead: generate_features returns column '{name}' {side} (bars after "
+        f"{bar_label(last)} removed), and its values vary",
+        status="lookahead",
+    )

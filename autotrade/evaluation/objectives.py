@@ -105,7 +105,9 @@ def robust_sharpe(daily_returns: np.ndarray, k: int = DEFAULT_ROBUST_K, periods_
     return min(sub_window_sharpes(daily_returns, k, periods_per_year))
 
 
-def sub_window_sharpes(daily_returns: np.ndarray, k: int = DEFAULT_ROBUST_K, periods_per_year: float = 252.0) -> list[float]:
+def sub_window_sharpes(
+    daily_returns: np.ndarray, k: int = DEFAULT_ROBUST_K, periods_per_year: float = 252.0
+) -> list[float]:
     """Annualised Sharpe of each of ``k`` consecutive, near-equal sub-windows (sizes differ by at most one bar).
 
     ``daily_returns``: 1-D per-bar simple returns of the strategy over train then validation, in time order, i.e. the

@@ -18,10 +18,23 @@ from dataclasses import dataclass, field
 
 from autotrade.candidate import baseline_source, extract_block, has_delimiters
 from autotrade.data import PreparedData
-from autotrade.errors import ReplyError
-from autotrade.evaluation.evaluate import RESEARCH_WINDOWS, EvalSettings, Evaluation, Status, evaluate_block, finish_gate
 from autotrade.engine.metrics import periods_per_year
-from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, Objective, concat_bar_returns, rubric_score, sub_window_sharpes
+from autotrade.errors import ReplyError
+from autotrade.evaluation.evaluate import (
+    RESEARCH_WINDOWS,
+    EvalSettings,
+    Evaluation,
+    Status,
+    evaluate_block,
+    finish_gate,
+)
+from autotrade.evaluation.objectives import (
+    DEFAULT_ROBUST_K,
+    Objective,
+    concat_bar_returns,
+    rubric_score,
+    sub_window_sharpes,
+)
 from autotrade.propose.reply import parse_reply
 
 DEFAULT_SCORE_OBJECTIVE = Objective.RUBRIC  # bounded in [0, 1]: the natural reward

@@ -312,8 +312,10 @@ class ModelClient:
             except (_DeadlineHit, openai.APITimeoutError):
                 # A read timeout also means the deadline passed: no byte for timeout_s since the request began.
                 timeouts += 1
-                problem = (f"no answer within {deadline_s:g} s (the deadline of a whole answer: raise OPENAI_TIMEOUT "
-                           "for a slow model)")
+                problem = (
+                    f"no answer within {deadline_s:g} s (the deadline of a whole answer: raise OPENAI_TIMEOUT "
+                    "for a slow model)"
+                )
             except openai.APIConnectionError as exc:
                 problem = _connection_problem(exc)
                 if fail_fast and problem in ("connection refused", "unknown host"):
@@ -339,7 +341,9 @@ class ModelClient:
                 )
             delay = min(self._delay(number, retry_after), left)  # the last try comes as patience runs out
             if self._on_wait is not None:
-                self._on_wait(EndpointWait(problem=self._scrub(problem), tries=number, retry_in_s=delay, patience_left_s=left))
+                self._on_wait(
+                    EndpointWait(problem=self._scrub(problem), tries=number, retry_in_s=delay, patience_left_s=left)
+                )
             self._sleep(delay)
 
     def _before_deadline(self, attempt: Callable[[], T], deadline_s: float) -> T:

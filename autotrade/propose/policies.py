@@ -342,9 +342,7 @@ def random_strategy(rng: random.Random) -> RandomStrategy:
     block = "".join(f"{HELPERS[name]}\n\n" for name in helpers)
     block += (
         "def generate_features(df):\n"
-        f'    """Random policy: {title}."""\n'
-        + "".join(f"    {line}\n" for line in features)
-        + "    return df\n\n\n"
+        f'    """Random policy: {title}."""\n' + "".join(f"    {line}\n" for line in features) + "    return df\n\n\n"
         "def strategy_logic(row):\n"
         '    """Sell on any exit signal; buy when every entry condition holds (NaN compares False: hold)."""\n'
         f"    if {leave}:\n"

@@ -28,6 +28,7 @@ SAMPLE_ROWS = 5
 TRACEBACK_LINES = 12  # the end of a traceback is where the cause is
 TRACEBACK_CHARS = 1500
 
+
 @dataclass(frozen=True)
 class PromptFiles:
     """The instruction and template texts, and where each came from."""
@@ -64,7 +65,9 @@ def render(text: str, values: Mapping[str, str], where: str) -> str:
     """Substitute every `{{name}}` in one pass; an unknown name is a ConfigError naming the file."""
     unknown = sorted({m.group(1) for m in PLACEHOLDER.finditer(text)} - set(values))
     if unknown:
-        raise ConfigError(f"{where}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in unknown)}; known: {', '.join(sorted(values))}")
+        raise ConfigError(
+            f"{where}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in unknown)}; known: {', '.join(sorted(values))}"
+        )
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
@@ -173,8 +176,12 @@ def describe_outcome(record: Mapping[str, Any] | None) -> str:
     who = f"Iteration {record['iteration']}" + (" (the starting trade.py)" if parent is None else f" (parent {parent})")
     windows = record.get("windows") or {}
     if record.get("status") == "ok":
-        entered = "It entered the population." if record.get("entered_population") else (
-            "It did not score high enough to enter the population, so this proposal branches from a population member."
+        entered = (
+            "It entered the population."
+            if record.get("entered_population")
+            else (
+                "It did not score high enough to enter the population, so this proposal branches from a population member."
+            )
         )
         warning = "".join(f"\nSUSPICIOUS: {why}." for why in record.get("suspicious") or ())
         return (

@@ -22,14 +22,22 @@ import pandas as pd
 
 from autotrade.candidate import extract_block
 from autotrade.data import PreparedData, load_prepared
-from autotrade.report.diversity import Diversity, measure_diversity
+from autotrade.engine.metrics import periods_per_year
+from autotrade.engine.stats import (
+    Degradation,
+    deflated_sharpe_ratio,
+    degradation,
+    expected_max_sharpe,
+    pbo_cscv,
+    probabilistic_sharpe_ratio,
+    sharpe_moments,
+)
 from autotrade.errors import AutotradeError, DataError
 from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block
+from autotrade.report.diversity import Diversity, measure_diversity
 from autotrade.report.holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
-from autotrade.engine.metrics import periods_per_year
 from autotrade.report.plots import chain_windows
 from autotrade.research.rundir import RunDir, RunState, now_iso
-from autotrade.engine.stats import Degradation, deflated_sharpe_ratio, degradation, expected_max_sharpe, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
 from autotrade.status import Status
 
 MAX_TRIALS = 200  # ok trials re-evaluated for PBO (about 0.1 s each); beyond it an evenly spaced subset
@@ -244,7 +252,9 @@ def load_run_data(run: RunDir, config: Mapping[str, Any], data_dir: Path | None 
     try:
         data = load_prepared(folder)
     except DataError as exc:
-        raise DataError(f"{exc} (run {run.name!r} used the data in {recorded.get('dir') or folder}; pass --data DIR to point at a copy)") from None
+        raise DataError(
+            f"{exc} (run {run.name!r} used the data in {recorded.get('dir') or folder}; pass --data DIR to point at a copy)"
+        ) from None
     pinned = {k: recorded.get(k) for k in ("sha256", "val_start", "test_start")}
     found = data_identity(data)
     if found != pinned:
@@ -307,7 +317,8 @@ def spend_of(
         prompt_tokens=sum(int(r.get("prompt_tokens") or 0) for r in records) + sum(p for p, _ in lost_tokens),
         completion_tokens=sum(int(r.get("completion_tokens") or 0) for r in records) + sum(c for _, c in lost_tokens),
         model_calls=len(calls) + len(lost),
-        model_s=sum(float(r.get("latency_s") or 0.0) for r in records) + sum(float(e.get("latency_s") or 0.0) for e in lost),
+        model_s=sum(float(r.get("latency_s") or 0.0) for r in records)
+        + sum(float(e.get("latency_s") or 0.0) for e in lost),
         eval_s=sum(float(r.get("eval_s") or 0.0) for r in records),
         wall_s=float(totals.get("wall_s") or 0.0),
         interrupted_calls=len(lost),
@@ -367,9 +378,13 @@ def overfitting_of(
         test = holdout.evaluations.get(best)
         test_metrics = test.windows.get("test") if test is not None and test.ok else None
         if train.get("sharpe") is not None and val.get("sharpe") is not None:
-            sharpe_path = degradation(train["sharpe"], val["sharpe"], None if test_metrics is None else float(test_metrics["sharpe"]))
+            sharpe_path = degradation(
+                train["sharpe"], val["sharpe"], None if test_metrics is None else float(test_metrics["sharpe"])
+            )
         if train.get("cagr") is not None and val.get("cagr") is not None:
-            cagr_path = degradation(train["cagr"], val["cagr"], None if test_metrics is None else float(test_metrics["cagr"]))
+            cagr_path = degradation(
+                train["cagr"], val["cagr"], None if test_metrics is None else float(test_metrics["cagr"])
+            )
         if test is not None and not test.ok:
             notes.append(f"iteration {best} failed on the test window: {test.status}: {test.message}")
     return Overfitting(
@@ -402,41 +417,61 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
     b = o.best_iteration
     if o.dsr is not None:
         verdict = "is likely more than luck" if o.dsr >= 0.95 else "could well be luck"
-        figures.append(Figure(
-            "dsr", "Deflated Sharpe Ratio", _num(o.dsr),
-            f"Probability that iteration {b}'s validation Sharpe of {_num(o.sharpe)} beats the {_num(o.expected_max_sharpe)} that the best "
-            f"of {o.n_trials} skill-less strategies would reach by luck (Sharpe variance across trials {_num(o.trials_sharpe_var, 3)}); "
-            f"at {_num(o.dsr)} the result {verdict} (0.95 is the usual bar).",
-        ))
+        figures.append(
+            Figure(
+                "dsr",
+                "Deflated Sharpe Ratio",
+                _num(o.dsr),
+                f"Probability that iteration {b}'s validation Sharpe of {_num(o.sharpe)} beats the {_num(o.expected_max_sharpe)} that the best "
+                f"of {o.n_trials} skill-less strategies would reach by luck (Sharpe variance across trials {_num(o.trials_sharpe_var, 3)}); "
+                f"at {_num(o.dsr)} the result {verdict} (0.95 is the usual bar).",
+            )
+        )
     if o.psr is not None:
-        figures.append(Figure(
-            "psr", "Probabilistic Sharpe Ratio (vs 0)", _num(o.psr),
-            f"Probability that iteration {b}'s true Sharpe is above zero, judged from {o.n_obs} daily validation returns "
-            f"(skew {_num(o.skew)}, kurtosis {_num(o.kurtosis, 1)}) as if it were the only strategy tried.",
-        ))
+        figures.append(
+            Figure(
+                "psr",
+                "Probabilistic Sharpe Ratio (vs 0)",
+                _num(o.psr),
+                f"Probability that iteration {b}'s true Sharpe is above zero, judged from {o.n_obs} daily validation returns "
+                f"(skew {_num(o.skew)}, kurtosis {_num(o.kurtosis, 1)}) as if it were the only strategy tried.",
+            )
+        )
     if o.pbo is not None:
-        figures.append(Figure(
-            "pbo", "Probability of backtest overfitting", f"{o.pbo:.0%}",
-            f"Across 12,870 ways of splitting the {o.pbo_trials} ok trials' train+validation days into two halves, the best "
-            f"strategy of one half ranked in the bottom half of the other {o.pbo:.0%} of the time (50% is no better than picking at random)"
-            + ("." if o.pbo_oos_loss is None else f"; it lost money there in {o.pbo_oos_loss:.0%} of the splits."),
-        ))
+        figures.append(
+            Figure(
+                "pbo",
+                "Probability of backtest overfitting",
+                f"{o.pbo:.0%}",
+                f"Across 12,870 ways of splitting the {o.pbo_trials} ok trials' train+validation days into two halves, the best "
+                f"strategy of one half ranked in the bottom half of the other {o.pbo:.0%} of the time (50% is no better than picking at random)"
+                + ("." if o.pbo_oos_loss is None else f"; it lost money there in {o.pbo_oos_loss:.0%} of the splits."),
+            )
+        )
     if o.sharpe_path is not None:
         path = o.sharpe_path
         test = "not evaluated" if path.test is None else _num(path.test)
         change = "" if path.test_minus_val is None else f"; {_num(path.test_minus_val)} from validation to test"
-        figures.append(Figure(
-            "sharpe_path", "Sharpe train → validation → test", f"{_num(path.train)} → {_num(path.val)} → {test}",
-            f"Annualised Sharpe of iteration {b} in each window: {_num(path.val_minus_train)} from train to validation{change}; "
-            "a fall on the untouched test window is the part of the validation score that was selection luck.",
-        ))
+        figures.append(
+            Figure(
+                "sharpe_path",
+                "Sharpe train → validation → test",
+                f"{_num(path.train)} → {_num(path.val)} → {test}",
+                f"Annualised Sharpe of iteration {b} in each window: {_num(path.val_minus_train)} from train to validation{change}; "
+                "a fall on the untouched test window is the part of the validation score that was selection luck.",
+            )
+        )
     first = holdout.first
     if first is not None:
-        figures.append(Figure(
-            "holdout", "Held-out test first revealed", first.at,
-            f"The test window was first evaluated at {first.at} (iterations {', '.join(map(str, first.iterations))}) and has been "
-            f"looked at {len(holdout.reveals)} time(s); every look after the first is less of a surprise test.",
-        ))
+        figures.append(
+            Figure(
+                "holdout",
+                "Held-out test first revealed",
+                first.at,
+                f"The test window was first evaluated at {first.at} (iterations {', '.join(map(str, first.iterations))}) and has been "
+                f"looked at {len(holdout.reveals)} time(s); every look after the first is less of a surprise test.",
+            )
+        )
     return tuple(figures)
 
 
@@ -496,14 +531,26 @@ def build_report(
 
     withheld = ""
     if holdout and run.is_active() and not reveal_running:
-        withheld = (f"Run {run.name} is still running, so its population may still change: the test window was not evaluated. "
-                    f"Report it once it stops, or now with `autotrade report {run.name} --reveal-running`.")
+        withheld = (
+            f"Run {run.name} is still running, so its population may still change: the test window was not evaluated. "
+            f"Report it once it stops, or now with `autotrade report {run.name} --reveal-running`."
+        )
     if holdout and not withheld:
-        seen = reveal_holdout(run, [i for i in population if blocks.get(i)], {i: str(b) for i, b in blocks.items() if b},
-                              data, evaluation_settings, at=at, real_test_start=real.splits.test_start)
+        seen = reveal_holdout(
+            run,
+            [i for i in population if blocks.get(i)],
+            {i: str(b) for i, b in blocks.items() if b},
+            data,
+            evaluation_settings,
+            at=at,
+            real_test_start=real.splits.test_start,
+        )
     else:
-        seen = Holdout(reveals=read_reveals(run), buy_and_hold=buy_and_hold_windows(data, evaluation_settings, ("train", "val")),
-                       withheld=withheld)
+        seen = Holdout(
+            reveals=read_reveals(run),
+            buy_and_hold=buy_and_hold_windows(data, evaluation_settings, ("train", "val")),
+            withheld=withheld,
+        )
 
     rows = tuple(
         Row(
@@ -521,7 +568,9 @@ def build_report(
         for r in records
     )
     overfitting = overfitting_of(records, best, research, seen, ppy)
-    positions = {i: np.concatenate([e.curves[w].position.to_numpy() for w in ("train", "val")]) for i, e in research.items()}
+    positions = {
+        i: np.concatenate([e.curves[w].position.to_numpy() for w in ("train", "val")]) for i, e in research.items()
+    }
     diversity = measure_diversity(blocks, ok, population, positions)
 
     windows = ("train", "val", "test") if seen.looked else ("train", "val")
@@ -738,10 +787,33 @@ def _saved_summary(run: RunDir, iterations: int) -> dict[str, Any]:
 def _damaged(run: RunDir, problem: str) -> RunSummary:
     """The summary of a run whose files cannot be read."""
     return RunSummary(
-        name=run.name, created_at="", model="—", endpoint="—", policy="—", objective="—", state="damaged", stop_reason=None,
-        data_sha256=None, iterations=0, ok=0, best_iteration=None, best_val_return=None, best_val_sharpe=None,
-        best_objective=None, test_return=None, test_revealed_at=None, top_failure=None, distinct_strategies=0,
-        prompt_tokens=0, completion_tokens=0, model_s=0.0, eval_s=0.0, wall_s=0.0, dsr=None, pbo=None, problem=problem,
+        name=run.name,
+        created_at="",
+        model="—",
+        endpoint="—",
+        policy="—",
+        objective="—",
+        state="damaged",
+        stop_reason=None,
+        data_sha256=None,
+        iterations=0,
+        ok=0,
+        best_iteration=None,
+        best_val_return=None,
+        best_val_sharpe=None,
+        best_objective=None,
+        test_return=None,
+        test_revealed_at=None,
+        top_failure=None,
+        distinct_strategies=0,
+        prompt_tokens=0,
+        completion_tokens=0,
+        model_s=0.0,
+        eval_s=0.0,
+        wall_s=0.0,
+        dsr=None,
+        pbo=None,
+        problem=problem,
     )
 
 

@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
 import numpy as np
 
 OHLCV_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close", "Volume"})
@@ -22,10 +23,49 @@ OHLCV_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close", "Volume"
 # Methods and numpy functions worth counting as "operations" (anything else is plumbing: append, get, ...).
 OPERATIONS = frozenset(
     {
-        "rolling", "ewm", "expanding", "mean", "std", "var", "max", "min", "median", "sum", "quantile", "rank",
-        "shift", "diff", "pct_change", "clip", "where", "mask", "abs", "cumsum", "cummax", "cummin", "cumprod",
-        "log", "sqrt", "exp", "sign", "maximum", "minimum", "fillna", "ffill", "bfill", "apply", "corr", "cov",
-        "skew", "kurt", "idxmax", "idxmin", "round", "between", "resample", "groupby",
+        "rolling",
+        "ewm",
+        "expanding",
+        "mean",
+        "std",
+        "var",
+        "max",
+        "min",
+        "median",
+        "sum",
+        "quantile",
+        "rank",
+        "shift",
+        "diff",
+        "pct_change",
+        "clip",
+        "where",
+        "mask",
+        "abs",
+        "cumsum",
+        "cummax",
+        "cummin",
+        "cumprod",
+        "log",
+        "sqrt",
+        "exp",
+        "sign",
+        "maximum",
+        "minimum",
+        "fillna",
+        "ffill",
+        "bfill",
+        "apply",
+        "corr",
+        "cov",
+        "skew",
+        "kurt",
+        "idxmax",
+        "idxmin",
+        "round",
+        "between",
+        "resample",
+        "groupby",
     }
 )
 
@@ -53,7 +93,9 @@ _NAME_HINTS: dict[str, re.Pattern[str]] = {
     "mean reversion": re.compile(r"z_?score|revert|reversion|bollinger|(^|_)bb|band|deviation", re.I),
     "momentum": re.compile(r"mom|roc|rate_of_change|return", re.I),
 }
-_CALENDAR_ATTRS = frozenset({"dayofweek", "day_of_week", "weekday", "month", "dayofyear", "day_of_year", "quarter", "week"})
+_CALENDAR_ATTRS = frozenset(
+    {"dayofweek", "day_of_week", "weekday", "month", "dayofyear", "day_of_year", "quarter", "week"}
+)
 
 
 @dataclass(frozen=True)
@@ -93,7 +135,15 @@ def _contains_call(node: ast.AST, method: str) -> bool:
 def _mentions(node: ast.AST, word: str) -> bool:
     """True when node calls `word`, or names a variable, attribute or column containing it (`x.std()`, `row['std20']`)."""
     for sub in ast.walk(node):
-        text = sub.id if isinstance(sub, ast.Name) else sub.attr if isinstance(sub, ast.Attribute) else sub.value if isinstance(sub, ast.Constant) else None
+        text = (
+            sub.id
+            if isinstance(sub, ast.Name)
+            else sub.attr
+            if isinstance(sub, ast.Attribute)
+            else sub.value
+            if isinstance(sub, ast.Constant)
+            else None
+        )
         if isinstance(text, str) and word in text.lower():
             return True
     return False
@@ -146,8 +196,10 @@ def _tags(tree: ast.AST, operations: Counter[str], columns: set[str]) -> set[str
     for node in ast.walk(tree):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
             # (x - mean) / std: a z-score, the usual mean-reversion signal (the std often sits in a variable).
-            if isinstance(node.left, ast.BinOp) and isinstance(node.left.op, ast.Sub) and (
-                _mentions(node.right, "std") or (operations["std"] and not isinstance(node.right, ast.Constant))
+            if (
+                isinstance(node.left, ast.BinOp)
+                and isinstance(node.left.op, ast.Sub)
+                and (_mentions(node.right, "std") or (operations["std"] and not isinstance(node.right, ast.Constant)))
             ):
                 tags.add("mean reversion")
             # x / x.shift(n): a rate of change.
@@ -182,7 +234,14 @@ def _compares_two_series(tree: ast.AST) -> bool:
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
-            if sum(not isinstance(side, ast.Constant) and not (isinstance(side, ast.UnaryOp) and isinstance(side.operand, ast.Constant)) for side in sides) >= 2:
+            if (
+                sum(
+                    not isinstance(side, ast.Constant)
+                    and not (isinstance(side, ast.UnaryOp) and isinstance(side.operand, ast.Constant))
+                    for side in sides
+                )
+                >= 2
+            ):
                 return True
     return False
 
@@ -213,7 +272,9 @@ class _Normaliser(ast.NodeTransformer):
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
         node.name = self._alias(node.name)
         node.returns = None
-        node.body = [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))] or [ast.Pass()]
+        node.body = [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))] or [
+            ast.Pass()
+        ]
         self.generic_visit(node)
         return node
 
@@ -387,4 +448,3 @@ def measure_diversity(
         correlation=matrix,
         mean_correlation=mean_off_diagonal(matrix),
     )
-

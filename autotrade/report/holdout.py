@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autotrade.engine.backtest import WindowResult, run_window
 from autotrade.data import PreparedData
+from autotrade.engine.backtest import WindowResult, run_window
 from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
 from autotrade.research.rundir import RunDir, now_iso
@@ -28,7 +28,15 @@ HOLDOUT_FILE = "holdout.json"
 HOLDOUT_VERSION = 1
 ALL_WINDOWS = ("train", "val", "test")
 # The test figures kept in holdout.json for `runs` and `compare` (which never re-evaluate).
-KEPT_METRICS = ("total_return", "cagr", "sharpe", "max_drawdown", "num_trades", "buy_and_hold_return", "buy_and_hold_sharpe")
+KEPT_METRICS = (
+    "total_return",
+    "cagr",
+    "sharpe",
+    "max_drawdown",
+    "num_trades",
+    "buy_and_hold_return",
+    "buy_and_hold_sharpe",
+)
 
 
 @dataclass(frozen=True)
@@ -129,7 +137,9 @@ def _recorded_reveals(run: RunDir) -> tuple[Reveal, ...]:
     try:
         return tuple(Reveal.from_dict(r) for r in raw["reveals"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{path} is damaged ({exc}); it records who looked at the test window: restore it from a backup") from None
+        raise ConfigError(
+            f"{path} is damaged ({exc}); it records who looked at the test window: restore it from a backup"
+        ) from None
 
 
 def buy_and_hold_windows(data: PreparedData, settings: EvalSettings, windows: Sequence[str]) -> dict[str, WindowResult]:
@@ -171,8 +181,10 @@ def reveal_holdout(
     if not members:
         return Holdout(reveals=earlier, buy_and_hold=buy_and_hold_windows(data, settings, ("train", "val")))
     gated = replace(settings, lookahead=True)
-    evaluations = {i: finish_gate(evaluate_block(blocks[i], data, ALL_WINDOWS, gated), blocks[i], data, gated, ALL_WINDOWS)
-                   for i in members}
+    evaluations = {
+        i: finish_gate(evaluate_block(blocks[i], data, ALL_WINDOWS, gated), blocks[i], data, gated, ALL_WINDOWS)
+        for i in members
+    }
     buy_and_hold = buy_and_hold_windows(data, settings, ALL_WINDOWS)
     bh_test = buy_and_hold["test"].metrics
     reveal = Reveal(

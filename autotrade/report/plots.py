@@ -53,16 +53,28 @@ def equity_plot(
 
     figure = Figure(figsize=(10, 5))
     axes = figure.add_subplot()
-    axes.plot(buy_and_hold.index, buy_and_hold.to_numpy(), color="0.45", linewidth=1.2, linestyle="--", label="buy and hold")
+    axes.plot(
+        buy_and_hold.index, buy_and_hold.to_numpy(), color="0.45", linewidth=1.2, linestyle="--", label="buy and hold"
+    )
     for label, curve in members.items():
         axes.plot(curve.index, curve.to_numpy(), linewidth=1.3, label=label)
     axes.axvline(val_start, color="tab:orange", linewidth=1.0)
-    axes.text(val_start, 1.0, " validation", transform=axes.get_xaxis_transform(), va="top", fontsize=8, color="tab:orange")
+    axes.text(
+        val_start, 1.0, " validation", transform=axes.get_xaxis_transform(), va="top", fontsize=8, color="tab:orange"
+    )
     if test_start is not None:
         end = buy_and_hold.index[-1]
         axes.axvspan(test_start, end, color="tab:red", alpha=0.07)
         axes.axvline(test_start, color="tab:red", linewidth=1.0)
-        axes.text(test_start, 1.0, " test (held out)", transform=axes.get_xaxis_transform(), va="top", fontsize=8, color="tab:red")
+        axes.text(
+            test_start,
+            1.0,
+            " test (held out)",
+            transform=axes.get_xaxis_transform(),
+            va="top",
+            fontsize=8,
+            color="tab:red",
+        )
     values = pd.concat([buy_and_hold, *members.values()])
     if (values > 0).all() and values.max() / values.min() > 4:
         axes.set_yscale("log")  # only for wide ranges: log ticks on a narrow range read badly
@@ -98,10 +110,27 @@ def objective_plot(
         axes.step(list(iterations), running, where="post", color="tab:green", linewidth=1.5, label="running best")
         members = [(i, v) for i, v in ok if i in set(population)]
         if members:
-            axes.scatter([i for i, _ in members], [v for _, v in members], s=90, facecolors="none", edgecolors="tab:green",
-                         linewidths=1.5, label="population", zorder=4)
+            axes.scatter(
+                [i for i, _ in members],
+                [v for _, v in members],
+                s=90,
+                facecolors="none",
+                edgecolors="tab:green",
+                linewidths=1.5,
+                label="population",
+                zorder=4,
+            )
     if failed:
-        axes.scatter(failed, [0.0] * len(failed), marker="x", color="tab:red", transform=axes.get_xaxis_transform(), clip_on=False, label="failed", zorder=3)
+        axes.scatter(
+            failed,
+            [0.0] * len(failed),
+            marker="x",
+            color="tab:red",
+            transform=axes.get_xaxis_transform(),
+            clip_on=False,
+            label="failed",
+            zorder=3,
+        )
     axes.set_xlabel("iteration")
     axes.set_ylabel(objective)
     axes.set_title(title)

@@ -19,8 +19,8 @@ from rich.text import Text
 
 from autotrade.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from autotrade.fmt import hms, pct
-from autotrade.report.plots import equity_plot, objective_plot
 from autotrade.report.compute import REPORT_JSON, Report, RunSummary, summary
+from autotrade.report.plots import equity_plot, objective_plot
 
 HTML_FILE = "report.html"
 EQUITY_PNG = "report_equity.png"
@@ -98,31 +98,68 @@ def header_lines(report: Report) -> list[str]:
 def leaderboard(report: Report) -> Section:
     """Every iteration: status, train and validation figures, parent; population members marked ★."""
     show_objective = report.objective != "val_return"
-    headers = ("iter", "pop", "status", "parent", "strategy", "train return", "train Sharpe", "val return", "val Sharpe", "val max DD",
-               "val trades", *((report.objective,) if show_objective else ()), "why")
+    headers = (
+        "iter",
+        "pop",
+        "status",
+        "parent",
+        "strategy",
+        "train return",
+        "train Sharpe",
+        "val return",
+        "val Sharpe",
+        "val max DD",
+        "val trades",
+        *((report.objective,) if show_objective else ()),
+        "why",
+    )
     rows, marks = [], []
     for row in report.rows:
-        why = short("suspicious: " + "; ".join(row.suspicious), 60) if row.suspicious else \
-            "" if row.status == "ok" else short(row.message or row.error_type or row.status, 60)
-        rows.append((
-            str(row.iteration),
-            f"★{row.rank}" if row.rank else "",
-            row.status,
-            "—" if row.parent is None else str(row.parent),
-            (report.diversity.structures.get(row.iteration) or "—")[:6],
-            pct(row.train.get("total_return")),
-            num(row.train.get("sharpe")),
-            pct(row.val.get("total_return")),
-            num(row.val.get("sharpe")),
-            pct(row.val.get("max_drawdown"), 1),
-            num(row.val.get("num_trades"), 0),
-            *((objective_text(report.objective, row.objective),) if show_objective else ()),
-            why,
-        ))
+        why = (
+            short("suspicious: " + "; ".join(row.suspicious), 60)
+            if row.suspicious
+            else ""
+            if row.status == "ok"
+            else short(row.message or row.error_type or row.status, 60)
+        )
+        rows.append(
+            (
+                str(row.iteration),
+                f"★{row.rank}" if row.rank else "",
+                row.status,
+                "—" if row.parent is None else str(row.parent),
+                (report.diversity.structures.get(row.iteration) or "—")[:6],
+                pct(row.train.get("total_return")),
+                num(row.train.get("sharpe")),
+                pct(row.val.get("total_return")),
+                num(row.val.get("sharpe")),
+                pct(row.val.get("max_drawdown"), 1),
+                num(row.val.get("num_trades"), 0),
+                *((objective_text(report.objective, row.objective),) if show_objective else ()),
+                why,
+            )
+        )
         marks.append(row.rank is not None)
-    right = (True, False, False, True, False, True, True, True, True, True, True, *((True,) if show_objective else ()), False)
-    note = ("★ = population member (its rank); the best is ★1. " if report.population else "No iteration entered the population. ") + (
-        "strategy = the code's structure hash: equal hashes are the same strategy up to names and numbers.")
+    right = (
+        True,
+        False,
+        False,
+        True,
+        False,
+        True,
+        True,
+        True,
+        True,
+        True,
+        True,
+        *((True,) if show_objective else ()),
+        False,
+    )
+    note = (
+        "★ = population member (its rank); the best is ★1. "
+        if report.population
+        else "No iteration entered the population. "
+    ) + ("strategy = the code's structure hash: equal hashes are the same strategy up to names and numbers.")
     return Section("Leaderboard: every iteration", headers, tuple(rows), note, right, tuple(marks))
 
 
@@ -133,8 +170,10 @@ def holdout_section(report: Report) -> Section:
     if first is None:
         note = "The held-out test window has never been evaluated for this run."
     else:
-        note = (f"Held-out test first revealed {first.at} (iterations {', '.join(map(str, first.iterations))}); "
-                f"looked at {len(seen.reveals)} time(s) in all. The model never sees these figures.")
+        note = (
+            f"Held-out test first revealed {first.at} (iterations {', '.join(map(str, first.iterations))}); "
+            f"looked at {len(seen.reveals)} time(s) in all. The model never sees these figures."
+        )
     headers = ("", "train return", "val return", "test return", "test Sharpe", "test max DD", "test trades")
     rows: list[tuple[str, ...]] = []
     if not seen.looked:
@@ -142,24 +181,65 @@ def holdout_section(report: Report) -> Section:
             last = seen.reveals[-1]
             for i in last.iterations:
                 kept = last.test.get(i) or {}
-                rows.append((f"iter {i} (as revealed {last.at})", "", "", pct(kept.get("total_return")), num(kept.get("sharpe")),
-                             pct(kept.get("max_drawdown"), 1), num(kept.get("num_trades"), 0)))
-        note += f" {seen.withheld}" if seen.withheld else ("" if rows else " Nothing was evaluated on it by this report.")
+                rows.append(
+                    (
+                        f"iter {i} (as revealed {last.at})",
+                        "",
+                        "",
+                        pct(kept.get("total_return")),
+                        num(kept.get("sharpe")),
+                        pct(kept.get("max_drawdown"), 1),
+                        num(kept.get("num_trades"), 0),
+                    )
+                )
+        note += (
+            f" {seen.withheld}" if seen.withheld else ("" if rows else " Nothing was evaluated on it by this report.")
+        )
         return Section("Held-out test", headers, tuple(rows), note, (False,) + (True,) * 6)
     for i in report.population:
         evaluation = seen.evaluations.get(i)
         if evaluation is None:
             continue
         if not evaluation.ok:
-            rows.append((f"★{report.population.index(i) + 1} iter {i}", "", "", f"{evaluation.status}: {short(evaluation.message, 40)}", "", "", ""))
+            rows.append(
+                (
+                    f"★{report.population.index(i) + 1} iter {i}",
+                    "",
+                    "",
+                    f"{evaluation.status}: {short(evaluation.message, 40)}",
+                    "",
+                    "",
+                    "",
+                )
+            )
             continue
         w = evaluation.windows
-        rows.append((f"★{report.population.index(i) + 1} iter {i}", pct(w["train"]["total_return"]), pct(w["val"]["total_return"]),
-                     pct(w["test"]["total_return"]), num(w["test"]["sharpe"]), pct(w["test"]["max_drawdown"], 1), num(w["test"]["num_trades"], 0)))
+        rows.append(
+            (
+                f"★{report.population.index(i) + 1} iter {i}",
+                pct(w["train"]["total_return"]),
+                pct(w["val"]["total_return"]),
+                pct(w["test"]["total_return"]),
+                num(w["test"]["sharpe"]),
+                pct(w["test"]["max_drawdown"], 1),
+                num(w["test"]["num_trades"], 0),
+            )
+        )
     bh = {name: result.metrics for name, result in seen.buy_and_hold.items()}
-    rows.append(("buy and hold", pct(bh["train"]["total_return"]), pct(bh["val"]["total_return"]), pct(bh["test"]["total_return"]),
-                 num(bh["test"]["sharpe"]), pct(bh["test"]["max_drawdown"], 1), "1"))
-    return Section("Held-out test: the population beside buy-and-hold", headers, tuple(rows), note, (False,) + (True,) * 6)
+    rows.append(
+        (
+            "buy and hold",
+            pct(bh["train"]["total_return"]),
+            pct(bh["val"]["total_return"]),
+            pct(bh["test"]["total_return"]),
+            num(bh["test"]["sharpe"]),
+            pct(bh["test"]["max_drawdown"], 1),
+            "1",
+        )
+    )
+    return Section(
+        "Held-out test: the population beside buy-and-hold", headers, tuple(rows), note, (False,) + (True,) * 6
+    )
 
 
 def overfitting_section(report: Report) -> Section:
@@ -167,44 +247,92 @@ def overfitting_section(report: Report) -> Section:
     o = report.overfitting
     rows = [(f.label, f.text, f.meaning) for f in report.figures]
     if o.skew is not None:
-        rows.append(("Skew / kurtosis of daily returns", f"{num(o.skew)} / {num(o.kurtosis, 1)}",
-                     "Shape of the best's validation returns: negative skew and kurtosis above 3 (the normal value) mean rare large losses, which lower PSR and DSR."))
+        rows.append(
+            (
+                "Skew / kurtosis of daily returns",
+                f"{num(o.skew)} / {num(o.kurtosis, 1)}",
+                "Shape of the best's validation returns: negative skew and kurtosis above 3 (the normal value) mean rare large losses, which lower PSR and DSR.",
+            )
+        )
     if o.n_trials:
-        rows.append(("Trials (N)", str(o.n_trials), "The ok strategies the validation window chose among: the more were tried, the higher the best scores by luck alone."))
-    return Section("Overfitting: how much of the best result is real", ("figure", "value", "what it means"), tuple(rows),
-                   " ".join(o.notes), (False, True, False))
+        rows.append(
+            (
+                "Trials (N)",
+                str(o.n_trials),
+                "The ok strategies the validation window chose among: the more were tried, the higher the best scores by luck alone.",
+            )
+        )
+    return Section(
+        "Overfitting: how much of the best result is real",
+        ("figure", "value", "what it means"),
+        tuple(rows),
+        " ".join(o.notes),
+        (False, True, False),
+    )
 
 
 def failure_sections(report: Report) -> list[Section]:
     """Outcomes by status, then failures by exception type."""
     t = report.taxonomy
-    statuses = Section("Outcomes by status", ("status", "count", "share"),
-                       tuple((s.label, str(s.count), share(s.share)) for s in t.by_status), f"{t.iterations} iterations.", (False, True, True))
-    errors = Section("Failures by type", ("type", "count", "share of failures"),
-                     tuple((s.label, str(s.count), share(s.share)) for s in t.by_error),
-                     f"{t.failures} of {t.iterations} iterations failed ({share(t.failures / t.iterations)}); the most common failure: "
-                     f"{t.by_error[0].label} ({share(t.by_error[0].share)})." if t.failures else "No failures.", (False, True, True))
+    statuses = Section(
+        "Outcomes by status",
+        ("status", "count", "share"),
+        tuple((s.label, str(s.count), share(s.share)) for s in t.by_status),
+        f"{t.iterations} iterations.",
+        (False, True, True),
+    )
+    errors = Section(
+        "Failures by type",
+        ("type", "count", "share of failures"),
+        tuple((s.label, str(s.count), share(s.share)) for s in t.by_error),
+        f"{t.failures} of {t.iterations} iterations failed ({share(t.failures / t.iterations)}); the most common failure: "
+        f"{t.by_error[0].label} ({share(t.by_error[0].share)})."
+        if t.failures
+        else "No failures.",
+        (False, True, True),
+    )
     return [statuses, errors]
 
 
 def diversity_sections(report: Report) -> list[Section]:
     """Families and operations used, distinct strategies, and the population's position correlation."""
     d = report.diversity
-    families = Section("Indicators used", ("family", "strategies", "share of candidates"),
-                       tuple((f, str(n), share(n / d.candidates)) for f, n in d.family_counts.items()),
-                       d.verdict() + (f" {d.repeats} of {d.proposals} proposals repeat an earlier structure, {d.copies_of_start} copy the starting strategy "
-                                      "(same code up to names and numbers)." if d.proposals else ""),
-                       (False, True, True))
-    operations = Section("Operations called", ("operation", "strategies"),
-                         tuple((op, str(n)) for op, n in list(d.operation_counts.items())[:15]), "", (False, True))
+    families = Section(
+        "Indicators used",
+        ("family", "strategies", "share of candidates"),
+        tuple((f, str(n), share(n / d.candidates)) for f, n in d.family_counts.items()),
+        d.verdict()
+        + (
+            f" {d.repeats} of {d.proposals} proposals repeat an earlier structure, {d.copies_of_start} copy the starting strategy "
+            "(same code up to names and numbers)."
+            if d.proposals
+            else ""
+        ),
+        (False, True, True),
+    )
+    operations = Section(
+        "Operations called",
+        ("operation", "strategies"),
+        tuple((op, str(n)) for op, n in list(d.operation_counts.items())[:15]),
+        "",
+        (False, True),
+    )
     sections = [families, operations]
     if len(d.population) >= 2:
         labels = tuple(f"iter {i}" for i in d.population)
-        rows = tuple((labels[a], *(num(float(d.correlation[a, b])) for b in range(len(labels)))) for a in range(len(labels)))
+        rows = tuple(
+            (labels[a], *(num(float(d.correlation[a, b])) for b in range(len(labels)))) for a in range(len(labels))
+        )
         mean = num(d.mean_correlation)
-        sections.append(Section("Population position correlation (train + validation)", ("", *labels), rows,
-                                f"Mean pairwise correlation {mean}; at 1 the members hold identical positions (one strategy, copied).",
-                                (False,) + (True,) * len(labels)))
+        sections.append(
+            Section(
+                "Population position correlation (train + validation)",
+                ("", *labels),
+                rows,
+                f"Mean pairwise correlation {mean}; at 1 the members hold identical positions (one strategy, copied).",
+                (False,) + (True,) * len(labels),
+            )
+        )
     return sections
 
 
@@ -219,15 +347,24 @@ def spend_section(report: Report) -> Section:
         ("time evaluating", duration(s.eval_s)),
         ("wall time", duration(s.wall_s)),
     ]
-    note = (f"Includes {s.interrupted_calls} model call(s) ({s.interrupted_tokens:,} tokens) of attempts that were interrupted before they committed."
-            if s.interrupted_calls else "")
+    note = (
+        f"Includes {s.interrupted_calls} model call(s) ({s.interrupted_tokens:,} tokens) of attempts that were interrupted before they committed."
+        if s.interrupted_calls
+        else ""
+    )
     return Section("Spend", ("", "value"), tuple(rows), note, (False, True))
 
 
 def sections(report: Report) -> list[Section]:
     """Every table of the report, in reading order."""
-    return [leaderboard(report), holdout_section(report), overfitting_section(report), *failure_sections(report),
-            *diversity_sections(report), spend_section(report)]
+    return [
+        leaderboard(report),
+        holdout_section(report),
+        overfitting_section(report),
+        *failure_sections(report),
+        *diversity_sections(report),
+        spend_section(report),
+    ]
 
 
 def summary_lines(report: Report) -> list[str]:
@@ -246,8 +383,12 @@ def plain(cells: Sequence[str]) -> list[Text]:
 
 def rich_table(section: Section) -> Table:
     """One section as a rich table."""
-    table = Table(title=Text(section.title), title_justify="left", caption=Text(section.note) if section.note else None,
-                  caption_justify="left")
+    table = Table(
+        title=Text(section.title),
+        title_justify="left",
+        caption=Text(section.note) if section.note else None,
+        caption_justify="left",
+    )
     for k, header in enumerate(section.headers):
         right = section.right[k] if k < len(section.right) else False
         table.add_column(Text(header), justify="right" if right else "left", overflow="fold")
@@ -277,24 +418,50 @@ def print_report(report: Report, console: Console, files: Sequence[Path] = ()) -
 def runs_table(rows: Sequence[RunSummary], title: str) -> Table:
     """`autotrade runs`: one row per run."""
     table = Table(title=title, title_justify="left")
-    for header, right in (("name", False), ("model", False), ("endpoint", False), ("iterations", True), ("ok", True),
-                          ("best val return", True), ("test return", True), ("state", False)):
+    for header, right in (
+        ("name", False),
+        ("model", False),
+        ("endpoint", False),
+        ("iterations", True),
+        ("ok", True),
+        ("best val return", True),
+        ("test return", True),
+        ("state", False),
+    ):
         table.add_column(header, justify="right" if right else "left", overflow="fold")
     for r in rows:
         who = r.model if r.policy == "model" else f"{r.policy} policy"
         test = pct(r.test_return) if r.test_revealed_at else "not revealed"
         state = r.state if not r.problem else f"damaged: {short(r.problem, 120)}"
-        table.add_row(*plain((r.name, who, r.endpoint, str(r.iterations), share(r.ok_share), pct(r.best_val_return), test, state)))
+        table.add_row(
+            *plain((r.name, who, r.endpoint, str(r.iterations), share(r.ok_share), pct(r.best_val_return), test, state))
+        )
     return table
 
 
 COMPARE_ROWS: tuple[tuple[str, str], ...] = (
-    ("model", "model"), ("policy", "policy"), ("endpoint", "endpoint"), ("objective", "objective"), ("state", "state"),
-    ("iterations", "iterations"), ("ok share", "ok_share"), ("top failure", "top_failure"),
-    ("distinct strategies", "distinct_strategies"), ("best iteration", "best_iteration"), ("best val return", "best_val_return"),
-    ("best val Sharpe", "best_val_sharpe"), ("best objective", "best_objective"), ("test return (revealed)", "test_return"), ("DSR", "dsr"), ("PBO", "pbo"),
-    ("tokens in", "prompt_tokens"), ("tokens out", "completion_tokens"), ("tokens per ok iteration", "tokens_per_ok"),
-    ("time in the model", "model_s"), ("time evaluating", "eval_s"), ("wall time", "wall_s"),
+    ("model", "model"),
+    ("policy", "policy"),
+    ("endpoint", "endpoint"),
+    ("objective", "objective"),
+    ("state", "state"),
+    ("iterations", "iterations"),
+    ("ok share", "ok_share"),
+    ("top failure", "top_failure"),
+    ("distinct strategies", "distinct_strategies"),
+    ("best iteration", "best_iteration"),
+    ("best val return", "best_val_return"),
+    ("best val Sharpe", "best_val_sharpe"),
+    ("best objective", "best_objective"),
+    ("test return (revealed)", "test_return"),
+    ("DSR", "dsr"),
+    ("PBO", "pbo"),
+    ("tokens in", "prompt_tokens"),
+    ("tokens out", "completion_tokens"),
+    ("tokens per ok iteration", "tokens_per_ok"),
+    ("time in the model", "model_s"),
+    ("time evaluating", "eval_s"),
+    ("wall time", "wall_s"),
 )
 
 
@@ -326,8 +493,12 @@ def compare_cell(summary_row: RunSummary, key: str) -> str:
 
 def compare_table(rows: Sequence[RunSummary]) -> Table:
     """`autotrade compare`: figures down, runs across."""
-    table = Table(title="Runs side by side", title_justify="left",
-                  caption="DSR and PBO come from each run's last `autotrade report` (— until it covers every iteration).", caption_justify="left")
+    table = Table(
+        title="Runs side by side",
+        title_justify="left",
+        caption="DSR and PBO come from each run's last `autotrade report` (— until it covers every iteration).",
+        caption_justify="left",
+    )
     table.add_column("")
     for r in rows:
         table.add_column(Text(r.name), justify="right", overflow="fold")
@@ -345,10 +516,20 @@ def plot_images(report: Report) -> dict[str, bytes]:
     members = {f"★{report.population.index(i) + 1} iter {i}": curve for i, curve in curves.members.items()}
     test = "" if curves.test_start is not None else " (test window not evaluated)"
     return {
-        EQUITY_PNG: equity_plot(members, curves.buy_and_hold, curves.val_start, curves.test_start,
-                                f"{report.name}: population vs buy-and-hold{test}"),
-        OBJECTIVE_PNG: objective_plot([r.iteration for r in report.rows], [r.objective for r in report.rows], report.objective,
-                                      report.population, f"{report.name}: {report.objective} by iteration"),
+        EQUITY_PNG: equity_plot(
+            members,
+            curves.buy_and_hold,
+            curves.val_start,
+            curves.test_start,
+            f"{report.name}: population vs buy-and-hold{test}",
+        ),
+        OBJECTIVE_PNG: objective_plot(
+            [r.iteration for r in report.rows],
+            [r.objective for r in report.rows],
+            report.objective,
+            report.population,
+            f"{report.name}: {report.objective} by iteration",
+        ),
     }
 
 
@@ -368,7 +549,9 @@ def html_table(section: Section) -> str:
     for k, row in enumerate(section.rows):
         member = section.highlight[k] if k < len(section.highlight) else False
         cells = "".join(
-            f'<td class="r">{html.escape(c)}</td>' if (j < len(section.right) and section.right[j]) else f"<td>{html.escape(c)}</td>"
+            f'<td class="r">{html.escape(c)}</td>'
+            if (j < len(section.right) and section.right[j])
+            else f"<td>{html.escape(c)}</td>"
             for j, c in enumerate(row)
         )
         body.append(f'<tr class="member">{cells}</tr>' if member else f"<tr>{cells}</tr>")
@@ -388,7 +571,9 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
     ]
     for name, png in images.items():
         alt = "equity curves" if name == EQUITY_PNG else "objective by iteration"
-        parts.append(f'<h2>{html.escape(alt.capitalize())}</h2><img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">')
+        parts.append(
+            f'<h2>{html.escape(alt.capitalize())}</h2><img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+        )
     parts.extend(html_table(section) for section in sections(report))
     parts.extend(f'<p class="note">note: {html.escape(n)}</p>' for n in report.notes)
     parts.append("<h2>Summary</h2><pre>" + html.escape("\n".join(summary_lines(report))) + "</pre>")

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 from autotrade.durations import parse_duration
 from autotrade.errors import ConfigError
-from autotrade.propose.client import ModelSettings, display_url
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, Objective
+from autotrade.propose.client import ModelSettings, display_url
 from autotrade.shapes import check_object, describe, schema_of
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
@@ -29,7 +29,6 @@ DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
 DEFAULT_API_KEY = "EMPTY"
 DEFAULT_TIMEOUT_S = 600.0  # 30B-class local models can think for minutes
 DEFAULT_PATIENCE_S = 1800.0  # a model server restarted overnight (model swap, crash, OOM) is back well within it
-
 
 
 def load_env_file(cwd: Path | None = None) -> None:
@@ -50,7 +49,9 @@ def load_env_file(cwd: Path | None = None) -> None:
         text = raw.decode("utf-8-sig")  # a UTF-8 BOM would otherwise become part of the first variable's name
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}): save it as UTF-8 text") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}): save it as UTF-8 text"
+        ) from None
     load_dotenv(stream=io.StringIO(text), override=False)
 
 

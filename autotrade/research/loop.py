@@ -17,24 +17,39 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from autotrade import __version__
-from autotrade.engine.backtest import BacktestSettings, Fill
-from autotrade.candidate import baseline_source, extract_block, has_delimiters, is_guarded, read_block, read_source, runnable_source, splice_block
-from autotrade.research.config import RunSettings, public_model_config
+from autotrade.candidate import (
+    baseline_source,
+    extract_block,
+    has_delimiters,
+    is_guarded,
+    read_block,
+    read_source,
+    runnable_source,
+    splice_block,
+)
 from autotrade.data import Anonymization, PreparedData, load_prepared
-from autotrade.errors import CandidateError, ConfigError, EndpointError, ReplyError, SandboxError, StorageError, UnsafeCodeError
-from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
-from autotrade.research.learnings import Lesson, for_prompt, render_file
-from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings, display_url, preflight
+from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.engine.metrics import periods_per_year
+from autotrade.errors import (
+    CandidateError,
+    ConfigError,
+    EndpointError,
+    ReplyError,
+    SandboxError,
+    StorageError,
+    UnsafeCodeError,
+)
+from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, describe_objective
+from autotrade.evaluation.score import score_evaluation
+from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings, display_url, preflight
 from autotrade.propose.policies import RANDOM_MODEL, Policy, ProposalRequest, Proposer, make_proposer
-from autotrade.research.population import Population, choose_parent, record_outcome, rng_from_state, rng_state
 from autotrade.propose.prompts import (
     PromptContext,
     PromptFiles,
@@ -46,9 +61,11 @@ from autotrade.propose.prompts import (
     sample_rows,
 )
 from autotrade.propose.reply import parse_reply
+from autotrade.research.config import RunSettings, public_model_config
+from autotrade.research.learnings import Lesson, for_prompt, render_file
+from autotrade.research.population import Population, choose_parent, record_outcome, rng_from_state, rng_state
 from autotrade.research.rundir import RunDir, RunState, RunStatus, check_name, default_name, evaluation_rules, now_iso
 from autotrade.sandbox.vet import vet_block
-from autotrade.evaluation.score import score_evaluation
 
 
 class StopReason(StrEnum):
@@ -416,7 +433,12 @@ class Research:
             block: str | None = self.start_block
         else:
             block, fields = self.ask(i, parent, rng)
-        record: dict[str, Any] = {"iteration": i, "parent": parent, "policy": self.settings.policy, "evaluated_with": self.rules}
+        record: dict[str, Any] = {
+            "iteration": i,
+            "parent": parent,
+            "policy": self.settings.policy,
+            "evaluated_with": self.rules,
+        }
         if block is not None:
             self.write_attempt(i, block)
             self.reporter.phase(i, "evaluating")
@@ -501,8 +523,9 @@ class Research:
         try:
             self.repair(f"it will be redone on `autotrade resume {self.run.name}`")
             self.commit(replace(self.state, status=RunStatus.STOPPED, stop_reason=reason))
-            self.run.journal("stopped", reason=reason, message=message, next_iteration=self.state.next_iteration,
-                             **details)
+            self.run.journal(
+                "stopped", reason=reason, message=message, next_iteration=self.state.next_iteration, **details
+            )
         except StorageError as exc:
             # Nothing more can be written (a full disk): state.json keeps the last commit, which already says stopped.
             if reason != StopReason.STORAGE:
@@ -555,7 +578,14 @@ def uses_model(settings: RunSettings) -> bool:
 def model_config(policy: str, model: ModelSettings | None) -> dict[str, Any]:
     """config.json's `model`: the endpoint without its key, or, for the random policy, the model `random` and no URL."""
     if Policy(policy) is Policy.RANDOM or model is None:
-        return {"base_url": None, "model": RANDOM_MODEL, "temperature": None, "max_tokens": None, "extra_body": None, "timeout_s": None}
+        return {
+            "base_url": None,
+            "model": RANDOM_MODEL,
+            "temperature": None,
+            "max_tokens": None,
+            "extra_body": None,
+            "timeout_s": None,
+        }
     return public_model_config(model)
 
 
@@ -579,7 +609,11 @@ def start_run(
     source = start_source(Path(settings.start_from) if settings.start_from else None)
     # Before anything is written: prompts that cannot render (they are pinned in config.json, so resume could not
     # get past them either), a wrong URL or a wrong model must not leave a run behind.
-    chars = estimate_prompt_chars(prompts, settings, data.research_frame(), extract_block(source)) if settings.max_iter > 1 else 0
+    chars = (
+        estimate_prompt_chars(prompts, settings, data.research_frame(), extract_block(source))
+        if settings.max_iter > 1
+        else 0
+    )
     if not uses_model(settings):
         model = None  # the random policy never talks to an endpoint
     elif model is None:
@@ -593,12 +627,17 @@ def start_run(
     run = RunDir.create_unique(root, default_name(ticker)) if name is None else RunDir.create(root, name)
     config = {
         "name": run.name,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "autotrade_version": __version__,
         "settings": settings.to_dict(),
         "policy": settings.policy,
         "model": model_config(settings.policy, model),
-        "data": {**data_identity(data), "dir": settings.data_dir, "ticker": ticker, "research_bars": len(data.research_frame())},
+        "data": {
+            **data_identity(data),
+            "dir": settings.data_dir,
+            "ticker": ticker,
+            "research_bars": len(data.research_frame()),
+        },
         "prompts": {
             "program": prompts.program,
             "template": prompts.template,
@@ -611,9 +650,18 @@ def start_run(
         run.claim()
         try:
             run.write_json(run.config_path, config)
-            run.write_state(RunState(rng=rng_state(random.Random(settings.seed)), gate_secret=secrets.randbits(63),
-                                     updated_at=now_iso()))
-            run.journal("run_started", settings=settings.to_dict(), policy=settings.policy, model=config["model"], data=config["data"])
+            run.write_state(
+                RunState(
+                    rng=rng_state(random.Random(settings.seed)), gate_secret=secrets.randbits(63), updated_at=now_iso()
+                )
+            )
+            run.journal(
+                "run_started",
+                settings=settings.to_dict(),
+                policy=settings.policy,
+                model=config["model"],
+                data=config["data"],
+            )
         except StorageError:
             run.discard_unstarted()  # nothing was committed: leave no half-made run behind
             raise
@@ -635,11 +683,17 @@ def sandbox_layers(reporter: Reporter) -> dict[str, bool | str]:
 
 
 def pinned_model(
-    config: Mapping[str, Any], api_key: str, base_url: str | None, timeout_s: float | None, patience_s: float | None = None
+    config: Mapping[str, Any],
+    api_key: str,
+    base_url: str | None,
+    timeout_s: float | None,
+    patience_s: float | None = None,
 ) -> ModelSettings:
     """The endpoint settings a run recorded, with the key (and the patience) from the environment and an optional new URL."""
     recorded = config["model"]
-    patience = {} if patience_s is None else {"patience_s": patience_s}  # not pinned: how long to wait is tonight's call
+    patience = (
+        {} if patience_s is None else {"patience_s": patience_s}
+    )  # not pinned: how long to wait is tonight's call
     return ModelSettings(
         **patience,
         base_url=base_url or recorded["base_url"],

@@ -23,14 +23,14 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from autotrade.research.config import RunSettings
 from autotrade.errors import AutotradeError, ConfigError
 from autotrade.fileio import append_line, atomic_write_json, atomic_write_text, json_safe, write_error
+from autotrade.research.config import RunSettings
 from autotrade.research.population import rng_from_state
 from autotrade.shapes import Kinds, check_object, describe, expect, schema_of
 
@@ -46,22 +46,60 @@ EVALUATION_DATA = ("sha256", "val_start", "test_start")
 
 _NULL = type(None)
 # config.json: the parts the code reads, by section (a key missing from a section is filled by a default).
-CONFIG_SCHEMA: dict[str, Kinds] = {"name": (str,), "created_at": (str,), "settings": (dict,), "policy": (str,), "model": (dict,),
-                                   "data": (dict,), "prompts": (dict,), "start_source": (str,), "sandbox": (dict,)}
+CONFIG_SCHEMA: dict[str, Kinds] = {
+    "name": (str,),
+    "created_at": (str,),
+    "settings": (dict,),
+    "policy": (str,),
+    "model": (dict,),
+    "data": (dict,),
+    "prompts": (dict,),
+    "start_source": (str,),
+    "sandbox": (dict,),
+}
 CONFIG_REQUIRED = ("settings", "model", "data", "prompts", "start_source")
 CONFIG_SECTIONS: dict[str, dict[str, Kinds]] = {
-    "model": {"base_url": (str, _NULL), "model": (str, _NULL), "temperature": (float, _NULL), "max_tokens": (int, _NULL),
-              "extra_body": (dict, _NULL), "timeout_s": (float, _NULL)},
-    "data": {"sha256": (str,), "val_start": (str,), "test_start": (str,), "dir": (str,), "ticker": (str,), "research_bars": (int,)},
+    "model": {
+        "base_url": (str, _NULL),
+        "model": (str, _NULL),
+        "temperature": (float, _NULL),
+        "max_tokens": (int, _NULL),
+        "extra_body": (dict, _NULL),
+        "timeout_s": (float, _NULL),
+    },
+    "data": {
+        "sha256": (str,),
+        "val_start": (str,),
+        "test_start": (str,),
+        "dir": (str,),
+        "ticker": (str,),
+        "research_bars": (int,),
+    },
     "prompts": {"program": (str,), "template": (str,), "sources": (list,)},
 }
 # A results record: the fields the loop, the report and `runs` compute with.
 RECORD_SCHEMA: dict[str, Kinds] = {
-    "iteration": (int,), "parent": (int, _NULL), "status": (str,), "message": (str, _NULL), "error_type": (str, _NULL),
-    "windows": (dict,), "block": (str, _NULL), "objective": (float, _NULL), "train_return": (float, _NULL),
-    "val_return": (float, _NULL), "entered_population": (bool,), "population": (list,), "fail_streak": (int,),
-    "next_parent": (int, _NULL), "hypothesis": (str, _NULL), "suspicious": (list,), "prompt_tokens": (int, _NULL),
-    "completion_tokens": (int, _NULL), "latency_s": (float, _NULL), "eval_s": (float, _NULL), "evaluated_with": (dict,),
+    "iteration": (int,),
+    "parent": (int, _NULL),
+    "status": (str,),
+    "message": (str, _NULL),
+    "error_type": (str, _NULL),
+    "windows": (dict,),
+    "block": (str, _NULL),
+    "objective": (float, _NULL),
+    "train_return": (float, _NULL),
+    "val_return": (float, _NULL),
+    "entered_population": (bool,),
+    "population": (list,),
+    "fail_streak": (int,),
+    "next_parent": (int, _NULL),
+    "hypothesis": (str, _NULL),
+    "suspicious": (list,),
+    "prompt_tokens": (int, _NULL),
+    "completion_tokens": (int, _NULL),
+    "latency_s": (float, _NULL),
+    "eval_s": (float, _NULL),
+    "evaluated_with": (dict,),
 }
 
 
@@ -103,7 +141,9 @@ class RunState:
         """Rebuild from state.json; ConfigError naming `source` and the key when a value has the wrong type or shape."""
         check_object(raw, schema_of(cls), source)
         if raw.get("version") != STATE_VERSION:
-            raise ConfigError(f"{source}: version {describe(raw.get('version'))} is not supported (expected {STATE_VERSION})")
+            raise ConfigError(
+                f"{source}: version {describe(raw.get('version'))} is not supported (expected {STATE_VERSION})"
+            )
         state = cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
         done = state.next_iteration
 
@@ -138,7 +178,7 @@ def evaluation_rules(settings: RunSettings, data: dict[str, Any]) -> dict[str, A
 
 def now_iso() -> str:
     """The current UTC time, ISO 8601 to the second."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def check_name(name: str) -> str:
@@ -192,8 +232,10 @@ class RunDir:
         return True
 
     def _taken(self) -> ConfigError:
-        return ConfigError(f"run {self.name!r} already exists in {self.path.parent}/: choose another --name or "
-                           f"`autotrade resume {self.name}`")
+        return ConfigError(
+            f"run {self.name!r} already exists in {self.path.parent}/: choose another --name or "
+            f"`autotrade resume {self.name}`"
+        )
 
     def claim(self) -> None:
         """Under the lock, before a start's first write: ConfigError if another start got here first, and a failed
@@ -211,7 +253,13 @@ class RunDir:
 
     def discard_unstarted(self) -> None:
         """Remove what a start that failed before iteration 0 wrote, and the directory when nothing else is in it."""
-        for path in (self.config_path, self.state_path, self.journal_path, self.path / ".lock", *self.path.glob(".*.tmp*")):
+        for path in (
+            self.config_path,
+            self.state_path,
+            self.journal_path,
+            self.path / ".lock",
+            *self.path.glob(".*.tmp*"),
+        ):
             path.unlink(missing_ok=True)
         try:
             self.path.rmdir()
@@ -390,7 +438,9 @@ class RunDir:
 
     def iteration_files(self) -> list[tuple[int, Path]]:
         """Every `iter_<i>_*` file with its iteration, by name."""
-        return [(int(m.group(1)), path) for path in sorted(self.path.iterdir()) if (m := ITER_FILE.fullmatch(path.name))]
+        return [
+            (int(m.group(1)), path) for path in sorted(self.path.iterdir()) if (m := ITER_FILE.fullmatch(path.name))
+        ]
 
     def check_commit_point(self, next_iteration: int) -> None:
         """ConfigError when iterations at or above `next_iteration` were committed (so must never be discarded).
@@ -400,8 +450,10 @@ class RunDir:
         older copy.
         """
         logged = {e.get("iteration") for e in self.read_journal() if e.get("event") == "iteration_committed"}
-        beyond = sorted({i for i, _ in self.iteration_files() if i > next_iteration}
-                        | {i for i in logged if isinstance(i, int) and i >= next_iteration})
+        beyond = sorted(
+            {i for i, _ in self.iteration_files() if i > next_iteration}
+            | {i for i in logged if isinstance(i, int) and i >= next_iteration}
+        )
         if beyond:
             raise ConfigError(
                 f"{self.state_path}: next_iteration is {next_iteration}, but iterations {beyond[0]}-{beyond[-1]} exist and were "
@@ -508,6 +560,6 @@ def list_runs(root: Path = DEFAULT_ROOT) -> list[RunDir]:
                 raw = None  # damaged: listed, and `runs` says why
             created = raw.get("created_at") if isinstance(raw, dict) else None
             if not isinstance(created, str):
-                created = datetime.fromtimestamp(config.stat().st_mtime, timezone.utc).isoformat()
+                created = datetime.fromtimestamp(config.stat().st_mtime, UTC).isoformat()
             runs.append((created, path.name, RunDir(path)))
     return [run for _, _, run in sorted(runs, key=lambda t: (t[0], t[1]))]

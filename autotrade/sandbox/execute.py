@@ -27,25 +27,94 @@ TRACEBACK_LIMIT = 20  # candidate frames kept (deep recursion would otherwise fl
 
 _SAFE_BUILTIN_NAMES = (
     # values and types
-    "None", "True", "False", "Ellipsis", "NotImplemented",
-    "bool", "int", "float", "complex", "str", "bytes", "tuple", "list", "dict", "set", "frozenset",
-    "range", "slice", "object", "type", "property", "staticmethod", "classmethod", "super",
+    "None",
+    "True",
+    "False",
+    "Ellipsis",
+    "NotImplemented",
+    "bool",
+    "int",
+    "float",
+    "complex",
+    "str",
+    "bytes",
+    "tuple",
+    "list",
+    "dict",
+    "set",
+    "frozenset",
+    "range",
+    "slice",
+    "object",
+    "type",
+    "property",
+    "staticmethod",
+    "classmethod",
+    "super",
     # functions
-    "abs", "all", "any", "bin", "callable", "chr", "divmod", "enumerate", "filter", "format", "hash",
-    "hex", "isinstance", "issubclass", "iter", "len", "map", "max", "min", "next", "oct", "ord", "pow",
-    "print", "repr", "reversed", "round", "sorted", "sum", "zip", "hasattr", "id",
+    "abs",
+    "all",
+    "any",
+    "bin",
+    "callable",
+    "chr",
+    "divmod",
+    "enumerate",
+    "filter",
+    "format",
+    "hash",
+    "hex",
+    "isinstance",
+    "issubclass",
+    "iter",
+    "len",
+    "map",
+    "max",
+    "min",
+    "next",
+    "oct",
+    "ord",
+    "pow",
+    "print",
+    "repr",
+    "reversed",
+    "round",
+    "sorted",
+    "sum",
+    "zip",
+    "hasattr",
+    "id",
     # exceptions a strategy may raise or catch
-    "BaseException", "Exception", "ArithmeticError", "AssertionError", "AttributeError", "FloatingPointError",
-    "IndexError", "KeyError", "LookupError", "NameError", "NotImplementedError", "OverflowError",
-    "RuntimeError", "StopIteration", "TypeError", "ValueError", "ZeroDivisionError", "Warning",
-    "RuntimeWarning", "UserWarning", "FutureWarning", "DeprecationWarning",
+    "BaseException",
+    "Exception",
+    "ArithmeticError",
+    "AssertionError",
+    "AttributeError",
+    "FloatingPointError",
+    "IndexError",
+    "KeyError",
+    "LookupError",
+    "NameError",
+    "NotImplementedError",
+    "OverflowError",
+    "RuntimeError",
+    "StopIteration",
+    "TypeError",
+    "ValueError",
+    "ZeroDivisionError",
+    "Warning",
+    "RuntimeWarning",
+    "UserWarning",
+    "FutureWarning",
+    "DeprecationWarning",
     # class statements need it
     "__build_class__",
 )
 
 
-def _restricted_import(name: str, globals: Any = None, locals: Any = None,
-                       fromlist: Any = (), level: int = 0) -> types.ModuleType:
+def _restricted_import(
+    name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+) -> types.ModuleType:
     """`import numpy as np`, `import pandas as pd`, `import math`, `from math import sqrt`: nothing else."""
     root = name.partition(".")[0]
     if level != 0 or root not in ALLOWED_MODULES:
@@ -102,8 +171,9 @@ class Row:
         try:
             return self._values[self._positions[key]]
         except KeyError:
-            raise AttributeError(f"row has no attribute or column {key!r}; "
-                                 f"available columns: {', '.join(self._columns)}") from None
+            raise AttributeError(
+                f"row has no attribute or column {key!r}; available columns: {', '.join(self._columns)}"
+            ) from None
 
     def __setitem__(self, key: str, value: Any) -> None:
         raise TypeError("the row is read-only: compute new columns in generate_features")
@@ -176,21 +246,28 @@ def exec_block(code: types.CodeType | str, source: str | None = None) -> dict[st
     """Run the block's top level in a fresh namespace holding pd, np and math; return the namespace."""
     if isinstance(code, str):
         source, code = code, compile_block(code)
-    namespace: dict[str, Any] = {"__builtins__": safe_builtins(), "__name__": "candidate",
-                                 "pd": pd, "np": np, "math": math}
+    namespace: dict[str, Any] = {
+        "__builtins__": safe_builtins(),
+        "__name__": "candidate",
+        "pd": pd,
+        "np": np,
+        "math": math,
+    }
     try:
         exec(code, namespace)
     except BaseException as exc:
         raise candidate_error(exc, source or "", "while running the block's top level") from None
     for name in ("generate_features", "strategy_logic"):
         if not callable(namespace.get(name)):
-            raise CandidateError(f"the block must define a function {name}()", status="runtime_error",
-                                 error_type="NameError")
+            raise CandidateError(
+                f"the block must define a function {name}()", status="runtime_error", error_type="NameError"
+            )
     return namespace
 
 
-def compute_features_and_signals(namespace: dict[str, Any], frame: pd.DataFrame, source: str,
-                                 code: types.CodeType | None = None) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+def compute_features_and_signals(
+    namespace: dict[str, Any], frame: pd.DataFrame, source: str, code: types.CodeType | None = None
+) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """Features from generate_features on a copy of `frame`, then strategy_logic per bar.
 
     Returns (features, signals, warnings): signals are float64 in {-1, 0, 1} (None/NaN mapped
@@ -207,8 +284,9 @@ def compute_features_and_signals(namespace: dict[str, Any], frame: pd.DataFrame,
     return features, state_free_signals(namespace, features, source, code), warnings
 
 
-def state_free_signals(namespace: dict[str, Any], features: pd.DataFrame, source: str,
-                       code: types.CodeType | None = None) -> np.ndarray:
+def state_free_signals(
+    namespace: dict[str, Any], features: pd.DataFrame, source: str, code: types.CodeType | None = None
+) -> np.ndarray:
     """strategy_logic's signals from a fresh namespace; lookahead when they differ from `namespace`'s (its state)."""
     fresh = exec_block(code if code is not None else source, source)
     outcomes: list[np.ndarray | CandidateError] = []
@@ -220,18 +298,25 @@ def state_free_signals(namespace: dict[str, Any], features: pd.DataFrame, source
     signals, with_state = outcomes
     if isinstance(signals, CandidateError) and isinstance(with_state, CandidateError):
         raise signals  # the block's own error, with or without the state
-    if isinstance(signals, CandidateError) or isinstance(with_state, CandidateError) \
-            or not np.array_equal(signals, with_state):
-        raise CandidateError("look-ahead: strategy_logic depends on module state that generate_features left "
-                             "behind (a global dict, list or counter filled from the whole history can carry "
-                             "future bars into the signals); compute such values as columns of df instead",
-                             status="lookahead", error_type=None)
+    if (
+        isinstance(signals, CandidateError)
+        or isinstance(with_state, CandidateError)
+        or not np.array_equal(signals, with_state)
+    ):
+        raise CandidateError(
+            "look-ahead: strategy_logic depends on module state that generate_features left "
+            "behind (a global dict, list or counter filled from the whole history can carry "
+            "future bars into the signals); compute such values as columns of df instead",
+            status="lookahead",
+            error_type=None,
+        )
     assert isinstance(signals, np.ndarray)
     return signals
 
 
-def compute_features(namespace: dict[str, Any], frame: pd.DataFrame, source: str = "",
-                     copy: bool = True) -> tuple[pd.DataFrame, list[str]]:
+def compute_features(
+    namespace: dict[str, Any], frame: pd.DataFrame, source: str = "", copy: bool = True
+) -> tuple[pd.DataFrame, list[str]]:
     """generate_features on a copy of `frame` (on `frame` itself when the caller has no other use for it),
     checked: same index, unique printable string columns."""
     warnings: list[str] = []
@@ -240,8 +325,7 @@ def compute_features(namespace: dict[str, Any], frame: pd.DataFrame, source: str
     try:
         features = namespace["generate_features"](given)
     except BaseException as exc:
-        raise candidate_error(exc, source, "in generate_features",
-                              hint_columns=list(frame.columns)) from None
+        raise candidate_error(exc, source, "in generate_features", hint_columns=list(frame.columns)) from None
     if features is None:
         features = given
         warnings.append("generate_features returned None; used the frame it modified in place (add `return df`)")
@@ -257,27 +341,37 @@ def compute_signals(namespace: dict[str, Any], features: pd.DataFrame, source: s
 
 def _check_features(features: object, index: pd.DatetimeIndex) -> None:
     """generate_features must give back a DataFrame on the same dates (`index`), with unique string column names."""
+
     def bad(message: str) -> CandidateError:
         return CandidateError(message, status="runtime_error", error_type="TypeError")
 
     if not isinstance(features, pd.DataFrame):
-        raise bad(f"generate_features must return a pandas DataFrame (the frame it was given, with columns added); "
-                  f"it returned {type(features).__name__}")
+        raise bad(
+            f"generate_features must return a pandas DataFrame (the frame it was given, with columns added); "
+            f"it returned {type(features).__name__}"
+        )
     if not features.index.equals(index):
         span = f"{len(index)} rows from {bar_label(index[0])} to {bar_label(index[-1])}" if len(index) else "0 rows"
         got = len(features.index)
-        hint = ("; fill or keep NaN instead of dropping rows (no dropna, no slicing)" if got < len(index)
-                else "; keep the frame's DatetimeIndex (no reset_index, set_index, sorting or resampling)")
-        raise bad(f"generate_features must return a frame with the same index as its input ({span}); "
-                  f"it returned {got} rows{'' if got != len(index) else ' with a different index'}{hint}")
+        hint = (
+            "; fill or keep NaN instead of dropping rows (no dropna, no slicing)"
+            if got < len(index)
+            else "; keep the frame's DatetimeIndex (no reset_index, set_index, sorting or resampling)"
+        )
+        raise bad(
+            f"generate_features must return a frame with the same index as its input ({span}); "
+            f"it returned {got} rows{'' if got != len(index) else ' with a different index'}{hint}"
+        )
     names = list(features.columns)
     odd = [c for c in names if not isinstance(c, str)]
     if odd:
         raise bad(f"column names must be strings; got {odd[0]!r} ({type(odd[0]).__name__})")
     unsafe = next((c for c in names if first_unsafe(c) is not None), None)
     if unsafe is not None:
-        raise bad(f"column names must be printable text; {clean_text(unsafe)!r} holds the control character "
-                  f"{first_unsafe(unsafe)}")
+        raise bad(
+            f"column names must be printable text; {clean_text(unsafe)!r} holds the control character "
+            f"{first_unsafe(unsafe)}"
+        )
     if len(set(names)) != len(names):
         dup = next(c for c in names if names.count(c) > 1)
         raise bad(f"generate_features returned two columns named {dup!r}")
@@ -286,8 +380,16 @@ def _check_features(features: object, index: pd.DatetimeIndex) -> None:
 def _row_class(features: pd.DataFrame) -> type[Row]:
     """A Row subclass bound to this frame's columns and dates (class attributes: one lookup per access)."""
     columns = tuple(features.columns)
-    return type("Row", (Row,), {"__slots__": (), "_positions": {c: i for i, c in enumerate(columns)},
-                                "_columns": columns, "_dates": features.index})
+    return type(
+        "Row",
+        (Row,),
+        {
+            "__slots__": (),
+            "_positions": {c: i for i, c in enumerate(columns)},
+            "_columns": columns,
+            "_dates": features.index,
+        },
+    )
 
 
 def signals_of_rows(namespace: dict[str, Any], features: pd.DataFrame, source: str, start: int = 0) -> np.ndarray:
@@ -368,13 +470,17 @@ def _bad_signal(value: Any, date: pd.Timestamp) -> CandidateError:
     shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return CandidateError(f"strategy_logic returned {shown} ({type(value).__name__}) on {bar_label(date)}; "
-                          "it must return 1 (buy), -1 (sell) or 0 (hold)", status="bad_signal",
-                          error_type=None)
+    return CandidateError(
+        f"strategy_logic returned {shown} ({type(value).__name__}) on {bar_label(date)}; "
+        "it must return 1 (buy), -1 (sell) or 0 (hold)",
+        status="bad_signal",
+        error_type=None,
+    )
 
 
-def candidate_error(exc: BaseException, source: str, where: str,
-                    hint_columns: list[str] | None = None) -> CandidateError:
+def candidate_error(
+    exc: BaseException, source: str, where: str, hint_columns: list[str] | None = None
+) -> CandidateError:
     """A CandidateError for an exception raised by candidate code, traceback trimmed to the block's lines."""
     if isinstance(exc, CandidateError):
         return exc

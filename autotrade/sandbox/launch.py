@@ -18,9 +18,15 @@ import tempfile
 from typing import IO, Protocol
 
 SERVER_ENV = {  # everything the fork server's environment holds: no secrets, one thread per library
-    "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC",
-    "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1", "NUMEXPR_MAX_THREADS": "1",
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "TZ": "UTC",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "NUMEXPR_MAX_THREADS": "1",
 }
 
 
@@ -62,12 +68,21 @@ def start_fresh(faults: frozenset[str] = frozenset()) -> Server:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     log = tempfile.TemporaryFile()
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    boot = (f"import sys; sys.path.insert(0, {package_root!r}); "
-            f"from autotrade.sandbox.worker import serve; serve({theirs.fileno()}, {os.getpid()}, faults={sorted(faults)!r})")
+    boot = (
+        f"import sys; sys.path.insert(0, {package_root!r}); "
+        f"from autotrade.sandbox.worker import serve; serve({theirs.fileno()}, {os.getpid()}, faults={sorted(faults)!r})"
+    )
     try:
         process = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-c", boot], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=log, pass_fds=(theirs.fileno(),), env=SERVER_ENV, cwd="/", start_new_session=True)
+            [sys.executable, "-I", "-B", "-c", boot],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            pass_fds=(theirs.fileno(),),
+            env=SERVER_ENV,
+            cwd="/",
+            start_new_session=True,
+        )
     except BaseException:
         ours.close()
         log.close()

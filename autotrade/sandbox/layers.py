@@ -59,48 +59,212 @@ _EPERM, _ENOSYS = 1, 38
 
 # Syscalls a strategy never needs. Names the running kernel/library does not know are skipped.
 _DENIED_SYSCALLS = (
-    "execve", "execveat", "fork", "vfork", "creat", "openat2", "open_by_handle_at", "name_to_handle_at",
-    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
-    "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir",
-    "link", "linkat", "symlink", "symlinkat", "mknod", "mknodat", "truncate",
-    "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown", "fchownat",
-    "utime", "utimes", "utimensat", "futimesat",
-    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
-    "mount", "umount2", "pivot_root", "chroot", "setns", "unshare", "mount_setattr", "move_mount",
-    "open_tree", "fsopen", "fsconfig", "fsmount", "fspick",
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_open", "pidfd_getfd",
-    "pidfd_send_signal", "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
-    "setrlimit", "io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "perf_event_open",
-    "userfaultfd", "keyctl", "add_key", "request_key", "init_module", "finit_module", "delete_module",
-    "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "acct", "quotactl",
-    "sethostname", "setdomainname", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-    "iopl", "ioperm", "personality", "vhangup", "fanotify_init",
+    "execve",
+    "execveat",
+    "fork",
+    "vfork",
+    "creat",
+    "openat2",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "socket",
+    "socketpair",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "unlink",
+    "unlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "mkdir",
+    "mkdirat",
+    "rmdir",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "mknod",
+    "mknodat",
+    "truncate",
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "utime",
+    "utimes",
+    "utimensat",
+    "futimesat",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "setns",
+    "unshare",
+    "mount_setattr",
+    "move_mount",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "pidfd_open",
+    "pidfd_getfd",
+    "pidfd_send_signal",
+    "kill",
+    "tkill",
+    "tgkill",
+    "rt_sigqueueinfo",
+    "rt_tgsigqueueinfo",
+    "setrlimit",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "quotactl",
+    "sethostname",
+    "setdomainname",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "iopl",
+    "ioperm",
+    "personality",
+    "vhangup",
+    "fanotify_init",
     # SysV/POSIX IPC would let two workers smuggle state past the look-ahead gate.
-    "shmget", "shmat", "msgget", "msgsnd", "semget", "semop", "semtimedop", "mq_open",
+    "shmget",
+    "shmat",
+    "msgget",
+    "msgsnd",
+    "semget",
+    "semop",
+    "semtimedop",
+    "mq_open",
 )
 
 # Audit events a sealed worker may raise freely: attribute access on frames/tracebacks
 # (warnings, tracebacks), sys._getframe (pandas' warnings need it), type attribute writes
 # (monkeypatching only affects the worker itself).
-_FREE_EVENTS = frozenset({
-    "object.__getattr__", "object.__setattr__", "object.__delattr__", "sys._getframe",
-    "builtins.id", "array.__new__", "time.sleep", "sys.excepthook", "sys.unraisablehook",
-})
+_FREE_EVENTS = frozenset(
+    {
+        "object.__getattr__",
+        "object.__setattr__",
+        "object.__delattr__",
+        "sys._getframe",
+        "builtins.id",
+        "array.__new__",
+        "time.sleep",
+        "sys.excepthook",
+        "sys.unraisablehook",
+    }
+)
 # Modules no strategy needs, even indirectly; the import is refused whoever asks.
-_DENIED_IMPORTS = frozenset({
-    "ctypes", "_ctypes", "socket", "_socket", "ssl", "_ssl", "subprocess", "_posixsubprocess",
-    "multiprocessing", "_multiprocessing", "concurrent", "asyncio", "mmap", "pty", "tty", "termios",
-    "fcntl", "resource", "select", "selectors", "urllib", "http", "ftplib", "smtplib", "imaplib",
-    "poplib", "nntplib", "telnetlib", "xmlrpc", "socketserver", "webbrowser", "shutil", "tempfile",
-    "sqlite3", "_sqlite3", "dbm", "shelve", "pdb", "bdb", "code", "codeop", "runpy", "pickle",
-    "_pickle", "marshal", "zipimport", "faulthandler", "tracemalloc", "pkgutil", "glob", "platform",
-    "sysconfig", "site", "venv", "ensurepip", "distutils", "setuptools", "pip", "_thread",
-    "cffi", "_cffi_backend", "psutil", "requests", "urllib3", "httpx", "openai", "dotenv", "autotrade",
-})
+_DENIED_IMPORTS = frozenset(
+    {
+        "ctypes",
+        "_ctypes",
+        "socket",
+        "_socket",
+        "ssl",
+        "_ssl",
+        "subprocess",
+        "_posixsubprocess",
+        "multiprocessing",
+        "_multiprocessing",
+        "concurrent",
+        "asyncio",
+        "mmap",
+        "pty",
+        "tty",
+        "termios",
+        "fcntl",
+        "resource",
+        "select",
+        "selectors",
+        "urllib",
+        "http",
+        "ftplib",
+        "smtplib",
+        "imaplib",
+        "poplib",
+        "nntplib",
+        "telnetlib",
+        "xmlrpc",
+        "socketserver",
+        "webbrowser",
+        "shutil",
+        "tempfile",
+        "sqlite3",
+        "_sqlite3",
+        "dbm",
+        "shelve",
+        "pdb",
+        "bdb",
+        "code",
+        "codeop",
+        "runpy",
+        "pickle",
+        "_pickle",
+        "marshal",
+        "zipimport",
+        "faulthandler",
+        "tracemalloc",
+        "pkgutil",
+        "glob",
+        "platform",
+        "sysconfig",
+        "site",
+        "venv",
+        "ensurepip",
+        "distutils",
+        "setuptools",
+        "pip",
+        "_thread",
+        "cffi",
+        "_cffi_backend",
+        "psutil",
+        "requests",
+        "urllib3",
+        "httpx",
+        "openai",
+        "dotenv",
+        "autotrade",
+    }
+)
 _IMPORT_MACHINERY = ("<frozen importlib", os.path.dirname(os.path.realpath(__import__("importlib").__file__)))
 # Stdlib code that legitimately compiles and execs generated source (namedtuple, dataclass).
-_CODEGEN_FILES = frozenset(os.path.realpath(m.__file__) for m in (
-    __import__("collections"), __import__("dataclasses")))
+_CODEGEN_FILES = frozenset(os.path.realpath(m.__file__) for m in (__import__("collections"), __import__("dataclasses")))
 # ast.parse compiles to a syntax tree only (pandas' eval/query parse their expression this way).
 _PARSE_ONLY_FILES = frozenset({os.path.realpath(__import__("ast").__file__)})
 _ZONEINFO = "/usr/share/zoneinfo"  # named time zones (tz_localize("US/Eastern")) are read from here
@@ -133,8 +297,9 @@ def library_roots() -> tuple[str, ...]:
 
     paths: set[str] = set()
     for base, platbase in ((sys.prefix, sys.exec_prefix), (sys.base_prefix, sys.base_exec_prefix)):
-        scheme = sysconfig.get_paths(vars={"base": base, "platbase": platbase,
-                                           "installed_base": base, "installed_platbase": platbase})
+        scheme = sysconfig.get_paths(
+            vars={"base": base, "platbase": platbase, "installed_base": base, "installed_platbase": platbase}
+        )
         paths.update(scheme[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
     paths.update(os.path.dirname(os.path.dirname(m.__file__)) for m in (numpy, pandas))
     paths.update(p for p in sys.path if "site-packages" in p or "dist-packages" in p)
@@ -164,8 +329,9 @@ def _system_binds() -> tuple[list[str], list[tuple[str, str]]]:
     return binds, links
 
 
-def enter_namespaces(roots: tuple[str, ...], host_uid: int, host_gid: int,
-                     faults: frozenset[str] = frozenset()) -> dict[str, bool | str]:
+def enter_namespaces(
+    roots: tuple[str, ...], host_uid: int, host_gid: int, faults: frozenset[str] = frozenset()
+) -> dict[str, bool | str]:
     """In the fork server: a new network namespace and a read-only filesystem view of `roots` only.
 
     Returns {"network_namespace": True|reason, "filesystem_view": True|reason}. Root (by the
@@ -196,8 +362,11 @@ def enter_namespaces(roots: tuple[str, ...], host_uid: int, host_gid: int,
             return {"network_namespace": f"unavailable ({exc2.strerror})", "filesystem_view": view}
     try:
         if user:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"{host_uid} {host_uid} 1"),
-                               ("gid_map", f"{host_gid} {host_gid} 1")):
+            for name, text in (
+                ("setgroups", "deny"),
+                ("uid_map", f"{host_uid} {host_uid} 1"),
+                ("gid_map", f"{host_gid} {host_gid} 1"),
+            ):
                 with open(f"/proc/self/{name}", "w") as handle:
                     handle.write(text)
         if view is True:
@@ -215,6 +384,7 @@ def enter_namespaces(roots: tuple[str, ...], host_uid: int, host_gid: int,
 
 def drop_capabilities() -> None:
     """capset(2) with empty sets: no capability, in this namespace or any other, for us or our children."""
+
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
@@ -228,18 +398,29 @@ def drop_capabilities() -> None:
 
 def _chroot_into_view(libc: ctypes.CDLL, roots: tuple[str, ...], faults: frozenset[str]) -> None:
     """Mount a tmpfs, bind the library dirs read-only at their own paths, make it read-only, chroot."""
+
     def mount(source: str | None, target: str, fstype: str | None, flags: int, data: bytes | None = None) -> None:
         if "mount" in faults:
             raise _simulated(f"mount {target}")
-        _check(libc.mount(source.encode() if source else None, target.encode(),
-                          fstype.encode() if fstype else None, flags, data), f"mount {target}")
+        _check(
+            libc.mount(
+                source.encode() if source else None, target.encode(), fstype.encode() if fstype else None, flags, data
+            ),
+            f"mount {target}",
+        )
 
     binds, links = _system_binds()
     sources = _outermost([*roots, *binds])
     # The new root's mount point must not hide any bind source; mounts stay inside our namespace.
     spots = ("/mnt", "/media", "/srv", "/opt", "/var/tmp", "/tmp", "/home")
-    top = next((d for d in spots if os.path.isdir(d) and not os.path.islink(d)
-                and not any(s == d or s.startswith(d + "/") for s in sources)), None)
+    top = next(
+        (
+            d
+            for d in spots
+            if os.path.isdir(d) and not os.path.islink(d) and not any(s == d or s.startswith(d + "/") for s in sources)
+        ),
+        None,
+    )
     if top is None:
         raise OSError(0, "no directory to mount the view on")
     mount(None, "/", None, _MS_REC | _MS_PRIVATE)
@@ -310,16 +491,25 @@ def build_seccomp_filter(faults: frozenset[str] = frozenset()) -> bytes:
         raise OSError(0, "libseccomp.so.2 not found")
 
     class ArgCmp(ctypes.Structure):
-        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
-                    ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+        _fields_ = [
+            ("arg", ctypes.c_uint),
+            ("op", ctypes.c_int),
+            ("datum_a", ctypes.c_uint64),
+            ("datum_b", ctypes.c_uint64),
+        ]
 
     masked_eq, not_equal = 7, 1
     allow = 0x7FFF0000
     deny, no_such_call = 0x00050000 | _EPERM, 0x00050000 | _ENOSYS
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                           ctypes.POINTER(ArgCmp)]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(ArgCmp),
+    ]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
@@ -369,6 +559,7 @@ def build_seccomp_filter(faults: frozenset[str] = frozenset()) -> bytes:
 
 def apply_seccomp(program: bytes) -> None:
     """Load a BPF program (from build_seccomp_filter) into this process, after setting no_new_privs."""
+
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
@@ -483,10 +674,15 @@ def limit_blas_threads() -> bool | str:
         return True if len(os.listdir("/proc/self/task")) == 1 else "a threaded library other than OpenBLAS"
     for library in sorted(libraries):
         handle = ctypes.CDLL(library)  # already loaded: the same handle
-        names = [(f"{p}openblas_set_num_threads{s}", f"{p}openblas_get_num_threads{s}")
-                 for p in ("", "scipy_") for s in ("", "64_", "_64")]
-        found = next(((getattr(handle, a), getattr(handle, b)) for a, b in names
-                      if hasattr(handle, a) and hasattr(handle, b)), None)
+        names = [
+            (f"{p}openblas_set_num_threads{s}", f"{p}openblas_get_num_threads{s}")
+            for p in ("", "scipy_")
+            for s in ("", "64_", "_64")
+        ]
+        found = next(
+            ((getattr(handle, a), getattr(handle, b)) for a, b in names if hasattr(handle, a) and hasattr(handle, b)),
+            None,
+        )
         if found is None:
             return f"no thread control in {os.path.basename(library)}"
         found[0](1)
@@ -514,8 +710,9 @@ def install_audit_hook(read_roots: tuple[str, ...], candidate_code: types.CodeTy
     sys.addaudithook(hook)
 
 
-def _make_hook(prefixes: tuple[str, ...], exact: frozenset[str],
-               candidate_code: types.CodeType) -> Callable[[str, tuple[Any, ...]], None]:
+def _make_hook(
+    prefixes: tuple[str, ...], exact: frozenset[str], candidate_code: types.CodeType
+) -> Callable[[str, tuple[Any, ...]], None]:
     realpath, fsdecode, getframe = os.path.realpath, os.fsdecode, sys._getframe
     code_type = types.CodeType
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -567,8 +764,9 @@ def _make_hook(prefixes: tuple[str, ...], exact: frozenset[str],
             code = args[0]
             if code is candidate_code:  # the harness runs the block's top level in each fresh namespace
                 return
-            if type(code) is code_type and (code.co_filename.startswith(prefixes)
-                                            or code.co_filename.startswith("<frozen ")):
+            if type(code) is code_type and (
+                code.co_filename.startswith(prefixes) or code.co_filename.startswith("<frozen ")
+            ):
                 return
             if realpath(caller_file(2)) in codegen:
                 return

@@ -120,11 +120,18 @@ def begin_one_shot() -> None:
     atexit.register(gc.freeze)
 
 
-def evaluate(block: str, data_dir: Path, windows: Sequence[str], fill: str, cost_bps: float,
-             timeout_s: float) -> Evaluation | Report:
+def evaluate(
+    block: str, data_dir: Path, windows: Sequence[str], fill: str, cost_bps: float, timeout_s: float
+) -> Evaluation | Report:
     """Evaluate `block` on the prepared data in `data_dir`: in the helper when there is one, else here."""
-    request = {"block": block, "data_dir": str(data_dir), "windows": list(windows), "fill": fill,
-               "cost_bps": cost_bps, "timeout_s": timeout_s}
+    request = {
+        "block": block,
+        "data_dir": str(data_dir),
+        "windows": list(windows),
+        "fill": fill,
+        "cost_bps": cost_bps,
+        "timeout_s": timeout_s,
+    }
     helper = _take_helper()
     if helper is None:
         from autotrade.sandbox.worker import prestart
@@ -157,13 +164,15 @@ def _take_helper() -> _Helper | None:
 
 
 def _evaluate_here(request: dict[str, Any]) -> Evaluation:
-    from autotrade.engine.backtest import BacktestSettings, Fill
     from autotrade.data import load_prepared
+    from autotrade.engine.backtest import BacktestSettings, Fill
     from autotrade.evaluation.evaluate import EvalSettings, evaluate_block, finish_gate
 
     data = load_prepared(request["data_dir"])
-    settings = EvalSettings(backtest=BacktestSettings(fill=Fill(request["fill"]), cost_bps=request["cost_bps"]),
-                            timeout_s=request["timeout_s"])
+    settings = EvalSettings(
+        backtest=BacktestSettings(fill=Fill(request["fill"]), cost_bps=request["cost_bps"]),
+        timeout_s=request["timeout_s"],
+    )
     windows = tuple(request["windows"])
     evaluation = evaluate_block(request["block"], data, windows=windows, settings=settings)
     return finish_gate(evaluation, request["block"], data, settings, windows)  # a one-off verdict is a whole one
@@ -198,8 +207,12 @@ def _answer(request: dict[str, Any]) -> dict[str, Any]:
         evaluation = _evaluate_here(request)
     except AutotradeError as exc:
         return {"error": {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}}
-    return {"status": str(evaluation.status), "message": evaluation.message, "windows": evaluation.windows,
-            "record": evaluation.to_record()}
+    return {
+        "status": str(evaluation.status),
+        "message": evaluation.message,
+        "windows": evaluation.windows,
+        "record": evaluation.to_record(),
+    }
 
 
 class _RemoteTraceback(Exception):

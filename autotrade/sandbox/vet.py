@@ -58,62 +58,318 @@ ALLOWED_IMPORTS = {
 
 # numpy: arithmetic, ufuncs, reductions and array construction. Not lib, ctypeslib, testing, f2py, I/O,
 # random (irreproducible), fft or polynomial (whole-sample transforms nobody needs here).
-NUMPY_ATTRIBUTES = frozenset({
-    # constants and dtypes
-    "nan", "inf", "pi", "e", "euler_gamma", "newaxis",
-    "float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool", "bool_",
-    "integer", "floating", "number", "ndarray", "dtype", "datetime64", "timedelta64",
-    # construction and shape
-    "array", "asarray", "asanyarray", "arange", "linspace", "zeros", "ones", "full", "empty", "zeros_like",
-    "ones_like", "full_like", "empty_like", "eye", "identity", "copy", "concatenate", "stack", "vstack",
-    "hstack", "column_stack", "append", "repeat", "tile", "reshape", "ravel", "squeeze", "expand_dims",
-    "atleast_1d", "transpose", "flip", "roll", "sort", "argsort", "unique", "searchsorted", "digitize",
-    "bincount", "histogram", "shape", "ndim", "size", "isscalar",
-    # elementwise math
-    "abs", "absolute", "fabs", "sign", "sqrt", "cbrt", "square", "exp", "exp2", "expm1", "log", "log1p",
-    "log2", "log10", "power", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh",
-    "tanh", "arcsinh", "arccosh", "arctanh", "degrees", "radians", "floor", "ceil", "trunc", "rint", "round",
-    "around", "fix", "clip", "maximum", "minimum", "fmax", "fmin", "add", "subtract", "multiply", "divide",
-    "true_divide", "floor_divide", "mod", "remainder", "fmod", "reciprocal", "negative", "positive", "hypot",
-    "copysign", "signbit", "heaviside", "logaddexp", "nan_to_num",
-    # comparison and logic
-    "isnan", "isinf", "isfinite", "isclose", "allclose", "array_equal", "isin", "where", "select", "choose",
-    "piecewise", "logical_and", "logical_or", "logical_not", "logical_xor", "greater", "greater_equal",
-    "less", "less_equal", "equal", "not_equal", "all", "any", "nonzero", "flatnonzero", "argwhere",
-    "count_nonzero",
-    # reductions, running statistics, regression
-    "sum", "prod", "mean", "median", "std", "var", "min", "max", "amin", "amax", "ptp", "argmin", "argmax",
-    "cumsum", "cumprod", "diff", "ediff1d", "gradient", "percentile", "quantile", "average", "nanmean",
-    "nanmedian", "nanstd", "nanvar", "nansum", "nanprod", "nanmin", "nanmax", "nanargmin", "nanargmax",
-    "nancumsum", "nancumprod", "nanpercentile", "nanquantile", "corrcoef", "cov", "correlate", "convolve",
-    "dot", "matmul", "inner", "outer", "trapezoid", "interp", "polyfit", "polyval",
-    # helpers that take the block's own callables, and a scoped error-state manager
-    "vectorize", "apply_along_axis", "errstate",
-    # submodules, with their own allowlists below
-    "linalg", "random",
-})
+NUMPY_ATTRIBUTES = frozenset(
+    {
+        # constants and dtypes
+        "nan",
+        "inf",
+        "pi",
+        "e",
+        "euler_gamma",
+        "newaxis",
+        "float64",
+        "float32",
+        "float16",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "bool",
+        "bool_",
+        "integer",
+        "floating",
+        "number",
+        "ndarray",
+        "dtype",
+        "datetime64",
+        "timedelta64",
+        # construction and shape
+        "array",
+        "asarray",
+        "asanyarray",
+        "arange",
+        "linspace",
+        "zeros",
+        "ones",
+        "full",
+        "empty",
+        "zeros_like",
+        "ones_like",
+        "full_like",
+        "empty_like",
+        "eye",
+        "identity",
+        "copy",
+        "concatenate",
+        "stack",
+        "vstack",
+        "hstack",
+        "column_stack",
+        "append",
+        "repeat",
+        "tile",
+        "reshape",
+        "ravel",
+        "squeeze",
+        "expand_dims",
+        "atleast_1d",
+        "transpose",
+        "flip",
+        "roll",
+        "sort",
+        "argsort",
+        "unique",
+        "searchsorted",
+        "digitize",
+        "bincount",
+        "histogram",
+        "shape",
+        "ndim",
+        "size",
+        "isscalar",
+        # elementwise math
+        "abs",
+        "absolute",
+        "fabs",
+        "sign",
+        "sqrt",
+        "cbrt",
+        "square",
+        "exp",
+        "exp2",
+        "expm1",
+        "log",
+        "log1p",
+        "log2",
+        "log10",
+        "power",
+        "sin",
+        "cos",
+        "tan",
+        "arcsin",
+        "arccos",
+        "arctan",
+        "arctan2",
+        "sinh",
+        "cosh",
+        "tanh",
+        "arcsinh",
+        "arccosh",
+        "arctanh",
+        "degrees",
+        "radians",
+        "floor",
+        "ceil",
+        "trunc",
+        "rint",
+        "round",
+        "around",
+        "fix",
+        "clip",
+        "maximum",
+        "minimum",
+        "fmax",
+        "fmin",
+        "add",
+        "subtract",
+        "multiply",
+        "divide",
+        "true_divide",
+        "floor_divide",
+        "mod",
+        "remainder",
+        "fmod",
+        "reciprocal",
+        "negative",
+        "positive",
+        "hypot",
+        "copysign",
+        "signbit",
+        "heaviside",
+        "logaddexp",
+        "nan_to_num",
+        # comparison and logic
+        "isnan",
+        "isinf",
+        "isfinite",
+        "isclose",
+        "allclose",
+        "array_equal",
+        "isin",
+        "where",
+        "select",
+        "choose",
+        "piecewise",
+        "logical_and",
+        "logical_or",
+        "logical_not",
+        "logical_xor",
+        "greater",
+        "greater_equal",
+        "less",
+        "less_equal",
+        "equal",
+        "not_equal",
+        "all",
+        "any",
+        "nonzero",
+        "flatnonzero",
+        "argwhere",
+        "count_nonzero",
+        # reductions, running statistics, regression
+        "sum",
+        "prod",
+        "mean",
+        "median",
+        "std",
+        "var",
+        "min",
+        "max",
+        "amin",
+        "amax",
+        "ptp",
+        "argmin",
+        "argmax",
+        "cumsum",
+        "cumprod",
+        "diff",
+        "ediff1d",
+        "gradient",
+        "percentile",
+        "quantile",
+        "average",
+        "nanmean",
+        "nanmedian",
+        "nanstd",
+        "nanvar",
+        "nansum",
+        "nanprod",
+        "nanmin",
+        "nanmax",
+        "nanargmin",
+        "nanargmax",
+        "nancumsum",
+        "nancumprod",
+        "nanpercentile",
+        "nanquantile",
+        "corrcoef",
+        "cov",
+        "correlate",
+        "convolve",
+        "dot",
+        "matmul",
+        "inner",
+        "outer",
+        "trapezoid",
+        "interp",
+        "polyfit",
+        "polyval",
+        # helpers that take the block's own callables, and a scoped error-state manager
+        "vectorize",
+        "apply_along_axis",
+        "errstate",
+        # submodules, with their own allowlists below
+        "linalg",
+        "random",
+    }
+)
 NUMPY_LINALG_ATTRIBUTES = frozenset({"norm", "lstsq", "solve", "inv", "pinv", "det"})
 # Seeded random numbers are causal and reproducible (the worker seeds the legacy generator before every run).
-NUMPY_RANDOM_ATTRIBUTES = frozenset({
-    "default_rng", "seed", "rand", "randn", "random", "normal", "uniform", "randint", "choice", "permutation",
-    "shuffle", "standard_normal", "exponential", "lognormal", "poisson", "binomial", "beta", "gamma",
-    "Generator", "RandomState", "SeedSequence", "PCG64",
-})
+NUMPY_RANDOM_ATTRIBUTES = frozenset(
+    {
+        "default_rng",
+        "seed",
+        "rand",
+        "randn",
+        "random",
+        "normal",
+        "uniform",
+        "randint",
+        "choice",
+        "permutation",
+        "shuffle",
+        "standard_normal",
+        "exponential",
+        "lognormal",
+        "poisson",
+        "binomial",
+        "beta",
+        "gamma",
+        "Generator",
+        "RandomState",
+        "SeedSequence",
+        "PCG64",
+    }
+)
 # Calendar offsets for date arithmetic (df.index + pd.offsets.MonthEnd(0)).
-PANDAS_OFFSETS_ATTRIBUTES = frozenset({
-    "Day", "Hour", "Minute", "BDay", "BusinessDay", "Week", "MonthEnd", "MonthBegin", "BMonthEnd", "BMonthBegin",
-    "QuarterEnd", "QuarterBegin", "BQuarterEnd", "YearEnd", "YearBegin", "BYearEnd", "DateOffset",
-})
+PANDAS_OFFSETS_ATTRIBUTES = frozenset(
+    {
+        "Day",
+        "Hour",
+        "Minute",
+        "BDay",
+        "BusinessDay",
+        "Week",
+        "MonthEnd",
+        "MonthBegin",
+        "BMonthEnd",
+        "BMonthBegin",
+        "QuarterEnd",
+        "QuarterBegin",
+        "BQuarterEnd",
+        "YearEnd",
+        "YearBegin",
+        "BYearEnd",
+        "DateOffset",
+    }
+)
 
 # pandas: constructors, missing-value tests, reshaping and conversions. Not read_*, io, api, core, compat,
 # options, plotting, eval, testing, util, ExcelFile/HDFStore (file handles).
-PANDAS_ATTRIBUTES = frozenset({
-    "Series", "DataFrame", "Index", "DatetimeIndex", "RangeIndex", "Timestamp", "Timedelta", "DateOffset",
-    "Period", "Categorical", "IndexSlice", "Grouper", "NamedAgg", "NA", "NaT",
-    "isna", "isnull", "notna", "notnull", "concat", "merge", "merge_asof", "to_numeric", "to_datetime",
-    "to_timedelta", "cut", "qcut", "date_range", "bdate_range", "timedelta_range", "unique", "factorize",
-    "get_dummies", "melt", "pivot", "pivot_table", "crosstab", "infer_freq", "offsets",
-})
+PANDAS_ATTRIBUTES = frozenset(
+    {
+        "Series",
+        "DataFrame",
+        "Index",
+        "DatetimeIndex",
+        "RangeIndex",
+        "Timestamp",
+        "Timedelta",
+        "DateOffset",
+        "Period",
+        "Categorical",
+        "IndexSlice",
+        "Grouper",
+        "NamedAgg",
+        "NA",
+        "NaT",
+        "isna",
+        "isnull",
+        "notna",
+        "notnull",
+        "concat",
+        "merge",
+        "merge_asof",
+        "to_numeric",
+        "to_datetime",
+        "to_timedelta",
+        "cut",
+        "qcut",
+        "date_range",
+        "bdate_range",
+        "timedelta_range",
+        "unique",
+        "factorize",
+        "get_dummies",
+        "melt",
+        "pivot",
+        "pivot_table",
+        "crosstab",
+        "infer_freq",
+        "offsets",
+    }
+)
 
 # math: every public name is a pure function or a constant.
 MATH_ATTRIBUTES = frozenset(name for name in dir(math) if not name.startswith("_"))
@@ -154,36 +410,118 @@ CODE_FROM_STRING_ATTRIBUTES = frozenset({"eval", "query"})
 # are vetted like code, so they are the way to build text.
 FORMAT_ATTRIBUTES = frozenset({"format", "format_map"})
 # numpy and pandas file and network I/O (read_* and the I/O to_* are caught by prefix, below).
-FILE_IO_ATTRIBUTES = frozenset({
-    "load", "loads", "save", "savez", "savez_compressed", "savetxt", "loadtxt", "genfromtxt", "fromfile",
-    "fromregex", "tofile", "dump", "dumps", "memmap", "open_memmap", "DataSource", "ExcelFile", "ExcelWriter",
-    "HDFStore",
-})
+FILE_IO_ATTRIBUTES = frozenset(
+    {
+        "load",
+        "loads",
+        "save",
+        "savez",
+        "savez_compressed",
+        "savetxt",
+        "loadtxt",
+        "genfromtxt",
+        "fromfile",
+        "fromregex",
+        "tofile",
+        "dump",
+        "dumps",
+        "memmap",
+        "open_memmap",
+        "DataSource",
+        "ExcelFile",
+        "ExcelWriter",
+        "HDFStore",
+    }
+)
 # Namespaces inside numpy and pandas whose plain attributes reach os, subprocess, ctypes and pickle
 # (pd.io.common.os, np.lib, np.ctypeslib, ndarray.ctypes), and what they would be used for.
-ESCAPE_ATTRIBUTES = frozenset({
-    "io", "lib", "os", "sys", "ctypes", "ctypeslib", "testing", "compat", "core", "api", "util", "builtins",
-    "subprocess", "shutil", "socket", "pickle", "importlib", "f2py", "distutils", "config", "system", "popen",
-    "environ", "cffi",
-})
+ESCAPE_ATTRIBUTES = frozenset(
+    {
+        "io",
+        "lib",
+        "os",
+        "sys",
+        "ctypes",
+        "ctypeslib",
+        "testing",
+        "compat",
+        "core",
+        "api",
+        "util",
+        "builtins",
+        "subprocess",
+        "shutil",
+        "socket",
+        "pickle",
+        "importlib",
+        "f2py",
+        "distutils",
+        "config",
+        "system",
+        "popen",
+        "environ",
+        "cffi",
+    }
+)
 # Plotting, styling and global options: they import matplotlib or jinja2, write files or change the
 # process-wide display state.
-DISPLAY_ATTRIBUTES = frozenset({
-    "plot", "plotting", "hist", "boxplot", "style", "options", "set_option", "get_option", "reset_option",
-    "option_context", "describe_option", "show_versions", "show_config", "set_printoptions",
-})
+DISPLAY_ATTRIBUTES = frozenset(
+    {
+        "plot",
+        "plotting",
+        "hist",
+        "boxplot",
+        "style",
+        "options",
+        "set_option",
+        "get_option",
+        "reset_option",
+        "option_context",
+        "describe_option",
+        "show_versions",
+        "show_config",
+        "set_printoptions",
+    }
+)
 # Frames, tracebacks, code objects and the class hierarchy: the walk from a generator to the harness.
-INTROSPECTION_ATTRIBUTES = frozenset({
-    "mro", "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace", "f_lasti", "f_lineno",
-})
+INTROSPECTION_ATTRIBUTES = frozenset(
+    {
+        "mro",
+        "f_back",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "f_code",
+        "f_trace",
+        "f_lasti",
+        "f_lineno",
+    }
+)
 # func_: Cython functions (pandas' Timestamp methods and many more) expose func_globals, func_code...
 INTROSPECTION_PREFIXES = ("gi_", "cr_", "ag_", "tb_", "co_", "func_")
 # The only to_* names allowed: in-memory conversions (the rest of pandas' to_* write files or clipboards).
-CONVERSION_ATTRIBUTES = frozenset({
-    "to_numpy", "to_list", "to_dict", "to_frame", "to_series", "to_records", "to_flat_index", "to_period",
-    "to_timestamp", "to_datetime", "to_timedelta", "to_numeric", "to_pydatetime", "to_datetime64",
-    "to_timedelta64", "to_pytimedelta", "to_offset", "to_julian_date",
-})
+CONVERSION_ATTRIBUTES = frozenset(
+    {
+        "to_numpy",
+        "to_list",
+        "to_dict",
+        "to_frame",
+        "to_series",
+        "to_records",
+        "to_flat_index",
+        "to_period",
+        "to_timestamp",
+        "to_datetime",
+        "to_timedelta",
+        "to_numeric",
+        "to_pydatetime",
+        "to_datetime64",
+        "to_timedelta64",
+        "to_pytimedelta",
+        "to_offset",
+        "to_julian_date",
+    }
+)
 
 ATTRIBUTE_RULES: dict[str, str] = {
     **dict.fromkeys(
@@ -196,11 +534,29 @@ ATTRIBUTE_RULES: dict[str, str] = {
     **dict.fromkeys(INTROSPECTION_ATTRIBUTES, "frame and class introspection is blocked"),
 }
 # pandas' string dispatch (df.apply("to_csv", ...), agg, transform) turns a string into a method call.
-PANDAS_WRITERS = frozenset({
-    "to_clipboard", "to_csv", "to_excel", "to_feather", "to_gbq", "to_hdf", "to_html", "to_iceberg",
-    "to_json", "to_latex", "to_markdown", "to_orc", "to_parquet", "to_pickle", "to_sql", "to_stata",
-    "to_string", "to_xarray", "to_xml",
-})
+PANDAS_WRITERS = frozenset(
+    {
+        "to_clipboard",
+        "to_csv",
+        "to_excel",
+        "to_feather",
+        "to_gbq",
+        "to_hdf",
+        "to_html",
+        "to_iceberg",
+        "to_json",
+        "to_latex",
+        "to_markdown",
+        "to_orc",
+        "to_parquet",
+        "to_pickle",
+        "to_sql",
+        "to_stata",
+        "to_string",
+        "to_xarray",
+        "to_xml",
+    }
+)
 DENIED_STRINGS = CODE_FROM_STRING_ATTRIBUTES | FORMAT_ATTRIBUTES | FILE_IO_ATTRIBUTES | PANDAS_WRITERS
 DUNDER_IN_STRING = re.compile(r"__\w+__")
 
@@ -214,7 +570,10 @@ DUNDER_IN_STRING = re.compile(r"__\w+__")
 # ---------------------------------------------------------------------------------------------------------
 # method -> the positional arguments that may be a function, as (first, end); end None means all the rest.
 DISPATCH_POSITIONS: dict[str, tuple[int, int | None]] = {
-    "agg": (0, 1), "aggregate": (0, 1), "apply": (0, 1), "transform": (0, 1),
+    "agg": (0, 1),
+    "aggregate": (0, 1),
+    "apply": (0, 1),
+    "transform": (0, 1),
     "filter": (0, 1),  # SeriesGroupBy.filter(name) calls getattr(group, name); a frame's filter takes items=
     "NamedAgg": (1, 2),  # NamedAgg(column, aggfunc, *args for aggfunc)
     # df.pivot_table(values, index, columns, aggfunc, ...); "all the rest" also covers the unbound
@@ -229,12 +588,46 @@ DISPATCH_KEYWORDS = frozenset({"func", "arg", "aggfunc"})
 NAMED_AGGREGATION_METHODS = frozenset({"agg", "aggregate", "transform"})
 NOT_NAMED_AGGREGATIONS = frozenset({"axis", "engine", "engine_kwargs"})
 # Names pandas may be given as literal strings: reducers and transforms that take no function themselves.
-DISPATCH_NAMES = frozenset({
-    "mean", "median", "sum", "prod", "std", "var", "sem", "min", "max", "count", "size", "nunique", "first",
-    "last", "skew", "kurt", "kurtosis", "quantile", "idxmax", "idxmin", "all", "any", "ohlc", "describe",
-    "cumsum", "cumprod", "cummax", "cummin", "cumcount", "rank", "pct_change", "diff", "shift", "ffill",
-    "abs", "round",
-})
+DISPATCH_NAMES = frozenset(
+    {
+        "mean",
+        "median",
+        "sum",
+        "prod",
+        "std",
+        "var",
+        "sem",
+        "min",
+        "max",
+        "count",
+        "size",
+        "nunique",
+        "first",
+        "last",
+        "skew",
+        "kurt",
+        "kurtosis",
+        "quantile",
+        "idxmax",
+        "idxmin",
+        "all",
+        "any",
+        "ohlc",
+        "describe",
+        "cumsum",
+        "cumprod",
+        "cummax",
+        "cummin",
+        "cumcount",
+        "rank",
+        "pct_change",
+        "diff",
+        "shift",
+        "ffill",
+        "abs",
+        "round",
+    }
+)
 FUNCTION_HINT = "pass a function (def or lambda), a numpy function such as np.mean, or a literal name such as 'mean'"
 DISPATCH_RULE = f"pandas looks a function given by name up on the object; {FUNCTION_HINT}"
 UNPACKING_RULE = "pandas could take a function name from it; pass the arguments one by one"
@@ -250,15 +643,60 @@ FUNCTION_BINDINGS = frozenset({DEFINED, IMPORTED_FUNCTION})
 # Builtins. Allowed: pure values and iteration. Everything else in builtins is rejected in every role
 # (call, reference, parameter, assignment), so shadowing it in one function cannot unlock it in another.
 # ---------------------------------------------------------------------------------------------------------
-ALLOWED_BUILTINS = frozenset({
-    "abs", "all", "any", "ascii", "bin", "bool", "bytes", "callable", "chr", "complex", "dict", "divmod",
-    "enumerate", "filter", "float", "format", "frozenset", "hasattr", "hash", "hex", "int", "isinstance",
-    "issubclass", "iter", "len", "list", "map", "max", "min", "next", "oct", "ord", "pow", "print", "range",
-    "repr", "reversed", "round", "set", "slice", "sorted", "str", "sum", "tuple", "zip", "Ellipsis",
-    "NotImplemented",
-})
+ALLOWED_BUILTINS = frozenset(
+    {
+        "abs",
+        "all",
+        "any",
+        "ascii",
+        "bin",
+        "bool",
+        "bytes",
+        "callable",
+        "chr",
+        "complex",
+        "dict",
+        "divmod",
+        "enumerate",
+        "filter",
+        "float",
+        "format",
+        "frozenset",
+        "hasattr",
+        "hash",
+        "hex",
+        "int",
+        "isinstance",
+        "issubclass",
+        "iter",
+        "len",
+        "list",
+        "map",
+        "max",
+        "min",
+        "next",
+        "oct",
+        "ord",
+        "pow",
+        "print",
+        "range",
+        "repr",
+        "reversed",
+        "round",
+        "set",
+        "slice",
+        "sorted",
+        "str",
+        "sum",
+        "tuple",
+        "zip",
+        "Ellipsis",
+        "NotImplemented",
+    }
+)
 EXCEPTION_NAMES = frozenset(
-    name for name, value in vars(builtins).items()
+    name
+    for name, value in vars(builtins).items()
     if isinstance(value, type) and issubclass(value, BaseException) and not name.startswith("_")
 )
 BUILTIN_RULES: dict[str, str] = {
@@ -281,17 +719,40 @@ BUILTIN_RULES: dict[str, str] = {
     ),
 }
 FORBIDDEN_BUILTINS = frozenset(BUILTIN_RULES) | frozenset(
-    name for name in dir(builtins)
+    name
+    for name in dir(builtins)
     if not name.startswith("_") and name not in ALLOWED_BUILTINS and name not in EXCEPTION_NAMES
 )
 # Modules that reach the operating system: never a name in the block, in any role.
-ESCAPE_MODULE_NAMES = frozenset({
-    "os", "sys", "subprocess", "shutil", "socket", "builtins", "importlib", "pickle", "ctypes", "pathlib",
-})
+ESCAPE_MODULE_NAMES = frozenset(
+    {
+        "os",
+        "sys",
+        "subprocess",
+        "shutil",
+        "socket",
+        "builtins",
+        "importlib",
+        "pickle",
+        "ctypes",
+        "pathlib",
+    }
+)
 # Other modules a model may reach for; when the block does not define the name, say what is available.
-KNOWN_MODULE_NAMES = ESCAPE_MODULE_NAMES | frozenset({
-    "io", "requests", "urllib", "json", "time", "datetime", "random", "scipy", "sklearn", "talib",
-})
+KNOWN_MODULE_NAMES = ESCAPE_MODULE_NAMES | frozenset(
+    {
+        "io",
+        "requests",
+        "urllib",
+        "json",
+        "time",
+        "datetime",
+        "random",
+        "scipy",
+        "sklearn",
+        "talib",
+    }
+)
 
 # Syntax that strategies never need, with what to do instead.
 REJECTED_SYNTAX: dict[type, tuple[str, str]] = {
@@ -304,24 +765,81 @@ REJECTED_SYNTAX: dict[type, tuple[str, str]] = {
 }
 # Leaves with nothing to check.
 LEAF_TYPES = frozenset(
-    cls for base in (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
+    cls
+    for base in (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
     for cls in base.__subclasses__()
 )
 # Nodes checked only through their children.
-PLAIN_NODES = frozenset({
-    ast.Return, ast.Delete, ast.Assign, ast.AugAssign, ast.For, ast.While, ast.If, ast.With,
-    ast.Raise, ast.Try, ast.TryStar, ast.Assert, ast.Expr, ast.Pass, ast.Break, ast.Continue,
-    ast.BoolOp, ast.NamedExpr, ast.BinOp, ast.UnaryOp, ast.Lambda, ast.IfExp, ast.Dict, ast.Set,
-    ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Yield, ast.YieldFrom, ast.Compare,
-    ast.FormattedValue, ast.JoinedStr, ast.Subscript, ast.Starred, ast.List, ast.Tuple, ast.Slice,
-    ast.keyword, ast.withitem,
-})
+PLAIN_NODES = frozenset(
+    {
+        ast.Return,
+        ast.Delete,
+        ast.Assign,
+        ast.AugAssign,
+        ast.For,
+        ast.While,
+        ast.If,
+        ast.With,
+        ast.Raise,
+        ast.Try,
+        ast.TryStar,
+        ast.Assert,
+        ast.Expr,
+        ast.Pass,
+        ast.Break,
+        ast.Continue,
+        ast.BoolOp,
+        ast.NamedExpr,
+        ast.BinOp,
+        ast.UnaryOp,
+        ast.Lambda,
+        ast.IfExp,
+        ast.Dict,
+        ast.Set,
+        ast.ListComp,
+        ast.SetComp,
+        ast.DictComp,
+        ast.GeneratorExp,
+        ast.Yield,
+        ast.YieldFrom,
+        ast.Compare,
+        ast.FormattedValue,
+        ast.JoinedStr,
+        ast.Subscript,
+        ast.Starred,
+        ast.List,
+        ast.Tuple,
+        ast.Slice,
+        ast.keyword,
+        ast.withitem,
+    }
+)
 # Nodes a top-level constant may contain (calls are checked separately).
-CONSTANT_NODES = frozenset({
-    ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp, ast.BoolOp, ast.Compare,
-    ast.IfExp, ast.Name, ast.Attribute, ast.Subscript, ast.Slice, ast.Starred, ast.keyword, ast.JoinedStr,
-    ast.FormattedValue,
-}) | LEAF_TYPES
+CONSTANT_NODES = (
+    frozenset(
+        {
+            ast.Constant,
+            ast.Tuple,
+            ast.List,
+            ast.Set,
+            ast.Dict,
+            ast.UnaryOp,
+            ast.BinOp,
+            ast.BoolOp,
+            ast.Compare,
+            ast.IfExp,
+            ast.Name,
+            ast.Attribute,
+            ast.Subscript,
+            ast.Slice,
+            ast.Starred,
+            ast.keyword,
+            ast.JoinedStr,
+            ast.FormattedValue,
+        }
+    )
+    | LEAF_TYPES
+)
 ATTRIBUTE_ASSIGNMENT_RULE = (
     "attribute assignment can patch pandas, numpy or the harness; set columns with df['x'] = ..."
 )
@@ -336,9 +854,19 @@ DEFAULT_RULE = (
     f"default values are evaluated when the function is defined, so they must be constants: {CONSTANT_KINDS}; "
     "compute anything else inside the function"
 )
-ANNOTATION_NODES = frozenset({
-    ast.Name, ast.Attribute, ast.Subscript, ast.Constant, ast.Tuple, ast.List, ast.BinOp, ast.BitOr, ast.Load,
-})
+ANNOTATION_NODES = frozenset(
+    {
+        ast.Name,
+        ast.Attribute,
+        ast.Subscript,
+        ast.Constant,
+        ast.Tuple,
+        ast.List,
+        ast.BinOp,
+        ast.BitOr,
+        ast.Load,
+    }
+)
 ANNOTATION_RULE = (
     "annotations are evaluated when the function is defined; use names, attributes, subscripts and | "
     "such as pd.Series, list[float] or int | None"
@@ -368,8 +896,11 @@ def vet_block(block: str, require: Iterable[str] = REQUIRED_FUNCTIONS) -> Vetted
     _check_characters(block)  # first: later messages quote the block's lines
     if len(block) > MAX_BLOCK_CHARS:
         line = block.count("\n", 0, MAX_BLOCK_CHARS) + 1
-        _reject(line, f"a block of {len(block):,} characters",
-                f"blocks are limited to {MAX_BLOCK_CHARS:,} characters; keep the strategy short")
+        _reject(
+            line,
+            f"a block of {len(block):,} characters",
+            f"blocks are limited to {MAX_BLOCK_CHARS:,} characters; keep the strategy short",
+        )
     _check_delimiter_lines(block)
     tree = _parse(block)
     vetter = _Vetter(block)
@@ -489,8 +1020,11 @@ def _check_required(vetter: _Vetter, require: tuple[str, ...]) -> None:
     """The required functions exist at top level; each of the two entry points takes one argument."""
     for name in require:
         if name not in vetter.function_nodes:
-            _reject(1, f"a block without {name}()",
-                    "the block must define generate_features(df) and strategy_logic(row) at top level")
+            _reject(
+                1,
+                f"a block without {name}()",
+                "the block must define generate_features(df) and strategy_logic(row) at top level",
+            )
     for name, param in (("generate_features", "df"), ("strategy_logic", "row")):
         node = vetter.function_nodes.get(name)
         if node is None:
@@ -562,14 +1096,18 @@ class _Vetter:
                 if isinstance(element, ast.Attribute):
                     _reject(stmt.lineno, f"assigning to attribute '{element.attr}'", ATTRIBUTE_ASSIGNMENT_RULE)
                 if not isinstance(element, ast.Name):
-                    _reject(stmt.lineno, "a top-level assignment to anything but plain names",
-                            "top-level assignments may only bind constant names")
+                    _reject(
+                        stmt.lineno,
+                        "a top-level assignment to anything but plain names",
+                        "top-level assignments may only bind constant names",
+                    )
                 if element.id in REQUIRED_FUNCTIONS:
                     _reject(stmt.lineno, f"assigning to {element.id}", f"define it with `def {element.id}(...)`")
                 names.append(element.id)
         if stmt.value is not None:
-            self.check_constant_value(stmt.value, stmt.lineno, f"the top-level value of {', '.join(names)}",
-                                      TOP_LEVEL_VALUE_RULE)
+            self.check_constant_value(
+                stmt.value, stmt.lineno, f"the top-level value of {', '.join(names)}", TOP_LEVEL_VALUE_RULE
+            )
         self.constants.extend(names)
 
     def check_constant_value(self, value: ast.expr, line: int, what: str, rule: str) -> None:
@@ -595,8 +1133,11 @@ class _Vetter:
             if name in KNOWN_MODULE_NAMES:
                 _reject(line, f"name '{name}'", IMPORT_HINT)
             if name in MODULE_ALIASES:
-                _reject(line, f"name '{name}' without `import {MODULE_ALIASES[name]}`",
-                        f"write {'np' if name == 'numpy' else 'pd'}, which is already imported")
+                _reject(
+                    line,
+                    f"name '{name}' without `import {MODULE_ALIASES[name]}`",
+                    f"write {'np' if name == 'numpy' else 'pd'}, which is already imported",
+                )
             raise UnsafeCodeError(
                 f"line {line}: name '{name}' is not defined (only names defined in the block, np, pd, math "
                 "and the common builtins are available)",
@@ -609,9 +1150,13 @@ class _Vetter:
             how = self.bindings.get(name)
             if (how is None and name in ALLOWED_BUILTINS) or (how and how <= FUNCTION_BINDINGS):
                 continue
-            rule = DISPATCH_RULE if how is None else (
-                f"the name '{name}' is bound by something other than def in this block, so it may hold a name "
-                f"at run time; {FUNCTION_HINT}"
+            rule = (
+                DISPATCH_RULE
+                if how is None
+                else (
+                    f"the name '{name}' is bound by something other than def in this block, so it may hold a name "
+                    f"at run time; {FUNCTION_HINT}"
+                )
             )
             _reject(line, f"`{name}` as the function of {method}()", rule)
 
@@ -619,8 +1164,11 @@ class _Vetter:
     def visit(self, node: ast.AST, line: int, depth: int) -> None:
         """Check one node and, through its handler, its children."""
         if depth > MAX_DEPTH:
-            _reject(line, f"nesting deeper than {MAX_DEPTH} levels",
-                    "split long expressions and deep blocks into helper functions")
+            _reject(
+                line,
+                f"nesting deeper than {MAX_DEPTH} levels",
+                "split long expressions and deep blocks into helper functions",
+            )
         line = getattr(node, "lineno", line)
         kind = type(node)
         handler = self.handlers.get(kind)
@@ -665,15 +1213,20 @@ class _Vetter:
             return
         self.check_name(name, line)
         if name in MODULE_ALIASES:
-            _reject(line, f"using the module '{name}' as a value",
-                    f"modules may only be used through their functions, e.g. {name}.<function>(...)")
+            _reject(
+                line,
+                f"using the module '{name}' as a value",
+                f"modules may only be used through their functions, e.g. {name}.<function>(...)",
+            )
         if name not in ALLOWED_BUILTINS and name not in EXCEPTION_NAMES:
             self.reads.append((name, line))
 
     def visit_arguments(self, node: ast.arguments, line: int, depth: int) -> None:
         positional = [*node.posonlyargs, *node.args]
-        defaults = [*zip(positional[len(positional) - len(node.defaults):], node.defaults),
-                    *zip(node.kwonlyargs, node.kw_defaults)]
+        defaults = [
+            *zip(positional[len(positional) - len(node.defaults) :], node.defaults),
+            *zip(node.kwonlyargs, node.kw_defaults),
+        ]
         for arg, default in defaults:
             if default is not None:  # a keyword-only argument without a default
                 self.check_constant_value(default, default.lineno, f"the default value of {arg.arg}", DEFAULT_RULE)
@@ -704,13 +1257,17 @@ class _Vetter:
         for name in node.names:
             self.check_name(name, line)
             if name in MODULE_ALIASES:
-                _reject(line, f"declaring '{name}' global",
-                        f"'{name}' is reserved for the {MODULE_ALIASES[name]} module")
+                _reject(
+                    line, f"declaring '{name}' global", f"'{name}' is reserved for the {MODULE_ALIASES[name]} module"
+                )
 
     def visit_function(self, node: ast.FunctionDef, line: int, depth: int) -> None:
         if node.decorator_list:
-            _reject(node.decorator_list[0].lineno, f"decorator on {node.name}()",
-                    "decorators run code at definition time and can swap the function; call helpers explicitly")
+            _reject(
+                node.decorator_list[0].lineno,
+                f"decorator on {node.name}()",
+                "decorators run code at definition time and can swap the function; call helpers explicitly",
+            )
         self.bind(node.name, line, DEFINED)
         self.visit(node.args, line, depth + 1)
         if node.returns is not None:
@@ -741,8 +1298,11 @@ class _Vetter:
                 _reject(line, f"import of '{alias.name}'", IMPORT_HINT)
             bound = alias.asname or alias.name
             if bound not in allowed:
-                _reject(line, f"import of {alias.name} as '{bound}'",
-                        f"write `import {alias.name} as {min(allowed, key=len)}`; {IMPORT_HINT}")
+                _reject(
+                    line,
+                    f"import of {alias.name} as '{bound}'",
+                    f"write `import {alias.name} as {min(allowed, key=len)}`; {IMPORT_HINT}",
+                )
             self.bindings.setdefault(bound, set()).add(ASSIGNED)
 
     def visit_import_from(self, node: ast.ImportFrom, line: int, depth: int) -> None:
@@ -754,12 +1314,15 @@ class _Vetter:
             if name == "*":
                 _reject(line, f"`from {module} import *`", "import names one by one")
             if f"{module}.{name}" in MODULE_ATTRIBUTES:
-                _reject(line, f"import of the module '{name}' from {module}", f"use it through the module's name")
+                _reject(line, f"import of the module '{name}' from {module}", "use it through the module's name")
             if name not in MODULE_ATTRIBUTES[module]:
                 _reject(line, f"import of '{name}' from {module}", self.module_rule(module, name))
             if name in DISPATCH_POSITIONS:
-                _reject(line, f"import of '{name}' from {module}",
-                        f"call it as pd.{name}(...), so that the functions given to it can be checked")
+                _reject(
+                    line,
+                    f"import of '{name}' from {module}",
+                    f"call it as pd.{name}(...), so that the functions given to it can be checked",
+                )
             bound = alias.asname or name
             self.bind(bound, line, IMPORTED_FUNCTION if _names_a_function(name) else ASSIGNED)
             self.imported.add(bound)
@@ -787,9 +1350,12 @@ class _Vetter:
         attr = node.attr
         if attr in DISPATCH_POSITIONS and id(node) not in self.callees:
             # A stored or passed method (run = df.agg; df.pipe(pd.DataFrame.agg, ...)) hides its arguments.
-            _reject(line, f"attribute '{attr}' used as a value",
-                    "methods that take function names must be called directly, as in df.agg('mean'), so that "
-                    "the functions given to them can be checked")
+            _reject(
+                line,
+                f"attribute '{attr}' used as a value",
+                "methods that take function names must be called directly, as in df.agg('mean'), so that "
+                "the functions given to them can be checked",
+            )
         if not isinstance(node.ctx, ast.Load):
             _reject(line, f"assigning to attribute '{attr}'", ATTRIBUTE_ASSIGNMENT_RULE)
         module = self.module_of(node.value, line)
@@ -802,8 +1368,11 @@ class _Vetter:
         if attr.startswith("_") or attr not in MODULE_ATTRIBUTES[module]:
             _reject(line, f"attribute '{attr}' of {module}", self.module_rule(module, attr))
         if f"{module}.{attr}" in MODULE_ATTRIBUTES:
-            _reject(line, f"using the module '{module}.{attr}' as a value",
-                    "modules may only be used through their functions")
+            _reject(
+                line,
+                f"using the module '{module}.{attr}' as a value",
+                "modules may only be used through their functions",
+            )
 
     # -- calls and literals ---------------------------------------------------------------------------
     def visit_call(self, node: ast.Call, line: int, depth: int) -> None:
@@ -823,8 +1392,9 @@ class _Vetter:
                 _reject(arg.lineno, f"unpacking `{_snippet(arg)}` into {method}()", UNPACKING_RULE)
         for keyword in node.keywords:
             if keyword.arg is None:
-                _reject(keyword.value.lineno, f"unpacking `**{_snippet(keyword.value)}` into {method}()",
-                        UNPACKING_RULE)
+                _reject(
+                    keyword.value.lineno, f"unpacking `**{_snippet(keyword.value)}` into {method}()", UNPACKING_RULE
+                )
         first, end = DISPATCH_POSITIONS[method]
         if _module_path(func.value) == "pandas":
             first, end = PANDAS_FUNCTION_POSITIONS.get(method, (first, end))
@@ -865,8 +1435,11 @@ class _Vetter:
             isinstance(node, ast.Lambda)
             # a NamedAgg is checked as a dispatch call of its own
             or (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "NamedAgg")
-            or (isinstance(node, ast.Attribute) and _module_path(node.value) is not None
-                and _names_a_function(node.attr))
+            or (
+                isinstance(node, ast.Attribute)
+                and _module_path(node.value) is not None
+                and _names_a_function(node.attr)
+            )
         ):
             _reject(line, f"`{_snippet(node)}` as the function of {method}()", DISPATCH_RULE)
 
@@ -875,7 +1448,10 @@ class _Vetter:
         if not isinstance(value, str):
             return
         if DUNDER_IN_STRING.search(value):
-            _reject(line, f"the string {value[:40]!r}",
-                    "strings naming dunder attributes are blocked; they reach attributes through formatting")
+            _reject(
+                line,
+                f"the string {value[:40]!r}",
+                "strings naming dunder attributes are blocked; they reach attributes through formatting",
+            )
         if value in DENIED_STRINGS or value.startswith("read_"):
             _reject(line, f"the string {value!r}", "it names a blocked method that pandas would call by name")

@@ -52,11 +52,19 @@ import numpy as np
 import pandas as pd
 
 from autotrade.errors import CandidateError, SandboxError
+from autotrade.sandbox import launch, layers
+from autotrade.sandbox.execute import (
+    bar_label,
+    candidate_error,
+    compile_block,
+    compute_features,
+    compute_features_and_signals,
+    exec_block,
+    signals_of_rows,
+    state_free_signals,
+)
 from autotrade.status import Status
 from autotrade.untrusted import clean_text, first_unsafe
-from autotrade.sandbox import launch, layers
-from autotrade.sandbox.execute import (bar_label, candidate_error, compile_block, compute_features, compute_features_and_signals,
-                      exec_block, signals_of_rows, state_free_signals)
 
 _PREFIX = struct.Struct("<IQ")  # header length, payload length
 SET_UP = b"S"  # a child's first byte on its result pipe: its layers are in place, candidate code may run next
@@ -130,8 +138,14 @@ _INPUT_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close", "Volume
 CutPlan = Sequence[int] | Callable[[np.ndarray, float], Sequence[int]]  # (signals, generate_features' seconds)
 
 
-def run_candidate(source: str, frame: pd.DataFrame, cut_points: CutPlan = (), limits: Limits = Limits(),
-                  tail_rows: int = 32, whole: Sequence[int] = ()) -> CandidateOutput:
+def run_candidate(
+    source: str,
+    frame: pd.DataFrame,
+    cut_points: CutPlan = (),
+    limits: Limits = Limits(),
+    tail_rows: int = 32,
+    whole: Sequence[int] = (),
+) -> CandidateOutput:
     """Run the block on `frame` in one sandboxed child, then on each prefix `frame.iloc[:cut]` in another.
 
     `cut_points` is a list of prefix lengths, or a function of the full run's signals and of its
@@ -159,7 +173,7 @@ def run_candidate(source: str, frame: pd.DataFrame, cut_points: CutPlan = (), li
     cuts = sorted({int(c) for c in planned if 0 < int(c) < rows})
     # Interleaved shares of the cuts, one gate child each (limits.workers at once): each still ascends.
     gates = []
-    for share in (cuts[i::max(1, limits.workers)] for i in range(min(len(cuts), max(1, limits.workers)))):
+    for share in (cuts[i :: max(1, limits.workers)] for i in range(min(len(cuts), max(1, limits.workers)))):
         job, chunks = _gate_job(source, encoded, share, tail_rows, set(whole), limits)
         gates.append(_Run("gate", job, limits, rows, chunks=chunks, cuts=share, tail_rows=tail_rows, whole=set(whole)))
     if gates:
@@ -171,14 +185,25 @@ def run_candidate(source: str, frame: pd.DataFrame, cut_points: CutPlan = (), li
         raise _prefix_failure(first.error, first.failed_cut, frame.index)  # type: ignore[arg-type]
     for gate in gates:
         if len(gate.steps) != len(gate.cuts):
-            raise _prefix_failure(CandidateError("the look-ahead run returned no result for some prefixes",
-                                                 status="runtime_error"), gate.cuts[len(gate.steps)], frame.index)
+            raise _prefix_failure(
+                CandidateError("the look-ahead run returned no result for some prefixes", status="runtime_error"),
+                gate.cuts[len(gate.steps)],
+                frame.index,
+            )
     return CandidateOutput(
-        rows=rows, columns=full.result.columns, features=full.result.features, signals=full.result.signals,
+        rows=rows,
+        columns=full.result.columns,
+        features=full.result.features,
+        signals=full.result.signals,
         steps=tuple(sorted((step for gate in gates for step in gate.steps), key=lambda step: step.cut)),
-        output=full.output_text(), warnings=tuple(full.warnings),
-        timings={"run_s": full.wall_s, "gate_s": max((gate.wall_s for gate in gates), default=0.0),
-                 "total_s": time.perf_counter() - started})
+        output=full.output_text(),
+        warnings=tuple(full.warnings),
+        timings={
+            "run_s": full.wall_s,
+            "gate_s": max((gate.wall_s for gate in gates), default=0.0),
+            "total_s": time.perf_counter() - started,
+        },
+    )
 
 
 def probe_layers() -> dict[str, bool | str]:
@@ -202,17 +227,23 @@ def _raise_setup_failure(runs: Sequence[_Run]) -> None:
     """SandboxError when a child failed before any candidate code ran: the machine's problem, not the block's."""
     failed = next((run for run in runs if run.setup_failure is not None), None)
     if failed is not None:
-        raise SandboxError(f"the sandbox could not set up a worker process: {failed.setup_failure} "
-                           "(`autotrade doctor` shows which isolation layers this machine allows)")
+        raise SandboxError(
+            f"the sandbox could not set up a worker process: {failed.setup_failure} "
+            "(`autotrade doctor` shows which isolation layers this machine allows)"
+        )
 
 
 def _prefix_failure(error: CandidateError, cut: int, index: pd.DatetimeIndex) -> CandidateError:
     """A gate failure where the full run succeeded: look-ahead, unless the gate ran out of time or memory."""
     if error.status in ("timeout", "memory"):
         return error
-    return CandidateError(f"look-ahead check: the block fails when bars after {bar_label(index[cut - 1])} are "
-                          f"removed (first {cut} bars): {error}", status="lookahead",
-                          error_type=error.error_type, traceback=error.traceback)
+    return CandidateError(
+        f"look-ahead check: the block fails when bars after {bar_label(index[cut - 1])} are "
+        f"removed (first {cut} bars): {error}",
+        status="lookahead",
+        error_type=error.error_type,
+        traceback=error.traceback,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,15 +263,29 @@ def _encode_frame(frame: pd.DataFrame) -> dict[str, Any]:
         arrays.append(np.ascontiguousarray(values))
     stamps = frame.index.tz_localize(None) if frame.index.tz is not None else frame.index
     unit = np.datetime_data(stamps.dtype)[0]
-    return {"columns": columns, "arrays": arrays, "index": np.ascontiguousarray(stamps.asi8),
-            "unit": unit, "index_name": frame.index.name}
+    return {
+        "columns": columns,
+        "arrays": arrays,
+        "index": np.ascontiguousarray(stamps.asi8),
+        "unit": unit,
+        "index_name": frame.index.name,
+    }
 
 
-def _job_header(kind: str, source: str, encoded: dict[str, Any], rows: int, limits: Limits) -> tuple[dict[str, Any], bytes]:
+def _job_header(
+    kind: str, source: str, encoded: dict[str, Any], rows: int, limits: Limits
+) -> tuple[dict[str, Any], bytes]:
     """The header every job starts with, and the bytes of the first `rows` bars (index, then each column)."""
-    header = {"kind": kind, "source": source, "rows": rows, "columns": encoded["columns"],
-              "dtypes": [a.dtype.name for a in encoded["arrays"]], "unit": encoded["unit"],
-              "index_name": encoded["index_name"], "max_columns": limits.max_columns}
+    header = {
+        "kind": kind,
+        "source": source,
+        "rows": rows,
+        "columns": encoded["columns"],
+        "dtypes": [a.dtype.name for a in encoded["arrays"]],
+        "unit": encoded["unit"],
+        "index_name": encoded["index_name"],
+        "max_columns": limits.max_columns,
+    }
     return header, _rows_bytes(encoded, 0, rows)
 
 
@@ -253,8 +298,9 @@ def _full_job(source: str, encoded: dict[str, Any], rows: int, limits: Limits) -
     return _pack(header, payload)
 
 
-def _gate_job(source: str, encoded: dict[str, Any], cuts: list[int], tail_rows: int, whole: set[int],
-              limits: Limits) -> tuple[bytes, deque[bytes]]:
+def _gate_job(
+    source: str, encoded: dict[str, Any], cuts: list[int], tail_rows: int, whole: set[int], limits: Limits
+) -> tuple[bytes, deque[bytes]]:
     """The gate's first message (header and the bars of the first prefix) and each later prefix's new bars."""
     header, payload = _job_header("gate", source, encoded, cuts[0], limits)
     header.update(cuts=cuts, tail_rows=tail_rows, whole=sorted(whole))
@@ -269,8 +315,17 @@ class _Run:
     the next prefix's bars (`chunks`, released one at a time), then a final frame.
     """
 
-    def __init__(self, kind: str, job: bytes, limits: Limits, rows: int, chunks: deque[bytes] | None = None,
-                 cuts: Sequence[int] = (), tail_rows: int = 0, whole: set[int] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        job: bytes,
+        limits: Limits,
+        rows: int,
+        chunks: deque[bytes] | None = None,
+        cuts: Sequence[int] = (),
+        tail_rows: int = 0,
+        whole: set[int] | None = None,
+    ) -> None:
         self.kind, self.rows, self.limits = kind, rows, limits
         self.job = bytearray(job)
         self.chunks = chunks or deque()
@@ -328,13 +383,18 @@ class _Run:
             self.error = CandidateError("cancelled after another run failed", status="runtime_error")
             return
         if exit_info.get("timed_out"):
-            self.error = CandidateError(f"timed out: the candidate's runs (the full run and every look-ahead run) "
-                                        f"may take {limits.timeout_s:g} s of wall clock in total; the worker was killed",
-                                        status="timeout", error_type="TimeoutError")
+            self.error = CandidateError(
+                f"timed out: the candidate's runs (the full run and every look-ahead run) "
+                f"may take {limits.timeout_s:g} s of wall clock in total; the worker was killed",
+                status="timeout",
+                error_type="TimeoutError",
+            )
             return
         if self.overflow:
-            self.error = CandidateError(f"the worker sent back more than {self.result_cap} bytes "
-                                        f"(limit: {limits.max_columns} feature columns)", status="runtime_error")
+            self.error = CandidateError(
+                f"the worker sent back more than {self.result_cap} bytes (limit: {limits.max_columns} feature columns)",
+                status="runtime_error",
+            )
             return
         if not self.set_up:
             last = self.output_text().strip().splitlines()[-1:] or [_ending(exit_info)]
@@ -342,7 +402,9 @@ class _Run:
             self.error = CandidateError(f"the sandbox could not set up a worker: {last[0]}", status="runtime_error")
             return
         if self.malformed is not None:
-            self.error = CandidateError(f"the worker returned malformed output ({self.malformed})", status="runtime_error")
+            self.error = CandidateError(
+                f"the worker returned malformed output ({self.malformed})", status="runtime_error"
+            )
             return
         if self.kind == "gate" and self.final is not None:
             self._parse_final(*self.final)
@@ -352,17 +414,29 @@ class _Run:
             return
         killed_by = exit_info.get("signal")
         if killed_by in (signal.SIGXCPU, signal.SIGKILL) and exit_info.get("cpu_s", 0.0) >= limits.cpu_s - 0.5:
-            self.error = CandidateError(f"CPU time limit of {limits.cpu_s} s exceeded; the worker was killed",
-                                        status="timeout", error_type="TimeoutError")
+            self.error = CandidateError(
+                f"CPU time limit of {limits.cpu_s} s exceeded; the worker was killed",
+                status="timeout",
+                error_type="TimeoutError",
+            )
         elif killed_by == signal.SIGKILL:
-            self.error = CandidateError(f"the worker was killed, most likely out of memory (limit {limits.memory_mb} MB)",
-                                        status="memory", error_type="MemoryError")
+            self.error = CandidateError(
+                f"the worker was killed, most likely out of memory (limit {limits.memory_mb} MB)",
+                status="memory",
+                error_type="MemoryError",
+            )
         elif killed_by:
-            self.error = CandidateError(f"the worker crashed ({signal.Signals(killed_by).name})",
-                                        status="runtime_error", error_type=signal.Signals(killed_by).name)
+            self.error = CandidateError(
+                f"the worker crashed ({signal.Signals(killed_by).name})",
+                status="runtime_error",
+                error_type=signal.Signals(killed_by).name,
+            )
         else:
-            self.error = CandidateError(f"the worker ended (exit code {exit_info.get('code')}) without a result; "
-                                        "the block must not exit, fork or close its output", status="runtime_error")
+            self.error = CandidateError(
+                f"the worker ended (exit code {exit_info.get('code')}) without a result; "
+                "the block must not exit, fork or close its output",
+                status="runtime_error",
+            )
 
     def received(self, chunk: bytes) -> bool:
         """Take bytes from the result pipe; True when a gate step released the next prefix's bars."""
@@ -372,7 +446,7 @@ class _Run:
                 self.malformed = "no set-up mark"
                 return False
             self.set_up = True
-            del self.result_bytes[:len(SET_UP)]
+            del self.result_bytes[: len(SET_UP)]
         if len(self.result_bytes) > self.result_cap:
             self.overflow = True
         if self.kind != "gate" or self.malformed or self.overflow:
@@ -418,8 +492,11 @@ class _Run:
         signals = np.frombuffer(payload, dtype="<f8", offset=8 * width * len(columns)).copy()
         if not np.isin(signals, (-1.0, 0.0, 1.0)).all():
             raise ValueError("signals outside {-1, 0, 1}")
-        self.steps.append(GateStep(cut, start, tuple(columns), {c: values[i].copy() for i, c in enumerate(columns)},
-                                   signal_start, signals))
+        self.steps.append(
+            GateStep(
+                cut, start, tuple(columns), {c: values[i].copy() for i, c in enumerate(columns)}, signal_start, signals
+            )
+        )
         self.failed_cut = self.cuts[min(at + 1, len(self.cuts) - 1)]
 
     def _parse_final(self, header: Any, payload: bytes) -> None:
@@ -459,8 +536,11 @@ class _Run:
         rows = self.rows
         if len(payload) != 8 * rows * (1 + len(columns)):
             raise ValueError(f"payload of {len(payload)} bytes for {rows} rows and {len(columns)} columns")
-        values = np.frombuffer(payload, dtype="<f8").reshape(1 + len(columns), rows) if rows else \
-            np.zeros((1 + len(columns), 0))
+        values = (
+            np.frombuffer(payload, dtype="<f8").reshape(1 + len(columns), rows)
+            if rows
+            else np.zeros((1 + len(columns), 0))
+        )
         signals = values[0].copy()
         if not np.isin(signals, (-1.0, 0.0, 1.0)).all():
             raise ValueError("signals outside {-1, 0, 1}")
@@ -477,9 +557,12 @@ class _Run:
 
 def _checked_columns(columns: Any, max_columns: int) -> list[str]:
     """A child's column list: unique printable strings, at most `max_columns`; ValueError otherwise."""
-    if (not isinstance(columns, list) or len(columns) > max_columns
-            or not all(isinstance(c, str) and len(c) <= 200 and first_unsafe(c) is None for c in columns)
-            or len(set(columns)) != len(columns)):
+    if (
+        not isinstance(columns, list)
+        or len(columns) > max_columns
+        or not all(isinstance(c, str) and len(c) <= 200 and first_unsafe(c) is None for c in columns)
+        or len(set(columns)) != len(columns)
+    ):
         raise ValueError("bad column list")
     return columns
 
@@ -491,8 +574,12 @@ def _reported_error(header: dict[str, Any], limits: Limits) -> CandidateError:
     message = _text(header.get("message"), 4000)
     if status == "memory":
         message += f" (limit {limits.memory_mb} MB)"
-    return CandidateError(message, status=status, error_type=_text(error_type, 100) if error_type is not None else None,
-                          traceback=_text(header.get("traceback"), 10_000))
+    return CandidateError(
+        message,
+        status=status,
+        error_type=_text(error_type, 100) if error_type is not None else None,
+        traceback=_text(header.get("traceback"), 10_000),
+    )
 
 
 def _ending(exit_info: Mapping[str, Any]) -> str:
@@ -653,8 +740,14 @@ class _ForkServerHandle:
         result_read, result_write = os.pipe()
         output_read, output_write = os.pipe()
         run.job_id = next(self._job_ids)
-        request = {"op": "spawn", "job": run.job_id, "timeout_s": timeout_s,
-                   "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "disabled": sorted(limits.disabled_layers)}
+        request = {
+            "op": "spawn",
+            "job": run.job_id,
+            "timeout_s": timeout_s,
+            "memory_mb": limits.memory_mb,
+            "cpu_s": limits.cpu_s,
+            "disabled": sorted(limits.disabled_layers),
+        }
         try:
             socket.send_fds(self._sock, [json.dumps(request).encode()], [job_read, result_write, output_write])
         finally:
@@ -680,10 +773,10 @@ class _ForkServerHandle:
         fd = run.fds[role]
         try:
             if role == "job":
-                run.sent += os.write(fd, memoryview(run.job)[run.sent:run.sent + (1 << 20)])
+                run.sent += os.write(fd, memoryview(run.job)[run.sent : run.sent + (1 << 20)])
                 if run.sent < len(run.job):
                     return
-                del run.job[:run.sent]
+                del run.job[: run.sent]
                 run.sent = 0
                 selector.unregister(fd)
                 if not run.chunks:  # a gate keeps its job pipe open until its last prefix is released
@@ -841,10 +934,10 @@ def _unpack(data: bytes, header_cap: int) -> tuple[Any, bytes]:
     if header_length > header_cap or _PREFIX.size + header_length + payload_length != len(data):
         raise ValueError("lengths do not match")
     try:
-        header = json.loads(data[_PREFIX.size:_PREFIX.size + header_length])
+        header = json.loads(data[_PREFIX.size : _PREFIX.size + header_length])
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError("header is not JSON") from exc
-    return header, data[_PREFIX.size + header_length:]
+    return header, data[_PREFIX.size + header_length :]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -854,7 +947,7 @@ def _unpack(data: bytes, header_cap: int) -> tuple[Any, bytes]:
 # (formatting, window functions, groupby, resample...) and first-call caches are loaded once for
 # every child, while the whole filesystem is still visible (children import from the read-only
 # library view just as well, only each on its own).
-_WARM_UP = '''
+_WARM_UP = """
 def generate_features(df):
     c = df["Close"]
     df["a"] = c.rolling(20).mean() - c.rolling(5, min_periods=1).median() + c.rolling(9).std()
@@ -880,14 +973,15 @@ def strategy_logic(row):
     if pd.isna(value) or np.isnan(value) or math.isnan(value):
         return 0
     return 1 if row["Close"] > row.Close and row.name.month > 0 and "a" in row else -1
-'''
+"""
 
 
 class _Policy:
     """What the server set up and what every child must apply (each layer only where the self-test saw it hold)."""
 
-    def __init__(self, roots: tuple[str, ...], seccomp: bytes | None, drop_to_nobody: bool, prctl: bool,
-                 faults: frozenset[str]) -> None:
+    def __init__(
+        self, roots: tuple[str, ...], seccomp: bytes | None, drop_to_nobody: bool, prctl: bool, faults: frozenset[str]
+    ) -> None:
         self.roots, self.seccomp, self.drop_to_nobody = roots, seccomp, drop_to_nobody
         self.prctl, self.faults = prctl, faults
 
@@ -974,8 +1068,17 @@ def _self_test(policy: _Policy) -> dict[str, bool | str]:
 def _warm_up() -> None:
     index = pd.bdate_range("2000-01-03", periods=300, name="Date")
     prices = 100 + np.cumsum(np.random.default_rng(0).normal(0, 1, 300))
-    frame = pd.DataFrame({"Open": prices, "High": prices + 1, "Low": prices - 1, "Close": prices,
-                          "Adj Close": prices, "Volume": np.full(300, 1e6)}, index=index)
+    frame = pd.DataFrame(
+        {
+            "Open": prices,
+            "High": prices + 1,
+            "Low": prices - 1,
+            "Close": prices,
+            "Adj Close": prices,
+            "Volume": np.full(300, 1e6),
+        },
+        index=index,
+    )
     namespace = exec_block(_WARM_UP)
     features, _, _ = compute_features_and_signals(namespace, frame, _WARM_UP)
     for name in features.columns:
@@ -1013,8 +1116,13 @@ def _serve_loop(control: socket.socket, policy: _Policy) -> None:
                 request = json.loads(message)
                 if request.get("op") == "spawn" and len(fds) == 3:
                     pid = _fork_child(request, fds, policy)
-                    children[pid] = {"job": request["job"], "deadline": time.monotonic() + float(request["timeout_s"]),
-                                     "killed": False, "timed_out": False, "started": time.monotonic()}
+                    children[pid] = {
+                        "job": request["job"],
+                        "deadline": time.monotonic() + float(request["timeout_s"]),
+                        "killed": False,
+                        "timed_out": False,
+                        "started": time.monotonic(),
+                    }
                 else:
                     for fd in fds:
                         os.close(fd)
@@ -1034,12 +1142,19 @@ def _serve_loop(control: socket.socket, policy: _Policy) -> None:
                 child = children.pop(pid, None)
                 if child is None:
                     continue
-                control.send(json.dumps({
-                    "op": "exited", "job": child["job"], "timed_out": child["timed_out"],
-                    "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                    "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                    "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": time.monotonic() - child["started"],
-                }).encode())
+                control.send(
+                    json.dumps(
+                        {
+                            "op": "exited",
+                            "job": child["job"],
+                            "timed_out": child["timed_out"],
+                            "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                            "cpu_s": usage.ru_utime + usage.ru_stime,
+                            "wall_s": time.monotonic() - child["started"],
+                        }
+                    ).encode()
+                )
     finally:
         for pid in children:
             os.kill(pid, signal.SIGKILL)
@@ -1114,7 +1229,7 @@ def _child(request: dict[str, Any], fds: list[int], policy: _Policy, server_pid:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_exact(fd: int, size: int) -> bytes:
@@ -1141,7 +1256,7 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
         received += len(chunk)
         if expected is None and received >= _PREFIX.size:
-            header_length, payload_length = _PREFIX.unpack(b"".join(chunks)[:_PREFIX.size])
+            header_length, payload_length = _PREFIX.unpack(b"".join(chunks)[: _PREFIX.size])
             expected = _PREFIX.size + header_length + payload_length
     return b"".join(chunks)
 
@@ -1157,14 +1272,17 @@ def _job_arrays(header: dict[str, Any], rows: int, payload: bytes) -> tuple[np.n
     return stamps, arrays
 
 
-def _job_frame(header: dict[str, Any], stamps: np.ndarray, arrays: list[np.ndarray],
-               columns: pd.Index | None = None) -> pd.DataFrame:
+def _job_frame(
+    header: dict[str, Any], stamps: np.ndarray, arrays: list[np.ndarray], columns: pd.Index | None = None
+) -> pd.DataFrame:
     """The candidate's frame with its own copy of the values, built alike for the full run and every prefix.
 
     `columns` is the column Index made once for many frames (a copy goes into each; making one costs more).
     """
     index = pd.DatetimeIndex(stamps.view(f"datetime64[{header['unit']}]").copy(), name=header["index_name"])
-    if arrays and len(set(header["dtypes"])) == 1:  # the one block a dict of such columns consolidates into, built faster
+    if (
+        arrays and len(set(header["dtypes"])) == 1
+    ):  # the one block a dict of such columns consolidates into, built faster
         names = columns.copy() if columns is not None else pd.Index(header["columns"])
         return pd.DataFrame(np.column_stack(arrays), index=index, columns=names, copy=False)  # column_stack copied
     return pd.DataFrame(dict(zip(header["columns"], arrays)), index=index)
@@ -1186,8 +1304,12 @@ def _run_job(header: dict[str, Any], payload: bytes, policy: _Policy, seal: bool
         features_s = time.perf_counter() - mark  # what each gate prefix repeats, on fewer bars
         signals = state_free_signals(namespace, features, source, code)
         columns = _limited_columns(features, int(header["max_columns"]))
-        reply = {"status": "ok", "columns": columns, "warnings": warnings,
-                 "timings": {"run_s": time.perf_counter() - started, "features_s": features_s}}
+        reply = {
+            "status": "ok",
+            "columns": columns,
+            "warnings": warnings,
+            "timings": {"run_s": time.perf_counter() - started, "features_s": features_s},
+        }
         return _pack(reply, np.ascontiguousarray(signals, dtype="<f8").tobytes() + _features_bytes(features)), True
     except BaseException as exc:  # noqa: BLE001 - anything the candidate raises is its outcome
         return _error_reply(exc, source), False
@@ -1224,16 +1346,22 @@ def _run_gate(header: dict[str, Any], payload: bytes, policy: _Policy, seal: boo
                 _store_rows(stamps, arrays, cuts[at - 1], _job_arrays(header, added, _read_exact(3, added * row_bytes)))
             np.random.seed(0)
             prefix = _job_frame(header, stamps[:cut], [a[:cut] for a in arrays], names)
-            features, _ = compute_features(exec_block(code, source), prefix, source,
-                                           copy=False)  # the frame was built for this one call
+            features, _ = compute_features(
+                exec_block(code, source), prefix, source, copy=False
+            )  # the frame was built for this one call
             columns = _limited_columns(features, int(header["max_columns"]))
             start = 0 if cut in whole else max(0, cut - tail)
             values = _features_bytes(features, start)
             np.random.set_state(strategy_rng)
             signals = signals_of_rows(strategy_space, features, source, done)
             strategy_rng = np.random.get_state()
-            _write_all(4, _pack({"status": "step", "cut": cut, "start": start, "columns": columns, "signal_start": done},
-                                values + np.ascontiguousarray(signals, dtype="<f8").tobytes()))
+            _write_all(
+                4,
+                _pack(
+                    {"status": "step", "cut": cut, "start": start, "columns": columns, "signal_start": done},
+                    values + np.ascontiguousarray(signals, dtype="<f8").tobytes(),
+                ),
+            )
             done = cut
     except BaseException as exc:  # noqa: BLE001 - the block's failure on a prefix is its outcome
         return _error_reply(exc, source), False
@@ -1243,23 +1371,29 @@ def _run_gate(header: dict[str, Any], payload: bytes, policy: _Policy, seal: boo
 def _limited_columns(features: pd.DataFrame, max_columns: int) -> list[str]:
     columns = [str(c) for c in features.columns]
     if len(columns) > max_columns:
-        raise CandidateError(f"generate_features returned {len(columns)} columns; at most "
-                             f"{max_columns} are allowed", status="runtime_error")
+        raise CandidateError(
+            f"generate_features returned {len(columns)} columns; at most {max_columns} are allowed",
+            status="runtime_error",
+        )
     return columns
 
 
 def _error_reply(exc: BaseException, source: str) -> bytes:
     error = exc if isinstance(exc, CandidateError) else candidate_error(exc, source, "while running the block")
-    return _pack({"status": error.status, "message": str(error), "error_type": error.error_type,
-                  "traceback": error.traceback}, b"")
+    return _pack(
+        {"status": error.status, "message": str(error), "error_type": error.error_type, "traceback": error.traceback},
+        b"",
+    )
 
 
-def _store_rows(stamps: np.ndarray, arrays: list[np.ndarray], at: int, rows: tuple[np.ndarray, list[np.ndarray]]) -> None:
+def _store_rows(
+    stamps: np.ndarray, arrays: list[np.ndarray], at: int, rows: tuple[np.ndarray, list[np.ndarray]]
+) -> None:
     """Write bars received for a prefix into the gate's buffers from row `at` on."""
     new_stamps, new_arrays = rows
-    stamps[at:at + len(new_stamps)] = new_stamps
+    stamps[at : at + len(new_stamps)] = new_stamps
     for buffer, values in zip(arrays, new_arrays):
-        buffer[at:at + len(values)] = values
+        buffer[at : at + len(values)] = values
 
 
 def _features_bytes(features: pd.DataFrame, start: int = 0) -> bytes:
@@ -1281,8 +1415,9 @@ def _column_as_float(series: pd.Series, start: int = 0) -> np.ndarray:
     values = series.to_numpy()[start:]  # a view for numpy dtypes: only the compared rows are converted
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
         return values.astype(np.float64)
-    if pd.api.types.is_bool_dtype(dtype) or (pd.api.types.is_numeric_dtype(dtype)
-                                              and not pd.api.types.is_complex_dtype(dtype)):
+    if pd.api.types.is_bool_dtype(dtype) or (
+        pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)
+    ):
         try:  # nullable extension dtypes: pd.NA becomes NaN
             return series.to_numpy(dtype=np.float64, na_value=np.nan)[start:]
         except (TypeError, ValueError):
@@ -1293,9 +1428,12 @@ def _column_as_float(series: pd.Series, start: int = 0) -> np.ndarray:
         return out
     odd = next((v for v in values.tolist() if not pd.api.types.is_scalar(v)), None)
     if odd is not None:  # an array's repr hides its middle, so it could carry the future past the comparison
-        raise CandidateError(f"feature column {str(series.name)[:80]!r} holds a {type(odd).__name__} in a cell; a feature "
-                             "column holds one number (or one label) per bar", status="runtime_error",
-                             error_type="TypeError")
+        raise CandidateError(
+            f"feature column {str(series.name)[:80]!r} holds a {type(odd).__name__} in a cell; a feature "
+            "column holds one number (or one label) per bar",
+            status="runtime_error",
+            error_type="TypeError",
+        )
     return np.array([_value_as_float(v) for v in values.tolist()], dtype=np.float64)
 
 
@@ -1322,8 +1460,12 @@ def _probe(policy: _Policy, request: dict[str, Any]) -> dict[str, bool | str]:
     report: dict[str, bool | str] = {}
     uid = os.getuid()
     report["unprivileged_user"] = True if uid != 0 else "runs as root (uid 0)"
-    expected = {resource.RLIMIT_FSIZE: 0, resource.RLIMIT_NPROC: 0, resource.RLIMIT_CORE: 0,
-                resource.RLIMIT_AS: int(request["memory_mb"]) * 1024 * 1024}
+    expected = {
+        resource.RLIMIT_FSIZE: 0,
+        resource.RLIMIT_NPROC: 0,
+        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_AS: int(request["memory_mb"]) * 1024 * 1024,
+    }
     wrong = [str(k) for k, v in expected.items() if resource.getrlimit(k) != (v, v)]
     report["rlimits"] = True if not wrong else f"not applied ({', '.join(wrong)})"
     report["scrubbed_env"] = True if not os.environ else f"{len(os.environ)} variables left"
@@ -1345,5 +1487,14 @@ def _probe(policy: _Policy, request: dict[str, Any]) -> dict[str, bool | str]:
     return report
 
 
-__all__ = ["CandidateOutput", "Limits", "RunResult", "fork_server", "prestart", "probe_layers", "run_candidate",
-           "serve", "simulate_faults"]
+__all__ = [
+    "CandidateOutput",
+    "Limits",
+    "RunResult",
+    "fork_server",
+    "prestart",
+    "probe_layers",
+    "run_candidate",
+    "serve",
+    "simulate_faults",
+]
