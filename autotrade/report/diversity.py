@@ -9,7 +9,6 @@ name such as `rsi` or `macd`).
 from __future__ import annotations
 
 import ast
-import hashlib
 import math
 import re
 from collections import Counter
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-OHLCV_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close", "Volume"})
+from autotrade.evaluation.novelty import OHLCV_COLUMNS, structure_hash
 
 # Methods and numpy functions worth counting as "operations" (anything else is plumbing: append, get, ...).
 OPERATIONS = frozenset(
@@ -133,7 +132,7 @@ def _contains_call(node: ast.AST, method: str) -> bool:
 
 
 def _mentions(node: ast.AST, word: str) -> bool:
-    """True when node calls `word`, or names a variable, attribute or column containing it (`x.std()`, `row['std20']`)."""
+    """True when node calls `word`, or names a variable, attribute or column holding it (`x.std()`, `row['std20']`)."""
     for sub in ast.walk(node):
         text = (
             sub.id
@@ -246,56 +245,6 @@ def _compares_two_series(tree: ast.AST) -> bool:
     return False
 
 
-class _Normaliser(ast.NodeTransformer):
-    """Renames identifiers and feature-column strings by order of first use, and blanks numbers.
-
-    Two blocks that differ only in names, feature-column names, parameters, comments or docstrings
-    normalise to the same tree: an SMA 10/30 crossover and an SMA 20/50 crossover are one strategy.
-    OHLCV column names, attributes (the operations) and keyword names stay, since they change what is computed.
-    """
-
-    def __init__(self) -> None:
-        self.aliases: dict[str, str] = {}
-
-    def _alias(self, key: str) -> str:
-        return self.aliases.setdefault(key, f"v{len(self.aliases)}")
-
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        node.id = self._alias(node.id)
-        return node
-
-    def visit_arg(self, node: ast.arg) -> ast.AST:
-        node.arg = self._alias(node.arg)
-        node.annotation = None
-        return node
-
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
-        node.name = self._alias(node.name)
-        node.returns = None
-        node.body = [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))] or [
-            ast.Pass()
-        ]
-        self.generic_visit(node)
-        return node
-
-    def visit_Constant(self, node: ast.Constant) -> ast.AST:
-        value = node.value
-        if isinstance(value, str):
-            node.value = value if value in OHLCV_COLUMNS else self._alias("str:" + value)
-        elif isinstance(value, int | float | complex) and not isinstance(value, bool):
-            node.value = 0
-        return node
-
-
-def structure_hash(tree: ast.Module) -> str:
-    """sha256 (first 12 hex digits) of the normalised syntax tree; docstrings and bare constants dropped."""
-    copy = ast.parse(ast.unparse(tree))
-    copy.body = [s for s in copy.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
-    normal = _Normaliser().visit(copy)
-    dumped = ast.dump(normal, annotate_fields=False, include_attributes=False)
-    return hashlib.sha256(dumped.encode()).hexdigest()[:12]
-
-
 def profile_block(block: str) -> BlockProfile:
     """Families, operations, columns and structure hash of one agent block (empty profile when it does not parse)."""
     try:
@@ -384,11 +333,6 @@ class Diversity:
         return self.repeats / self.proposals if self.proposals else None
 
     @property
-    def copy_share(self) -> float | None:
-        """Share of the proposals with the starting strategy's structure."""
-        return self.copies_of_start / self.proposals if self.proposals else None
-
-    @property
     def collapsed(self) -> bool:
         """True when the search has collapsed onto one strategy (see `verdict`)."""
         few = self.ok_candidates >= 2 and self.distinct_ok <= 1
@@ -400,7 +344,10 @@ class Diversity:
         """One plain sentence on the diversity of the run."""
         if not self.candidates:
             return "no candidate code was evaluated, so there is nothing to compare."
-        parts = f"{self.distinct} distinct strategies among {self.candidates} candidates ({self.distinct_ok} among {self.ok_candidates} ok)"
+        parts = (
+            f"{self.distinct} distinct strategies among {self.candidates} candidates "
+            f"({self.distinct_ok} among {self.ok_candidates} ok)"
+        )
         if self.collapsed:
             return f"collapsed: {parts}; the model keeps proposing the same strategy with cosmetic changes."
         return f"varied: {parts}."
