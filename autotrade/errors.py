@@ -5,7 +5,7 @@ AutotradeError                 handled at the outermost level: one line on stder
  ├── DataError                 the data is missing or malformed
  ├── EndpointError             the model server is unreachable or refused the request
  ├── SandboxError              the sandbox itself could not run a candidate (the machine's fault, not the block's)
- ├── StorageError              a file could not be written (disk full, read-only): the user must make room or fix permissions
+ ├── StorageError              a file could not be written (disk full, read-only): make room or fix permissions
  ├── ReplyError                the model's reply holds no usable code (an outcome: journaled, loop goes on)
  ├── UnsafeCodeError           vetting rejected the candidate (an outcome)
  └── CandidateError            the candidate crashed, timed out or looked ahead (an outcome)

@@ -65,8 +65,8 @@ def write_error(path: Path, exc: OSError, size: int) -> StorageError:
     """The one-line error of a failed write: the path, why, and on a full disk the space the write needed."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageError(
-            f"cannot write {path}: no space left on its disk (this write needs {_size(size)}, {_free(path.parent)} free); "
-            "free some space"
+            f"cannot write {path}: no space left on its disk "
+            f"(this write needs {_size(size)}, {_free(path.parent)} free); free some space"
         )
     if exc.errno == errno.EROFS:
         return StorageError(f"cannot write {path}: {path.parent} is on a read-only filesystem")

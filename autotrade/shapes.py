@@ -57,7 +57,7 @@ def expect(value: Any, kinds: Kinds, file: object, key: str) -> Any:
 
 
 def check_object(raw: Any, schema: Mapping[str, Kinds], file: object, prefix: str = "") -> dict[str, Any]:
-    """`raw` as a dict whose keys in `schema` (when present) hold their kinds; ConfigError naming the first that does not.
+    """`raw` as a dict whose keys in `schema` (when present) hold their kinds; else ConfigError naming the first key.
 
     `prefix` names where the object sits in the file (`settings.`); empty for the whole file.
     """
@@ -71,7 +71,7 @@ def check_object(raw: Any, schema: Mapping[str, Kinds], file: object, prefix: st
 
 
 def schema_of(cls: type) -> dict[str, Kinds]:
-    """The JSON kinds each field of a dataclass accepts, from its type hints (list[int] → list, str | None → str, null)."""
+    """The JSON kinds each dataclass field accepts, from its type hints (list[int] → list, str | None → str, null)."""
     schema = {}
     for name, hint in typing.get_type_hints(cls).items():
         options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 
 import pytest
 
@@ -73,7 +73,7 @@ class Slow:
 
 @dataclass(frozen=True)
 class Trickle:
-    """Send the whole answer (to `then`; the model list on `/v1/models`), status line included, a byte per `interval_s`."""
+    """Send the whole answer (to `then`; the model list on `/v1/models`), status line too, a byte per `interval_s`."""
 
     interval_s: float
     then: Reply = field(default_factory=lambda: Reply(content="slow " * 100))
@@ -96,7 +96,7 @@ class Raw:
 # A JSON completion without any choice: a server fault the client must not take for a reply.
 NO_CHOICES = Raw(body='{"id": "x", "object": "chat.completion", "choices": []}', content_type="application/json")
 
-Step = Union[Reply, Fault, Slow, Trickle, Drop, Raw]
+Step = Reply | Fault | Slow | Trickle | Drop | Raw
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class OpenAIServer:
     # -- lifecycle --------------------------------------------------------------------------------------
 
     def start(self) -> OpenAIServer:
-        """Listen on 127.0.0.1 (on a free port the first time, on the same port again after `stop`) in a daemon thread."""
+        """Listen on 127.0.0.1 (a free port the first time, the same port again after `stop`) in a daemon thread."""
         handler = type("Handler", (_Handler,), {"owner": self})
         port = self._httpd.server_address[1] if self._httpd is not None else 0
         self._stop = threading.Event()

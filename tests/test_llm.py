@@ -187,8 +187,8 @@ def test_healable_faults_are_retried_until_the_patience_is_spent_then_one_line_s
     assert sum(clock.sleeps) == pytest.approx(600.0)  # the last wait is cut to what patience has left
     assert len(clock.sleeps) > 20
     assert (
-        f"failed {len(clock.sleeps) + 1} time(s) over 10m (endpoint patience 10m, --endpoint-patience / OPENAI_PATIENCE)"
-        in message
+        f"failed {len(clock.sleeps) + 1} time(s) over 10m "
+        "(endpoint patience 10m, --endpoint-patience / OPENAI_PATIENCE)" in message
     )
     assert message.endswith("last: connection refused") and "\n" not in message
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -268,7 +269,8 @@ CAUSAL = {
     "negative_shift_lagged_back": features_block("c.shift(-1).shift(1)"),
     "rsi": features_block(
         "100 - 100 / (1 + g / l) + c",
-        "d = c.diff()\ng = d.clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean()\nl = (-d.clip(upper=0)).ewm(alpha=1 / 14, adjust=False).mean()",
+        "d = c.diff()\ng = d.clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean()\n"
+        "l = (-d.clip(upper=0)).ewm(alpha=1 / 14, adjust=False).mean()",
     ),
     "stateful_strategy": """
 SEEN = []
@@ -339,7 +341,7 @@ def test_each_random_cut_falls_inside_its_own_stratum(frame: pd.DataFrame) -> No
     edges = random_strata(len(frame), MIN_ROWS)
     _, drawn = cut_plan(frame, np.zeros(len(frame)), val_position(frame), seed=4)
     assert len(drawn) == len(edges) - 1
-    assert all(left <= cut < right for cut, left, right in zip(drawn, edges[:-1], edges[1:]))
+    assert all(left <= cut < right for cut, (left, right) in zip(drawn, pairwise(edges), strict=True))
 
 
 def test_a_one_percent_one_bar_leak_is_caught_with_probability_at_least_99_percent(frame: pd.DataFrame) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from itertools import combinations
+from itertools import combinations, pairwise
 
 import numpy as np
 import pytest
@@ -62,7 +62,7 @@ def test_expected_max_sharpe_matches_the_paper_example() -> None:
 def test_expected_max_sharpe_grows_with_trials_and_is_zero_for_one() -> None:
     values = [expected_max_sharpe(n, 1.0) for n in (1, 2, 5, 10, 50, 100, 1000)]
     assert values[0] == 0.0
-    assert all(a < b for a, b in zip(values, values[1:]))
+    assert all(a < b for a, b in pairwise(values))
     # Two trials: 0.5772157 * Phi^-1(1 - 1/(2e)) = 0.5772157 * 0.9004 = 0.5197 (exact E[max of 2 N(0,1)] = 0.5642).
     assert values[1] == pytest.approx(0.5197, abs=1e-3)
 
