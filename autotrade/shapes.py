@@ -57,7 +57,7 @@ def expect(value: Any, kinds: Kinds, file: object, key: str) -> Any:
 
 
 def check_object(raw: Any, schema: Mapping[str, Kinds], file: object, prefix: str = "") -> dict[str, Any]:
-    """`raw` as a dict whose keys in `schema` (when present) hold their kinds; else ConfigError naming the first key.
+    """`raw` as a dict whose keys in `schema` (when present) hold their kinds; ConfigError naming the first that fails.
 
     `prefix` names where the object sits in the file (`settings.`); empty for the whole file.
     """
