@@ -11,11 +11,12 @@ reached: running it evaluates the block there, importing it is refused, and the 
 never runs in your own Python process.
 """
 
-from autotrade.evaluation import run_trade_py
+import math
 
-run_trade_py(__name__, __file__)  # the block below runs only in the sandbox
+import numpy as np
+import pandas as pd
 
-
+from autotrade.evaluation import run_trade_py; run_trade_py(__name__, __file__)  # the block below runs only in the sandbox
 # --- THESE ARE THE FUNCTIONS THE AGENT SHOULD MODIFY ---
 def generate_features(df):
     """Add the 20- and 50-day simple moving averages of the close."""
@@ -31,6 +32,4 @@ def strategy_logic(row):
     if row["SMA_20"] < row["SMA_50"]:
         return -1
     return 0
-
-
 # -----------------------------------------------------------
