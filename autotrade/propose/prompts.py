@@ -10,7 +10,7 @@ and validation only — never the test window.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -131,22 +131,20 @@ def _metric_line(metrics: Mapping[str, Any]) -> str:
     )
 
 
-def format_score(objective: str, score: float | None) -> str:
-    """An objective value as shown to people and models: returns in percent, ratios as numbers."""
-    if score is None:
-        return "n/a"
-    return percent(score) if objective == "val_return" else f"{score:.3f}"
+def describe_population(
+    records: Sequence[Mapping[str, Any]], objective: str, score_text: Callable[[float | None], str]
+) -> str:
+    """The population, best first, each with train and validation metrics, then buy-and-hold.
 
-
-def describe_population(records: Sequence[Mapping[str, Any]], objective: str) -> str:
-    """The population, best first, each with train and validation metrics, then buy-and-hold."""
+    ``score_text`` writes an objective value as the objective formats it (the research stage passes the registry's).
+    """
     if not records:
         return "(empty: no iteration has passed every check yet)"
     lines = []
     for rank, record in enumerate(records, start=1):
         windows = record.get("windows", {})
         lines.append(
-            f"{rank}. iteration {record['iteration']} — {objective} {format_score(objective, record.get('objective'))}\n"
+            f"{rank}. iteration {record['iteration']} — {objective} {score_text(record.get('objective'))}\n"
             f"   train: {_metric_line(windows.get('train', {}))}\n"
             f"   validation: {_metric_line(windows.get('val', {}))}\n"
             f"   hypothesis: {first_line(str(record.get('hypothesis') or 'baseline'), 160)}"
