@@ -1,4 +1,4 @@
-"""Objectives on constructed metrics and equity curves; the rubric's gates and each component's mapping; the registry."""
+"""Objectives on constructed metrics and equity curves: the rubric's gates and component mappings; the registry."""
 
 from __future__ import annotations
 
