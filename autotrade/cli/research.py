@@ -53,6 +53,8 @@ PATIENCE_HELP = (
     "body that is no reply) before the run stops, resumably: seconds or a duration like 90s, 30m, 1h (default: "
     "$OPENAI_PATIENCE, else 30m). Client errors (400, 401, 403, 404) stop at once."
 )
+
+
 def who_proposes(settings: RunSettings, model: Mapping[str, Any]) -> str:
     """'model M at URL', or 'random policy (no model)' for a policy without an endpoint."""
     if not POLICIES.get(settings.policy).needs_endpoint:

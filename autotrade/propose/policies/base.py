@@ -59,8 +59,6 @@ class Policy(Protocol):
     builds_on_population: bool  # proposals improve the population, so --max-fails stops a run that stalls
     phase: str  # what the progress display says while it proposes
 
-    def proposer(
-        self, model: ModelSettings | None, on_wait: Callable[[EndpointWait], None] | None = None
-    ) -> Proposer:
+    def proposer(self, model: ModelSettings | None, on_wait: Callable[[EndpointWait], None] | None = None) -> Proposer:
         """The run's proposer (``model``: endpoint settings, when the policy needs them; ``on_wait`` hears retries)."""
         ...
