@@ -15,17 +15,18 @@ from __future__ import annotations
 from autotrade.evaluation.objectives.base import Objective, number
 from autotrade.registry import Entry, Registry
 
-_HERE = __name__
 OBJECTIVES: Registry[Objective] = Registry(
     "objective",
     {
-        "val_return": Entry("total return of the validation window", f"{_HERE}.val_return:OBJECTIVE"),
-        "val_sharpe": Entry("annualised Sharpe of the validation window", f"{_HERE}.val_sharpe:OBJECTIVE"),
-        "robust": Entry("worst Sharpe over --robust-k sub-windows of train + validation", f"{_HERE}.robust:OBJECTIVE"),
+        "val_return": Entry("total return of the validation window", f"{__name__}.val_return:OBJECTIVE"),
+        "val_sharpe": Entry("annualised Sharpe of the validation window", f"{__name__}.val_sharpe:OBJECTIVE"),
+        "robust": Entry(
+            "worst Sharpe over --robust-k sub-windows of train + validation", f"{__name__}.robust:OBJECTIVE"
+        ),
         "rubric": Entry(
             "TradePool-style score in [0, 1] with hard gates; weights and mappings: rubric_score in "
             "autotrade/evaluation/objectives/rubric.py",
-            f"{_HERE}.rubric:OBJECTIVE",
+            f"{__name__}.rubric:OBJECTIVE",
         ),
     },
 )
