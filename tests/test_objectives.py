@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -230,9 +231,9 @@ def test_rubric_total_is_the_weighted_sum_and_monotone_in_each_input() -> None:
     sharpe_path = [rubric_score(_metrics(sharpe=s)).total for s in np.linspace(-1, 3, 21)]
     drawdown_path = [rubric_score(_metrics(max_drawdown=-d)).total for d in np.linspace(0, 0.7, 15)]
     cost_path = [rubric_score(_metrics(total_costs=c)).total for c in np.linspace(0, 800, 17)]
-    assert all(a <= b for a, b in zip(sharpe_path, sharpe_path[1:]))
-    assert all(a >= b for a, b in zip(drawdown_path, drawdown_path[1:]))
-    assert all(a >= b for a, b in zip(cost_path, cost_path[1:]))
+    assert all(a <= b for a, b in pairwise(sharpe_path))
+    assert all(a >= b for a, b in pairwise(drawdown_path))
+    assert all(a >= b for a, b in pairwise(cost_path))
     assert 0.0 <= min(sharpe_path) and max(sharpe_path) <= 1.0
 
 
