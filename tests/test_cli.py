@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -210,3 +211,19 @@ def test_a_malformed_base_url_is_one_line_not_a_traceback(command: str, url: str
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: base URL {url!r}: "), result.stderr
+
+
+def test_resuming_a_run_whose_config_names_an_unregistered_policy_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "train" / "old"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "run_b5a6da9", run)
+    config = json.loads((run / "config.json").read_text())
+    config["policy"] = config["settings"]["policy"] = "oracle"  # hand-edited, or a policy this version lacks
+    (run / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["resume", "old", "--quiet"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        'error: train/old/config.json: settings.policy is "oracle": choose one of model, random'
+    ]

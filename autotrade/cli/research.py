@@ -546,7 +546,8 @@ def resume(
     config = run_dir.read_config()
     reporter = make_reporter(quiet)
     api_key, timeout_s, patience_s = "", None, None  # a random-policy run has no endpoint
-    if POLICIES.get(config.get("policy", DEFAULT_POLICY)).needs_endpoint:
+    policy = config.get("policy", DEFAULT_POLICY)  # a hand-edited unknown one fails on the settings check, one line
+    if policy in POLICIES.entries and POLICIES.get(policy).needs_endpoint:
         # The key, timeout and patience; the run's recorded model and URL win over the environment.
         env = model_settings(patience=endpoint_patience)
         api_key, timeout_s = env.api_key, env.timeout_s if os.environ.get("OPENAI_TIMEOUT") else None
