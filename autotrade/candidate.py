@@ -11,15 +11,8 @@ import ast
 from importlib import resources
 from pathlib import Path
 
+from autotrade.contract import BLOCK_END, BLOCK_START, GUARD, GUARD_FUNCTION
 from autotrade.errors import ConfigError
-
-# The original harness's markers, so its users' files keep working.
-BLOCK_START = "# --- THESE ARE THE FUNCTIONS THE AGENT SHOULD MODIFY ---"
-BLOCK_END = "# -----------------------------------------------------------"
-GUARD = (
-    "from autotrade.evaluation import run_trade_py; run_trade_py(__name__, __file__)"
-    "  # the block below runs only in the sandbox"
-)
 
 
 def is_delimiter_line(line: str) -> bool:
@@ -118,7 +111,7 @@ def _check_guard_runs_first(source: str, guard_line: int, where: str) -> None:
         if stmt.lineno == guard_line
         and isinstance(stmt, ast.Expr)
         and isinstance(stmt.value, ast.Call)
-        and getattr(stmt.value.func, "id", None) == "run_trade_py"
+        and getattr(stmt.value.func, "id", None) == GUARD_FUNCTION
     ]
     earlier = [stmt for stmt in tree.body if stmt.lineno < guard_line]
     if not calls or any((stmt.end_lineno or stmt.lineno) >= guard_line for stmt in earlier):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +13,15 @@ import pytest
 from typer.testing import CliRunner
 
 from autotrade.cli.app import app
+from autotrade.evaluation.objectives import OBJECTIVES
+from autotrade.propose.policies import POLICIES
 
 runner = CliRunner()
+
+
+def flat(text: str) -> str:
+    """Rich output as one line: panel borders dropped, wrapped lines joined."""
+    return " ".join(text.replace("│", " ").split())
 
 
 def test_backtest_without_prepared_data_says_to_run_prepare(tmp_path: Path) -> None:
@@ -86,6 +95,33 @@ def test_help_does_not_import_heavy_modules() -> None:
     probe = "import sys, autotrade.cli.app; print(sorted({'pandas', 'openai', 'yfinance', 'matplotlib'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_run_help_lists_the_registered_choices_without_importing_numpy_pandas_or_openai() -> None:
+    # The --objective and --policy choices and their help come from the registries, which must stay cheap to read.
+    probe = (
+        "import sys; sys.argv = ['autotrade', 'run', '--help']\n"
+        "from autotrade.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'numpy', 'pandas', 'openai'} & set(sys.modules)), file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "300"}
+    )
+    assert done.stderr.strip() == "[]"
+    for registry in (OBJECTIVES, POLICIES):
+        for name, entry in registry.entries.items():
+            assert f"{name} ({entry.summary})" in flat(done.stdout)
+
+
+def test_a_choice_no_registry_holds_is_a_usage_error_naming_the_choices() -> None:
+    result = runner.invoke(app, ["run", "--objective", "val_sortino"])
+    assert result.exit_code == 2
+    assert "unknown objective 'val_sortino'; choose one of val_return, val_sharpe, robust, rubric" in flat(
+        result.stderr
+    )
+    result = runner.invoke(app, ["run", "--policy", "oracle"])
+    assert result.exit_code == 2 and "unknown policy 'oracle'; choose one of model, random" in flat(result.stderr)
 
 
 def test_infinite_eval_timeout_is_one_line_not_a_traceback(prepared_dir: Path) -> None:
@@ -175,3 +211,19 @@ def test_a_malformed_base_url_is_one_line_not_a_traceback(command: str, url: str
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: base URL {url!r}: "), result.stderr
+
+
+def test_resuming_a_run_whose_config_names_an_unregistered_policy_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "train" / "old"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "run_b5a6da9", run)
+    config = json.loads((run / "config.json").read_text())
+    config["policy"] = config["settings"]["policy"] = "oracle"  # hand-edited, or a policy this version lacks
+    (run / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["resume", "old", "--quiet"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        'error: train/old/config.json: settings.policy is "oracle": choose one of model, random'
+    ]

@@ -449,8 +449,9 @@ def test_the_chosen_objective_decides_the_population_order(
     openai_server: OpenAIServer, tmp_path: Path, small_data: Path
 ) -> None:
     from autotrade.data import load_prepared
-    from autotrade.evaluation.objectives import objective_value
-    from autotrade.evaluation.score import score_code
+    from autotrade.evaluation.evaluate import Evaluation
+    from autotrade.evaluation.score import score_code, score_evaluation
+    from autotrade.status import Status
 
     data = load_prepared(small_data)
     orders = {}
@@ -465,7 +466,10 @@ def test_the_chosen_objective_decides_the_population_order(
                 r["iteration"]: score_code(r["block"], data, objective="robust", robust_k=3).total for r in found
             }
         else:
-            expected = {r["iteration"]: objective_value(objective, r["windows"], status=r["status"]) for r in found}
+            expected = {
+                r["iteration"]: score_evaluation(Evaluation(Status(r["status"]), windows=r["windows"]), objective).total
+                for r in found
+            }
         assert [r["objective"] for r in found] == pytest.approx([expected[r["iteration"]] for r in found])
         ranked = sorted(expected, key=lambda i: (-expected[i], i))[:3]
         assert [r["iteration"] for r in result.population] == ranked

@@ -1,24 +1,24 @@
-"""Objectives on constructed metrics and equity curves; the rubric's gates and each component's mapping."""
+"""Objectives on constructed metrics and equity curves: the rubric's gates and component mappings; the registry."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
+from test_loop import records
 
-from autotrade.evaluation.objectives import (
-    DEFAULT_OBJECTIVE,
-    RUBRIC_WEIGHTS,
-    STATUSES,
-    Objective,
-    concat_bar_returns,
-    describe_objective,
-    objective_value,
-    robust_sharpe,
-    rubric_score,
-    sub_window_sharpes,
-)
+from autotrade.evaluation.evaluate import Evaluation
+from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, format_score, has_own_column
+from autotrade.evaluation.objectives.base import ValidationMetric
+from autotrade.evaluation.objectives.robust import concat_bar_returns, robust_sharpe, sub_window_sharpes
+from autotrade.evaluation.objectives.rubric import RUBRIC_WEIGHTS, STATUSES, rubric_score
+from autotrade.evaluation.score import score_evaluation
+from autotrade.status import Status
 
 
 def _metrics(**overrides: float) -> dict[str, float]:
@@ -43,6 +43,11 @@ def _metrics(**overrides: float) -> dict[str, float]:
     return base | overrides
 
 
+def value(objective: str, windows: dict[str, dict[str, float]], status: str = "ok") -> float:
+    """The total an evaluation with these metrics scores under the objective (its gated value when it fails)."""
+    return score_evaluation(Evaluation(Status(status), windows=windows), objective).total
+
+
 def _regimes(means: list[float], bars: int = 250, seed: int = 0) -> np.ndarray:
     """Per-bar returns: consecutive regimes of `bars` bars each with the given mean and 1% daily noise."""
     rng = np.random.default_rng(seed)
@@ -50,28 +55,27 @@ def _regimes(means: list[float], bars: int = 250, seed: int = 0) -> np.ndarray:
 
 
 def test_default_objective_is_validation_return_as_the_original() -> None:
-    assert DEFAULT_OBJECTIVE is Objective.VAL_RETURN
-    assert [o.value for o in Objective] == ["val_return", "val_sharpe", "robust", "rubric"]
+    assert DEFAULT_OBJECTIVE == "val_return"
+    assert OBJECTIVES.names() == ("val_return", "val_sharpe", "robust", "rubric")
 
 
 def test_val_return_and_val_sharpe_read_the_validation_window() -> None:
     windows = {"train": _metrics(total_return=9.0, sharpe=9.0), "val": _metrics(total_return=0.12, sharpe=0.7)}
-    assert objective_value("val_return", windows) == 0.12
-    assert objective_value(Objective.VAL_SHARPE, windows) == 0.7
+    assert value("val_return", windows) == 0.12
+    assert value("val_sharpe", windows) == 0.7
 
 
 def test_non_finite_metric_never_ranks() -> None:
-    assert objective_value("val_sharpe", {"val": _metrics(sharpe=math.nan)}) == -math.inf
+    assert value("val_sharpe", {"val": _metrics(sharpe=math.nan)}) == -math.inf
 
 
-def test_missing_validation_window_is_an_error() -> None:
-    with pytest.raises(ValueError, match="windows\\['val'\\]"):
-        objective_value("val_return", {"train": _metrics()})
+def test_missing_validation_window_never_ranks() -> None:
+    assert value("val_return", {"train": _metrics()}) == -math.inf
 
 
-def test_unknown_objective_is_rejected() -> None:
-    with pytest.raises(ValueError):
-        objective_value("val_sortino", {"val": _metrics()})
+def test_unknown_objective_is_rejected_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="unknown objective 'val_sortino'; choose one of val_return, val_sharpe"):
+        OBJECTIVES.get("val_sortino")
 
 
 def test_robust_picks_the_worst_regime() -> None:
@@ -87,8 +91,8 @@ def test_robust_prefers_the_strategy_that_works_in_every_regime() -> None:
     steady = _regimes([0.002] * 4, seed=1)  # Sharpe about 3 in every regime
     one_boom = _regimes([0.012, 0.0, -0.002, 0.0], seed=1)  # higher total return, but loses in the third regime
     assert one_boom.sum() > steady.sum()
-    assert objective_value("robust", {}, steady) > 1.0
-    assert objective_value("robust", {}, one_boom) < -1.0
+    assert robust_sharpe(steady) > 1.0
+    assert robust_sharpe(one_boom) < -1.0
 
 
 def test_robust_scores_a_flat_regime_zero() -> None:
@@ -110,8 +114,7 @@ def test_robust_drops_window_leading_nans_and_rejects_short_series() -> None:
     assert robust_sharpe(with_nans, k=2) == pytest.approx(robust_sharpe(returns, k=2))
     with pytest.raises(ValueError, match="at least 8 returns"):
         robust_sharpe(np.full(7, 0.01), k=4)
-    with pytest.raises(ValueError, match="per-bar strategy returns"):
-        objective_value("robust", {"val": _metrics()})
+    assert value("robust", {"val": _metrics()}) == -math.inf  # metrics without equity curves: nothing to split
 
 
 def test_concat_bar_returns_keeps_window_boundaries_apart() -> None:
@@ -159,7 +162,7 @@ def test_rubric_of_a_failed_evaluation_without_metrics_is_zero() -> None:
     score = rubric_score({}, "runtime_error")
     assert score.total == 0.0
     assert set(score.components.values()) == {0.0}
-    assert objective_value("rubric", {}, status="timeout") == 0.0
+    assert value("rubric", {}, status="timeout") == 0.0
 
 
 def test_rubric_rejects_an_unknown_status() -> None:
@@ -228,16 +231,16 @@ def test_rubric_total_is_the_weighted_sum_and_monotone_in_each_input() -> None:
     sharpe_path = [rubric_score(_metrics(sharpe=s)).total for s in np.linspace(-1, 3, 21)]
     drawdown_path = [rubric_score(_metrics(max_drawdown=-d)).total for d in np.linspace(0, 0.7, 15)]
     cost_path = [rubric_score(_metrics(total_costs=c)).total for c in np.linspace(0, 800, 17)]
-    assert all(a <= b for a, b in zip(sharpe_path, sharpe_path[1:]))
-    assert all(a >= b for a, b in zip(drawdown_path, drawdown_path[1:]))
-    assert all(a >= b for a, b in zip(cost_path, cost_path[1:]))
+    assert all(a <= b for a, b in pairwise(sharpe_path))
+    assert all(a >= b for a, b in pairwise(drawdown_path))
+    assert all(a >= b for a, b in pairwise(cost_path))
     assert 0.0 <= min(sharpe_path) and max(sharpe_path) <= 1.0
 
 
 def test_rubric_objective_equals_the_rubric_total() -> None:
     windows = {"train": _metrics(), "val": _metrics(sharpe=1.0)}
-    assert objective_value("rubric", windows) == pytest.approx(rubric_score(windows["val"]).total)
-    assert objective_value("rubric", windows, status="lookahead") == 0.0
+    assert value("rubric", windows) == pytest.approx(rubric_score(windows["val"]).total)
+    assert value("rubric", windows, status="lookahead") == 0.0
 
 
 def test_statuses_mirror_the_evaluation_statuses() -> None:
@@ -247,9 +250,12 @@ def test_statuses_mirror_the_evaluation_statuses() -> None:
 
 
 def test_each_objective_is_described_for_the_prompt_with_its_k() -> None:
-    assert "validation" in describe_objective("val_return") and "Sharpe" in describe_objective("val_sharpe")
-    assert "over 6 consecutive" in describe_objective(Objective.ROBUST, k=6)
-    rubric = describe_objective("rubric")
+    def describe(name: str, k: int = 4) -> str:
+        return OBJECTIVES.get(name).describe(k)
+
+    assert "validation" in describe("val_return") and "Sharpe" in describe("val_sharpe")
+    assert "over 6 consecutive" in describe("robust", k=6)
+    rubric = describe("rubric")
     assert "[0, 1]" in rubric and "look-ahead" in rubric and "no trades" in rubric
 
 
@@ -258,3 +264,78 @@ def test_sub_window_sharpes_are_in_time_order_and_robust_is_their_minimum() -> N
     parts = sub_window_sharpes(r, k=3)
     assert parts[0] > parts[2] > 0 > parts[1]
     assert robust_sharpe(r, k=3) == min(parts)
+
+
+# -- the registry: one module and one line per objective ---------------------------------------------------------
+
+CALMAR = ValidationMetric(
+    name="val_calmar",
+    metric="calmar",
+    sentence="the Calmar ratio of the validation window (higher is better)",
+)
+
+
+@pytest.fixture
+def calmar_registered(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new objective, registered the way a new module would be: one registry line pointing at it."""
+    from autotrade.registry import Entry
+
+    monkeypatch.setitem(
+        OBJECTIVES.entries, "val_calmar", Entry("Calmar ratio of the validation window", f"{__name__}:CALMAR")
+    )
+    return "val_calmar"
+
+
+def test_every_registered_objective_is_its_own_name_and_formats_a_missing_value() -> None:
+    for name in OBJECTIVES.names():
+        objective = OBJECTIVES.get(name)
+        assert objective.name == name
+        assert objective.format(None) == "—" and objective.format(math.nan, missing="n/a") == "n/a"
+        assert objective.gated < 0.5  # below any passing total of a bounded objective, -inf for the unbounded
+    assert format_score("val_return", 0.1234) == "+12.34%" and format_score("rubric", 0.5) == "0.500"
+    assert not has_own_column("val_return") and has_own_column("robust")
+
+
+def test_a_value_of_an_objective_this_version_does_not_know_prints_as_a_number() -> None:
+    assert format_score("val_sortino", 1.23456) == "1.235" and has_own_column("val_sortino")
+
+
+def test_a_newly_registered_objective_is_described_scored_and_formatted(calmar_registered: str) -> None:
+    assert calmar_registered in OBJECTIVES.names()
+    assert OBJECTIVES.get(calmar_registered).describe(4).startswith("the Calmar ratio")
+    assert value(calmar_registered, {"val": _metrics(calmar=1.7)}) == 1.7
+    assert value(calmar_registered, {"val": _metrics(calmar=1.7)}, status="lookahead") == -math.inf
+    assert format_score(calmar_registered, 1.7) == "1.700"
+
+
+def test_a_newly_registered_objective_is_accepted_by_the_run_settings(calmar_registered: str) -> None:
+    from autotrade.research.config import RunSettings
+
+    assert RunSettings(objective=calmar_registered).objective == calmar_registered
+    assert RunSettings.from_dict({"objective": calmar_registered}).objective == calmar_registered
+
+
+def test_a_newly_registered_objective_ranks_a_run_from_the_command_line(
+    calmar_registered: str, small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from autotrade.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--objective", calmar_registered, "--policy", "random", "--max-iter", "2", "--seed", "3"]
+    outcome = CliRunner().invoke(app, [*argv, "--name", "c", "--quiet", "--data", str(small_data)])
+    assert outcome.exit_code == 0, outcome.output
+    assert f"objective={calmar_registered}" in outcome.output
+    run = tmp_path / "train" / "c"
+    assert json.loads((run / "config.json").read_text())["settings"]["objective"] == calmar_registered
+    ranked = [r for r in records(run) if r["status"] == "ok"]
+    assert ranked and all(r["objective"] == r["windows"]["val"]["calmar"] for r in ranked)
+
+
+def test_the_objective_registry_imports_no_numpy() -> None:
+    probe = "import sys, autotrade.evaluation.objectives; print(sorted({'numpy', 'pandas'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

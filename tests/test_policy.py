@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from autotrade.cli.app import app
 from autotrade.data import load_prepared
 from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import evaluate_block
-from autotrade.propose.policies import RANDOM_MODEL, Policy, ProposalRequest, RandomProposer, random_strategy
+from autotrade.propose.policies import POLICIES, Proposal, ProposalRequest
+from autotrade.propose.policies.random_search import RANDOM_MODEL, RandomProposer, random_strategy
 from autotrade.propose.reply import parse_reply
+from autotrade.registry import Entry
 from autotrade.research.config import RunSettings
 from autotrade.sandbox.vet import vet_block
 
@@ -80,11 +83,11 @@ def test_the_random_proposer_draws_only_from_the_request_generator_and_costs_no_
         0,
         0,
     )
-    assert RandomProposer.policy is Policy.RANDOM
+    assert isinstance(POLICIES.get("random").proposer(None), RandomProposer)
 
 
 def test_an_unknown_policy_is_refused() -> None:
-    with pytest.raises(ConfigError, match="--policy 'oracle'"):
+    with pytest.raises(ConfigError, match="--policy 'oracle': choose one of model, random"):
         RunSettings(policy="oracle")
 
 
@@ -145,3 +148,77 @@ def test_endpoint_flags_with_the_random_policy_are_refused(
     )
     assert outcome.exit_code == 1 and "--model: endpoint settings apply to --policy model only" in outcome.output
     assert not (tmp_path / "train").exists()
+
+
+# -- the registry: one module and one line per policy --------------------------------------------------------------
+
+CONSTANT_REPLY = (
+    "```python\ndef generate_features(df):\n    df['sma_5'] = df['Close'].rolling(5).mean()\n    return df\n\n\n"
+    "def strategy_logic(row):\n    return 1 if row['Close'] > row['sma_5'] else -1\n```\n\n"
+    "```markdown\nConstant policy: close above its 5-bar average\n```\n"
+)
+
+
+class ConstantProposer:
+    def propose(self, request: ProposalRequest) -> Proposal:
+        return Proposal(text=CONSTANT_REPLY, finish_reason="stop", model="constant")
+
+
+@dataclass(frozen=True)
+class ConstantPolicy:
+    """A policy a test registers: the same reply every time, no endpoint."""
+
+    name: str = "constant"
+    needs_endpoint: bool = False
+    builds_on_population: bool = False
+    phase: str = "repeating itself"
+
+    def proposer(self, model: object, on_wait: object = None) -> ConstantProposer:
+        return ConstantProposer()
+
+
+CONSTANT = ConstantPolicy()
+
+
+@pytest.fixture
+def constant_registered(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new policy, registered the way a new module would be: one registry line pointing at it."""
+    monkeypatch.setitem(POLICIES.entries, "constant", Entry("the same crossover every time", f"{__name__}:CONSTANT"))
+    return "constant"
+
+
+def test_every_registered_policy_is_its_own_name() -> None:
+    assert POLICIES.names() == ("model", "random")
+    for name in POLICIES.names():
+        assert POLICIES.get(name).name == name
+    assert POLICIES.get("model").needs_endpoint and not POLICIES.get("random").needs_endpoint
+
+
+def test_the_model_policy_needs_endpoint_settings() -> None:
+    with pytest.raises(ValueError, match="needs endpoint settings"):
+        POLICIES.get("model").proposer(None)
+
+
+def test_a_newly_registered_policy_runs_from_the_command_line_without_an_endpoint(
+    constant_registered: str, small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert RunSettings(policy=constant_registered).policy == constant_registered
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--policy", constant_registered, "--max-iter", "3", "--name", "k", "--quiet"]
+    outcome = CliRunner().invoke(app, [*argv, "--data", str(small_data)], env=CLOSED_PORT)
+    assert outcome.exit_code == 0, outcome.output
+    assert "finished: reached --max-iter after 3 iterations" in outcome.output  # no failure streak stops it
+    config = json.loads((tmp_path / "train" / "k" / "config.json").read_text())
+    assert (config["policy"], config["model"]["model"], config["model"]["base_url"]) == ("constant", "constant", None)
+    found = records(tmp_path / "train" / "k")
+    assert [r["hypothesis"] for r in found[1:]] == ["Constant policy: close above its 5-bar average"] * 2
+
+
+def test_endpoint_flags_with_a_newly_registered_policy_without_an_endpoint_are_refused(
+    constant_registered: str, small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    outcome = CliRunner().invoke(
+        app, ["run", "--policy", constant_registered, "--base-url", "http://x:1/v1", "--data", str(small_data)]
+    )
+    assert outcome.exit_code == 1 and "--base-url: endpoint settings apply to --policy model only" in outcome.output

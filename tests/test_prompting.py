@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from autotrade.errors import ConfigError
+from autotrade.evaluation.objectives import format_score
 from autotrade.propose.prompts import (
     PromptContext,
     build_prompt,
@@ -108,7 +110,7 @@ def record(i: int, status: str = "ok", **extra: object) -> dict:
 
 
 def test_population_shows_train_and_validation_metrics_and_buy_and_hold() -> None:
-    text = describe_population([record(2), record(0)], "val_return")
+    text = describe_population([record(2), record(0)], "val_return", partial(format_score, "val_return", missing="n/a"))
     assert text.startswith("1. iteration 2 — val_return +10.00%")
     assert "train: return +50.00%, Sharpe 0.80" in text and "validation: return +10.00%, Sharpe 1.10" in text
     assert "Buy-and-hold for comparison: train +90.00%, validation +20.00%." in text

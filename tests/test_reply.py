@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from autotrade.candidate import BLOCK_END, BLOCK_START, baseline_source, extract_block
+from autotrade.candidate import baseline_source, extract_block
+from autotrade.contract import BLOCK_END, BLOCK_START
 from autotrade.errors import ReplyError
 from autotrade.propose.reply import FORMAT_HINT, LEARNINGS_MAX_CHARS, parse_reply, split_reasoning, strip_reasoning
 

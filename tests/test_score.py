@@ -10,8 +10,10 @@ from test_loop import LOOKAHEAD, answer, sma_block
 
 from autotrade.candidate import baseline_source, splice_block
 from autotrade.data import PreparedData, load_prepared
-from autotrade.evaluation.objectives import RUBRIC_WEIGHTS
-from autotrade.evaluation.score import GATED, Score, score_code, score_reply
+from autotrade.evaluation.objectives import OBJECTIVES
+from autotrade.evaluation.objectives.rubric import RUBRIC_WEIGHTS
+from autotrade.evaluation.score import Score, score_code
+from autotrade.research.reward import score_reply
 
 NEVER_TRADES = "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 0\n"
 SYNTAX_ERROR = "def generate_features(df)\n    return df\n\n\ndef strategy_logic(row):\n    return 1\n"
@@ -77,7 +79,7 @@ def test_other_objectives_read_their_figure_and_gate_to_minus_infinity(data: Pre
     assert list(robust.components) == ["sharpe_1", "sharpe_2", "sharpe_3"]
     assert robust.total == min(robust.components.values())
     failed = score_code(NEVER_TRADES, data, objective="val_return")
-    assert failed.total == GATED["val_return"] == -math.inf
+    assert failed.total == OBJECTIVES.get("val_return").gated == -math.inf
 
 
 def test_a_reply_scores_like_the_code_it_holds(data: PreparedData) -> None:

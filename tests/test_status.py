@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotrade.evaluation.objectives import rubric_score
+from autotrade.evaluation.objectives.rubric import rubric_score
 from autotrade.sandbox import worker
 from autotrade.status import Status
 

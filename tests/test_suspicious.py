@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
 from autotrade.evaluation.evaluate import suspicions
+from autotrade.evaluation.objectives import format_score
 from autotrade.propose.prompts import describe_outcome, describe_population
 
 
@@ -48,4 +51,6 @@ def test_the_warning_reaches_the_next_prompt_and_the_population() -> None:
         "suspicious": ["validation Sharpe 9.0 is implausible for daily data"],
     }
     assert "SUSPICIOUS: validation Sharpe 9.0" in describe_outcome(record)
-    assert "SUSPICIOUS: validation Sharpe 9.0" in describe_population([record], "val_return")
+    assert "SUSPICIOUS: validation Sharpe 9.0" in describe_population(
+        [record], "val_return", partial(format_score, "val_return")
+    )

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autotrade.candidate import BLOCK_END, BLOCK_START, baseline_source, extract_block
+from autotrade.candidate import baseline_source, extract_block
+from autotrade.contract import BLOCK_END, BLOCK_START
 from autotrade.errors import CandidateError, UnsafeCodeError
 from autotrade.sandbox import vet
 from autotrade.sandbox.vet import VettedBlock, vet_block

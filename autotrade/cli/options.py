@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from autotrade.evaluation.objectives import OBJECTIVES
+from autotrade.propose.policies import POLICIES
+from autotrade.registry import Registry
 
 
 class FillChoice(StrEnum):
@@ -55,4 +60,38 @@ DataDirOpt = Annotated[
 EvalTimeoutOpt = Annotated[
     float,
     typer.Option("--eval-timeout", min=1.0, help="Wall-clock seconds a candidate may run before it is killed."),
+]
+
+
+def registered(registry: Registry[Any]) -> Callable[[str], str]:
+    """A parser accepting a name in ``registry``, read when parsing, so every registered plug-in is a choice."""
+
+    def parse(text: str) -> str:
+        try:
+            return registry.check(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return parse
+
+
+def choices(registry: Registry[Any]) -> str:
+    """The metavar listing a registry's names, as typer lists an enum's."""
+    return "<" + "|".join(registry.names()) + ">"
+
+
+ObjectiveOpt = Annotated[
+    str,
+    typer.Option(
+        "--objective",
+        parser=registered(OBJECTIVES),
+        metavar=choices(OBJECTIVES),
+        help=f"What the population is ranked by: {OBJECTIVES.help()}.",
+    ),
+]
+PolicyOpt = Annotated[
+    str,
+    typer.Option(
+        "--policy", parser=registered(POLICIES), metavar=choices(POLICIES), help=f"Who proposes: {POLICIES.help()}."
+    ),
 ]

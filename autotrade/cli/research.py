@@ -12,7 +12,6 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,8 +30,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
+from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt, ObjectiveOpt, PolicyOpt
+from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, format_score, has_own_column
 from autotrade.fmt import hms, pct
+from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
 
 if TYPE_CHECKING:
     from autotrade.propose.client import EndpointWait
@@ -47,42 +48,17 @@ DOCTOR_TRIES = 5  # doctor answers in seconds: a few tries, not a run's endpoint
 WAIT_LINE_EVERY_S = 30.0  # off a live display, one line per this many seconds of a long wait for the endpoint
 
 
-class ObjectiveChoice(StrEnum):
-    """What the population is ranked by; mirrors objectives.Objective without importing numpy at --help time."""
-
-    VAL_RETURN = "val_return"
-    VAL_SHARPE = "val_sharpe"
-    ROBUST = "robust"
-    RUBRIC = "rubric"
-
-
-class PolicyChoice(StrEnum):
-    """Who proposes; mirrors policy.Policy without importing the loop at --help time."""
-
-    MODEL = "model"
-    RANDOM = "random"
-
-
-OBJECTIVE_HELP = (
-    "What the population is ranked by: val_return or val_sharpe (validation window), robust (worst Sharpe over "
-    "--robust-k sub-windows of train + validation) or rubric (TradePool-style score in [0, 1] with hard gates; "
-    "weights and how each component maps to [0, 1]: autotrade/objectives.py, rubric_score)."
-)
 PATIENCE_HELP = (
     "How long to keep retrying a model server that is down or failing (connection refused, HTTP 5xx or 429, a "
     "body that is no reply) before the run stops, resumably: seconds or a duration like 90s, 30m, 1h (default: "
     "$OPENAI_PATIENCE, else 30m). Client errors (400, 401, 403, 404) stop at once."
 )
-POLICY_HELP = (
-    "Who proposes: model (the LLM at the endpoint) or random (random causal-indicator strategies, no endpoint "
-    "needed: the undirected baseline a model should beat)."
-)
 
 
 def who_proposes(settings: RunSettings, model: Mapping[str, Any]) -> str:
-    """'model M at URL', or 'random policy (no model)'."""
-    if settings.policy == "random":
-        return "random policy (no model)"
+    """'model M at URL', or 'random policy (no model)' for a policy without an endpoint."""
+    if not POLICIES.get(settings.policy).needs_endpoint:
+        return f"{settings.policy} policy (no model)"
     return f"model {model.get('model')} at {model.get('base_url')}"
 
 
@@ -90,10 +66,8 @@ def who_proposes(settings: RunSettings, model: Mapping[str, Any]) -> str:
 
 
 def score_text(objective: str, value: float | None) -> str:
-    """An objective value: returns in percent, ratios and scores as numbers."""
-    if value is None:
-        return "—"
-    return pct(value) if objective == "val_return" else f"{value:.3f}"
+    """An objective value as the objective formats it."""
+    return format_score(objective, value)
 
 
 def duration(seconds: float) -> str:
@@ -117,7 +91,7 @@ def iteration_line(record: Mapping[str, Any], standing: Standing, objective: str
         f"parent={'-' if record.get('parent') is None else record['parent']}",
         f"train_return={pct(record.get('train_return'))}",
         f"val_return={pct(record.get('val_return'))}",
-        *([] if objective == "val_return" else [f"{objective}={score_text(objective, record.get('objective'))}"]),
+        *([f"{objective}={score_text(objective, record.get('objective'))}"] if has_own_column(objective) else []),
         "entered" if record.get("entered_population") else f"fails={standing.fail_streak}/{standing.max_fails}",
         f"best={score_text(objective, standing.best_score)}"
         + ("" if standing.best_iteration is None else f"@{standing.best_iteration}"),
@@ -176,7 +150,7 @@ class WaitColumn(ProgressColumn):
 
 def final_table(result: RunResult) -> Table:
     """The population beside buy-and-hold: train and validation figures only."""
-    show_score = result.objective != "val_return"  # val_return is already the val return column
+    show_score = has_own_column(result.objective)
     table = Table(title=f"{result.name}: top {len(result.population)} by {result.objective}")
     headers = [
         "rank",
@@ -242,7 +216,7 @@ class PlainReporter:
 
     def __init__(self, out: Any = None) -> None:
         self.out = out or sys.stdout
-        self.objective = "val_return"
+        self.objective = DEFAULT_OBJECTIVE
         self.wait_lines = WaitLines()
 
     def _print(self, line: str) -> None:
@@ -298,7 +272,7 @@ class RichReporter:
         self.console = console or Console()
         self.progress: Progress | None = None
         self.task: Any = None
-        self.objective = "val_return"
+        self.objective = DEFAULT_OBJECTIVE
         self.current = "starting"  # the phase shown, which a wait for the endpoint extends
         self.wait_lines = WaitLines()  # before the live display starts (preflight), waits are lines
 
@@ -455,13 +429,11 @@ def run(
     start_from: Annotated[
         Path | None, typer.Option("--from", help="Start from this trade.py (or a file holding only the agent block).")
     ] = None,
-    objective: Annotated[
-        ObjectiveChoice, typer.Option("--objective", help=OBJECTIVE_HELP)
-    ] = ObjectiveChoice.VAL_RETURN,
+    objective: ObjectiveOpt = DEFAULT_OBJECTIVE,
     robust_k: Annotated[
         int, typer.Option("--robust-k", min=1, help="Sub-windows of train + validation for --objective robust.")
-    ] = 4,
-    policy: Annotated[PolicyChoice, typer.Option("--policy", help=POLICY_HELP)] = PolicyChoice.MODEL,
+    ] = DEFAULT_ROBUST_K,
+    policy: PolicyOpt = DEFAULT_POLICY,
     learnings_budget: Annotated[
         int, typer.Option("--learnings-budget", min=0, help="Characters of learnings in each prompt.")
     ] = 6000,
@@ -510,16 +482,18 @@ def run(
     from autotrade.research.loop import start_run
 
     load_env_file()
+    chosen = POLICIES.get(policy)
     settings = RunSettings(
         max_iter=max_iter,
+        # Proposals that never build on the population cannot stall it: no failure streak stops them by default.
         max_fails=max_fails
         if max_fails is not None
-        else (max_iter if policy is PolicyChoice.RANDOM else DEFAULT_MAX_FAILS),
+        else (DEFAULT_MAX_FAILS if chosen.builds_on_population else max_iter),
         population=population,
         seed=seed if seed is not None else secrets.randbelow(2**31),
-        objective=objective.value,
+        objective=objective,
         robust_k=robust_k,
-        policy=policy.value,
+        policy=policy,
         learnings_budget=learnings_budget,
         fill=fill.value,
         cost_bps=cost_bps,
@@ -528,7 +502,7 @@ def run(
         start_from=str(start_from.resolve()) if start_from else None,
         anonymize=anonymize,
     )
-    if policy is PolicyChoice.RANDOM:
+    if not chosen.needs_endpoint:
         given = [
             flag
             for flag, value in (
@@ -572,7 +546,8 @@ def resume(
     config = run_dir.read_config()
     reporter = make_reporter(quiet)
     api_key, timeout_s, patience_s = "", None, None  # a random-policy run has no endpoint
-    if config.get("policy", "model") == "model":
+    policy = config.get("policy", DEFAULT_POLICY)  # a hand-edited unknown one fails on the settings check, one line
+    if policy in POLICIES.entries and POLICIES.get(policy).needs_endpoint:
         # The key, timeout and patience; the run's recorded model and URL win over the environment.
         env = model_settings(patience=endpoint_patience)
         api_key, timeout_s = env.api_key, env.timeout_s if os.environ.get("OPENAI_TIMEOUT") else None

@@ -33,13 +33,13 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from autotrade.contract import OHLCV_COLUMNS as REQUIRED_COLUMNS
 from autotrade.errors import ConfigError, DataError, StorageError
 from autotrade.fileio import atomic_write_bytes, atomic_write_json
 
 Notify = Callable[[str], None]
 
 COLUMN_ORDER = ("Open", "High", "Low", "Close", "Adj Close", "Volume")
-REQUIRED_COLUMNS = ("Open", "High", "Low", "Close", "Volume")
 PRICE_COLUMNS = ("Open", "High", "Low", "Close", "Adj Close")
 WINDOWS = ("train", "val", "test", "full")
 # train: the baseline's 50-bar SMA needs warm-up before it can trade; val/test: fewer bars make a Sharpe noise.

@@ -10,7 +10,7 @@ and validation only — never the test window.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from autotrade.contract import BUY, FEATURES, FUNCTIONS, HOLD, MODULES, SELL, STRATEGY
 from autotrade.errors import ConfigError
 from autotrade.research.learnings import first_line, percent
 
@@ -93,9 +94,9 @@ def engine_rules(fill: str, cost_bps: float) -> str:
     return "\n".join(
         [
             "- Long or flat, one instrument, all cash in or all out (fractional shares). No shorting, no leverage.",
-            "- `strategy_logic(row)` returns 1 = buy (go long with all cash if flat), -1 = sell (go flat if long), "
-            "0 = hold (keep the current position). A buy while long or a sell while flat changes nothing; "
-            "None or NaN counts as 0.",
+            f"- `{STRATEGY}({FUNCTIONS[STRATEGY]})` returns {BUY} = buy (go long with all cash if flat), "
+            f"{SELL} = sell (go flat if long), {HOLD} = hold (keep the current position). A buy while long or a sell "
+            f"while flat changes nothing; None or NaN counts as {HOLD}.",
             f"- {timing}",
             f"- Each side of a trade costs {cost_bps:g} basis points of the traded value; "
             "an open position is sold at the window's last close.",
@@ -104,17 +105,23 @@ def engine_rules(fill: str, cost_bps: float) -> str:
             "recomputes your features on hundreds of truncated histories (cuts you cannot predict, many right "
             "before the largest moves) and rejects the candidate (status `lookahead`) if any past value changes "
             "at all: no unlagged negative `shift`, `center=True` or `bfill`, no statistics over the whole sample.",
-            "- `strategy_logic` runs in a fresh copy of your module, once per bar in date order: it may keep its own "
-            "state between calls, but it cannot see anything `generate_features` stored in globals (put it in a "
+            f"- `{STRATEGY}` runs in a fresh copy of your module, once per bar in date order: it may keep its own "
+            f"state between calls, but it cannot see anything `{FEATURES}` stored in globals (put it in a "
             "column instead).",
             "- The first rows of rolling features are NaN; comparisons with NaN are False, so handle them (return 0).",
             "- A strategy that never trades in the validation window scores nothing (status `no_trades`).",
-            "- `pd` (pandas), `np` (numpy) and `math` are provided; importing anything else is rejected. Also rejected: "
+            f"- {_provided_modules()} are provided; importing anything else is rejected. Also rejected: "
             "file, network and system access, pandas/numpy I/O (`read_*`, `to_*`, `np.load`/`np.save`), "
             "`eval`/`exec`/`compile`/`open`/`getattr`/`setattr`/`globals`/`locals`, `DataFrame.eval`/`query`, "
             "double-underscore attributes, classes and decorators.",
         ]
     )
+
+
+def _provided_modules() -> str:
+    """The modules the block is given, as the prompt names them: '`pd` (pandas), `np` (numpy) and `math`'."""
+    names = [f"`{alias}`" if alias == module else f"`{alias}` ({module})" for alias, module in MODULES.items()]
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _metric_line(metrics: Mapping[str, Any]) -> str:
@@ -131,22 +138,20 @@ def _metric_line(metrics: Mapping[str, Any]) -> str:
     )
 
 
-def format_score(objective: str, score: float | None) -> str:
-    """An objective value as shown to people and models: returns in percent, ratios as numbers."""
-    if score is None:
-        return "n/a"
-    return percent(score) if objective == "val_return" else f"{score:.3f}"
+def describe_population(
+    records: Sequence[Mapping[str, Any]], objective: str, score_text: Callable[[float | None], str]
+) -> str:
+    """The population, best first, each with train and validation metrics, then buy-and-hold.
 
-
-def describe_population(records: Sequence[Mapping[str, Any]], objective: str) -> str:
-    """The population, best first, each with train and validation metrics, then buy-and-hold."""
+    ``score_text`` writes an objective value as the objective formats it (the research stage passes the registry's).
+    """
     if not records:
         return "(empty: no iteration has passed every check yet)"
     lines = []
     for rank, record in enumerate(records, start=1):
         windows = record.get("windows", {})
         lines.append(
-            f"{rank}. iteration {record['iteration']} — {objective} {format_score(objective, record.get('objective'))}\n"
+            f"{rank}. iteration {record['iteration']} — {objective} {score_text(record.get('objective'))}\n"
             f"   train: {_metric_line(windows.get('train', {}))}\n"
             f"   validation: {_metric_line(windows.get('val', {}))}\n"
             f"   hypothesis: {first_line(str(record.get('hypothesis') or 'baseline'), 160)}"

@@ -32,11 +32,10 @@ import re
 import textwrap
 from dataclasses import dataclass
 
-from autotrade.candidate import BLOCK_END, BLOCK_START
+from autotrade.contract import BLOCK_END, BLOCK_START, FUNCTIONS, SIGNATURES
 from autotrade.errors import ReplyError
 from autotrade.sandbox.vet import MAX_BLOCK_CHARS
 
-FUNCTIONS = ("generate_features", "strategy_logic")
 CODE_LABELS = frozenset({"", "python", "py", "python3", "py3"})
 MARKDOWN_LABELS = frozenset({"markdown", "md"})
 LEARNINGS_MAX_CHARS = 2000
@@ -44,8 +43,7 @@ LEARNINGS_MAX_CHARS = 2000
 MAX_REPLY_CHARS = 4 * MAX_BLOCK_CHARS
 
 FORMAT_HINT = (
-    "reply with one ```python block that defines generate_features(df) and strategy_logic(row), "
-    "then one ```markdown block with your hypothesis"
+    f"reply with one ```python block that defines {SIGNATURES}, then one ```markdown block with your hypothesis"
 )
 
 _THINK_OPEN = re.compile(r"<(think|thinking)>", re.I)

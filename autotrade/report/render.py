@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from autotrade.evaluation.objectives import format_score, has_own_column
 from autotrade.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from autotrade.fmt import hms, pct
 from autotrade.report.compute import REPORT_JSON, Report, RunSummary, summary
@@ -48,8 +49,8 @@ def duration(seconds: float) -> str:
 
 
 def objective_text(objective: str, value: float | None) -> str:
-    """An objective value: returns in percent, ratios and scores as numbers."""
-    return pct(value) if objective == "val_return" else num(value, 3)
+    """An objective value as the objective formats it."""
+    return format_score(objective, value)
 
 
 def short(text: str, limit: int = 70) -> str:
@@ -97,7 +98,7 @@ def header_lines(report: Report) -> list[str]:
 
 def leaderboard(report: Report) -> Section:
     """Every iteration: status, train and validation figures, parent; population members marked ★."""
-    show_objective = report.objective != "val_return"
+    show_objective = has_own_column(report.objective)
     headers = (
         "iter",
         "pop",

@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 from autotrade.durations import parse_duration
 from autotrade.errors import ConfigError
-from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, Objective
+from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, OBJECTIVES
 from autotrade.propose.client import ModelSettings, display_url
+from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
 from autotrade.shapes import check_object, describe, schema_of
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
@@ -179,9 +180,9 @@ class RunSettings:
     max_fails: int = 5  # consecutive iterations that do not enter the population
     population: int = 3  # members kept, best first by the objective
     seed: int = 0  # random reversion
-    objective: str = "val_return"
+    objective: str = DEFAULT_OBJECTIVE  # a name in OBJECTIVES
     robust_k: int = DEFAULT_ROBUST_K  # sub-windows of train + validation for the robust objective
-    policy: str = "model"  # who proposes: "model" (the endpoint) or "random" (undirected search, no endpoint)
+    policy: str = DEFAULT_POLICY  # a name in POLICIES: who proposes
     learnings_budget: int = 6000  # characters of learnings in each prompt
     fill: str = "next-open"
     cost_bps: float = 2.0  # per side, basis points of traded value
@@ -219,16 +220,15 @@ class RunSettings:
 
 def _broken_rule(values: Mapping[str, Any]) -> tuple[str, str] | None:
     """The first setting that cannot define a run, and the rule it breaks; None when all hold."""
-    objectives = [o.value for o in Objective]
     rules = (
         ("max_iter", values["max_iter"] >= 1, "must be at least 1 (iteration 0 is the baseline)"),
         ("max_fails", values["max_fails"] >= 1, "must be at least 1"),
         ("population", values["population"] >= 1, "must be at least 1"),
         ("learnings_budget", values["learnings_budget"] >= 0, "must not be negative"),
         ("cost_bps", values["cost_bps"] >= 0 and math.isfinite(values["cost_bps"]), "must be a non-negative number"),
-        ("objective", values["objective"] in objectives, f"choose one of {', '.join(objectives)}"),
+        ("objective", values["objective"] in OBJECTIVES.names(), f"choose one of {', '.join(OBJECTIVES.names())}"),
         ("robust_k", values["robust_k"] >= 1, "must be at least 1"),
-        ("policy", values["policy"] in ("model", "random"), "choose model or random"),
+        ("policy", values["policy"] in POLICIES.names(), f"choose one of {', '.join(POLICIES.names())}"),
         ("fill", values["fill"] in ("next-open", "close"), "choose next-open or close"),
         ("eval_timeout", values["eval_timeout"] > 0, "must be positive"),
     )

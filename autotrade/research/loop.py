@@ -46,10 +46,10 @@ from autotrade.errors import (
     UnsafeCodeError,
 )
 from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
-from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, describe_objective
+from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, OBJECTIVES, format_score
 from autotrade.evaluation.score import score_evaluation
 from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings, display_url, preflight
-from autotrade.propose.policies import RANDOM_MODEL, Policy, ProposalRequest, Proposer, make_proposer
+from autotrade.propose.policies import POLICIES, ProposalRequest, Proposer
 from autotrade.propose.prompts import (
     PromptContext,
     PromptFiles,
@@ -187,13 +187,13 @@ def render_proposal(
         iteration=str(iteration),
         last_iteration=str(settings.max_iter - 1),
         objective=objective,
-        objective_description=describe_objective(objective, settings.robust_k),
+        objective_description=OBJECTIVES.get(objective).describe(settings.robust_k),
         columns=describe_columns(research_frame),
         sample_rows=sample_rows(research_frame),
         engine_rules=engine_rules(settings.fill, settings.cost_bps),
         parent_iteration=str(parent),
         parent_code=parent_block.strip("\n"),
-        population=describe_population(members, objective),
+        population=describe_population(members, objective, lambda value: format_score(objective, value, "n/a")),
         last_outcome=describe_outcome(records[-1] if records else None),
         learnings=for_prompt([Lesson.from_record(r) for r in records], settings.learnings_budget) or "(none yet)",
     )
@@ -372,8 +372,8 @@ class Research:
         """Ask the proposer for a proposal; return (block or None, record fields). EndpointError propagates."""
         prompt = self.prompt_for(iteration, parent)
         if self.proposer is None:
-            self.proposer = make_proposer(self.settings.policy, self.model, on_wait=self.endpoint_wait)
-        self.reporter.phase(iteration, "asking the model" if self.proposer.policy is Policy.MODEL else "proposing")
+            self.proposer = POLICIES.get(self.settings.policy).proposer(self.model, on_wait=self.endpoint_wait)
+        self.reporter.phase(iteration, POLICIES.get(self.settings.policy).phase)
         request = ProposalRequest(iteration, parent, self.block_of(parent), prompt, rng)
         proposal = self.proposer.propose(request)
         self.run.write_text(self.run.iter_path(iteration, "response.md"), proposal.text)
@@ -572,15 +572,15 @@ def start_source(start_from: Path | None) -> str:
 
 def uses_model(settings: RunSettings) -> bool:
     """True when the run's proposals come from the model at an endpoint (which then needs a preflight)."""
-    return Policy(settings.policy) is Policy.MODEL
+    return POLICIES.get(settings.policy).needs_endpoint
 
 
 def model_config(policy: str, model: ModelSettings | None) -> dict[str, Any]:
-    """config.json's `model`: the endpoint without its key, or, for the random policy, the model `random` and no URL."""
-    if Policy(policy) is Policy.RANDOM or model is None:
+    """config.json's `model`: the endpoint without its key, or a policy's name and no URL when it has no endpoint."""
+    if not POLICIES.get(policy).needs_endpoint or model is None:
         return {
             "base_url": None,
-            "model": RANDOM_MODEL,
+            "model": policy,
             "temperature": None,
             "max_tokens": None,
             "extra_body": None,

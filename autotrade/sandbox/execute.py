@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autotrade.contract import ALLOWED_MODULES, BUY, FUNCTIONS, HOLD, MODULES, SELL, SIGNALS
 from autotrade.errors import CandidateError
 from autotrade.untrusted import clean_text, first_unsafe
 
 CANDIDATE_FILENAME = "<candidate>"
-ALLOWED_MODULES = ("numpy", "pandas", "math")
+_PROVIDED = {"numpy": np, "pandas": pd, "math": math}  # each allowed module, as the block's namespace holds it
 MESSAGE_LIMIT = 2_000  # characters of an exception message kept (a candidate may raise huge ones)
 TRACEBACK_LIMIT = 20  # candidate frames kept (deep recursion would otherwise flood the record)
 
@@ -249,15 +250,13 @@ def exec_block(code: types.CodeType | str, source: str | None = None) -> dict[st
     namespace: dict[str, Any] = {
         "__builtins__": safe_builtins(),
         "__name__": "candidate",
-        "pd": pd,
-        "np": np,
-        "math": math,
+        **{alias: _PROVIDED[module] for alias, module in MODULES.items()},
     }
     try:
         exec(code, namespace)
     except BaseException as exc:
         raise candidate_error(exc, source or "", "while running the block's top level") from None
-    for name in ("generate_features", "strategy_logic"):
+    for name in FUNCTIONS:
         if not callable(namespace.get(name)):
             raise CandidateError(
                 f"the block must define a function {name}()", status="runtime_error", error_type="NameError"
@@ -452,7 +451,7 @@ def normalise_signals(raw: list[Any], dates: pd.DatetimeIndex) -> np.ndarray:
         at = next(i for i, v in enumerate(raw) if not _fits_float(v))
         raise _bad_signal(raw[at], dates[at]) from None
     signals[np.isnan(signals)] = 0.0
-    wrong = np.flatnonzero((signals != -1.0) & (signals != 0.0) & (signals != 1.0))
+    wrong = np.flatnonzero(np.isin(signals, sorted(SIGNALS), invert=True))
     if wrong.size:
         raise _bad_signal(raw[wrong[0]], dates[wrong[0]])
     return signals
@@ -472,7 +471,7 @@ def _bad_signal(value: Any, date: pd.Timestamp) -> CandidateError:
         shown = shown[:77] + "..."
     return CandidateError(
         f"strategy_logic returned {shown} ({type(value).__name__}) on {bar_label(date)}; "
-        "it must return 1 (buy), -1 (sell) or 0 (hold)",
+        f"it must return {BUY} (buy), {SELL} (sell) or {HOLD} (hold)",
         status="bad_signal",
         error_type=None,
     )

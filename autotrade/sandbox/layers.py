@@ -33,6 +33,8 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from autotrade.contract import ALLOWED_MODULES
+
 NOBODY = 65534  # uid and gid of nobody on Linux; no /etc/passwd lookup needed
 
 # Facilities a machine may refuse, by the name a test uses to refuse them (see worker.simulate_faults).
@@ -718,7 +720,7 @@ def _make_hook(
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     free, denied_imports, machinery, codegen = _FREE_EVENTS, _DENIED_IMPORTS, _IMPORT_MACHINERY, _CODEGEN_FILES
     parse_only = _PARSE_ONLY_FILES
-    allowed_roots = frozenset({"numpy", "pandas", "math"})
+    allowed_roots = frozenset(ALLOWED_MODULES)
 
     def refuse(what: str) -> None:
         raise PermissionError(f"sandbox: {what} is not allowed")

@@ -31,11 +31,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from autotrade.candidate import BLOCK_START, is_delimiter_line
+from autotrade.candidate import is_delimiter_line
+from autotrade.contract import ALLOWED_MODULES, BLOCK_START, FUNCTIONS, MODULES, SIGNATURES
 from autotrade.errors import CandidateError, UnsafeCodeError
 from autotrade.untrusted import UNSAFE_CHARACTERS
 
-REQUIRED_FUNCTIONS = ("generate_features", "strategy_logic")
+REQUIRED_FUNCTIONS = tuple(FUNCTIONS)
 # Bounds that keep parsing and vetting cheap whatever the model sends; real strategies are 1-5 KB deep 10-30.
 MAX_BLOCK_CHARS = 50_000
 MAX_DEPTH = 100
@@ -47,14 +48,10 @@ IMPORT_HINT = "only numpy as np, pandas as pd and math are available; they are a
 # A module name may only be the base of an attribute (`np.log(x)`), never passed, stored or returned,
 # so `m = np; m.lib` cannot hide a module from the attribute allowlists below.
 # ---------------------------------------------------------------------------------------------------------
-MODULE_ALIASES = {"np": "numpy", "numpy": "numpy", "pd": "pandas", "pandas": "pandas", "math": "math"}
-PROVIDED_NAMES = frozenset({"np", "pd", "math"})
+MODULE_ALIASES = {**MODULES, **{module: module for module in ALLOWED_MODULES}}  # name -> the module it stands for
+PROVIDED_NAMES = frozenset(MODULES)
 # module -> the names `import module [as name]` may bind.
-ALLOWED_IMPORTS = {
-    "numpy": frozenset({"np", "numpy"}),
-    "pandas": frozenset({"pd", "pandas"}),
-    "math": frozenset({"math"}),
-}
+ALLOWED_IMPORTS = {module: frozenset(n for n, m in MODULE_ALIASES.items() if m == module) for module in ALLOWED_MODULES}
 
 # numpy: arithmetic, ufuncs, reductions and array construction. Not lib, ctypeslib, testing, f2py, I/O,
 # random (irreproducible), fft or polynomial (whole-sample transforms nobody needs here).
@@ -1023,9 +1020,9 @@ def _check_required(vetter: _Vetter, require: tuple[str, ...]) -> None:
             _reject(
                 1,
                 f"a block without {name}()",
-                "the block must define generate_features(df) and strategy_logic(row) at top level",
+                f"the block must define {SIGNATURES} at top level",
             )
-    for name, param in (("generate_features", "df"), ("strategy_logic", "row")):
+    for name, param in FUNCTIONS.items():
         node = vetter.function_nodes.get(name)
         if node is None:
             continue

@@ -1,13 +1,7 @@
-"""Who proposes the next candidate: the model (through the OpenAI-compatible endpoint) or undirected random search.
+"""random: undirected search, a random combination of causal indicators per proposal, needing no endpoint.
 
-Both answer a ``ProposalRequest`` with a ``Proposal`` whose text is a reply — one ```python block, one ```markdown
-hypothesis — so every proposal takes the same path afterwards: parse → vet → splice → evaluate. The random policy
-needs no endpoint; it answers the question every user should ask: does my model beat undirected search at the same
-number of evaluations?
-
-Random proposals draw only from ``request.rng``, the run's seeded generator whose state is committed with every
-iteration, so a run is reproducible from its seed, and a resumed or redone iteration proposes exactly what the
-uninterrupted run would have.
+It answers the question every user should ask: does my model beat undirected search at the same number of
+evaluations? Proposals draw only from ``request.rng`` (see ``base``), never from the parent or past results.
 """
 
 from __future__ import annotations
@@ -16,90 +10,18 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings
-from autotrade.propose.prompts import messages
+from autotrade.propose.policies.base import Proposal, ProposalRequest
+
+if TYPE_CHECKING:
+    from autotrade.propose.client import EndpointWait, ModelSettings
 
 RANDOM_MODEL = "random"  # what config.json and the results record as the model of a random-policy run
 
 
-class Policy(StrEnum):
-    """Where proposals come from (``--policy``)."""
-
-    MODEL = "model"  # the language model at the endpoint
-    RANDOM = "random"  # random combinations of causal indicators; no endpoint
-
-
-@dataclass(frozen=True)
-class ProposalRequest:
-    """What a proposer may use for one proposal."""
-
-    iteration: int
-    parent: int
-    parent_block: str  # the agent block the proposal should improve
-    prompt: str  # the rendered prompt (the model's whole input)
-    rng: random.Random  # the run's seeded generator; its state is saved when the iteration commits
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """A reply and what it cost: tokens, seconds."""
-
-    text: str
-    finish_reason: str | None
-    model: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usage_estimated: bool = False
-    latency_s: float = 0.0
-    reasoning: str = ""
-    deadline_hits: int = 0  # requests abandoned at the deadline before the one that answered
-
-
-class Proposer(Protocol):
-    """Answers a proposal request with a reply text."""
-
-    policy: Policy
-
-    def propose(self, request: ProposalRequest) -> Proposal:
-        """One proposal; EndpointError when a model server cannot give one."""
-        ...
-
-
-class ModelProposer:
-    """The language model behind an OpenAI-compatible endpoint; the client starts on the first proposal."""
-
-    policy = Policy.MODEL
-
-    def __init__(self, settings: ModelSettings, on_wait: Callable[[EndpointWait], None] | None = None) -> None:
-        self.settings = settings
-        self.on_wait = on_wait
-        self.client: ModelClient | None = None
-
-    def propose(self, request: ProposalRequest) -> Proposal:
-        """Send the prompt as one user turn; EndpointError propagates."""
-        if self.client is None:
-            self.client = ModelClient(self.settings, on_wait=self.on_wait)
-        completion = self.client.complete(messages(request.prompt))
-        return Proposal(
-            text=completion.content or "",
-            finish_reason=completion.finish_reason,
-            model=completion.model,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            usage_estimated=completion.usage_estimated,
-            latency_s=completion.latency_s,
-            reasoning=completion.reasoning or "",
-            deadline_hits=completion.deadline_hits,
-        )
-
-
 class RandomProposer:
     """Undirected search: a random strategy per proposal, independent of the parent and of past results."""
-
-    policy = Policy.RANDOM
 
     def propose(self, request: ProposalRequest) -> Proposal:
         """A random strategy written as a model would reply; no tokens."""
@@ -108,15 +30,23 @@ class RandomProposer:
         return Proposal(text=text, finish_reason="stop", model=RANDOM_MODEL, latency_s=time.perf_counter() - started)
 
 
-def make_proposer(
-    policy: Policy | str, model: ModelSettings | None, on_wait: Callable[[EndpointWait], None] | None = None
-) -> Proposer:
-    """The proposer of a run's policy (the model policy needs endpoint settings; `on_wait` hears of its retries)."""
-    if Policy(policy) is Policy.RANDOM:
+@dataclass(frozen=True)
+class RandomPolicy:
+    """Proposals that never build on the population, so no failure streak stops the run (--max-fails)."""
+
+    name: str = RANDOM_MODEL
+    needs_endpoint: bool = False
+    builds_on_population: bool = False
+    phase: str = "proposing"
+
+    def proposer(
+        self, model: ModelSettings | None, on_wait: Callable[[EndpointWait], None] | None = None
+    ) -> RandomProposer:
+        """A random proposer; it needs no endpoint settings."""
         return RandomProposer()
-    if model is None:
-        raise ValueError("the model policy needs endpoint settings")
-    return ModelProposer(model, on_wait)
+
+
+POLICY = RandomPolicy()
 
 
 # -- random strategies ---------------------------------------------------------------------------------------
