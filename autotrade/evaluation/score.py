@@ -12,6 +12,7 @@ floor), -inf for the unbounded objectives (worse than any strategy that passed).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from autotrade.evaluation.objectives import (
     sub_window_sharpes,
 )
 from autotrade.propose.reply import parse_reply
+from autotrade.sandbox.pool import SandboxPool
 
 DEFAULT_SCORE_OBJECTIVE = Objective.RUBRIC  # bounded in [0, 1]: the natural reward
 GATED: Mapping[Objective, float] = {
@@ -118,10 +120,16 @@ def score_code(
     objective: Objective | str = DEFAULT_SCORE_OBJECTIVE,
     settings: EvalSettings | None = None,
     robust_k: int = DEFAULT_ROBUST_K,
+    pool: SandboxPool | None = None,
 ) -> Score:
-    """Score a whole trade.py or an agent block on the research windows; candidate problems score, never raise."""
+    """Score a whole trade.py or an agent block on the research windows; candidate problems score, never raise.
+
+    `pool` runs the sandboxed children (a caller scoring many passes one); None: a pool for this call.
+    """
     block = extract_block(code) if has_delimiters(code) else code
-    evaluation = finish_gate(evaluate_block(block, data, RESEARCH_WINDOWS, settings), block, data, settings)
+    with contextlib.nullcontext(pool) if pool is not None else SandboxPool() as sandbox:
+        evaluation = evaluate_block(block, data, RESEARCH_WINDOWS, settings, sandbox)
+        evaluation = finish_gate(evaluation, block, data, settings or EvalSettings(), pool=sandbox)
     return score_evaluation(
         evaluation, objective, robust_k=robust_k, periods=periods_per_year(data.research_frame().index)
     )
@@ -136,6 +144,7 @@ def score_reply(
     robust_k: int = DEFAULT_ROBUST_K,
     parent_block: str | None = None,
     finish_reason: str | None = None,
+    pool: SandboxPool | None = None,
 ) -> Score:
     """Score a model's reply as the loop would: parse (functions it omits come from ``parent_block``, default the
     baseline), then ``score_code``; a reply with no usable code fails the valid_code gate."""
@@ -144,4 +153,4 @@ def score_reply(
         parsed = parse_reply(text, parent, finish_reason)
     except ReplyError as exc:
         return score_evaluation(Evaluation(Status(exc.status), str(exc)), objective, robust_k=robust_k)
-    return score_code(parsed.block, data, objective=objective, settings=settings, robust_k=robust_k)
+    return score_code(parsed.block, data, objective=objective, settings=settings, robust_k=robust_k, pool=pool)
