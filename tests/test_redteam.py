@@ -102,7 +102,7 @@ def test_a_sandbox_that_breaks_during_a_run_stops_it_resumably(
     broken_sandbox: None, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(loop, "sandbox_layers", lambda reporter: {})  # it held when the run started
+    monkeypatch.setattr(loop, "sandbox_layers", lambda reporter, pool: {})  # it held when the run started
     result = CliRunner().invoke(
         app, ["run", "--policy", "random", "--max-iter", "5", "--quiet", "--data", str(small_data), "--name", "r"]
     )

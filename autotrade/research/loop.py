@@ -448,9 +448,8 @@ class Research:
             evaluation = evaluate_block(block, self.data, ("train", "val"), self.eval, self.pool)
             value = self.score_of(evaluation)
             if value is not None and evaluation.deferred_cuts and self.population.admit(i, value)[1]:
-                evaluation = finish_gate(
-                    evaluation, block, self.data, self.eval, pool=self.pool
-                )  # no unchecked cut enters
+                # No unchecked cut enters the population.
+                evaluation = finish_gate(evaluation, block, self.data, self.eval, ("train", "val"), self.pool)
                 value = self.score_of(evaluation)
             record.update(evaluation.to_record())
             record["eval_s"] = round(time.monotonic() - mark, 3)
