@@ -137,19 +137,22 @@ def backtest(
     eval_timeout: EvalTimeoutOpt = 60.0,
 ) -> None:
     """Backtest a strategy file on the prepared data, beside buy-and-hold."""
-    from autotrade.candidate import baseline_source, extract_block, read_block
-    from autotrade.engine.backtest import BacktestSettings, Fill
-    from autotrade.evaluation.evaluate import backtest_block
+    from autotrade.sandbox.pool import SandboxPool
 
-    windows = tuple(dict.fromkeys(w.value for w in (window or [WindowChoice.TRAIN, WindowChoice.VAL])))
-    if "test" in windows or "full" in windows:
-        err_console.print(
-            "note: this looks at the held-out test window; every look spends some of its honesty.", style="yellow"
-        )
-    block = read_block(path) if path else extract_block(baseline_source())
-    evaluation = backtest_block(
-        block, data_dir, windows, BacktestSettings(fill=Fill(fill.value), cost_bps=cost_bps), eval_timeout
-    )
+    with SandboxPool() as pool:
+        pool.start()  # first: the server imports pandas while this process imports the rest and loads the data
+        from autotrade.candidate import baseline_source, extract_block, read_block
+        from autotrade.engine.backtest import BacktestSettings, Fill
+        from autotrade.evaluation.evaluate import backtest_block
+
+        windows = tuple(dict.fromkeys(w.value for w in (window or [WindowChoice.TRAIN, WindowChoice.VAL])))
+        if "test" in windows or "full" in windows:
+            err_console.print(
+                "note: this looks at the held-out test window; every look spends some of its honesty.", style="yellow"
+            )
+        block = read_block(path) if path else extract_block(baseline_source())
+        settings = BacktestSettings(fill=Fill(fill.value), cost_bps=cost_bps)
+        evaluation = backtest_block(block, data_dir, windows, settings, eval_timeout, pool)
     if as_json:
         record = evaluation.to_record()
         record["settings"] = {"fill": fill.value, "cost_bps": cost_bps, "data": str(data_dir)}

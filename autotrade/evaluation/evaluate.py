@@ -349,18 +349,15 @@ def check_sandbox(pool: SandboxPool) -> float:
 
 
 def backtest_block(
-    block: str, data_dir: Path, windows: Sequence[str], backtest: BacktestSettings, timeout_s: float
+    block: str, data_dir: Path, windows: Sequence[str], backtest: BacktestSettings, timeout_s: float, pool: SandboxPool
 ) -> Evaluation:
     """`autotrade backtest`: evaluate `block` on the prepared data in `data_dir`, deferred cuts checked too.
 
     A one-off verdict is a whole one. Raises DataError when there is no prepared data.
     """
-    with SandboxPool() as pool:
-        pool.start()  # the server imports pandas while the data loads
-        data = load_prepared(data_dir)
-        settings = EvalSettings(backtest=backtest, timeout_s=timeout_s)
-        evaluation = evaluate_block(block, data, windows, settings, pool)
-        return finish_gate(evaluation, block, data, settings, windows, pool)
+    data = load_prepared(data_dir)
+    settings = EvalSettings(backtest=backtest, timeout_s=timeout_s)
+    return finish_gate(evaluate_block(block, data, windows, settings, pool), block, data, settings, windows, pool)
 
 
 def find_data_dir(start: Path) -> Path:
