@@ -18,7 +18,6 @@ import pandas as pd
 PREFIX = struct.Struct("<IQ")  # header length, payload length
 SET_UP = b"S"  # a child's first byte on its result pipe: its layers are in place, candidate code may run next
 HEADER_CAP = 1 << 20  # bytes of JSON header a child may send back
-INTERNAL_ERROR = 70  # exit code of a child (or forked helper) whose set-up failed (EX_SOFTWARE)
 _FRAME_DTYPES = ("float64", "int64", "bool")  # sent as is; anything else is sent as float64
 
 

@@ -34,9 +34,8 @@ import pandas as pd
 from autotrade.sandbox import layers
 from autotrade.sandbox.child import Policy, column_as_float, features_bytes, run_child
 from autotrade.sandbox.execute import compute_features_and_signals, exec_block
-from autotrade.sandbox.protocol import INTERNAL_ERROR
 
-# Fork server side (a separate, fresh interpreter).
+_INTERNAL_ERROR = 70  # exit code of a child whose set-up failed (EX_SOFTWARE)
 
 # Runs in the long-running server before any candidate, so that pandas' lazily imported parts
 # (formatting, window functions, groupby, resample...) and first-call caches are loaded once for
@@ -267,7 +266,7 @@ def _fork_child(request: dict[str, Any], fds: list[int], policy: Policy) -> int:
     server_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
-        code = INTERNAL_ERROR
+        code = _INTERNAL_ERROR
         try:
             code = run_child(request, fds, policy, server_pid)
         except BaseException:  # noqa: BLE001 - a harness bug: say it on the output pipe, which the harness reads
