@@ -344,11 +344,42 @@ def bench_backtest_command(fixture: Fixture) -> dict[str, float | str]:
     return results
 
 
+# The one-shot rule (issue 11): `autotrade backtest` may take at most this multiple of the original `python trade.py`.
+BACKTEST_STARTUP_LIMIT = 1.3
+
+
+def bench_backtest_startup(fixture: Fixture) -> dict[str, float | str]:
+    """`autotrade backtest` on the default trade.py against the original harness, side by side in one run.
+
+    Both in a directory prepared with `autotrade prepare --offline`, alternating (7 rounds after an untimed
+    one, so machine load hits both alike); medians, their ratio, and the limit it is held to.
+    """
+    workdir = fixture.data_dir.parent
+    (workdir / "trade.py").write_text(baseline_source())
+    medians = median_process_seconds(
+        {
+            "original": [sys.executable, str(ORIGINAL), str(fixture.data_dir)],
+            "backtest": [str(Path(sys.executable).with_name("autotrade")), "backtest", "trade.py"],
+        },
+        repeats=7,
+        cwd=workdir,
+    )
+    ratio = medians["backtest"] / medians["original"]
+    return {
+        "backtest_startup_original_ms": round(medians["original"] * 1e3, 1),
+        "backtest_startup_backtest_ms": round(medians["backtest"] * 1e3, 1),
+        "backtest_startup_ratio": round(ratio, 3),
+        "backtest_startup_limit": BACKTEST_STARTUP_LIMIT,
+        "backtest_startup_within_limit": "yes" if ratio <= BACKTEST_STARTUP_LIMIT else "no",
+    }
+
+
 BENCHMARKS: list[Callable[[Fixture], dict[str, float | str]]] = [
     bench_engine_vs_iterrows,
     bench_evaluation_vs_original,
     bench_lookahead_gate,
     bench_backtest_command,
+    bench_backtest_startup,
 ]
 
 

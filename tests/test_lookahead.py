@@ -31,7 +31,7 @@ from autotrade.evaluation.lookahead import (
     split_for_budget,
     whole_cuts,
 )
-from autotrade.sandbox.worker import GateStep, Limits, run_candidate
+from autotrade.sandbox.pool import GateStep, Limits, run_candidate
 
 VAL_START = "2003-01-01"
 

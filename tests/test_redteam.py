@@ -30,9 +30,9 @@ from autotrade.errors import CandidateError, ConfigError
 from autotrade.evaluation import evaluate as evaluation
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
 from autotrade.research import loop
-from autotrade.sandbox import worker
+from autotrade.sandbox import launch
+from autotrade.sandbox.pool import Limits, run_candidate
 from autotrade.sandbox.vet import VettedBlock
-from autotrade.sandbox.worker import Limits, run_candidate
 
 ESC = "\x1b"
 CLIPBOARD = "\x1b]52;c;ZWNobyBwd25lZA==\x07"  # OSC 52: writes the terminal's clipboard
@@ -76,13 +76,13 @@ def test_the_readme_main_job_evaluates_its_baseline_for_whoever_runs_it(
 def broken_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A sandbox server whose workers all fail their set-up (as on a machine that refuses a layer mid-way)."""
 
-    def refuse(*_: object) -> None:
-        raise OSError(1, "prctl(PR_SET_DUMPABLE): Operation not permitted")
+    start_fresh = launch.start_fresh
 
-    monkeypatch.setattr(worker.layers, "make_undumpable", refuse)
-    worker._SERVER.fork()  # a server forked from here carries the broken set-up
+    def broken(faults: frozenset[str] = frozenset()) -> launch.Server:
+        return start_fresh(faults | {"child_dumpable"})  # every pool's children then fail their set-up
+
+    monkeypatch.setattr(launch, "start_fresh", broken)
     yield
-    worker._SERVER.close()
 
 
 def test_a_broken_sandbox_stops_the_run_before_it_starts_with_one_line(
@@ -102,7 +102,7 @@ def test_a_sandbox_that_breaks_during_a_run_stops_it_resumably(
     broken_sandbox: None, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(loop, "sandbox_layers", lambda reporter: {})  # it held when the run started
+    monkeypatch.setattr(loop, "sandbox_layers", lambda reporter, pool: {})  # it held when the run started
     result = CliRunner().invoke(
         app, ["run", "--policy", "random", "--max-iter", "5", "--quiet", "--data", str(small_data), "--name", "r"]
     )

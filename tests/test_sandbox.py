@@ -8,14 +8,12 @@ unvetted code can: through attribute chains from pandas (`pd.compat.sys.modules[
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
 import secrets
 import socket
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -28,11 +26,10 @@ import pandas as pd
 import pytest
 
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.errors import CandidateError
-from autotrade.sandbox import worker
+from autotrade.errors import CandidateError, SandboxError
+from autotrade.sandbox import pool as pool_module
 from autotrade.sandbox.execute import compute_features_and_signals, exec_block, normalise_signals
-from autotrade.sandbox.layers import active_layers
-from autotrade.sandbox.worker import CandidateOutput, Limits, run_candidate
+from autotrade.sandbox.pool import CandidateOutput, Limits, SandboxPool
 
 ROWS = 120
 
@@ -56,10 +53,17 @@ def frame() -> pd.DataFrame:
     )
 
 
-def run(block: str, frame: pd.DataFrame, **limits: Any) -> CandidateOutput | CandidateError:
+@pytest.fixture(scope="module")
+def pool() -> Iterator[SandboxPool]:
+    """One fork server for the module's runs."""
+    with SandboxPool() as shared:
+        yield shared
+
+
+def run(pool: SandboxPool, block: str, frame: pd.DataFrame, **limits: Any) -> CandidateOutput | CandidateError:
     """Run a block in the sandbox; the output, or the CandidateError it ended with."""
     try:
-        return run_candidate(textwrap.dedent(block), frame, (), Limits(**{"timeout_s": 10, **limits}))
+        return pool.run_candidate(textwrap.dedent(block), frame, (), Limits(**{"timeout_s": 10, **limits}))
     except CandidateError as exc:
         return exc
 
@@ -211,8 +215,8 @@ M["_posixsubprocess"].fork_exec([b"/usr/bin/touch", {canary!r}.encode()], [b"/us
 
 
 @pytest.mark.parametrize("name", sorted(CANARY_ATTACKS))
-def test_attack_leaves_no_canary(name: str, frame: pd.DataFrame, places: dict[str, Any]) -> None:
-    result = run(attack(CANARY_ATTACKS[name].format(**places)), frame)
+def test_attack_leaves_no_canary(pool: SandboxPool, name: str, frame: pd.DataFrame, places: dict[str, Any]) -> None:
+    result = run(pool, attack(CANARY_ATTACKS[name].format(**places)), frame)
     time.sleep(0.05)  # a stray process would need a moment
     assert not os.path.lexists(places["canary"])
     assert not [p for p in os.listdir(places["tmp"]) if p.startswith("canary")]
@@ -249,7 +253,6 @@ def api_key() -> Iterator[str]:
     key = "sk-" + secrets.token_hex(12)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPENAI_API_KEY", key)
-        worker._SERVER.close()  # the next run starts a server from a harness whose environment holds the key
         # A process started with the key in its environment, as a harness launched from a shell is.
         holder = subprocess.Popen(["sleep", "60"], env={"OPENAI_API_KEY": key})
         try:
@@ -259,10 +262,19 @@ def api_key() -> Iterator[str]:
             holder.wait()
 
 
+@pytest.fixture(scope="module")
+def key_pool(api_key: str) -> Iterator[SandboxPool]:
+    """A pool whose server starts from a harness whose environment holds the key."""
+    with SandboxPool() as started:
+        yield started
+
+
 @pytest.mark.parametrize("name", sorted(LEAK_ATTACKS))
-def test_attack_reads_no_secret(name: str, frame: pd.DataFrame, places: dict[str, Any], api_key: str) -> None:
+def test_attack_reads_no_secret(
+    key_pool: SandboxPool, name: str, frame: pd.DataFrame, places: dict[str, Any], api_key: str
+) -> None:
     body = LEAK_ATTACKS[name].format(**places)
-    result = run(attack(body, after='raise RuntimeError("LEAK: " + str(data))'), frame)
+    result = run(key_pool, attack(body, after='raise RuntimeError("LEAK: " + str(data))'), frame)
     said = everything_said(result)
     assert places["token"] not in said and api_key not in said
     assert isinstance(result, CandidateError)
@@ -288,9 +300,11 @@ assert fd >= 0 and libc.connect(fd, address, 16) == 0, fd
 
 
 @pytest.mark.parametrize("name", sorted(NETWORK_ATTACKS))
-def test_attack_reaches_no_network(name: str, frame: pd.DataFrame, listener: tuple[int, list[object]]) -> None:
+def test_attack_reaches_no_network(
+    pool: SandboxPool, name: str, frame: pd.DataFrame, listener: tuple[int, list[object]]
+) -> None:
     port, seen = listener
-    result = run(attack(NETWORK_ATTACKS[name].format(port=port)), frame)
+    result = run(pool, attack(NETWORK_ATTACKS[name].format(port=port)), frame)
     assert isinstance(result, CandidateError) and "blocked:" in str(result), result
     time.sleep(0.1)
     assert seen == []
@@ -308,18 +322,21 @@ VICTIM_ATTACKS = {
 
 
 @pytest.mark.parametrize("name", sorted(VICTIM_ATTACKS))
-def test_attack_spoils_no_harness_file(name: str, frame: pd.DataFrame, places: dict[str, Any]) -> None:
+def test_attack_spoils_no_harness_file(
+    pool: SandboxPool, name: str, frame: pd.DataFrame, places: dict[str, Any]
+) -> None:
     before = {
         p: (Path(p).read_text(), os.stat(p).st_mode) for p in (places["victim"], places["learnings"], places["results"])
     }
-    result = run(attack(VICTIM_ATTACKS[name].format(**places)), frame)
+    result = run(pool, attack(VICTIM_ATTACKS[name].format(**places)), frame)
     assert isinstance(result, CandidateError) and "blocked:" in str(result), result
     assert {p: (Path(p).read_text(), os.stat(p).st_mode) for p in before} == before
     assert not (Path(places["tmp"]) / "best_trade.py").exists()
 
 
 def kernel_layers_on() -> bool:
-    layers = active_layers()
+    with SandboxPool() as probe:
+        layers = probe.probe_layers()
     return all(layers.get(k) is True for k in ("seccomp", "filesystem_view", "network_namespace", "unprivileged_user"))
 
 
@@ -329,9 +346,9 @@ def kernel_layers_on() -> bool:
     "name", ["builtins_open_write", "os_system", "ctypes_libc_system", "os_fork", "posixsubprocess_fork_exec"]
 )
 def test_kernel_layers_hold_without_the_audit_hook(
-    name: str, disabled: tuple[str, ...], frame: pd.DataFrame, places: dict[str, Any]
+    pool: SandboxPool, name: str, disabled: tuple[str, ...], frame: pd.DataFrame, places: dict[str, Any]
 ) -> None:
-    run(attack(CANARY_ATTACKS[name].format(**places)), frame, disabled_layers=frozenset(disabled))
+    run(pool, attack(CANARY_ATTACKS[name].format(**places)), frame, disabled_layers=frozenset(disabled))
     time.sleep(0.05)
     assert not os.path.lexists(places["canary"])
 
@@ -339,21 +356,27 @@ def test_kernel_layers_hold_without_the_audit_hook(
 @pytest.mark.skipif(not kernel_layers_on(), reason="needs seccomp, namespaces and uid nobody on this machine")
 @pytest.mark.parametrize("disabled", [("audit_hook",), ("audit_hook", "seccomp", "nobody")])
 def test_secret_and_network_stay_out_of_reach_without_the_audit_hook(
-    disabled: tuple[str, ...], frame: pd.DataFrame, places: dict[str, Any], listener: tuple[int, list[object]]
+    pool: SandboxPool,
+    disabled: tuple[str, ...],
+    frame: pd.DataFrame,
+    places: dict[str, Any],
+    listener: tuple[int, list[object]],
 ) -> None:
     port, seen = listener
     body = (
         f'data = B.open({places["secret"]!r}).read()\nM["socket"].create_connection(("127.0.0.1", {port}), timeout=1)'
     )
-    result = run(attack(body, after='raise RuntimeError("LEAK: " + data)'), frame, disabled_layers=frozenset(disabled))
+    result = run(
+        pool, attack(body, after='raise RuntimeError("LEAK: " + data)'), frame, disabled_layers=frozenset(disabled)
+    )
     assert places["token"] not in everything_said(result)
     time.sleep(0.1)
     assert seen == []
 
 
-def test_fork_bomb_is_stopped_and_leaves_no_process(frame: pd.DataFrame) -> None:
+def test_fork_bomb_is_stopped_and_leaves_no_process(pool: SandboxPool, frame: pd.DataFrame) -> None:
     started = time.monotonic()
-    result = run(attack("while True:\n    os.fork()"), frame)
+    result = run(pool, attack("while True:\n    os.fork()"), frame)
     assert isinstance(result, CandidateError) and "blocked:" in str(result)
     assert time.monotonic() - started < 5
     nobody = [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) == 65534]
@@ -367,9 +390,10 @@ def _uid_of(pid: str) -> int | None:
         return None
 
 
-def test_infinite_loop_times_out_within_the_limit(frame: pd.DataFrame) -> None:
+def test_infinite_loop_times_out_within_the_limit(pool: SandboxPool, frame: pd.DataFrame) -> None:
     started = time.monotonic()
     result = run(
+        pool,
         "def generate_features(df):\n    while True:\n        pass\n\ndef strategy_logic(row):\n    return 0\n",
         frame,
         timeout_s=1,
@@ -378,12 +402,12 @@ def test_infinite_loop_times_out_within_the_limit(frame: pd.DataFrame) -> None:
     assert time.monotonic() - started < 3
 
 
-def test_sleeping_forever_times_out_too(frame: pd.DataFrame) -> None:
-    result = run(attack('M["time"].sleep(1000)'), frame, timeout_s=1)
+def test_sleeping_forever_times_out_too(pool: SandboxPool, frame: pd.DataFrame) -> None:
+    result = run(pool, attack('M["time"].sleep(1000)'), frame, timeout_s=1)
     assert isinstance(result, CandidateError) and result.status == "timeout"
 
 
-def test_ignoring_sigterm_and_sigxcpu_does_not_survive_the_kill(frame: pd.DataFrame) -> None:
+def test_ignoring_sigterm_and_sigxcpu_does_not_survive_the_kill(pool: SandboxPool, frame: pd.DataFrame) -> None:
     body = """
 signal = M["signal"]
 for number in (signal.SIGTERM, signal.SIGXCPU, signal.SIGINT):
@@ -392,12 +416,12 @@ while True:
     pass
 """
     started = time.monotonic()
-    result = run(attack(body), frame, timeout_s=1)
+    result = run(pool, attack(body), frame, timeout_s=1)
     assert isinstance(result, CandidateError) and result.status == "timeout"
     assert time.monotonic() - started < 3
 
 
-def test_memory_hog_gets_memory_status(frame: pd.DataFrame) -> None:
+def test_memory_hog_gets_memory_status(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = """
 def generate_features(df):
     hoard = []
@@ -408,12 +432,12 @@ def generate_features(df):
 def strategy_logic(row):
     return 0
 """
-    result = run(block, frame, memory_mb=1024)
+    result = run(pool, block, frame, memory_mb=1024)
     assert isinstance(result, CandidateError) and result.status == "memory", result
     assert "1024 MB" in str(result)
 
 
-def test_print_flood_is_truncated_and_the_run_still_succeeds(frame: pd.DataFrame) -> None:
+def test_print_flood_is_truncated_and_the_run_still_succeeds(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = """
 def generate_features(df):
     line = "x" * 10_000
@@ -424,18 +448,22 @@ def generate_features(df):
 def strategy_logic(row):
     return 0
 """
-    result = run(block, frame, output_bytes=4096)
+    result = run(pool, block, frame, output_bytes=4096)
     assert isinstance(result, CandidateOutput)
     assert len(result.output) < 4096 + 100
     assert "more bytes of output dropped" in result.output
 
 
-def test_raw_write_flood_on_stdout_is_truncated(frame: pd.DataFrame) -> None:
-    result = run(attack('for _ in range(3000):\n    os.write(1, b"y" * 65536)', after="pass"), frame, output_bytes=1000)
+def test_raw_write_flood_on_stdout_is_truncated(pool: SandboxPool, frame: pd.DataFrame) -> None:
+    result = run(
+        pool, attack('for _ in range(3000):\n    os.write(1, b"y" * 65536)', after="pass"), frame, output_bytes=1000
+    )
     assert isinstance(result, CandidateOutput) and result.output.startswith("y" * 1000)
 
 
-def test_thread_and_atexit_hook_cannot_act_after_the_run(frame: pd.DataFrame, places: dict[str, Any]) -> None:
+def test_thread_and_atexit_hook_cannot_act_after_the_run(
+    pool: SandboxPool, frame: pd.DataFrame, places: dict[str, Any]
+) -> None:
     body = f"""
 def later():
     M["time"].sleep(0.3)
@@ -446,68 +474,71 @@ try:
 except RuntimeError:
     pass
 """
-    result = run(attack(body, after="pass"), frame)
+    result = run(pool, attack(body, after="pass"), frame)
     assert isinstance(result, CandidateOutput)
     time.sleep(0.6)
     assert not os.path.exists(places["canary"])
 
 
-def test_monkeypatching_pandas_stays_in_the_worker(frame: pd.DataFrame) -> None:
+def test_monkeypatching_pandas_stays_in_the_worker(pool: SandboxPool, frame: pd.DataFrame) -> None:
     patch = attack("pd.Series.std = lambda self, *a, **k: 0.0\npd.DataFrame.rolling = None", after="pass")
-    assert isinstance(run(patch, frame), CandidateOutput)
+    assert isinstance(run(pool, patch, frame), CandidateOutput)
     assert frame["Close"].std() > 0  # the harness's pandas is untouched
     honest = (
         "def generate_features(df):\n    df['sd'] = df['Close'].rolling(10).std()\n    return df\n\n"
         "def strategy_logic(row):\n    return 0\n"
     )
-    result = run(honest, frame)
+    result = run(pool, honest, frame)
     assert isinstance(result, CandidateOutput)
     np.testing.assert_allclose(result.features["sd"], frame["Close"].rolling(10).std().to_numpy(), equal_nan=True)
 
 
-def test_sys_modules_tampering_does_not_reach_the_next_run(frame: pd.DataFrame) -> None:
+def test_sys_modules_tampering_does_not_reach_the_next_run(pool: SandboxPool, frame: pd.DataFrame) -> None:
     tamper = attack('M["numpy"].mean = None\nM["pandas"] = None\nM.pop("math", None)', after="pass")
-    assert isinstance(run(tamper, frame), CandidateOutput)
-    assert isinstance(run(extract_block(baseline_source()), frame), CandidateOutput)
+    assert isinstance(run(pool, tamper, frame), CandidateOutput)
+    assert isinstance(run(pool, extract_block(baseline_source()), frame), CandidateOutput)
 
 
-def test_killing_the_server_or_process_group_fails_and_the_harness_goes_on(frame: pd.DataFrame) -> None:
-    result = run(attack("os.kill(os.getppid(), 9)\nos.killpg(0, 9)"), frame)
+def test_killing_the_server_or_process_group_fails_and_the_harness_goes_on(
+    pool: SandboxPool, frame: pd.DataFrame
+) -> None:
+    result = run(pool, attack("os.kill(os.getppid(), 9)\nos.killpg(0, 9)"), frame)
     assert isinstance(result, CandidateError) and "blocked:" in str(result)
-    assert isinstance(run(extract_block(baseline_source()), frame), CandidateOutput)
+    assert isinstance(run(pool, extract_block(baseline_source()), frame), CandidateOutput)
 
 
-def test_raising_limits_or_regaining_root_is_refused(frame: pd.DataFrame) -> None:
+def test_raising_limits_or_regaining_root_is_refused(pool: SandboxPool, frame: pd.DataFrame) -> None:
     body = 'r = M["resource"]\nr.setrlimit(r.RLIMIT_AS, (r.RLIM_INFINITY, r.RLIM_INFINITY))\nos.setuid(0)'
-    result = run(attack(body), frame)
+    result = run(pool, attack(body), frame)
     assert isinstance(result, CandidateError) and "blocked:" in str(result)
 
 
-def test_forged_result_on_the_result_pipe_is_rejected(frame: pd.DataFrame) -> None:
+def test_forged_result_on_the_result_pipe_is_rejected(pool: SandboxPool, frame: pd.DataFrame) -> None:
     body = 'os.write(4, b"\\x05\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00{}garbage")\nos._exit(0)'
-    result = run(attack(body, after="pass"), frame)
+    result = run(pool, attack(body, after="pass"), frame)
     assert isinstance(result, CandidateError) and "malformed" in str(result)
 
 
-def test_forged_well_framed_result_with_bad_signals_is_rejected(frame: pd.DataFrame) -> None:
+def test_forged_well_framed_result_with_bad_signals_is_rejected(pool: SandboxPool, frame: pd.DataFrame) -> None:
     body = f"""
 header = M["json"].dumps({{"status": "ok", "columns": []}}).encode()
 payload = np.full({ROWS}, 5.0).tobytes()
 os.write(4, M["struct"].pack("<IQ", len(header), len(payload)) + header + payload)
 os._exit(0)
 """
-    result = run(attack(body, after="pass"), frame)
+    result = run(pool, attack(body, after="pass"), frame)
     assert isinstance(result, CandidateError) and "signals outside" in str(result)
 
 
-def test_exiting_early_is_a_runtime_error(frame: pd.DataFrame) -> None:
-    result = run(attack("os._exit(0)", after="pass"), frame)
+def test_exiting_early_is_a_runtime_error(pool: SandboxPool, frame: pd.DataFrame) -> None:
+    result = run(pool, attack("os._exit(0)", after="pass"), frame)
     assert isinstance(result, CandidateError) and result.status == "runtime_error"
     assert "without a result" in str(result)
 
 
-def test_huge_exception_message_is_truncated(frame: pd.DataFrame) -> None:
+def test_huge_exception_message_is_truncated(pool: SandboxPool, frame: pd.DataFrame) -> None:
     result = run(
+        pool,
         "def generate_features(df):\n    raise ValueError('x' * 10_000_000)\n\n"
         "def strategy_logic(row):\n    return 0\n",
         frame,
@@ -515,12 +546,12 @@ def test_huge_exception_message_is_truncated(frame: pd.DataFrame) -> None:
     assert isinstance(result, CandidateError) and len(str(result)) < 5000
 
 
-def test_too_many_feature_columns_are_refused(frame: pd.DataFrame) -> None:
+def test_too_many_feature_columns_are_refused(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = (
         "def generate_features(df):\n    for i in range(600):\n        df[f'c{i}'] = float(i)\n    return df\n\n"
         "def strategy_logic(row):\n    return 0\n"
     )
-    result = run(block, frame)
+    result = run(pool, block, frame)
     assert isinstance(result, CandidateError) and "at most 512" in str(result)
 
 
@@ -528,18 +559,18 @@ def test_too_many_feature_columns_are_refused(frame: pd.DataFrame) -> None:
 # Benign candidates must run, and behave exactly as documented.
 
 
-def test_baseline_block_runs_and_matches_in_process_computation(frame: pd.DataFrame) -> None:
+def test_baseline_block_runs_and_matches_in_process_computation(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = extract_block(baseline_source())
-    result = run(block, frame)
+    result = run(pool, block, frame)
     assert isinstance(result, CandidateOutput)
-    assert result.added_columns == ("SMA_20", "SMA_50")
+    assert [c for c in result.columns if c not in frame.columns] == ["SMA_20", "SMA_50"]
     features, signals, _ = compute_features_and_signals(exec_block(block), frame, block)
     np.testing.assert_array_equal(result.signals, signals)
     np.testing.assert_allclose(result.features["SMA_50"], features["SMA_50"].to_numpy(), equal_nan=True)
     assert set(np.unique(result.signals)) <= {-1.0, 0.0, 1.0}
 
 
-def test_rsi_with_helpers_constants_and_allowed_imports_runs(frame: pd.DataFrame) -> None:
+def test_rsi_with_helpers_constants_and_allowed_imports_runs(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = """
 import numpy as np
 import pandas as pd
@@ -567,7 +598,7 @@ def strategy_logic(row):
         return 0
     return 1 if row["rsi"] < 40 else (-1 if row["rsi"] > 60 else 0)
 """
-    result = run(block, frame)
+    result = run(pool, block, frame)
     assert isinstance(result, CandidateOutput) and "rsi" in result.columns
     assert {-1.0, 1.0} <= set(np.unique(result.signals))
 
@@ -587,32 +618,32 @@ def strategy_logic(row):
         "__import__('numpy.lib.stride_tricks').lib.stride_tricks",
     ],
 )
-def test_common_pandas_idioms_work_under_the_seal(expression: str, frame: pd.DataFrame) -> None:
+def test_common_pandas_idioms_work_under_the_seal(pool: SandboxPool, expression: str, frame: pd.DataFrame) -> None:
     block = (
         f"def generate_features(df):\n    x = {expression}\n    return df\n\ndef strategy_logic(row):\n    return 0\n"
     )
-    assert isinstance(run(block, frame), CandidateOutput)
+    assert isinstance(run(pool, block, frame), CandidateOutput)
 
 
-def test_printing_is_captured(frame: pd.DataFrame) -> None:
+def test_printing_is_captured(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = "def generate_features(df):\n    print('rows', len(df))\n    return df\n\ndef strategy_logic(row):\n    return 0\n"
-    result = run(block, frame)
+    result = run(pool, block, frame)
     assert isinstance(result, CandidateOutput) and result.output == f"rows {ROWS}\n"
 
 
-def test_module_globals_start_fresh_in_every_run(frame: pd.DataFrame) -> None:
+def test_module_globals_start_fresh_in_every_run(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = (
         "CALLS = []\n\ndef generate_features(df):\n    CALLS.append(1)\n    df['n'] = float(len(CALLS))\n"
         "    return df\n\ndef strategy_logic(row):\n    return 0\n"
     )
-    first, second = run(block, frame), run(block, frame)
+    first, second = run(pool, block, frame), run(pool, block, frame)
     assert isinstance(first, CandidateOutput) and isinstance(second, CandidateOutput)
     assert first.features["n"][0] == second.features["n"][0] == 1.0
 
 
-def test_forgotten_return_uses_the_modified_frame_with_a_warning(frame: pd.DataFrame) -> None:
+def test_forgotten_return_uses_the_modified_frame_with_a_warning(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = "def generate_features(df):\n    df['x'] = df['Close'] * 2\n\ndef strategy_logic(row):\n    return 1\n"
-    result = run(block, frame)
+    result = run(pool, block, frame)
     assert isinstance(result, CandidateOutput) and "x" in result.columns
     assert any("return df" in w for w in result.warnings)
 
@@ -626,39 +657,42 @@ def test_forgotten_return_uses_the_modified_frame_with_a_warning(frame: pd.DataF
     ],
 )
 def test_generate_features_with_a_different_shape_is_a_clear_error(
-    body: str, expected: str, frame: pd.DataFrame
+    pool: SandboxPool, body: str, expected: str, frame: pd.DataFrame
 ) -> None:
-    result = run(f"def generate_features(df):\n    {body}\n\ndef strategy_logic(row):\n    return 0\n", frame)
+    result = run(pool, f"def generate_features(df):\n    {body}\n\ndef strategy_logic(row):\n    return 0\n", frame)
     assert isinstance(result, CandidateError) and result.status == "runtime_error"
     assert expected in str(result)
 
 
-def test_syntax_error_names_the_block_line(frame: pd.DataFrame) -> None:
-    result = run("def generate_features(df):\n    return df\n\ndef strategy_logic(row):\n    return (1\n", frame)
+def test_syntax_error_names_the_block_line(pool: SandboxPool, frame: pd.DataFrame) -> None:
+    result = run(pool, "def generate_features(df):\n    return df\n\ndef strategy_logic(row):\n    return (1\n", frame)
     assert isinstance(result, CandidateError) and result.status == "syntax_error"
     assert str(result).startswith("line 5:")
 
 
-def test_traceback_is_trimmed_to_the_block_with_its_line_numbers(frame: pd.DataFrame) -> None:
+def test_traceback_is_trimmed_to_the_block_with_its_line_numbers(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = (
         "def helper(df):\n    return df['Closee']\n\ndef generate_features(df):\n    df['x'] = helper(df)\n"
         "    return df\n\ndef strategy_logic(row):\n    return 0\n"
     )
-    result = run(block, frame)
+    result = run(pool, block, frame)
     assert isinstance(result, CandidateError) and result.error_type == "KeyError"
     assert "line 2, in helper" in result.traceback and "line 5, in generate_features" in result.traceback
-    assert "site-packages" not in result.traceback and "worker.py" not in result.traceback
+    assert "site-packages" not in result.traceback
+    assert not any(module in result.traceback for module in ("child.py", "server.py", "pool.py"))
     assert "Close, Adj Close, Volume" in str(result)  # the hint lists the columns that exist
 
 
-def test_missing_function_is_reported(frame: pd.DataFrame) -> None:
-    result = run("def generate_features(df):\n    return df\n", frame)
+def test_missing_function_is_reported(pool: SandboxPool, frame: pd.DataFrame) -> None:
+    result = run(pool, "def generate_features(df):\n    return df\n", frame)
     assert isinstance(result, CandidateError) and "strategy_logic" in str(result)
 
 
-def test_other_imports_are_refused_with_the_available_modules(frame: pd.DataFrame) -> None:
+def test_other_imports_are_refused_with_the_available_modules(pool: SandboxPool, frame: pd.DataFrame) -> None:
     result = run(
-        "import os\n\ndef generate_features(df):\n    return df\n\ndef strategy_logic(row):\n    return 0\n", frame
+        pool,
+        "import os\n\ndef generate_features(df):\n    return df\n\ndef strategy_logic(row):\n    return 0\n",
+        frame,
     )
     assert isinstance(result, CandidateError) and "only numpy (np), pandas (pd) and math" in str(result)
 
@@ -756,8 +790,8 @@ def test_normalise_signals_on_an_empty_run() -> None:
     assert normalise_signals([], pd.DatetimeIndex([])).shape == (0,)
 
 
-def test_active_layers_reports_every_layer() -> None:
-    layers = active_layers()
+def test_probe_layers_reports_every_layer(pool: SandboxPool) -> None:
+    layers = pool.probe_layers()
     expected = {
         "worker_process",
         "network_namespace",
@@ -773,147 +807,91 @@ def test_active_layers_reports_every_layer() -> None:
     assert layers["worker_process"] is True and layers["audit_hook"] is True and layers["scrubbed_env"] is True
 
 
-def test_error_on_every_frame_is_the_blocks_own_error_not_lookahead(frame: pd.DataFrame) -> None:
+def test_error_on_every_frame_is_the_blocks_own_error_not_lookahead(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = "def generate_features(df):\n    return df\n\ndef strategy_logic(row):\n    return 1 / 0\n"
     for _ in range(3):  # prefix and full runs race; the full run's verdict must win every time
         with pytest.raises(CandidateError) as caught:
-            run_candidate(block, frame, [20, 40, 60, 80], Limits(timeout_s=10))
+            pool.run_candidate(block, frame, [20, 40, 60, 80], Limits(timeout_s=10))
         assert caught.value.status == "runtime_error" and caught.value.error_type == "ZeroDivisionError"
 
 
-def test_a_killed_server_is_replaced_on_the_next_run(frame: pd.DataFrame) -> None:
+def test_a_killed_server_is_replaced_on_the_next_run(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = extract_block(baseline_source())
-    assert isinstance(run(block, frame), CandidateOutput)
-    server = worker._SERVER._server
+    assert isinstance(run(pool, block, frame), CandidateOutput)
+    server = pool._server
     assert server is not None
     os.kill(server.process.pid, 9)
     server.process.wait()
-    assert isinstance(run(block, frame), CandidateOutput)
+    assert isinstance(run(pool, block, frame), CandidateOutput)
 
 
-def test_prefix_runs_receive_only_their_bars(frame: pd.DataFrame) -> None:
+def test_prefix_runs_receive_only_their_bars(pool: SandboxPool, frame: pd.DataFrame) -> None:
     block = (
         "def generate_features(df):\n    df['n'] = float(len(df))\n    df['last'] = df.index[-1].value / 1e18\n"
         "    return df\n\ndef strategy_logic(row):\n    return 0\n"
     )
-    output = run_candidate(block, frame, [40, 80], Limits(timeout_s=10))
+    output = pool.run_candidate(block, frame, [40, 80], Limits(timeout_s=10))
     assert [(step.cut, step.features["n"][0]) for step in output.steps] == [(40, 40.0), (80, 80.0)]
     assert output.steps[0].features["last"][-1] == frame.index[39].value / 1e18
     assert math.isclose(output.features["n"][0], ROWS)
 
 
-# --- a server forked from a one-shot harness (worker.fork_server) ---------------------------------------
+# --- the pool: several evaluations at once, each pool its own ---------------------------------------------
 
-FORKED_HARNESS = """
-import json, os, sys
-import numpy as np, pandas as pd
-from autotrade.sandbox import worker
-
-index = pd.bdate_range("2015-01-01", periods=120, name="Date")
-close = np.linspace(50.0, 60.0, 120)
-frame = pd.DataFrame({"Open": close, "High": close, "Low": close, "Close": close, "Adj Close": close,
-                      "Volume": np.full(120, 1e6)}, index=index)
-blocks, limits, before = json.loads(sys.argv[1])
-exec(before)
-worker.fork_server()
-assert isinstance(worker._SERVER._server.process, worker._ForkedProcess), "not a forked server"
-said = []
-for block in blocks:
-    try:
-        out = worker.run_candidate(block.format(**globals()), frame, (),
-                                   worker.Limits(timeout_s=30, disabled_layers=frozenset(limits)))
-        said.append({"status": "ok", "output": out.output})
-    except worker.CandidateError as exc:
-        said.append({"status": exc.status, "message": str(exc)})
-print(json.dumps({"results": said, "layers": worker.probe_layers()}))
-"""
-
-
-def forked_harness(
-    blocks: list[str], disabled: tuple[str, ...] = (), before: str = "", env: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Run each block in a fresh harness process that forked its server (after `before`); what came back."""
-    base = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    argument = json.dumps([blocks, list(disabled), textwrap.dedent(before)])
-    done = subprocess.run(
-        [sys.executable, "-c", FORKED_HARNESS, argument, "ARGV-MARKER"],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_forked_server_children_have_every_layer_the_fresh_one_has() -> None:
-    assert forked_harness([])["layers"] == active_layers()
-
-
-def test_forked_server_overwrites_every_inherited_copy_of_an_exported_key() -> None:
-    key = "sk-" + secrets.token_hex(16)
-    # The harness first checks that its own initial stack holds the key where the candidate will
-    # look; the candidate (audit hook off) then reads that memory, the C environ and os.environ.
-    before = """
-    import ctypes
-    fields = open("/proc/self/stat", "rb").read().rpartition(b")")[2].split()
-    arg_start, env_start, env_end = int(fields[45]), int(fields[47]), int(fields[48])
-    assert os.environ["OPENAI_API_KEY"].encode() in ctypes.string_at(env_start, env_end - env_start)
-    """
-    block = """
-S = pd.compat.sys
-C = S.modules["ctypes"]
-
+BUSY = """
 def generate_features(df):
-    print(repr(C.string_at({arg_start}, {env_end} - {arg_start})))
-    entries = C.POINTER(C.c_char_p).in_dll(C.CDLL(None), "environ")
-    i = 0
-    while entries[i] is not None:
-        print(repr(entries[i]))
-        i += 1
-    print(repr(dict(S.modules["os"].environb)))
+    total = 0
+    for i in range(1_500_000):  # long enough that two runs started together are both still running
+        total += i
+    df["x"] = df["Close"].rolling(5).mean() + float(total % 7)
     return df
 
 def strategy_logic(row):
-    return 0
+    return 1 if row["x"] > row["Close"] else -1
 """
-    result = forked_harness([block], ("audit_hook",), before, {"OPENAI_API_KEY": key})["results"][0]
-    assert result["status"] == "ok", result
-    assert "ARGV-MARKER" in result["output"]  # the read did reach the command line, which the environment follows
-    assert key[3:] not in result["output"]
 
 
-def test_forked_server_leaks_no_exported_key_to_the_usual_attacks() -> None:
-    key = "sk-" + secrets.token_hex(16)
-    names = ("environ_mapping", "proc_self_environ", "environ_of_every_process", "gc_object_walk")
-    blocks = [
-        attack(
-            LEAK_ATTACKS[name].replace("{", "{{").replace("}", "}}"), after='raise RuntimeError("LEAK: " + str(data))'
-        )
-        for name in names
-    ]
-    results = forked_harness(blocks, env={"OPENAI_API_KEY": key})["results"]
-    assert len(results) == len(names) and all(r["status"] == "runtime_error" for r in results), results
-    assert key[3:] not in json.dumps(results)
+def test_two_evaluations_from_two_threads_run_at_once_with_the_results_of_running_them_in_turn(
+    frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = [BUSY, BUSY.replace("rolling(5)", "rolling(9)")]
+    spans: list[tuple[float, float]] = []  # each full run's child, spawned to concluded
+    conclude = pool_module._Run.conclude
+
+    def recorded(run: Any) -> None:
+        conclude(run)
+        if run.kind == "full":
+            spans.append((run.started, run.finished))
+
+    with SandboxPool(slots=2) as shared:
+        in_turn = [shared.run_candidate(block, frame, [60, 90], Limits(timeout_s=30)) for block in blocks]
+        monkeypatch.setattr(pool_module._Run, "conclude", recorded)
+        together: list[CandidateOutput | None] = [None, None]
+
+        def evaluate(at: int) -> None:
+            together[at] = shared.run_candidate(blocks[at], frame, [60, 90], Limits(timeout_s=30))
+
+        threads = [threading.Thread(target=evaluate, args=(at,)) for at in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    (first_start, first_end), (second_start, second_end) = spans
+    assert first_start < second_end and second_start < first_end, spans  # the two children overlapped
+    for alone, concurrent in zip(in_turn, together, strict=True):
+        assert concurrent is not None
+        assert np.array_equal(alone.signals, concurrent.signals)
+        assert alone.features.keys() == concurrent.features.keys()
+        assert all(np.array_equal(alone.features[c], concurrent.features[c], equal_nan=True) for c in alone.features)
+        assert [s.cut for s in alone.steps] == [s.cut for s in concurrent.steps] == [60, 90]
 
 
-def test_forked_server_runs_threaded_blas_code_as_nobody() -> None:
-    # The harness's numpy has two BLAS threads; a worker child (nobody, RLIMIT_NPROC 0) cannot start
-    # threads, and an OpenBLAS that tries waits forever: the server must hold BLAS to one thread.
-    block = """
-def generate_features(df):
-    m = np.random.default_rng(0).normal(size=(400, 400)) + np.eye(400) * 50
-    df["x"] = float(np.linalg.inv(m @ m.T).trace())
-    return df
-
-def strategy_logic(row):
-    return 0
-"""
-    before = "(np.ones((300, 300)) @ np.ones((300, 300))).sum()"
-    result = forked_harness([block], before=before, env={"OPENBLAS_NUM_THREADS": "2"})["results"][0]
-    assert result["status"] == "ok", result
-
-
-def test_forked_server_runs_every_warm_up_idiom_under_the_seal() -> None:
-    # A one-shot server skips the warm-up: its children must load what pandas loads lazily themselves.
-    assert forked_harness([worker._WARM_UP])["results"] == [{"status": "ok", "output": ""}]
+def test_a_closed_pool_refuses_new_runs_and_has_stopped_its_server(frame: pd.DataFrame) -> None:
+    shared = SandboxPool()
+    assert isinstance(run(shared, extract_block(baseline_source()), frame), CandidateOutput)
+    server = shared._server
+    assert server is not None
+    shared.close()
+    assert server.process.poll() is not None  # the fork server is gone, not left behind
+    with pytest.raises(SandboxError, match="pool is closed"):
+        shared.run_candidate(extract_block(baseline_source()), frame)

@@ -1,7 +1,7 @@
 """Every isolation layer degrades on its own: a machine that refuses one still evaluates, and says which is off.
 
 The machines are simulated: the sandbox server refuses each facility the way such a machine would
-(worker.simulate_faults). The suite runs as root and as a normal user in CI, so both sides of the
+(SandboxPool(faults=...)). The suite runs as root and as a normal user in CI, so both sides of the
 privilege decision are exercised.
 """
 
@@ -18,9 +18,9 @@ from conftest import synthetic_ohlcv
 
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.errors import CandidateError, SandboxError
-from autotrade.sandbox import layers, worker
+from autotrade.sandbox import layers
 from autotrade.sandbox.execute import compute_features_and_signals, exec_block
-from autotrade.sandbox.worker import Limits, probe_layers, run_candidate
+from autotrade.sandbox.pool import Limits, SandboxPool
 
 AS_ROOT = os.getuid() == 0
 BASELINE = extract_block(baseline_source())
@@ -51,14 +51,11 @@ def frame() -> pd.DataFrame:
 
 
 @pytest.fixture
-def machine(request: pytest.FixtureRequest) -> Iterator[set[str]]:
-    """A sandbox server that refuses the machine's faults; the real one is restored afterwards."""
+def machine(request: pytest.FixtureRequest) -> Iterator[tuple[SandboxPool, set[str]]]:
+    """A pool whose server refuses the machine's faults, and the layers that must then be off."""
     faults, expected_off = MACHINES[request.param]
-    previous = worker.simulate_faults(frozenset(faults))
-    try:
-        yield expected_off
-    finally:
-        worker.simulate_faults(previous)
+    with SandboxPool(faults=frozenset(faults)) as pool:
+        yield pool, expected_off
 
 
 def reference_signals(frame: pd.DataFrame) -> np.ndarray:
@@ -67,19 +64,22 @@ def reference_signals(frame: pd.DataFrame) -> np.ndarray:
 
 
 @pytest.mark.parametrize("machine", list(MACHINES), indirect=True)
-def test_a_refused_layer_is_named_and_the_evaluation_still_runs(machine: set[str], frame: pd.DataFrame) -> None:
-    output = run_candidate(BASELINE, frame, [60, 100], Limits(timeout_s=20))
+def test_a_refused_layer_is_named_and_the_evaluation_still_runs(
+    machine: tuple[SandboxPool, set[str]], frame: pd.DataFrame
+) -> None:
+    pool, expected_off = machine
+    output = pool.run_candidate(BASELINE, frame, [60, 100], Limits(timeout_s=20))
     assert np.array_equal(output.signals, reference_signals(frame))
-    report = probe_layers()
+    report = pool.probe_layers()
     off = {name for name, state in report.items() if state is not True}
-    assert off == machine, report
+    assert off == expected_off, report
     for name in off:
         assert isinstance(report[name], str) and report[name], f"{name} is off without saying why"
 
 
 @pytest.mark.parametrize("machine", ["macos_like"], indirect=True)
 def test_with_kernel_layers_refused_the_audit_hook_still_stops_a_write(
-    machine: set[str], frame: pd.DataFrame, tmp_path: Path
+    machine: tuple[SandboxPool, set[str]], frame: pd.DataFrame, tmp_path: Path
 ) -> None:
     canary = tmp_path / "canary"
     os.chmod(tmp_path, 0o777)  # writable by whoever the child runs as, so only the sandbox can stop the write
@@ -89,22 +89,27 @@ def test_with_kernel_layers_refused_the_audit_hook_still_stops_a_write(
         "    return df\n\ndef strategy_logic(row):\n    return 0\n"
     )
     with pytest.raises(CandidateError) as caught:
-        run_candidate(block, frame, (), Limits(timeout_s=20))
+        machine[0].run_candidate(block, frame, (), Limits(timeout_s=20))
     assert "sandbox" in str(caught.value)
     assert not canary.exists()
 
 
-def test_a_worker_whose_set_up_fails_is_a_sandbox_error_not_the_candidates(
-    frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_worker_whose_set_up_fails_is_a_sandbox_error_not_the_candidates(frame: pd.DataFrame) -> None:
     # The machine's fault: a run must stop on it, not record the candidate as broken.
-    def refuse(*_: object) -> None:
-        raise OSError(1, "prctl(PR_SET_DUMPABLE): Operation not permitted")
-
-    monkeypatch.setattr(worker.layers, "make_undumpable", refuse)  # set-up of worker children only
-    worker._SERVER.fork()  # a server forked from this process carries the patch
-    try:
+    with SandboxPool(faults=frozenset({"child_dumpable"})) as pool:  # set-up of worker children only
         with pytest.raises(SandboxError, match="could not set up a worker"):
-            run_candidate(BASELINE, frame, (), Limits(timeout_s=20))
-    finally:
-        worker._SERVER.close()
+            pool.run_candidate(BASELINE, frame, (), Limits(timeout_s=20))
+
+
+def test_two_pools_are_independent_faults_on_one_leave_the_other_whole(frame: pd.DataFrame) -> None:
+    with SandboxPool(faults=frozenset({"linux"})) as refused, SandboxPool() as whole:
+        crippled, intact = refused.probe_layers(), whole.probe_layers()
+        assert np.array_equal(
+            refused.run_candidate(BASELINE, frame).signals, whole.run_candidate(BASELINE, frame).signals
+        )
+    assert crippled["seccomp"] is not True and crippled["network_namespace"] is not True
+    assert all(state is True for state in intact.values()), intact  # as on a machine that refuses nothing
+    with SandboxPool(faults=frozenset({"child_dumpable"})) as broken, SandboxPool() as healthy:
+        with pytest.raises(SandboxError, match="could not set up a worker"):
+            broken.run_candidate(BASELINE, frame)
+        assert np.array_equal(healthy.run_candidate(BASELINE, frame).signals, reference_signals(frame))

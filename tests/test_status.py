@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autotrade.evaluation.objectives.rubric import rubric_score
-from autotrade.sandbox import worker
+from autotrade.sandbox.pool import STATUSES
 from autotrade.status import Status
 
 
@@ -19,4 +19,4 @@ def test_the_rubric_gate_on_valid_code_follows_the_status_table(status: Status) 
 
 
 def test_a_worker_child_may_report_only_the_statuses_of_running_code() -> None:
-    assert worker._STATUSES == {"ok", "syntax_error", "runtime_error", "timeout", "memory", "bad_signal", "lookahead"}
+    assert STATUSES == {"ok", "syntax_error", "runtime_error", "timeout", "memory", "bad_signal", "lookahead"}

@@ -21,11 +21,9 @@ from autotrade.cli import report as cli_report
 from autotrade.cli import research as cli_research
 from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
 from autotrade.errors import AutotradeError
-from autotrade.sandbox import oneshot
 
 if TYPE_CHECKING:
     from autotrade.evaluation.evaluate import Evaluation
-    from autotrade.sandbox.oneshot import Report
 
 console = Console()
 err_console = Console(stderr=True)
@@ -139,15 +137,22 @@ def backtest(
     eval_timeout: EvalTimeoutOpt = 60.0,
 ) -> None:
     """Backtest a strategy file on the prepared data, beside buy-and-hold."""
-    from autotrade.candidate import baseline_source, extract_block, read_block
+    from autotrade.sandbox.pool import SandboxPool
 
-    windows = tuple(dict.fromkeys(w.value for w in (window or [WindowChoice.TRAIN, WindowChoice.VAL])))
-    if "test" in windows or "full" in windows:
-        err_console.print(
-            "note: this looks at the held-out test window; every look spends some of its honesty.", style="yellow"
-        )
-    block = read_block(path) if path else extract_block(baseline_source())
-    evaluation = oneshot.evaluate(block, data_dir, windows, fill=fill.value, cost_bps=cost_bps, timeout_s=eval_timeout)
+    with SandboxPool() as pool:
+        pool.start()  # first: the server imports pandas while this process imports the rest and loads the data
+        from autotrade.candidate import baseline_source, extract_block, read_block
+        from autotrade.engine.backtest import BacktestSettings, Fill
+        from autotrade.evaluation.evaluate import backtest_block
+
+        windows = tuple(dict.fromkeys(w.value for w in (window or [WindowChoice.TRAIN, WindowChoice.VAL])))
+        if "test" in windows or "full" in windows:
+            err_console.print(
+                "note: this looks at the held-out test window; every look spends some of its honesty.", style="yellow"
+            )
+        block = read_block(path) if path else extract_block(baseline_source())
+        settings = BacktestSettings(fill=Fill(fill.value), cost_bps=cost_bps)
+        evaluation = backtest_block(block, data_dir, windows, settings, eval_timeout, pool)
     if as_json:
         record = evaluation.to_record()
         record["settings"] = {"fill": fill.value, "cost_bps": cost_bps, "data": str(data_dir)}
@@ -175,7 +180,7 @@ _ROWS = (
 )
 
 
-def _render_evaluation(evaluation: Evaluation | Report, title: str) -> None:
+def _render_evaluation(evaluation: Evaluation, title: str) -> None:
     """A table of each window's metrics, buy-and-hold beside it."""
     if not evaluation.windows:
         return

@@ -623,10 +623,11 @@ def doctor(
                 f"tokens{estimated} · {speed:.1f} tokens/s · finish {reply.finish_reason} · said {said!r}"
                 + (f" · {len(reply.reasoning)} characters of reasoning" if reply.reasoning else ""),
             )
-    try:
-        from autotrade.sandbox.layers import active_layers
+    from autotrade.sandbox.pool import SandboxPool
 
-        layers = active_layers()
+    pool = SandboxPool()  # one fork server for both sandbox checks; every failure below is caught and reported
+    try:
+        layers = pool.probe_layers()
     except Exception as exc:  # noqa: BLE001 - doctor reports, it does not crash
         problems += 1
         line(False, "sandbox", f"cannot inspect the layers ({type(exc).__name__}: {exc})")
@@ -642,12 +643,13 @@ def doctor(
     try:
         from autotrade.evaluation.evaluate import check_sandbox
 
-        seconds = check_sandbox()
+        seconds = check_sandbox(pool)
     except Exception as exc:  # noqa: BLE001 - doctor reports, it does not crash
         problems += 1
         line(False, "sandbox evaluation", f"the baseline strategy could not be evaluated in the sandbox ({exc})")
     else:
         line(True, "sandbox evaluation", f"the baseline strategy ran in isolated workers ({seconds * 1000:.0f} ms)")
+    pool.close()
     try:
         from autotrade.data import load_prepared
 

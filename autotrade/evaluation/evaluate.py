@@ -34,9 +34,8 @@ from autotrade.evaluation.lookahead import (
     whole_cuts,
 )
 from autotrade.fileio import json_safe
-from autotrade.sandbox.oneshot import begin_one_shot
+from autotrade.sandbox.pool import CandidateOutput, Limits, SandboxPool, run_candidate
 from autotrade.sandbox.vet import vet_block
-from autotrade.sandbox.worker import CandidateOutput, Limits, run_candidate
 from autotrade.status import Status
 
 RESEARCH_WINDOWS = ("train", "val")
@@ -120,13 +119,14 @@ def run_gated(
     lookahead: bool = True,
     cuts: Sequence[int] | None = None,
     budget_s: float | None = None,
+    pool: SandboxPool | None = None,
 ) -> tuple[CandidateOutput, tuple[int, ...]]:
     """The block's full run and, unless `lookahead` is off, the look-ahead gate over it; CandidateError if either fails.
 
     `val_position` is the first validation bar of `frame`; `seed` (lookahead.seed_for) draws the random cuts,
     or `cuts` names them. Returns the output and the cuts deferred because the whole gate would have taken
     more than `budget_s` (default: a third of the time limit; a loop-heavy block): check those before
-    trusting the result.
+    trusting the result. `pool` runs the children (run_candidate: None gives the call a pool of its own).
     """
     deferred: list[int] = []
 
@@ -146,7 +146,9 @@ def run_gated(
         deferred.extend(later)
         return now
 
-    output = run_candidate(source, frame, plan, limits, tail_rows=TAIL_ROWS, whole=whole_cuts(len(frame), val_position))
+    output = run_candidate(
+        source, frame, plan, limits, tail_rows=TAIL_ROWS, whole=whole_cuts(len(frame), val_position), pool=pool
+    )
     if lookahead:
         check_lookahead(output, frame.index, output.steps)
     return output, tuple(deferred)
@@ -158,6 +160,7 @@ def finish_gate(
     data: PreparedData,
     settings: EvalSettings,
     windows: Sequence[str] = RESEARCH_WINDOWS,
+    pool: SandboxPool | None = None,
 ) -> Evaluation:
     """Check the cuts a loop-heavy candidate's evaluation (of `windows`) deferred; the evaluation, or its failure."""
     if not evaluation.deferred_cuts:
@@ -165,7 +168,7 @@ def finish_gate(
     frame = _evaluation_frame(data, windows)
     limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
     try:
-        run_gated(block, frame, _val_position(frame, data), 0, limits, cuts=evaluation.deferred_cuts)
+        run_gated(block, frame, _val_position(frame, data), 0, limits, cuts=evaluation.deferred_cuts, pool=pool)
     except CandidateError as exc:
         return _failure(exc.status, str(exc), dict(evaluation.timings), exc.error_type, exc.traceback)
     return replace(evaluation, deferred_cuts=())
@@ -199,11 +202,14 @@ def evaluate_block(
     data: PreparedData,
     windows: Sequence[str] = RESEARCH_WINDOWS,
     settings: EvalSettings | None = None,
+    pool: SandboxPool | None = None,
 ) -> Evaluation:
     """Evaluate an agent block on the prepared data; candidate problems become a status, never an exception.
 
     Only the research frame (train and validation) reaches the candidate unless a window needs the
     held-out bars, so nothing the candidate prints or raises during research can reveal the test window.
+    `pool` runs the sandboxed children; a caller evaluating more than once passes its own (None starts
+    and stops a server for this one evaluation).
     """
     settings = settings or EvalSettings()
     timings: dict[str, float] = {}
@@ -230,6 +236,7 @@ def evaluate_block(
             limits,
             settings.lookahead,
             budget_s=settings.gate_budget_s,
+            pool=pool,
         )
         timings["run_s"] = output.timings["run_s"]
         timings["lookahead_s"] = time.perf_counter() - mark - output.timings["run_s"]
@@ -312,8 +319,8 @@ def suspicions(frame: Any, signals: np.ndarray, metrics: dict[str, dict[str, flo
     return tuple(found)
 
 
-def check_sandbox() -> float:
-    """Evaluate the baseline block on a small synthetic frame in real worker children; the seconds it took.
+def check_sandbox(pool: SandboxPool) -> float:
+    """Evaluate the baseline block on a small synthetic frame in real worker children of `pool`; the seconds it took.
 
     What `autotrade doctor` proves with it: this machine's sandbox runs candidates. Raises
     SandboxError, or AutotradeError when the evaluation itself fails.
@@ -336,9 +343,21 @@ def check_sandbox() -> float:
         index=index,
     )
     started = time.perf_counter()
-    output = run_candidate(extract_block(baseline_source()), frame, [150, 250], Limits(timeout_s=60))
+    output = pool.run_candidate(extract_block(baseline_source()), frame, [150, 250], Limits(timeout_s=60))
     check_lookahead(output, frame.index, output.steps)
     return time.perf_counter() - started
+
+
+def backtest_block(
+    block: str, data_dir: Path, windows: Sequence[str], backtest: BacktestSettings, timeout_s: float, pool: SandboxPool
+) -> Evaluation:
+    """`autotrade backtest`: evaluate `block` on the prepared data in `data_dir`, deferred cuts checked too.
+
+    A one-off verdict is a whole one. Raises DataError when there is no prepared data.
+    """
+    data = load_prepared(data_dir)
+    settings = EvalSettings(backtest=backtest, timeout_s=timeout_s)
+    return finish_gate(evaluate_block(block, data, windows, settings, pool), block, data, settings, windows, pool)
 
 
 def find_data_dir(start: Path) -> Path:
@@ -373,11 +392,12 @@ def print_trade_py_results(trade_py: str) -> None:
     from autotrade.candidate import read_block
 
     path = Path(trade_py)
-    begin_one_shot()  # fork the sandbox server before any data is loaded (no second pandas import)
     try:
-        data = load_prepared(find_data_dir(path))
-        block = read_block(path)
-        evaluation = finish_gate(evaluate_block(block, data), block, data, EvalSettings())
+        with SandboxPool() as pool:
+            pool.start()  # the server imports pandas while the data loads
+            data = load_prepared(find_data_dir(path))
+            block = read_block(path)
+            evaluation = finish_gate(evaluate_block(block, data, pool=pool), block, data, EvalSettings(), pool=pool)
     except AutotradeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

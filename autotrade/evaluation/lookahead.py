@@ -12,7 +12,7 @@ crowned. The gate therefore places its cuts where a leak must act, not where luc
   seed combined with the block, the strata narrow enough (random_strata) that a leak changing a
   feature on 1% of the bars escapes them all with probability under 1% however its bars lie.
 One worker child runs the block on the prefixes in ascending order, each prefix's new bars sent
-only after the previous result, so no run ever holds a later bar (worker.run_candidate); its
+only after the previous result, so no run ever holds a later bar (pool.SandboxPool.run_candidate); its
 features are compared with the full run's by value, exactly: causal pandas code computes the
 same floats on a prefix as on the whole. The same child makes one strategy_logic pass in date
 order, each bar's signal computed on the first prefix that holds it (so no state, module objects
@@ -43,7 +43,7 @@ MIN_ROWS = 30  # no cut shorter than this: indicators are all warm-up there
 
 
 class GateStep(Protocol):
-    """One prefix run as the harness received it (worker.GateStep has these)."""
+    """One prefix run as the harness received it (pool.GateStep has these)."""
 
     cut: int  # the prefix's length: bars [0, cut)
     start: int  # the first row whose features came back
@@ -54,7 +54,7 @@ class GateStep(Protocol):
 
 
 class FullRun(Protocol):
-    """The full run (worker.CandidateOutput has these)."""
+    """The full run (pool.CandidateOutput has these)."""
 
     columns: tuple[str, ...]
     features: Mapping[str, np.ndarray]

@@ -12,6 +12,7 @@ rubric (its floor), -inf for the unbounded objectives (worse than any strategy t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from autotrade.engine.metrics import periods_per_year
 from autotrade.evaluation.evaluate import RESEARCH_WINDOWS, EvalSettings, Evaluation, evaluate_block, finish_gate
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, OBJECTIVES
 from autotrade.evaluation.objectives.rubric import rubric_score
+from autotrade.sandbox.pool import SandboxPool
 
 DEFAULT_SCORE_OBJECTIVE = "rubric"  # bounded in [0, 1]: the natural reward
 
@@ -75,10 +77,16 @@ def score_code(
     objective: str = DEFAULT_SCORE_OBJECTIVE,
     settings: EvalSettings | None = None,
     robust_k: int = DEFAULT_ROBUST_K,
+    pool: SandboxPool | None = None,
 ) -> Score:
-    """Score a whole trade.py or an agent block on the research windows; candidate problems score, never raise."""
+    """Score a whole trade.py or an agent block on the research windows; candidate problems score, never raise.
+
+    `pool` runs the sandboxed children (a caller scoring many passes one); None: a pool for this call.
+    """
     block = extract_block(code) if has_delimiters(code) else code
-    evaluation = finish_gate(evaluate_block(block, data, RESEARCH_WINDOWS, settings), block, data, settings)
+    with contextlib.nullcontext(pool) if pool is not None else SandboxPool() as sandbox:
+        evaluation = evaluate_block(block, data, RESEARCH_WINDOWS, settings, sandbox)
+        evaluation = finish_gate(evaluation, block, data, settings or EvalSettings(), pool=sandbox)
     return score_evaluation(
         evaluation, objective, robust_k=robust_k, periods=periods_per_year(data.research_frame().index)
     )

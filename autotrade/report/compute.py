@@ -38,6 +38,7 @@ from autotrade.report.diversity import Diversity, measure_diversity
 from autotrade.report.holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
 from autotrade.report.plots import chain_windows
 from autotrade.research.rundir import RunDir, RunState, now_iso
+from autotrade.sandbox.pool import SandboxPool
 from autotrade.status import Status
 
 MAX_TRIALS = 200  # ok trials re-evaluated for PBO (about 0.1 s each); beyond it an evenly spaced subset
@@ -521,36 +522,38 @@ def build_report(
 
     # Re-evaluate ok trials on train and validation for their per-bar curves; they passed the look-ahead gate already.
     quick = replace(evaluation_settings, lookahead=False)
-    research: dict[int, Evaluation] = {}
-    for i in _select_trials(ok, population, max_trials):
-        evaluation = evaluate_block(str(blocks[i]), data, ("train", "val"), quick)
-        if evaluation.ok:
-            research[i] = evaluation
-        else:
-            notes.append(f"iteration {i} did not re-evaluate ok ({evaluation.status}: {evaluation.message[:120]})")
+    with SandboxPool() as pool:  # one fork server for every evaluation of the report
+        research: dict[int, Evaluation] = {}
+        for i in _select_trials(ok, population, max_trials):
+            evaluation = evaluate_block(str(blocks[i]), data, ("train", "val"), quick, pool)
+            if evaluation.ok:
+                research[i] = evaluation
+            else:
+                notes.append(f"iteration {i} did not re-evaluate ok ({evaluation.status}: {evaluation.message[:120]})")
 
-    withheld = ""
-    if holdout and run.is_active() and not reveal_running:
-        withheld = (
-            f"Run {run.name} is still running, so its population may still change: the test window was not evaluated. "
-            f"Report it once it stops, or now with `autotrade report {run.name} --reveal-running`."
-        )
-    if holdout and not withheld:
-        seen = reveal_holdout(
-            run,
-            [i for i in population if blocks.get(i)],
-            {i: str(b) for i, b in blocks.items() if b},
-            data,
-            evaluation_settings,
-            at=at,
-            real_test_start=real.splits.test_start,
-        )
-    else:
-        seen = Holdout(
-            reveals=read_reveals(run),
-            buy_and_hold=buy_and_hold_windows(data, evaluation_settings, ("train", "val")),
-            withheld=withheld,
-        )
+        withheld = ""
+        if holdout and run.is_active() and not reveal_running:
+            withheld = (
+                f"Run {run.name} is still running, so its population may still change: the test window was not "
+                f"evaluated. Report it once it stops, or now with `autotrade report {run.name} --reveal-running`."
+            )
+        if holdout and not withheld:
+            seen = reveal_holdout(
+                run,
+                [i for i in population if blocks.get(i)],
+                {i: str(b) for i, b in blocks.items() if b},
+                data,
+                evaluation_settings,
+                at=at,
+                real_test_start=real.splits.test_start,
+                pool=pool,
+            )
+        else:
+            seen = Holdout(
+                reveals=read_reveals(run),
+                buy_and_hold=buy_and_hold_windows(data, evaluation_settings, ("train", "val")),
+                withheld=withheld,
+            )
 
     rows = tuple(
         Row(

@@ -23,6 +23,7 @@ from autotrade.engine.backtest import WindowResult, run_window
 from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
 from autotrade.research.rundir import RunDir, now_iso
+from autotrade.sandbox.pool import SandboxPool
 
 HOLDOUT_FILE = "holdout.json"
 HOLDOUT_VERSION = 1
@@ -168,6 +169,7 @@ def reveal_holdout(
     *,
     at: str | None = None,
     real_test_start: pd.Timestamp | None = None,
+    pool: SandboxPool | None = None,
 ) -> Holdout:
     """Evaluate the members on train, validation and test, record the look, and return it with every earlier look.
 
@@ -182,7 +184,9 @@ def reveal_holdout(
         return Holdout(reveals=earlier, buy_and_hold=buy_and_hold_windows(data, settings, ("train", "val")))
     gated = replace(settings, lookahead=True)
     evaluations = {
-        i: finish_gate(evaluate_block(blocks[i], data, ALL_WINDOWS, gated), blocks[i], data, gated, ALL_WINDOWS)
+        i: finish_gate(
+            evaluate_block(blocks[i], data, ALL_WINDOWS, gated, pool), blocks[i], data, gated, ALL_WINDOWS, pool
+        )
         for i in members
     }
     buy_and_hold = buy_and_hold_windows(data, settings, ALL_WINDOWS)

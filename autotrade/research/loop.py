@@ -65,6 +65,7 @@ from autotrade.research.config import RunSettings, public_model_config
 from autotrade.research.learnings import Lesson, for_prompt, render_file
 from autotrade.research.population import Population, choose_parent, record_outcome, rng_from_state, rng_state
 from autotrade.research.rundir import RunDir, RunState, RunStatus, check_name, default_name, evaluation_rules, now_iso
+from autotrade.sandbox.pool import SandboxPool
 from autotrade.sandbox.vet import vet_block
 
 
@@ -248,6 +249,7 @@ class Research:
         self.records = run.records(state.next_iteration)
         self.rules = evaluation_rules(self.settings, config["data"])  # kept in each record; RunDir.check compares
         self.session_mark = time.monotonic()
+        self.pool: SandboxPool | None = None  # the fork server of this session, from drive()
 
     # -- helpers -------------------------------------------------------------------------------
     @property
@@ -443,10 +445,11 @@ class Research:
             self.write_attempt(i, block)
             self.reporter.phase(i, "evaluating")
             mark = time.monotonic()
-            evaluation = evaluate_block(block, self.data, ("train", "val"), self.eval)
+            evaluation = evaluate_block(block, self.data, ("train", "val"), self.eval, self.pool)
             value = self.score_of(evaluation)
             if value is not None and evaluation.deferred_cuts and self.population.admit(i, value)[1]:
-                evaluation = finish_gate(evaluation, block, self.data, self.eval)  # no unchecked cut enters
+                # No unchecked cut enters the population.
+                evaluation = finish_gate(evaluation, block, self.data, self.eval, ("train", "val"), self.pool)
                 value = self.score_of(evaluation)
             record.update(evaluation.to_record())
             record["eval_s"] = round(time.monotonic() - mark, 3)
@@ -534,8 +537,12 @@ class Research:
         self.reporter.end(result)
         return result
 
-    def drive(self) -> RunResult:
-        """Iterate until a stop rule holds, Ctrl-C, or an endpoint error; always leave a resumable state."""
+    def drive(self, pool: SandboxPool) -> RunResult:
+        """Iterate until a stop rule holds, Ctrl-C, or an endpoint error; always leave a resumable state.
+
+        `pool` runs this session's evaluations (its caller closes it).
+        """
+        self.pool = pool
         with self.run.locked():
             self.repair()
             # Only the lock says "running": a process that dies (killed, disk full) leaves a state that says stopped.
@@ -622,60 +629,61 @@ def start_run(
         model = check_endpoint(model, chars, reporter)
     # A starting file the sandbox guard cannot protect would make every written trade.py unsafe to run.
     runnable_source(source, extract_block(source), "the starting trade.py")
-    sandbox = sandbox_layers(reporter)
-    ticker = str(data.meta.get("ticker") or data.meta.get("dataset") or "run")
-    run = RunDir.create_unique(root, default_name(ticker)) if name is None else RunDir.create(root, name)
-    config = {
-        "name": run.name,
-        "created_at": datetime.now(UTC).isoformat(),
-        "autotrade_version": __version__,
-        "settings": settings.to_dict(),
-        "policy": settings.policy,
-        "model": model_config(settings.policy, model),
-        "data": {
-            **data_identity(data),
-            "dir": settings.data_dir,
-            "ticker": ticker,
-            "research_bars": len(data.research_frame()),
-        },
-        "prompts": {
-            "program": prompts.program,
-            "template": prompts.template,
-            "sources": [prompts.program_source, prompts.template_source],
-        },
-        "start_source": source,
-        "sandbox": sandbox,
-    }
-    with run.locked():  # held on into drive(): no other process can take over the directory meanwhile
-        run.claim()
-        try:
-            run.write_json(run.config_path, config)
-            run.write_state(
-                RunState(
-                    rng=rng_state(random.Random(settings.seed)), gate_secret=secrets.randbits(63), updated_at=now_iso()
+    with SandboxPool() as pool:  # one fork server: the layer probe and every evaluation of the run
+        sandbox = sandbox_layers(reporter, pool)
+        ticker = str(data.meta.get("ticker") or data.meta.get("dataset") or "run")
+        run = RunDir.create_unique(root, default_name(ticker)) if name is None else RunDir.create(root, name)
+        config = {
+            "name": run.name,
+            "created_at": datetime.now(UTC).isoformat(),
+            "autotrade_version": __version__,
+            "settings": settings.to_dict(),
+            "policy": settings.policy,
+            "model": model_config(settings.policy, model),
+            "data": {
+                **data_identity(data),
+                "dir": settings.data_dir,
+                "ticker": ticker,
+                "research_bars": len(data.research_frame()),
+            },
+            "prompts": {
+                "program": prompts.program,
+                "template": prompts.template,
+                "sources": [prompts.program_source, prompts.template_source],
+            },
+            "start_source": source,
+            "sandbox": sandbox,
+        }
+        with run.locked():  # held on into drive(): no other process can take over the directory meanwhile
+            run.claim()
+            try:
+                run.write_json(run.config_path, config)
+                run.write_state(
+                    RunState(
+                        rng=rng_state(random.Random(settings.seed)),
+                        gate_secret=secrets.randbits(63),
+                        updated_at=now_iso(),
+                    )
                 )
-            )
-            run.journal(
-                "run_started",
-                settings=settings.to_dict(),
-                policy=settings.policy,
-                model=config["model"],
-                data=config["data"],
-            )
-        except StorageError:
-            run.discard_unstarted()  # nothing was committed: leave no half-made run behind
-            raise
-        return Research(run, config, model, data, reporter).drive()
+                run.journal(
+                    "run_started",
+                    settings=settings.to_dict(),
+                    policy=settings.policy,
+                    model=config["model"],
+                    data=config["data"],
+                )
+            except StorageError:
+                run.discard_unstarted()  # nothing was committed: leave no half-made run behind
+                raise
+            return Research(run, config, model, data, reporter).drive(pool)
 
 
-def sandbox_layers(reporter: Reporter) -> dict[str, bool | str]:
+def sandbox_layers(reporter: Reporter, pool: SandboxPool) -> dict[str, bool | str]:
     """The isolation layers this machine gives (measured in a worker child); each one that is off is named, with why.
 
     Raises SandboxError when no worker can be started at all: no run should spend its iterations on that.
     """
-    from autotrade.sandbox.layers import active_layers
-
-    layers = active_layers()
+    layers = pool.probe_layers()
     for name, state in layers.items():
         if state is not True:
             reporter.note(f"sandbox: {name} is off here: {state}")
@@ -746,5 +754,6 @@ def resume_run(
         # Recorded once the new endpoint answered, so the run's own lines and every later resume use it.
         run.write_json(run.config_path, config)
         run.journal("endpoint_moved", base_url=moved)
-    run.journal("resumed", next_iteration=research.state.next_iteration, sandbox=sandbox_layers(reporter))
-    return research.drive()
+    with SandboxPool() as pool:  # one fork server: the layer probe and every evaluation of this session
+        run.journal("resumed", next_iteration=research.state.next_iteration, sandbox=sandbox_layers(reporter, pool))
+        return research.drive(pool)

@@ -13,6 +13,7 @@ from autotrade.evaluation.evaluate import EvalSettings, Evaluation
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K
 from autotrade.evaluation.score import DEFAULT_SCORE_OBJECTIVE, Score, score_code, score_evaluation
 from autotrade.propose.reply import parse_reply
+from autotrade.sandbox.pool import SandboxPool
 from autotrade.status import Status
 
 
@@ -25,6 +26,7 @@ def score_reply(
     robust_k: int = DEFAULT_ROBUST_K,
     parent_block: str | None = None,
     finish_reason: str | None = None,
+    pool: SandboxPool | None = None,
 ) -> Score:
     """Score a model's reply as the loop would: parse (functions it omits come from ``parent_block``, default the
     baseline), then ``score_code``; a reply with no usable code fails the valid_code gate."""
@@ -33,4 +35,4 @@ def score_reply(
         parsed = parse_reply(text, parent, finish_reason)
     except ReplyError as exc:
         return score_evaluation(Evaluation(Status(exc.status), str(exc)), objective, robust_k=robust_k)
-    return score_code(parsed.block, data, objective=objective, settings=settings, robust_k=robust_k)
+    return score_code(parsed.block, data, objective=objective, settings=settings, robust_k=robust_k, pool=pool)

@@ -1,6 +1,6 @@
 """Run a candidate block: features on a copy of the frame, then one signal per bar.
 
-This module runs INSIDE the sandboxed worker child (see worker.py) and is pure: it touches no
+This module runs INSIDE the sandboxed worker child (see child.py) and is pure: it touches no
 file, no environment and no global state. It is not a security boundary by itself; the
 restricted builtins only keep honest code on the documented surface and make mistakes
 (an `import os`, an `open`) fail with a message the model can act on.

@@ -1,9 +1,8 @@
 """The fork server as a process: how the harness starts a fresh one, holds it and stops it.
 
-A fresh server (worker.serve) is a new `python -I` with a scrubbed environment: it holds none of
+A fresh server (server.serve) is a new `python -I` with a scrubbed environment: it holds none of
 the harness's memory, so no API key and no test rows to find. It spends ~0.3 s importing pandas,
-once per harness: the research loop and `doctor` start it this way. One-shot commands fork
-theirs from the harness instead (worker.fork_server; oneshot.py says why and what it costs).
+once per pool (pool.SandboxPool).
 """
 
 from __future__ import annotations
@@ -70,7 +69,8 @@ def start_fresh(faults: frozenset[str] = frozenset()) -> Server:
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     boot = (
         f"import sys; sys.path.insert(0, {package_root!r}); "
-        f"from autotrade.sandbox.worker import serve; serve({theirs.fileno()}, {os.getpid()}, faults={sorted(faults)!r})"
+        "from autotrade.sandbox.server import serve; "
+        f"serve({theirs.fileno()}, {os.getpid()}, faults={sorted(faults)!r})"
     )
     try:
         process = subprocess.Popen(

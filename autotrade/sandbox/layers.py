@@ -1,6 +1,6 @@
 """The isolation layers around a candidate, each set up, measured and reported on its own.
 
-Where each one is applied (see worker.py for the processes):
+Where each one is applied (see pool.py for the processes):
 - fork server, once at start: network namespace (no interface but a down loopback), mount
   namespace + chroot into a read-only view holding only the Python libraries (no /proc,
   no home, no project directory, no /tmp).
@@ -28,16 +28,15 @@ import resource
 import signal
 import sys
 import sysconfig
-import time
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from autotrade.contract import ALLOWED_MODULES
 
 NOBODY = 65534  # uid and gid of nobody on Linux; no /etc/passwd lookup needed
 
-# Facilities a machine may refuse, by the name a test uses to refuse them (see worker.simulate_faults).
+# Facilities a machine may refuse, by the name a test uses to refuse them (see pool.SandboxPool faults).
 FAULTS = {
     "namespaces": "every unshare refused (a container without CAP_SYS_ADMIN, namespaces disabled)",
     "user_namespace": "unprivileged user namespaces refused (Ubuntu 23.10+ restricts them through AppArmor)",
@@ -45,6 +44,8 @@ FAULTS = {
     "seccomp": "no libseccomp",
     "nobody": "changing to uid nobody refused",
     "linux": "no Linux facilities: no namespaces, no prctl, no seccomp (macOS)",
+    # Not a machine's refusal the self-test sees: a layer that held there and fails in each worker child.
+    "child_dumpable": "prctl(PR_SET_DUMPABLE) refused in every worker child, after the self-test",
 }
 
 # Linux constants (identical on x86_64 and aarch64).
@@ -582,8 +583,10 @@ def die_with_parent(parent_pid: int, prctl: bool = True) -> None:
         os._exit(1)
 
 
-def make_undumpable(prctl: bool = True) -> None:
+def make_undumpable(prctl: bool = True, faults: frozenset[str] = frozenset()) -> None:
     """No ptrace attach by same-uid processes, no core dump, /proc entries owned by root (where prctl exists)."""
+    if "child_dumpable" in faults:
+        raise _simulated("prctl(PR_SET_DUMPABLE)")
     if prctl:
         _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
@@ -618,79 +621,6 @@ def drop_privileges(uid: int = NOBODY, faults: frozenset[str] = frozenset()) -> 
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
-
-
-def scrub_inherited_environment(server_env: Mapping[str, str]) -> None:
-    """In a server forked from the harness: zero every copy of the environment it inherited, keep `server_env`.
-
-    A fresh interpreter gets only `server_env`; a fork holds the harness's environment in three
-    places, each overwritten in place (not merely dropped) so that no memory read can find an
-    exported API key: os.environ's byte strings, the C `environ` strings (setenv copies too), and
-    the initial environment block on the stack (/proc/self/stat env_start..env_end, which also
-    holds variables already unset). Left as they were: freed Python objects that once held a
-    decoded value (the harness reads no secret before it forks) and glibc's private copies of
-    values replaced by setenv earlier in the harness's life.
-    """
-    libc = _libc()
-    libc.strlen.restype = ctypes.c_size_t
-    libc.strlen.argtypes = [ctypes.c_void_p]
-    characters_at = bytes.__basicsize__ - 1  # offset of a bytes object's characters (CPython layout)
-    for value in list(os.environb.values()):
-        if len(value) > 1:  # empty and one-byte bytes objects are shared singletons, and hold no secret
-            ctypes.memset(id(value) + characters_at, 0, len(value))
-    entries = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
-    at = 0
-    while entries and entries[at]:
-        ctypes.memset(entries[at], 0, libc.strlen(entries[at]))
-        at += 1
-    start, end = _initial_environment_block()
-    if end > start:
-        ctypes.memset(start, 0, end - start)
-    os.environ.clear()
-    _check(libc.clearenv(), "clearenv")
-    os.environ.update(server_env)
-    time.tzset()
-
-
-def _initial_environment_block() -> tuple[int, int]:
-    """Addresses (start, end) of the environment strings the kernel placed on the initial stack."""
-    with open("/proc/self/stat", "rb") as handle:
-        fields = handle.read().rpartition(b")")[2].split()
-    return int(fields[47]), int(fields[48])  # fields 50 and 51 (env_start, env_end); the list starts at field 3
-
-
-def limit_blas_threads() -> bool | str:
-    """Hold this process's OpenBLAS to one thread (inherited by forks); True, or why not.
-
-    A server forked from the harness inherits its BLAS thread count, and a worker child that is
-    nobody with RLIMIT_NPROC 0 cannot start BLAS threads (OpenBLAS then hangs); a fresh server
-    gets one thread from its environment. True also when no threaded BLAS is loaded.
-    """
-    libraries = set()
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            path = line.split(maxsplit=5)[5:]
-            if path and "openblas" in os.path.basename(path[0]).lower():
-                libraries.add(path[0].strip())
-    if not libraries:
-        return True if len(os.listdir("/proc/self/task")) == 1 else "a threaded library other than OpenBLAS"
-    for library in sorted(libraries):
-        handle = ctypes.CDLL(library)  # already loaded: the same handle
-        names = [
-            (f"{p}openblas_set_num_threads{s}", f"{p}openblas_get_num_threads{s}")
-            for p in ("", "scipy_")
-            for s in ("", "64_", "_64")
-        ]
-        found = next(
-            ((getattr(handle, a), getattr(handle, b)) for a, b in names if hasattr(handle, a) and hasattr(handle, b)),
-            None,
-        )
-        if found is None:
-            return f"no thread control in {os.path.basename(library)}"
-        found[0](1)
-        if found[1]() != 1:
-            return f"{os.path.basename(library)} keeps {found[1]()} threads"
-    return True
 
 
 def read_roots(roots: tuple[str, ...]) -> tuple[str, ...]:
@@ -787,15 +717,3 @@ def _make_hook(
             refuse(event)
 
     return hook
-
-
-def active_layers() -> dict[str, bool | str]:
-    """Which isolation layers actually hold on this machine, measured from inside a worker child.
-
-    Keys: worker_process, network_namespace, filesystem_view, unprivileged_user, seccomp,
-    rlimits, scrubbed_env, audit_hook. Values: True, or a string saying why not.
-    Starts the fork server if needed (about 0.3 s), then runs a probe child (a few ms).
-    """
-    from autotrade.sandbox.worker import probe_layers
-
-    return probe_layers()
