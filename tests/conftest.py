@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from openai_server import openai_server  # noqa: F401  (the loopback OpenAI server fixture)
+
+from autotrade.sandbox.pool import SandboxPool
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +42,14 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     frame[frame.index >= "2014-01-01"].to_csv(folder / "spx.csv")
     prepare_data(csv=folder / "spx.csv", data_dir=folder / "data", val_start="2017-01-01", test_start="2018-01-01")
     return folder / "data"
+
+
+@pytest.fixture(scope="session")
+def sandbox_pool() -> Iterator[SandboxPool]:
+    """One sandbox pool for the tests that evaluate directly, as one command shares one (a pool per call would
+    start a fork server each time)."""
+    with SandboxPool() as pool:
+        yield pool
 
 
 def synthetic_ohlcv(rows: int, seed: int, start: str) -> pd.DataFrame:
