@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import test_loop as replies
 from openai_server import OpenAIServer, Reply
+from recording import RecordingReporter
 from test_loop import answer, sma_block
 
-from autotrade.cli.research import PlainReporter
 from autotrade.data import load_bundled, load_prepared, prepare_data
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.engine.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
@@ -64,7 +64,7 @@ def make_run(root: Path, data: Path, name: str, replies: list[Reply], **override
         result = start_run(
             RunSettings(**{**values, **overrides}),
             endpoint,
-            PlainReporter(io.StringIO()),
+            RecordingReporter(),
             prompts=load_prompt_files(root),
             name=name,
             root=root / "train",
@@ -292,7 +292,7 @@ def test_data_that_is_not_the_runs_is_refused(lab: Path) -> None:
 def test_a_random_policy_run_reports_its_policy_varied_strategies_and_no_model_spend(lab: Path) -> None:
     settings = RunSettings(max_iter=8, max_fails=50, seed=3, policy="random", data_dir=str(lab / "small" / "data"))
     result = start_run(
-        settings, None, PlainReporter(io.StringIO()), prompts=load_prompt_files(lab), name="random", root=lab / "train"
+        settings, None, RecordingReporter(), prompts=load_prompt_files(lab), name="random", root=lab / "train"
     )
     report = build_report(RunDir(result.path))
     write_files(report)

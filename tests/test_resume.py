@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from openai_server import OpenAIServer, Recorded, Reply, Slow
+from recording import RecordingReporter
 from test_loop import (
     CANARY,
     KEY_ERROR,
@@ -29,7 +29,6 @@ from test_loop import (
     sma_block,
 )  # noqa: F401
 
-from autotrade.cli.research import PlainReporter
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.research.config import model_settings
 from autotrade.research.loop import resume_run, start_run
@@ -74,11 +73,11 @@ def per_iteration_replies(request: Recorded) -> Reply:
     return Reply(KEY_ERROR if i % 3 == 0 else good(3 + i, 20 + 5 * i))
 
 
-class CrashingReporter(PlainReporter):
+class CrashingReporter(RecordingReporter):
     """Dies when the loop enters a given phase of a given iteration."""
 
     def __init__(self, iteration: int, phase: str) -> None:
-        super().__init__(io.StringIO())
+        super().__init__()
         self.at = (iteration, phase)
 
     def phase(self, iteration: int, text: str) -> None:
@@ -101,7 +100,7 @@ def test_an_iteration_cut_short_anywhere_is_redone_once(
     point: str, openai_server: OpenAIServer, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     openai_server.default = per_iteration_replies
-    reporter = PlainReporter(io.StringIO())
+    reporter = RecordingReporter()
     if point == "before the model call":
         reporter = CrashingReporter(2, "asking the model")
     elif point == "during evaluation":
@@ -138,7 +137,7 @@ def test_an_iteration_cut_short_anywhere_is_redone_once(
         )
     monkeypatch.undo()
     run = tmp_path / "train" / "c"
-    resumed = resume_run(RunDir(run), PlainReporter(io.StringIO()), api_key=CANARY)
+    resumed = resume_run(RunDir(run), RecordingReporter(), api_key=CANARY)
     assert (resumed.status, resumed.iterations) == ("finished", 4)
     assert_consistent(run, seed=5, size=3, max_iter=4)
     prompts = [r.body["messages"][-1]["content"] for r in openai_server.chat_requests if iteration_of(r) == 2]
@@ -310,7 +309,7 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
 
     from autotrade.cli.app import app
 
-    def random_run(name: str, reporter: PlainReporter) -> None:
+    def random_run(name: str, reporter: RecordingReporter) -> None:
         start_run(
             settings(small_data, max_iter=6, seed=4, policy="random"),
             None,
@@ -320,7 +319,7 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
             root=tmp_path / "train",
         )
 
-    random_run("whole", PlainReporter(io.StringIO()))
+    random_run("whole", RecordingReporter())
     with pytest.raises(Crash):
         random_run("cut", CrashingReporter(3, "proposing"))
     monkeypatch.chdir(tmp_path)
@@ -343,7 +342,7 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
     )
 
 
-class InterruptingReporter(PlainReporter):
+class InterruptingReporter(RecordingReporter):
     """Ctrl-C while an iteration is being evaluated, after its reply was saved."""
 
     def phase(self, iteration: int, text: str) -> None:
@@ -355,21 +354,19 @@ def test_ctrl_c_during_an_iteration_says_it_will_be_redone_on_resume(
     openai_server: OpenAIServer, tmp_path: Path, small_data: Path
 ) -> None:
     openai_server.default = per_iteration_replies
-    said = io.StringIO()
+    said = InterruptingReporter()
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
     result = start_run(
         settings(small_data, max_iter=4),
         endpoint,
-        InterruptingReporter(said),
+        said,
         prompts=load_prompt_files(tmp_path),
         name="c",
         root=tmp_path / "train",
     )
     assert result.stop_reason == "interrupted"
-    assert (
-        "iteration 2 was interrupted before it committed: it will be redone on `autotrade resume c`" in said.getvalue()
-    )
-    assert "redoing it" not in said.getvalue()
+    assert "iteration 2 was interrupted before it committed: it will be redone on `autotrade resume c`" in said.notes
+    assert not any("redoing it" in note for note in said.notes)
 
 
 def test_resume_with_a_new_base_url_records_it_for_the_hints_and_later_resumes(
@@ -388,11 +385,11 @@ def test_resume_with_a_new_base_url_records_it_for_the_hints_and_later_resumes(
             root=tmp_path / "train",
         )
     run = RunDir(tmp_path / "train" / "m")
-    said = io.StringIO()
+    said = RecordingReporter()
     with pytest.raises(Crash):
         resume_run(run, CrashingReporter(3, "asking the model"), api_key=CANARY, base_url=openai_server.base_url)
     assert run.read_config()["model"]["base_url"] == openai_server.base_url
-    resumed = resume_run(run, PlainReporter(said), api_key=CANARY)  # no --base-url: the moved endpoint is the run's now
-    assert resumed.status == "finished" and f"base_url={openai_server.base_url}" in said.getvalue()
+    resumed = resume_run(run, said, api_key=CANARY)  # no --base-url: the moved endpoint is the run's now
+    assert resumed.status == "finished" and said.models[-1]["base_url"] == openai_server.base_url
     assert [e["base_url"] for e in run.read_journal() if e["event"] == "endpoint_moved"] == [openai_server.base_url]
     assert_no_key_anywhere(run.path)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from autotrade.cli.research import RUNS_ROOT, note_on_stderr
+from autotrade.cli.common import RUNS_ROOT, note_on_stderr
 from autotrade.errors import ConfigError
 
 
