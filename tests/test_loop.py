@@ -190,7 +190,7 @@ def test_run_directory_holds_runnable_trade_files_and_the_best(
         "journal.jsonl",
     ):
         assert (run / name).is_file(), name
-    best = result.population[0]["iteration"]
+    best = result.population[0].iteration
     assert (run / "best_trade.py").read_text() == (run / f"iter_{best}_trade.py").read_text()
     lines = (run / "iter_1_trade.py").read_text().splitlines()
     assert lines[lines.index(BLOCK_START) - 1] == GUARD  # runnable: the guard hands it to the sandbox first
@@ -300,9 +300,9 @@ def test_a_model_server_restart_mid_run_is_waited_out_and_the_run_goes_on(
     result, reporter = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server))
     assert (result.status, result.iterations) == ("finished", 2), result.message
     assert records(result.path)[1]["status"] == "ok"
-    # Each wait reaches the reporter (the CLI's line for it: tests/test_cli_research.py), with 29-30 minutes of patience left.
-    assert reporter.waits and {w.problem for w in reporter.waits} == {"connection refused"}
-    assert all(29 * 60 <= w.patience_left_s < 30 * 60 for w in reporter.waits), reporter.waits
+    # Each wait reaches the reporter (its CLI line: tests/test_cli_research.py), with 29-30 minutes of patience left.
+    refused = [w for w in reporter.waits if w.problem == "connection refused"]
+    assert refused and all(29 * 60 <= w.patience_left_s < 30 * 60 for w in refused), reporter.waits
     waits = [e for e in RunDir(result.path).read_journal() if e["event"] == "endpoint_wait"]
     assert waits and all(e["iteration"] == 1 for e in waits)
 
@@ -401,7 +401,7 @@ def test_each_objective_ranks_the_population(
     if objective == "val_sharpe":
         assert found[1]["objective"] == found[1]["windows"]["val"]["sharpe"]
     ranked = sorted(found, key=lambda r: (-r["objective"], r["iteration"]))
-    assert [r["iteration"] for r in result.population] == [r["iteration"] for r in ranked]
+    assert [a.iteration for a in result.population] == [r["iteration"] for r in ranked]
 
 
 def test_a_run_in_use_by_another_process_is_refused(
@@ -468,7 +468,7 @@ def test_the_chosen_objective_decides_the_population_order(
             expected = {r["iteration"]: objective_value(objective, r["windows"], status=r["status"]) for r in found}
         assert [r["objective"] for r in found] == pytest.approx([expected[r["iteration"]] for r in found])
         ranked = sorted(expected, key=lambda i: (-expected[i], i))[:3]
-        assert [r["iteration"] for r in result.population] == ranked
+        assert [a.iteration for a in result.population] == ranked
         assert json.loads((result.path / "state.json").read_text())["best_iteration"] == ranked[0]
         orders[objective] = tuple(ranked)
     assert len(set(orders.values())) >= 3  # the objective changes who survives, not just the numbers

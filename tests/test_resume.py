@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from legacy_run import fixture_records, legacy_copy
 from openai_server import OpenAIServer, Recorded, Reply, Slow
 from recording import RecordingReporter
 from test_loop import (
@@ -393,3 +394,42 @@ def test_resume_with_a_new_base_url_records_it_for_the_hints_and_later_resumes(
     assert resumed.status == "finished" and said.models[-1]["base_url"] == openai_server.base_url
     assert [e["base_url"] for e in run.read_journal() if e["event"] == "endpoint_moved"] == [openai_server.base_url]
     assert_no_key_anywhere(run.path)
+
+
+def test_a_run_an_older_version_wrote_resumes_past_its_max_iter_with_its_attempts_in_the_prompt(
+    openai_server: OpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from autotrade.cli.app import app
+
+    run = legacy_copy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    openai_server.script([Reply(good(5, 20)), Reply(KEY_ERROR)])
+    env = {"OPENAI_API_KEY": CANARY, "OPENAI_MODEL": ""}
+    args = [
+        "resume",
+        "legacy",
+        "--quiet",
+        "--max-iter",
+        "8",
+        "--base-url",
+        openai_server.base_url,
+    ]  # the old one is gone
+    outcome = CliRunner().invoke(app, args, env=env)
+    assert outcome.exit_code == 0, outcome.output
+    assert "finished: reached --max-iter after 8 iterations" in outcome.output
+    state = json.loads((run / "state.json").read_text())
+    assert (state["status"], state["next_iteration"]) == ("finished", 8)
+    assert [json.loads((run / f"iter_{i}_results.json").read_text()) for i in range(6)] == fixture_records()
+    new = [json.loads((run / f"iter_{i}_results.json").read_text()) for i in (6, 7)]
+    assert [(r["iteration"], r["parent"], r["status"]) for r in new] == [(6, 2, "ok"), (7, 6, "runtime_error")]
+    assert list(new[0]) == list(fixture_records()[2])  # a new record has the keys, in the order, of an old one
+    first = openai_server.chat_requests[0].body["messages"][-1]["content"]
+    assert "# Iteration 6 (the run stops after iteration 7)" in first
+    assert "Iteration 5 (parent 0) FAILED with status `runtime_error` (KeyError)" in first  # the last old attempt
+    assert "## Iteration 4 (parent 0) — rejected" in first and "1. iteration 0 — val_return" in first
+    learnings = (run / "learnings.md").read_text()
+    assert [learnings.count(f"## Iteration {i} ") for i in range(8)] == [1] * 8
+    assert RunDir(run).read_config()["settings"]["max_iter"] == 8
+    assert_no_key_anywhere(run)

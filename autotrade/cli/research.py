@@ -278,8 +278,9 @@ class PlainReporter:
     def end(self, result: RunResult) -> None:
         """The population as plain lines, then the ending."""
         for rank, attempt in enumerate(result.population, start=1):
+            score = score_text(result.objective, attempt.objective)
             self._print(
-                f"top{rank} iter={attempt.iteration} {result.objective}={score_text(result.objective, attempt.objective)} "
+                f"top{rank} iter={attempt.iteration} {result.objective}={score} "
                 f"train_return={pct(attempt.train_return)} val_return={pct(attempt.val_return)}"
             )
         if result.population:
@@ -557,6 +558,12 @@ def resume(
     endpoint_patience: Annotated[
         str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)
     ] = None,
+    max_iter: Annotated[
+        int | None,
+        typer.Option(
+            "--max-iter", min=1, help="Raise the run's --max-iter, so that a run which reached it goes on (recorded)."
+        ),
+    ] = None,
 ) -> None:
     """Continue a stopped or killed run exactly where it left off (settings, model and data are the run's own)."""
     from autotrade.research.config import check_base_url, load_env_file, model_settings
@@ -584,6 +591,7 @@ def resume(
         base_url=check_base_url(base_url) if base_url else None,
         timeout_s=timeout_s,
         patience_s=patience_s,
+        max_iter=max_iter,
     )
     finish(result)
 

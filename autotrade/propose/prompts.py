@@ -30,7 +30,7 @@ TRACEBACK_CHARS = 1500
 
 
 class Shown(Protocol):
-    """An earlier iteration as a prompt shows it (the research loop's attempts are these; propose never imports them)."""
+    """An earlier iteration as a prompt shows it: the loop's attempts are these (propose never imports research)."""
 
     @property
     def iteration(self) -> int: ...

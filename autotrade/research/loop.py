@@ -712,11 +712,24 @@ def resume_run(
     base_url: str | None = None,
     timeout_s: float | None = None,
     patience_s: float | None = None,
+    max_iter: int | None = None,
 ) -> RunResult:
-    """Continue a run exactly where its last commit left it; a finished run just says so."""
+    """Continue a run exactly where its last commit left it; a finished run just says so.
+
+    `max_iter` raises the run's iteration limit (never an evaluation rule), so a run that reached it goes on.
+    """
     run.check()
     config = run.read_config()
     settings = RunSettings.from_dict(config["settings"])
+    raised = max_iter is not None and max_iter != settings.max_iter
+    if max_iter is not None and max_iter < settings.max_iter:
+        raise ConfigError(
+            f"--max-iter {max_iter}: run {run.name!r} already runs to {settings.max_iter} iterations; "
+            "it can only be raised"
+        )
+    if raised:
+        settings = replace(settings, max_iter=max_iter)
+        config = {**config, "settings": settings.to_dict()}
     if base_url and not uses_model(settings):
         raise ConfigError(f"run {run.name!r} uses the {settings.policy} policy: it has no endpoint to move")
     data = load_prepared(Path(settings.data_dir))
@@ -733,16 +746,19 @@ def resume_run(
     if moved:
         config = {**config, "model": {**config["model"], "base_url": moved}}
     research = Research(run, config, model, data, reporter)
-    if research.state.status == RunStatus.FINISHED:
+    if research.state.status == RunStatus.FINISHED and research.stop_reason() is not None:
         result = research.result(RunStatus.FINISHED, research.state.stop_reason, already=True)
         reporter.end(result)
         return result
     if research.model is not None and research.stop_reason() is None and settings.max_iter > 1:
         chars = estimate_prompt_chars(research.prompts, settings, research.research, research.start_block)
         research.model = check_endpoint(research.model, chars, reporter)
-    if moved:
-        # Recorded once the new endpoint answered, so the run's own lines and every later resume use it.
+    if moved or raised:
+        # Recorded once the new endpoint answered, so the run's own lines and every later resume use them.
         run.write_json(run.config_path, config)
+    if moved:
         run.journal("endpoint_moved", base_url=moved)
+    if raised:
+        run.journal("max_iter_raised", max_iter=settings.max_iter)
     run.journal("resumed", next_iteration=research.state.next_iteration, sandbox=sandbox_layers(reporter))
     return research.drive()

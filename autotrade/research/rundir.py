@@ -407,8 +407,8 @@ class RunDir:
                 if key in recorded and recorded[key] != value:
                     section = "settings" if key in EVALUATION_SETTINGS else "data"
                     raise ConfigError(
-                        f"{self.config_path}: {section}.{key} is {describe(value)}, but iteration {attempt.iteration} was "
-                        f"evaluated with {describe(recorded[key])}: a run's evaluation rules cannot change; restore the value, "
+                        f"{self.config_path}: {section}.{key} is {describe(value)}, but iteration {attempt.iteration} "
+                        f"was evaluated with {describe(recorded[key])}: a run's evaluation rules cannot change; restore the value, "
                         f"or start a new run from the best so far with `autotrade run --from {self.best_path}`"
                     )
 
