@@ -26,9 +26,11 @@ from autotrade.propose.prompts import load_prompt_files
 from autotrade.report.compute import build_report, spend_of, summary
 from autotrade.report.plots import PNG_SIGNATURE
 from autotrade.report.render import EQUITY_PNG, HTML_FILE, OBJECTIVE_PNG, header_lines, write_files
+from autotrade.research.attempt import Attempt, Turn
 from autotrade.research.config import RunSettings, model_settings
 from autotrade.research.loop import start_run
 from autotrade.research.rundir import RunDir
+from autotrade.status import Status
 
 # -- shared helpers ------------------------------------------------------------------------------------
 
@@ -236,8 +238,8 @@ def test_lost_reply_of_a_redone_iteration_counts_once() -> None:
         {"event": "iteration_committed", "iteration": 1},
     ]
     committed = [
-        {"iteration": 0},
-        {"iteration": 1, "prompt_tokens": 11, "completion_tokens": 6, "latency_s": 1.0, "finish_reason": "stop"},
+        Attempt(iteration=0, status=Status.OK),
+        Attempt(iteration=1, status=Status.OK, turns=(Turn(prompt_tokens=11, completion_tokens=6, latency_s=1.0),)),
     ]
     spend = spend_of(committed, journal, None, active=False)
     assert (spend.prompt_tokens, spend.completion_tokens, spend.interrupted_calls, spend.model_calls) == (21, 11, 1, 2)

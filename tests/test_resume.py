@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from legacy_run import fixture_records, legacy_copy
+from legacy_run import FIXTURE, fixture_records, legacy_copy
 from openai_server import OpenAIServer, Recorded, Reply, Slow
 from recording import RecordingReporter
 from test_loop import (
@@ -30,6 +31,7 @@ from test_loop import (
     sma_block,
 )  # noqa: F401
 
+from autotrade.errors import ConfigError
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.research.config import model_settings
 from autotrade.research.loop import resume_run, start_run
@@ -433,3 +435,12 @@ def test_a_run_an_older_version_wrote_resumes_past_its_max_iter_with_its_attempt
     assert [learnings.count(f"## Iteration {i} ") for i in range(8)] == [1] * 8
     assert RunDir(run).read_config()["settings"]["max_iter"] == 8
     assert_no_key_anywhere(run)
+
+
+def test_resume_can_raise_a_runs_max_iter_but_never_lower_it(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "legacy")
+    with pytest.raises(
+        ConfigError, match=r"--max-iter 5: run 'legacy' already runs to 6 iterations; it can only be raised"
+    ):
+        resume_run(RunDir(tmp_path / "legacy"), RecordingReporter(), max_iter=5)
+    assert json.loads((tmp_path / "legacy" / "config.json").read_text())["settings"]["max_iter"] == 6

@@ -309,7 +309,7 @@ def spend_of(
     if not active:
         lost.extend(pending.values())
     lost_tokens = [(int(e.get("prompt_tokens") or 0), int(e.get("completion_tokens") or 0)) for e in lost]
-    calls = sum(len(a.turns) for a in attempts if a.policy == "model")
+    calls = sum(len(a.turns) for a in attempts) if policy == "model" else 0
     totals = state.totals if state else {}
     return Spend(
         prompt_tokens=sum(a.prompt_tokens for a in attempts) + sum(p for p, _ in lost_tokens),
