@@ -54,7 +54,8 @@ def good(fast: int = 10, slow: int = 30) -> str:
 
 
 KEY_ERROR = answer(
-    "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['RSI_14'] > 50 else -1\n",
+    "def generate_features(df):\n    return df\n\n\n"
+    "def strategy_logic(row):\n    return 1 if row['RSI_14'] > 50 else -1\n",
     "RSI filter",
 )
 # Whole-sample statistics pass vetting; only the harness's truncation check can see the future in them.

@@ -1,4 +1,5 @@
-"""The report on real runs produced against the loopback server: leaderboard, statistics, taxonomy, diversity, spend, files.
+"""The report on real runs produced against the loopback server: leaderboard, statistics, taxonomy, diversity,
+spend, files.
 
 The helpers at the top (replies, small data, `make_run`) are shared with test_holdout.py and test_cli_report.py.
 """
@@ -248,7 +249,8 @@ def test_lost_reply_of_a_redone_iteration_counts_once() -> None:
 def test_a_run_without_any_ok_iteration_still_reports(lab: Path) -> None:
     broken = lab / "broken_block.py"
     broken.write_text(
-        "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n"
+        "def generate_features(df):\n    return df\n\n\n"
+        "def strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n"
     )
     run = RunDir(make_run(lab, lab / "small" / "data", "no-ok", [], max_iter=1, start_from=str(broken)))
     report = build_report(run)

@@ -166,7 +166,8 @@ def test_a_failing_fsync_mid_run_leaves_a_stopped_state_and_a_resumable_run(
     small_data: Path,
     monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - fixtures
 ) -> None:
-    # A full disk often shows first at fsync (delayed allocation); here every fsync fails from iteration 2's evaluation on.
+    # A full disk often shows first at fsync (delayed allocation); here every fsync fails from iteration 2's
+    # evaluation on.
     openai_server.default = per_iteration_replies
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
     real_fsync, full = os.fsync, []

@@ -104,7 +104,8 @@ def render(text: str, values: Mapping[str, str], where: str) -> str:
     unknown = sorted({m.group(1) for m in PLACEHOLDER.finditer(text)} - set(values))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in unknown)}; known: {', '.join(sorted(values))}"
+            f"{where}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in unknown)}; "
+            f"known: {', '.join(sorted(values))}"
         )
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
@@ -147,8 +148,8 @@ def engine_rules(fill: str, cost_bps: float) -> str:
             "column instead).",
             "- The first rows of rolling features are NaN; comparisons with NaN are False, so handle them (return 0).",
             "- A strategy that never trades in the validation window scores nothing (status `no_trades`).",
-            "- `pd` (pandas), `np` (numpy) and `math` are provided; importing anything else is rejected. Also rejected: "
-            "file, network and system access, pandas/numpy I/O (`read_*`, `to_*`, `np.load`/`np.save`), "
+            "- `pd` (pandas), `np` (numpy) and `math` are provided; importing anything else is rejected. "
+            "Also rejected: file, network and system access, pandas/numpy I/O (`read_*`, `to_*`, `np.load`/`np.save`), "
             "`eval`/`exec`/`compile`/`open`/`getattr`/`setattr`/`globals`/`locals`, `DataFrame.eval`/`query`, "
             "double-underscore attributes, classes and decorators.",
         ]
@@ -219,7 +220,8 @@ def describe_outcome(last: Shown | None) -> str:
             "It entered the population."
             if last.entered_population
             else (
-                "It did not score high enough to enter the population, so this proposal branches from a population member."
+                "It did not score high enough to enter the population, "
+                "so this proposal branches from a population member."
             )
         )
         warning = "".join(f"\nSUSPICIOUS: {why}." for why in last.suspicious)

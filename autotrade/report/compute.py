@@ -251,15 +251,17 @@ def load_run_data(run: RunDir, config: Mapping[str, Any], data_dir: Path | None 
         data = load_prepared(folder)
     except DataError as exc:
         raise DataError(
-            f"{exc} (run {run.name!r} used the data in {recorded.get('dir') or folder}; pass --data DIR to point at a copy)"
+            f"{exc} (run {run.name!r} used the data in {recorded.get('dir') or folder}; "
+            "pass --data DIR to point at a copy)"
         ) from None
     pinned = {k: recorded.get(k) for k in ("sha256", "val_start", "test_start")}
     found = data_identity(data)
     if found != pinned:
         raise DataError(
             f"the prepared data in {folder} is not the data run {run.name!r} used "
-            f"(sha256 {str(found['sha256'])[:12]}…, splits {found['val_start']}/{found['test_start']}; the run recorded "
-            f"{str(pinned['sha256'])[:12]}…, {pinned['val_start']}/{pinned['test_start']}): restore that data or pass --data DIR"
+            f"(sha256 {str(found['sha256'])[:12]}…, splits {found['val_start']}/{found['test_start']}; "
+            f"the run recorded {str(pinned['sha256'])[:12]}…, {pinned['val_start']}/{pinned['test_start']}): "
+            "restore that data or pass --data DIR"
         )
     return data
 
@@ -288,7 +290,8 @@ def spend_of(
     active: bool,
     policy: str = "model",
 ) -> Spend:
-    """Tokens and seconds of the committed iterations, plus model replies the journal saw whose iteration never committed.
+    """Tokens and seconds of the committed iterations, plus model replies the journal saw whose iteration never
+    committed.
 
     A reply is pending from its `model_reply` event until its iteration's `iteration_committed`; the iteration
     starting again (a redo after a kill) or the run no longer running means that reply was spent for nothing.
@@ -418,8 +421,10 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 "dsr",
                 "Deflated Sharpe Ratio",
                 _num(o.dsr),
-                f"Probability that iteration {b}'s validation Sharpe of {_num(o.sharpe)} beats the {_num(o.expected_max_sharpe)} that the best "
-                f"of {o.n_trials} skill-less strategies would reach by luck (Sharpe variance across trials {_num(o.trials_sharpe_var, 3)}); "
+                f"Probability that iteration {b}'s validation Sharpe of {_num(o.sharpe)} beats the "
+                f"{_num(o.expected_max_sharpe)} that the best of {o.n_trials} skill-less strategies would reach by "
+                "luck "
+                f"(Sharpe variance across trials {_num(o.trials_sharpe_var, 3)}); "
                 f"at {_num(o.dsr)} the result {verdict} (0.95 is the usual bar).",
             )
         )
@@ -429,8 +434,8 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 "psr",
                 "Probabilistic Sharpe Ratio (vs 0)",
                 _num(o.psr),
-                f"Probability that iteration {b}'s true Sharpe is above zero, judged from {o.n_obs} daily validation returns "
-                f"(skew {_num(o.skew)}, kurtosis {_num(o.kurtosis, 1)}) as if it were the only strategy tried.",
+                f"Probability that iteration {b}'s true Sharpe is above zero, judged from {o.n_obs} daily validation "
+                f"returns (skew {_num(o.skew)}, kurtosis {_num(o.kurtosis, 1)}) as if it were the only strategy tried.",
             )
         )
     if o.pbo is not None:
@@ -439,8 +444,9 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 "pbo",
                 "Probability of backtest overfitting",
                 f"{o.pbo:.0%}",
-                f"Across 12,870 ways of splitting the {o.pbo_trials} ok trials' train+validation days into two halves, the best "
-                f"strategy of one half ranked in the bottom half of the other {o.pbo:.0%} of the time (50% is no better than picking at random)"
+                f"Across 12,870 ways of splitting the {o.pbo_trials} ok trials' train+validation days into two halves, "
+                f"the best strategy of one half ranked in the bottom half of the other {o.pbo:.0%} of the time "
+                "(50% is no better than picking at random)"
                 + ("." if o.pbo_oos_loss is None else f"; it lost money there in {o.pbo_oos_loss:.0%} of the splits."),
             )
         )
@@ -453,7 +459,8 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 "sharpe_path",
                 "Sharpe train → validation → test",
                 f"{_num(path.train)} → {_num(path.val)} → {test}",
-                f"Annualised Sharpe of iteration {b} in each window: {_num(path.val_minus_train)} from train to validation{change}; "
+                f"Annualised Sharpe of iteration {b} in each window: {_num(path.val_minus_train)} from train to "
+                f"validation{change}; "
                 "a fall on the untouched test window is the part of the validation score that was selection luck.",
             )
         )
@@ -464,8 +471,9 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 "holdout",
                 "Held-out test first revealed",
                 first.at,
-                f"The test window was first evaluated at {first.at} (iterations {', '.join(map(str, first.iterations))}) and has been "
-                f"looked at {len(holdout.reveals)} time(s); every look after the first is less of a surprise test.",
+                f"The test window was first evaluated at {first.at} "
+                f"(iterations {', '.join(map(str, first.iterations))}) and has been looked at {len(holdout.reveals)} "
+                "time(s); every look after the first is less of a surprise test.",
             )
         )
     return tuple(figures)
@@ -624,7 +632,8 @@ def build_report(
 
 
 def summary(report: Report) -> dict[str, Any]:
-    """The report's headline figures as flat key → value (numbers unformatted): printed as `key: value`, kept in report.json."""
+    """The report's headline figures as flat key → value (numbers unformatted): printed as `key: value`, kept in
+    report.json."""
     o, t, d, s = report.overfitting, report.taxonomy, report.diversity, report.spend
     best = report.rows[report.best_iteration] if report.best_iteration is not None else None
     first = report.holdout.first

@@ -687,7 +687,8 @@ def pinned_model(
     timeout_s: float | None,
     patience_s: float | None = None,
 ) -> ModelSettings:
-    """The endpoint settings a run recorded, with the key (and the patience) from the environment and an optional new URL."""
+    """The endpoint settings a run recorded, with the key (and the patience) from the environment and an optional
+    new URL."""
     recorded = config["model"]
     patience = (
         {} if patience_s is None else {"patience_s": patience_s}

@@ -385,9 +385,10 @@ class RunDir:
         # Not rebuilt from the records: state.json alone holds the run's private gate secret (the look-ahead
         # gate's cuts and an --anonymize run's view of the data) and the random stream, which no record keeps.
         raise ConfigError(
-            f"{self.state_path} is missing, though {len(done)} iterations ({done[0]}-{done[-1]}) have results: it is the run's "
-            f"commit point and alone holds its private gate secret, so the run cannot go on without it; restore it from a "
-            f"backup, or start a new run from the best so far with `autotrade run --from {self.best_path}`"
+            f"{self.state_path} is missing, though {len(done)} iterations ({done[0]}-{done[-1]}) have results: "
+            f"it is the run's commit point and alone holds its private gate secret, so the run cannot go on without "
+            f"it; restore it from a backup, or start a new run from the best so far with "
+            f"`autotrade run --from {self.best_path}`"
         )
 
     def check(self) -> None:
@@ -400,7 +401,8 @@ class RunDir:
         self._check_rules(evaluation_rules(RunSettings.from_dict(config["settings"]), config["data"]), records)
 
     def _check_rules(self, rules: dict[str, Any], attempts: list[Attempt]) -> None:
-        """ConfigError naming the config.json key whose value differs from the one committed iterations were evaluated with."""
+        """ConfigError naming the config.json key whose value differs from the one committed iterations were
+        evaluated with."""
         for attempt in attempts:
             recorded = attempt.evaluated_with  # empty in records of older versions
             for key, value in rules.items():
@@ -408,8 +410,9 @@ class RunDir:
                     section = "settings" if key in EVALUATION_SETTINGS else "data"
                     raise ConfigError(
                         f"{self.config_path}: {section}.{key} is {describe(value)}, but iteration {attempt.iteration} "
-                        f"was evaluated with {describe(recorded[key])}: a run's evaluation rules cannot change; restore the value, "
-                        f"or start a new run from the best so far with `autotrade run --from {self.best_path}`"
+                        f"was evaluated with {describe(recorded[key])}: a run's evaluation rules cannot change; "
+                        f"restore the value, or start a new run from the best so far with "
+                        f"`autotrade run --from {self.best_path}`"
                     )
 
     def problem(self) -> str | None:
@@ -462,9 +465,9 @@ class RunDir:
         )
         if beyond:
             raise ConfigError(
-                f"{self.state_path}: next_iteration is {next_iteration}, but iterations {beyond[0]}-{beyond[-1]} exist and were "
-                f"committed: state.json was edited or restored from an older copy; nothing was deleted: restore the "
-                f"state.json that goes with them (next_iteration {beyond[-1] + 1})"
+                f"{self.state_path}: next_iteration is {next_iteration}, but iterations {beyond[0]}-{beyond[-1]} "
+                f"exist and were committed: state.json was edited or restored from an older copy; nothing was deleted: "
+                f"restore the state.json that goes with them (next_iteration {beyond[-1] + 1})"
             )
 
     def discard_uncommitted(self, next_iteration: int) -> list[str]:
