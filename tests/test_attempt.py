@@ -75,3 +75,8 @@ def test_a_record_missing_its_iteration_is_refused() -> None:
     del record["iteration"]
     with pytest.raises(ConfigError, match="iteration is missing"):
         Attempt.from_json(record, FIXTURE / "iter_0_results.json")
+
+
+def test_a_key_the_record_never_holds_is_ignored_like_any_unknown_one() -> None:
+    raw = {**fixture_records()[2], "turns": "edited in", "note": "mine"}
+    assert Attempt.from_json(raw) == Attempt.from_json(fixture_records()[2])

@@ -190,7 +190,7 @@ class Attempt:
             raise ConfigError(f"{source}: status is {describe(raw['status'])}, not one of {', '.join(Status)}")
         for window, metrics in raw.get("windows", {}).items():
             check_object(metrics, {}, source, f"windows.{window}.")
-        values = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        values = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw and k != "turns"}  # turns: flattened
         values["status"] = Status(raw["status"])
         for key in ("columns", "warnings", "suspicious", "population"):
             if key in values:
