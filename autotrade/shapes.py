@@ -71,9 +71,19 @@ def check_object(raw: Any, schema: Mapping[str, Kinds], file: object, prefix: st
 
 
 def schema_of(cls: type) -> dict[str, Kinds]:
-    """The JSON kinds each dataclass field accepts, from its type hints (list[int] → list, str | None → str, null)."""
+    """The JSON kinds each dataclass field accepts, from its type hints (list[int] → list, str | None → str, null).
+
+    JSON has no tuples and no enums: a tuple field reads from a list, a str enum field from a string.
+    """
     schema = {}
     for name, hint in typing.get_type_hints(cls).items():
         options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        schema[name] = tuple(typing.get_origin(option) or option for option in options)
+        schema[name] = tuple(_json_kind(typing.get_origin(option) or option) for option in options)
     return schema
+
+
+def _json_kind(kind: type) -> type:
+    """The JSON kind a Python field type is written as."""
+    if kind is tuple:
+        return list
+    return str if isinstance(kind, type) and issubclass(kind, str) else kind

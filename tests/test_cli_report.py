@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import typer
 from conftest import working_copy
+from legacy_run import fixture_records, legacy_copy
 from test_report import KEY_ERROR, MIXED, good, make_run, prepare_small
 from typer.testing import CliRunner, Result
 
@@ -149,3 +151,19 @@ def test_runs_and_compare_show_a_damaged_run_whose_error_looks_like_rich_markup(
         assert outcome.exit_code == 0, text_of(outcome)
         assert "damaged" in text_of(outcome)
     assert "with base 10: '[/a]'" in text_of(outcome)  # compare's note gives the whole error
+
+
+def test_report_reads_a_run_an_older_version_wrote_and_reports_its_recorded_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = legacy_copy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    outcome = invoke("report", "legacy")
+    assert outcome.exit_code == 0, text_of(outcome)
+    recorded = json.loads((run / "iter_0_results.json").read_text())  # the best, by the run's state.json
+    summary = json.loads((run / "report.json").read_text())["summary"]
+    assert (summary["iterations"], summary["best_iteration"]) == (6, 0)
+    assert summary["best_val_return"] == pytest.approx(recorded["val_return"], rel=1e-12)
+    assert summary["best_train_return"] == pytest.approx(recorded["train_return"], rel=1e-12)
+    assert "best_iteration: 0" in outcome.output and (run / HTML_FILE).is_file()
+    assert [json.loads((run / f"iter_{i}_results.json").read_text()) for i in range(6)] == fixture_records()

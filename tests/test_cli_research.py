@@ -7,10 +7,12 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+from legacy_run import fixture_records
 from rich.console import Console
 
-from autotrade.cli.research import PlainReporter, RichReporter
+from autotrade.cli.research import PlainReporter, RichReporter, iteration_line
 from autotrade.propose.client import EndpointWait
+from autotrade.research.attempt import Attempt
 from autotrade.research.config import RunSettings
 from autotrade.research.loop import Standing
 
@@ -56,3 +58,11 @@ def test_off_a_terminal_an_outage_gives_a_line_when_it_starts_or_changes_not_one
         "endpoint: connection refused (try 2); next try in 4s, giving up in 0:29:50",
         "endpoint: HTTP 503: Loading model (try 4); next try in 16s, giving up in 0:29:30",
     ]
+
+
+def test_the_iteration_line_of_a_failed_attempt_says_why_and_of_an_ok_one_does_not() -> None:
+    ok, crashed = (Attempt.from_json(fixture_records()[i]) for i in (2, 5))
+    failed = iteration_line(crashed, STANDING, "val_return")
+    assert failed.startswith("iter 5/9 status=runtime_error parent=0 train_return=— val_return=— fails=0/5")
+    assert " why=KeyError: 'Nope' (line 2, in generate_features)" in failed
+    assert "why=" not in iteration_line(ok, STANDING, "val_return")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import re
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from openai_server import Drop, Fault, OpenAIServer, Recorded, Reply, Trickle
+from recording import RecordingReporter
 
 from autotrade.candidate import BLOCK_START, GUARD
-from autotrade.cli.research import PlainReporter
 from autotrade.errors import ConfigError
 from autotrade.propose.client import ModelSettings
 from autotrade.propose.prompts import load_prompt_files
@@ -55,7 +54,8 @@ def good(fast: int = 10, slow: int = 30) -> str:
 
 
 KEY_ERROR = answer(
-    "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['RSI_14'] > 50 else -1\n",
+    "def generate_features(df):\n    return df\n\n\n"
+    "def strategy_logic(row):\n    return 1 if row['RSI_14'] > 50 else -1\n",
     "RSI filter",
 )
 # Whole-sample statistics pass vetting; only the harness's truncation check can see the future in them.
@@ -96,18 +96,18 @@ def start(
     endpoint: ModelSettings | None = None,
     **overrides: object,
 ) -> tuple[RunResult, str]:
-    """Run in-process with a plain reporter; return the result and what it printed."""
-    out = io.StringIO()
+    """Run in-process; return the result and the reporter that heard it."""
+    reporter = RecordingReporter()
     endpoint = endpoint or model_settings(base_url=server.base_url, environ={"OPENAI_API_KEY": CANARY})
     result = start_run(
         settings(data, **overrides),
         endpoint,
-        PlainReporter(out),
+        reporter,
         prompts=load_prompt_files(root),
         name=name,
         root=root / "train",
     )
-    return result, out.getvalue()
+    return result, reporter
 
 
 def records(run: Path) -> list[dict]:
@@ -140,7 +140,7 @@ def test_mixed_replies_are_recorded_with_typed_statuses_and_the_run_goes_on(
             Reply(SYNTAX),
         ]
     )
-    result, printed = start(openai_server, tmp_path, small_data, max_iter=9)
+    result, reporter = start(openai_server, tmp_path, small_data, max_iter=9)
     statuses = [r["status"] for r in records(result.path)]
     assert statuses == [
         "ok",
@@ -156,7 +156,8 @@ def test_mixed_replies_are_recorded_with_typed_statuses_and_the_run_goes_on(
     assert (result.status, result.stop_reason, result.iterations) == ("finished", "max_iter", 9)
     key_error = records(result.path)[2]
     assert key_error["error_type"] == "KeyError" and "RSI_14" in key_error["message"]
-    assert "why=" in printed.splitlines()[3]  # the iteration line says why it failed
+    # The reporter hears each attempt as committed, its failures' messages included (the CLI shows them as why=).
+    assert [a.to_json() for a in reporter.attempts] == records(result.path)
 
 
 def test_results_record_what_the_report_needs(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
@@ -190,7 +191,7 @@ def test_run_directory_holds_runnable_trade_files_and_the_best(
         "journal.jsonl",
     ):
         assert (run / name).is_file(), name
-    best = result.population[0]["iteration"]
+    best = result.population[0].iteration
     assert (run / "best_trade.py").read_text() == (run / f"iter_{best}_trade.py").read_text()
     lines = (run / "iter_1_trade.py").read_text().splitlines()
     assert lines[lines.index(BLOCK_START) - 1] == GUARD  # runnable: the guard hands it to the sandbox first
@@ -271,7 +272,7 @@ def test_an_endpoint_error_stops_cleanly_and_the_run_resumes(
     assert "401" in result.message and CANARY not in result.message
     assert not (result.path / "iter_2_results.json").exists()
     openai_server.script([Reply(good(5, 20)), Reply(good(20, 60))])
-    resumed = resume_run(RunDir(result.path), PlainReporter(io.StringIO()), api_key=CANARY)
+    resumed = resume_run(RunDir(result.path), RecordingReporter(), api_key=CANARY)
     assert (resumed.status, resumed.iterations) == ("finished", 4)
     assert [r["iteration"] for r in records(result.path)] == [0, 1, 2, 3]
 
@@ -297,12 +298,12 @@ def test_a_model_server_restart_mid_run_is_waited_out_and_the_run_goes_on(
 ) -> None:
     # The retry delays are milliseconds here: five tries would be spent long before the server is back.
     openai_server.script([restart_server(openai_server, 1.5), Reply(good())])
-    result, out = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server))
+    result, reporter = start(openai_server, tmp_path, small_data, max_iter=2, endpoint=quick_retries(openai_server))
     assert (result.status, result.iterations) == ("finished", 2), result.message
     assert records(result.path)[1]["status"] == "ok"
-    assert re.search(
-        r"^endpoint: connection refused \(try \d+\); next try in [\d.]+s, giving up in 0:29:\d\d$", out, re.M
-    ), out
+    # Each wait reaches the reporter (its CLI line: tests/test_cli_research.py), with 29-30 minutes of patience left.
+    refused = [w for w in reporter.waits if w.problem == "connection refused"]
+    assert refused and all(29 * 60 <= w.patience_left_s < 30 * 60 for w in refused), reporter.waits
     waits = [e for e in RunDir(result.path).read_journal() if e["event"] == "endpoint_wait"]
     assert waits and all(e["iteration"] == 1 for e in waits)
 
@@ -318,7 +319,7 @@ def test_a_server_down_past_the_patience_stops_the_run_resumably(
     assert "endpoint patience 0.5s" in result.message and "connection refused" in result.message
     time.sleep(2.0)  # the server is back
     openai_server.script([Reply(good())])
-    resumed = resume_run(RunDir(result.path), PlainReporter(io.StringIO()), api_key=CANARY)
+    resumed = resume_run(RunDir(result.path), RecordingReporter(), api_key=CANARY)
     assert (resumed.status, resumed.iterations) == ("finished", 2)
 
 
@@ -350,7 +351,7 @@ def test_preflight_failure_leaves_no_run_behind(openai_server: OpenAIServer, tmp
         start_run(
             settings(small_data),
             endpoint,
-            PlainReporter(io.StringIO()),
+            RecordingReporter(),
             prompts=load_prompt_files(tmp_path),
             name="x",
             root=tmp_path / "train",
@@ -369,7 +370,7 @@ def test_a_prompt_template_with_an_unknown_placeholder_leaves_no_run_behind_with
         start_run(
             settings(small_data, policy="random"),
             None,
-            PlainReporter(io.StringIO()),
+            RecordingReporter(),
             prompts=load_prompt_files(tmp_path),
             name="p",
             root=tmp_path / "train",
@@ -382,7 +383,7 @@ def test_a_baseline_only_run_needs_no_server(tmp_path: Path, small_data: Path) -
     result = start_run(
         settings(small_data, max_iter=1),
         endpoint,
-        PlainReporter(io.StringIO()),
+        RecordingReporter(),
         prompts=load_prompt_files(tmp_path),
         name="b",
         root=tmp_path / "train",
@@ -401,7 +402,7 @@ def test_each_objective_ranks_the_population(
     if objective == "val_sharpe":
         assert found[1]["objective"] == found[1]["windows"]["val"]["sharpe"]
     ranked = sorted(found, key=lambda r: (-r["objective"], r["iteration"]))
-    assert [r["iteration"] for r in result.population] == [r["iteration"] for r in ranked]
+    assert [a.iteration for a in result.population] == [r["iteration"] for r in ranked]
 
 
 def test_a_run_in_use_by_another_process_is_refused(
@@ -415,7 +416,7 @@ def test_a_run_in_use_by_another_process_is_refused(
     with run.locked():
         assert run.is_active() and run.status() == "running"
         with pytest.raises(ConfigError, match="being run by another process"):
-            resume_run(RunDir(result.path), PlainReporter(io.StringIO()), api_key=CANARY)
+            resume_run(RunDir(result.path), RecordingReporter(), api_key=CANARY)
     assert run.status() == "stopped"
 
 
@@ -472,7 +473,7 @@ def test_the_chosen_objective_decides_the_population_order(
             }
         assert [r["objective"] for r in found] == pytest.approx([expected[r["iteration"]] for r in found])
         ranked = sorted(expected, key=lambda i: (-expected[i], i))[:3]
-        assert [r["iteration"] for r in result.population] == ranked
+        assert [a.iteration for a in result.population] == ranked
         assert json.loads((result.path / "state.json").read_text())["best_iteration"] == ranked[0]
         orders[objective] = tuple(ranked)
     assert len(set(orders.values())) >= 3  # the objective changes who survives, not just the numbers

@@ -23,6 +23,8 @@ from autotrade.propose.prompts import (
     sample_rows,
     trim_traceback,
 )
+from autotrade.research.attempt import Attempt
+from autotrade.status import Status
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,7 +81,7 @@ def test_engine_rules_state_fill_timing_and_costs(fill: str, phrase: str) -> Non
     assert phrase in text and "2.5 basis points" in text and "1 = buy" in text and "`pd`" in text
 
 
-def record(i: int, status: str = "ok", **extra: object) -> dict:
+def record(i: int, status: str = "ok", **extra: object) -> Attempt:
     windows = {
         "train": {
             "total_return": 0.5,
@@ -98,15 +100,15 @@ def record(i: int, status: str = "ok", **extra: object) -> dict:
             "buy_and_hold_return": 0.2,
         },
     }
-    return {
-        "iteration": i,
-        "parent": i - 1 if i else None,
-        "status": status,
-        "objective": 0.1,
-        "windows": windows if status == "ok" else {},
-        "hypothesis": f"Idea {i}\nmore",
+    return Attempt(
+        iteration=i,
+        parent=i - 1 if i else None,
+        status=Status(status),
+        objective=0.1,
+        windows=windows if status == "ok" else {},
+        hypothesis=f"Idea {i}\nmore",
         **extra,
-    }
+    )
 
 
 def test_population_shows_train_and_validation_metrics_and_buy_and_hold() -> None:

@@ -1,4 +1,5 @@
-"""The report on real runs produced against the loopback server: leaderboard, statistics, taxonomy, diversity, spend, files.
+"""The report on real runs produced against the loopback server: leaderboard, statistics, taxonomy, diversity,
+spend, files.
 
 The helpers at the top (replies, small data, `make_run`) are shared with test_holdout.py and test_cli_report.py.
 """
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 import test_loop as replies
 from openai_server import OpenAIServer, Reply
+from recording import RecordingReporter
 from test_loop import answer, sma_block
 
-from autotrade.cli.research import PlainReporter
 from autotrade.data import load_bundled, load_prepared, prepare_data
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.engine.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
@@ -26,9 +27,11 @@ from autotrade.propose.prompts import load_prompt_files
 from autotrade.report.compute import build_report, spend_of, summary
 from autotrade.report.plots import PNG_SIGNATURE
 from autotrade.report.render import EQUITY_PNG, HTML_FILE, OBJECTIVE_PNG, header_lines, write_files
+from autotrade.research.attempt import Attempt, Turn
 from autotrade.research.config import RunSettings, model_settings
 from autotrade.research.loop import start_run
 from autotrade.research.rundir import RunDir
+from autotrade.status import Status
 
 # -- shared helpers ------------------------------------------------------------------------------------
 
@@ -64,7 +67,7 @@ def make_run(root: Path, data: Path, name: str, replies: list[Reply], **override
         result = start_run(
             RunSettings(**{**values, **overrides}),
             endpoint,
-            PlainReporter(io.StringIO()),
+            RecordingReporter(),
             prompts=load_prompt_files(root),
             name=name,
             root=root / "train",
@@ -236,8 +239,8 @@ def test_lost_reply_of_a_redone_iteration_counts_once() -> None:
         {"event": "iteration_committed", "iteration": 1},
     ]
     committed = [
-        {"iteration": 0},
-        {"iteration": 1, "prompt_tokens": 11, "completion_tokens": 6, "latency_s": 1.0, "finish_reason": "stop"},
+        Attempt(iteration=0, status=Status.OK),
+        Attempt(iteration=1, status=Status.OK, turns=(Turn(prompt_tokens=11, completion_tokens=6, latency_s=1.0),)),
     ]
     spend = spend_of(committed, journal, None, active=False)
     assert (spend.prompt_tokens, spend.completion_tokens, spend.interrupted_calls, spend.model_calls) == (21, 11, 1, 2)
@@ -246,7 +249,8 @@ def test_lost_reply_of_a_redone_iteration_counts_once() -> None:
 def test_a_run_without_any_ok_iteration_still_reports(lab: Path) -> None:
     broken = lab / "broken_block.py"
     broken.write_text(
-        "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n"
+        "def generate_features(df):\n    return df\n\n\n"
+        "def strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n"
     )
     run = RunDir(make_run(lab, lab / "small" / "data", "no-ok", [], max_iter=1, start_from=str(broken)))
     report = build_report(run)
@@ -292,7 +296,7 @@ def test_data_that_is_not_the_runs_is_refused(lab: Path) -> None:
 def test_a_random_policy_run_reports_its_policy_varied_strategies_and_no_model_spend(lab: Path) -> None:
     settings = RunSettings(max_iter=8, max_fails=50, seed=3, policy="random", data_dir=str(lab / "small" / "data"))
     result = start_run(
-        settings, None, PlainReporter(io.StringIO()), prompts=load_prompt_files(lab), name="random", root=lab / "train"
+        settings, None, RecordingReporter(), prompts=load_prompt_files(lab), name="random", root=lab / "train"
     )
     report = build_report(RunDir(result.path))
     write_files(report)

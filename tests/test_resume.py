@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from legacy_run import FIXTURE, fixture_records, legacy_copy
 from openai_server import OpenAIServer, Recorded, Reply, Slow
+from recording import RecordingReporter
 from test_loop import (
     CANARY,
     KEY_ERROR,
@@ -29,7 +31,7 @@ from test_loop import (
     sma_block,
 )  # noqa: F401
 
-from autotrade.cli.research import PlainReporter
+from autotrade.errors import ConfigError
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.research.config import model_settings
 from autotrade.research.loop import resume_run, start_run
@@ -74,11 +76,11 @@ def per_iteration_replies(request: Recorded) -> Reply:
     return Reply(KEY_ERROR if i % 3 == 0 else good(3 + i, 20 + 5 * i))
 
 
-class CrashingReporter(PlainReporter):
+class CrashingReporter(RecordingReporter):
     """Dies when the loop enters a given phase of a given iteration."""
 
     def __init__(self, iteration: int, phase: str) -> None:
-        super().__init__(io.StringIO())
+        super().__init__()
         self.at = (iteration, phase)
 
     def phase(self, iteration: int, text: str) -> None:
@@ -101,7 +103,7 @@ def test_an_iteration_cut_short_anywhere_is_redone_once(
     point: str, openai_server: OpenAIServer, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     openai_server.default = per_iteration_replies
-    reporter = PlainReporter(io.StringIO())
+    reporter = RecordingReporter()
     if point == "before the model call":
         reporter = CrashingReporter(2, "asking the model")
     elif point == "during evaluation":
@@ -138,7 +140,7 @@ def test_an_iteration_cut_short_anywhere_is_redone_once(
         )
     monkeypatch.undo()
     run = tmp_path / "train" / "c"
-    resumed = resume_run(RunDir(run), PlainReporter(io.StringIO()), api_key=CANARY)
+    resumed = resume_run(RunDir(run), RecordingReporter(), api_key=CANARY)
     assert (resumed.status, resumed.iterations) == ("finished", 4)
     assert_consistent(run, seed=5, size=3, max_iter=4)
     prompts = [r.body["messages"][-1]["content"] for r in openai_server.chat_requests if iteration_of(r) == 2]
@@ -310,7 +312,7 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
 
     from autotrade.cli.app import app
 
-    def random_run(name: str, reporter: PlainReporter) -> None:
+    def random_run(name: str, reporter: RecordingReporter) -> None:
         start_run(
             settings(small_data, max_iter=6, seed=4, policy="random"),
             None,
@@ -320,7 +322,7 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
             root=tmp_path / "train",
         )
 
-    random_run("whole", PlainReporter(io.StringIO()))
+    random_run("whole", RecordingReporter())
     with pytest.raises(Crash):
         random_run("cut", CrashingReporter(3, "proposing"))
     monkeypatch.chdir(tmp_path)
@@ -343,7 +345,7 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
     )
 
 
-class InterruptingReporter(PlainReporter):
+class InterruptingReporter(RecordingReporter):
     """Ctrl-C while an iteration is being evaluated, after its reply was saved."""
 
     def phase(self, iteration: int, text: str) -> None:
@@ -355,21 +357,19 @@ def test_ctrl_c_during_an_iteration_says_it_will_be_redone_on_resume(
     openai_server: OpenAIServer, tmp_path: Path, small_data: Path
 ) -> None:
     openai_server.default = per_iteration_replies
-    said = io.StringIO()
+    said = InterruptingReporter()
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
     result = start_run(
         settings(small_data, max_iter=4),
         endpoint,
-        InterruptingReporter(said),
+        said,
         prompts=load_prompt_files(tmp_path),
         name="c",
         root=tmp_path / "train",
     )
     assert result.stop_reason == "interrupted"
-    assert (
-        "iteration 2 was interrupted before it committed: it will be redone on `autotrade resume c`" in said.getvalue()
-    )
-    assert "redoing it" not in said.getvalue()
+    assert "iteration 2 was interrupted before it committed: it will be redone on `autotrade resume c`" in said.notes
+    assert not any("redoing it" in note for note in said.notes)
 
 
 def test_resume_with_a_new_base_url_records_it_for_the_hints_and_later_resumes(
@@ -388,11 +388,59 @@ def test_resume_with_a_new_base_url_records_it_for_the_hints_and_later_resumes(
             root=tmp_path / "train",
         )
     run = RunDir(tmp_path / "train" / "m")
-    said = io.StringIO()
+    said = RecordingReporter()
     with pytest.raises(Crash):
         resume_run(run, CrashingReporter(3, "asking the model"), api_key=CANARY, base_url=openai_server.base_url)
     assert run.read_config()["model"]["base_url"] == openai_server.base_url
-    resumed = resume_run(run, PlainReporter(said), api_key=CANARY)  # no --base-url: the moved endpoint is the run's now
-    assert resumed.status == "finished" and f"base_url={openai_server.base_url}" in said.getvalue()
+    resumed = resume_run(run, said, api_key=CANARY)  # no --base-url: the moved endpoint is the run's now
+    assert resumed.status == "finished" and said.models[-1]["base_url"] == openai_server.base_url
     assert [e["base_url"] for e in run.read_journal() if e["event"] == "endpoint_moved"] == [openai_server.base_url]
     assert_no_key_anywhere(run.path)
+
+
+def test_a_run_an_older_version_wrote_resumes_past_its_max_iter_with_its_attempts_in_the_prompt(
+    openai_server: OpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from autotrade.cli.app import app
+
+    run = legacy_copy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    openai_server.script([Reply(good(5, 20)), Reply(KEY_ERROR)])
+    env = {"OPENAI_API_KEY": CANARY, "OPENAI_MODEL": ""}
+    args = [
+        "resume",
+        "legacy",
+        "--quiet",
+        "--max-iter",
+        "8",
+        "--base-url",
+        openai_server.base_url,
+    ]  # the old one is gone
+    outcome = CliRunner().invoke(app, args, env=env)
+    assert outcome.exit_code == 0, outcome.output
+    assert "finished: reached --max-iter after 8 iterations" in outcome.output
+    state = json.loads((run / "state.json").read_text())
+    assert (state["status"], state["next_iteration"]) == ("finished", 8)
+    assert [json.loads((run / f"iter_{i}_results.json").read_text()) for i in range(6)] == fixture_records()
+    new = [json.loads((run / f"iter_{i}_results.json").read_text()) for i in (6, 7)]
+    assert [(r["iteration"], r["parent"], r["status"]) for r in new] == [(6, 2, "ok"), (7, 6, "runtime_error")]
+    assert list(new[0]) == list(fixture_records()[2])  # a new record has the keys, in the order, of an old one
+    first = openai_server.chat_requests[0].body["messages"][-1]["content"]
+    assert "# Iteration 6 (the run stops after iteration 7)" in first
+    assert "Iteration 5 (parent 0) FAILED with status `runtime_error` (KeyError)" in first  # the last old attempt
+    assert "## Iteration 4 (parent 0) — rejected" in first and "1. iteration 0 — val_return" in first
+    learnings = (run / "learnings.md").read_text()
+    assert [learnings.count(f"## Iteration {i} ") for i in range(8)] == [1] * 8
+    assert RunDir(run).read_config()["settings"]["max_iter"] == 8
+    assert_no_key_anywhere(run)
+
+
+def test_resume_can_raise_a_runs_max_iter_but_never_lower_it(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "legacy")
+    with pytest.raises(
+        ConfigError, match=r"--max-iter 5: run 'legacy' already runs to 6 iterations; it can only be raised"
+    ):
+        resume_run(RunDir(tmp_path / "legacy"), RecordingReporter(), max_iter=5)
+    assert json.loads((tmp_path / "legacy" / "config.json").read_text())["settings"]["max_iter"] == 6

@@ -3,7 +3,6 @@ never a committed iteration lost; run names that never collide."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from collections.abc import Callable
@@ -11,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from conftest import working_copy
+from recording import RecordingReporter
 from test_loop import records, settings
 from typer.testing import CliRunner, Result
 
 from autotrade.cli.app import app
-from autotrade.cli.research import PlainReporter
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.research import loop
 from autotrade.research.loop import start_run
@@ -26,7 +25,7 @@ def random_run(root: Path, data: Path, name: str | None, max_iter: int = 3) -> P
     result = start_run(
         settings(data, max_iter=max_iter, seed=3, policy="random"),
         None,
-        PlainReporter(io.StringIO()),
+        RecordingReporter(),
         prompts=load_prompt_files(root),
         name=name,
         root=root / "train",

@@ -8,7 +8,6 @@ test uses chmod instead (which root bypasses). A monkeypatched fsync stands in f
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from openai_server import OpenAIServer
+from recording import RecordingReporter
 from test_loop import CANARY, settings
 from test_resume import assert_consistent, per_iteration_replies
 from test_rundir import assert_one_line_error, random_run
@@ -26,7 +26,6 @@ from typer.testing import CliRunner
 
 from autotrade import fileio
 from autotrade.cli.app import app
-from autotrade.cli.research import PlainReporter
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.research.config import model_settings
 from autotrade.research.loop import resume_run, start_run
@@ -64,11 +63,11 @@ def fill(disk: Path) -> Path:
     return ballast
 
 
-class FillingReporter(PlainReporter):
+class FillingReporter(RecordingReporter):
     """Fills the disk when the loop starts evaluating a given iteration."""
 
     def __init__(self, disk: Path, iteration: int) -> None:
-        super().__init__(io.StringIO())
+        super().__init__()
         self.disk, self.at, self.ballast = disk, iteration, None
 
     def phase(self, iteration: int, text: str) -> None:
@@ -100,7 +99,7 @@ def test_a_disk_filling_up_mid_run_stops_cleanly_and_the_run_resumes_exactly(
     assert (state["status"], state["next_iteration"]) == ("stopped", 2)
     assert reporter.ballast is not None
     reporter.ballast.unlink()
-    resumed = resume_run(RunDir(run), PlainReporter(io.StringIO()), api_key=CANARY)
+    resumed = resume_run(RunDir(run), RecordingReporter(), api_key=CANARY)
     assert (resumed.status, resumed.iterations) == ("finished", 5)
     assert_consistent(run, seed=5, size=3, max_iter=5)
 
@@ -167,7 +166,8 @@ def test_a_failing_fsync_mid_run_leaves_a_stopped_state_and_a_resumable_run(
     small_data: Path,
     monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - fixtures
 ) -> None:
-    # A full disk often shows first at fsync (delayed allocation); here every fsync fails from iteration 2's evaluation on.
+    # A full disk often shows first at fsync (delayed allocation); here every fsync fails from iteration 2's
+    # evaluation on.
     openai_server.default = per_iteration_replies
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
     real_fsync, full = os.fsync, []
@@ -177,7 +177,7 @@ def test_a_failing_fsync_mid_run_leaves_a_stopped_state_and_a_resumable_run(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    class Filling(PlainReporter):
+    class Filling(RecordingReporter):
         def phase(self, iteration: int, text: str) -> None:
             if (iteration, text) == (2, "evaluating"):
                 full.append(True)
@@ -186,7 +186,7 @@ def test_a_failing_fsync_mid_run_leaves_a_stopped_state_and_a_resumable_run(
     result = start_run(
         settings(small_data, max_iter=4, seed=5),
         endpoint,
-        Filling(io.StringIO()),
+        Filling(),
         prompts=load_prompt_files(tmp_path),
         name="f",
         root=tmp_path / "train",
@@ -197,6 +197,6 @@ def test_a_failing_fsync_mid_run_leaves_a_stopped_state_and_a_resumable_run(
     assert "no space left on its disk" in result.message
     state = json.loads((run / "state.json").read_text())
     assert (state["status"], state["next_iteration"]) == ("stopped", 2)
-    resumed = resume_run(RunDir(run), PlainReporter(io.StringIO()), api_key=CANARY)
+    resumed = resume_run(RunDir(run), RecordingReporter(), api_key=CANARY)
     assert (resumed.status, resumed.iterations) == ("finished", 4)
     assert_consistent(run, seed=5, size=3, max_iter=4)

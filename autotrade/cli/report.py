@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from autotrade.cli.research import RUNS_ROOT, note_on_stderr
+from autotrade.cli.common import RUNS_ROOT, note_on_stderr
 from autotrade.errors import ConfigError
 
 
@@ -34,7 +34,8 @@ def report(
         bool,
         typer.Option(
             "--reveal-running",
-            help="Evaluate the held-out test window even while the run is still running (its population may still change).",
+            help="Evaluate the held-out test window even while the run is still running "
+            "(its population may still change).",
         ),
     ] = False,
     max_trials: Annotated[
@@ -42,7 +43,8 @@ def report(
         typer.Option("--max-trials", min=4, help="At most this many ok trials re-evaluated for PBO and correlations."),
     ] = 200,
 ) -> None:
-    """Report a run: leaderboard, held-out test beside buy-and-hold, overfitting statistics, failures, diversity, spend; writes report.html and PNG plots into the run."""
+    """Report a run: leaderboard, held-out test beside buy-and-hold, overfitting statistics, failures, diversity,
+    spend; writes report.html and PNG plots into the run."""
     from autotrade.report.compute import build_report
     from autotrade.report.render import print_report, write_files
     from autotrade.research.rundir import RunDir
@@ -74,7 +76,8 @@ def runs() -> None:
 def compare(
     names: Annotated[list[str], typer.Argument(help="Two or more run names.")],
 ) -> None:
-    """Compare runs side by side: ok share, failures, diversity, best validation, test once revealed, DSR, PBO, tokens and time."""
+    """Compare runs side by side: ok share, failures, diversity, best validation, test once revealed, DSR, PBO,
+    tokens and time."""
     from autotrade.report.compute import summarize_run
     from autotrade.report.render import compare_table
     from autotrade.research.rundir import RunDir

@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from autotrade.cli.common import RUNS_ROOT, note_on_stderr
 from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt, ObjectiveOpt, PolicyOpt
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, format_score, has_own_column
 from autotrade.fmt import hms, pct
@@ -37,11 +38,11 @@ from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
 
 if TYPE_CHECKING:
     from autotrade.propose.client import EndpointWait
+    from autotrade.research.attempt import Attempt
     from autotrade.research.config import RunSettings
     from autotrade.research.loop import RunResult, Standing
     from autotrade.research.rundir import RunDir
 
-RUNS_ROOT = Path("train")
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 DEFAULT_MAX_FAILS = 5  # the original harness's stop rule
 DOCTOR_TRIES = 5  # doctor answers in seconds: a few tries, not a run's endpoint patience
@@ -75,31 +76,31 @@ def duration(seconds: float) -> str:
     return hms(int(seconds))
 
 
-def why_failed(record: Mapping[str, Any]) -> str:
+def why_failed(attempt: Attempt) -> str:
     """One short line on why an iteration failed (empty for ok)."""
-    if record.get("status") == "ok":
+    if attempt.ok:
         return ""
-    message = " ".join(str(record.get("message") or "").split())
+    message = " ".join(attempt.message.split())
     return message if len(message) <= 140 else message[:139] + "…"
 
 
-def iteration_line(record: Mapping[str, Any], standing: Standing, objective: str) -> str:
+def iteration_line(attempt: Attempt, standing: Standing, objective: str) -> str:
     """The one greppable line printed per iteration."""
     parts = [
-        f"iter {record['iteration']}/{standing.max_iter - 1}",
-        f"status={record['status']}",
-        f"parent={'-' if record.get('parent') is None else record['parent']}",
-        f"train_return={pct(record.get('train_return'))}",
-        f"val_return={pct(record.get('val_return'))}",
-        *([f"{objective}={score_text(objective, record.get('objective'))}"] if has_own_column(objective) else []),
-        "entered" if record.get("entered_population") else f"fails={standing.fail_streak}/{standing.max_fails}",
+        f"iter {attempt.iteration}/{standing.max_iter - 1}",
+        f"status={attempt.status}",
+        f"parent={'-' if attempt.parent is None else attempt.parent}",
+        f"train_return={pct(attempt.train_return)}",
+        f"val_return={pct(attempt.val_return)}",
+        *([f"{objective}={score_text(objective, attempt.objective)}"] if has_own_column(objective) else []),
+        "entered" if attempt.entered_population else f"fails={standing.fail_streak}/{standing.max_fails}",
         f"best={score_text(objective, standing.best_score)}"
         + ("" if standing.best_iteration is None else f"@{standing.best_iteration}"),
         f"tokens={standing.tokens}",
         f"elapsed={duration(standing.elapsed_s)}",
     ]
-    reason = why_failed(record)
-    warning = "; ".join(record.get("suspicious") or ())
+    reason = why_failed(attempt)
+    warning = "; ".join(attempt.suspicious)
     return " ".join(parts) + (f" why={reason}" if reason else "") + (f" SUSPICIOUS={warning}" if warning else "")
 
 
@@ -164,20 +165,20 @@ def final_table(result: RunResult) -> Table:
     ]
     for header in headers:
         table.add_column(header, justify="right")
-    for rank, record in enumerate(result.population, start=1):
-        val = (record.get("windows") or {}).get("val", {})
+    for rank, attempt in enumerate(result.population, start=1):
+        val = attempt.windows.get("val", {})
         table.add_row(
             str(rank),
-            str(record["iteration"]),
-            *([score_text(result.objective, record.get("objective"))] if show_score else []),
-            pct(record.get("train_return")),
-            pct(record.get("val_return")),
+            str(attempt.iteration),
+            *([score_text(result.objective, attempt.objective)] if show_score else []),
+            pct(attempt.train_return),
+            pct(attempt.val_return),
             "—" if val.get("sharpe") is None else f"{val['sharpe']:.2f}",
             "—" if val.get("max_drawdown") is None else f"{val['max_drawdown']:.1%}",
             "—" if val.get("num_trades") is None else f"{val['num_trades']:.0f}",
         )
     if result.population:
-        windows = result.population[0].get("windows") or {}
+        windows = result.population[0].windows
         train, val = windows.get("train", {}), windows.get("val", {})
         bh_sharpe = val.get("buy_and_hold_sharpe")
         table.add_row(
@@ -234,10 +235,10 @@ class PlainReporter:
     def phase(self, iteration: int, text: str) -> None:
         """Phases are not logged in plain mode (one line per iteration)."""
 
-    def iteration(self, record: Mapping[str, Any], standing: Standing) -> None:
+    def iteration(self, attempt: Attempt, standing: Standing) -> None:
         """One line per iteration."""
         self.wait_lines.reset()
-        self._print(iteration_line(record, standing, self.objective))
+        self._print(iteration_line(attempt, standing, self.objective))
 
     def note(self, line: str) -> None:
         """An informational line."""
@@ -250,13 +251,14 @@ class PlainReporter:
 
     def end(self, result: RunResult) -> None:
         """The population as plain lines, then the ending."""
-        for rank, record in enumerate(result.population, start=1):
+        for rank, attempt in enumerate(result.population, start=1):
+            score = score_text(result.objective, attempt.objective)
             self._print(
-                f"top{rank} iter={record['iteration']} {result.objective}={score_text(result.objective, record.get('objective'))} "
-                f"train_return={pct(record.get('train_return'))} val_return={pct(record.get('val_return'))}"
+                f"top{rank} iter={attempt.iteration} {result.objective}={score} "
+                f"train_return={pct(attempt.train_return)} val_return={pct(attempt.val_return)}"
             )
         if result.population:
-            windows = result.population[0].get("windows") or {}
+            windows = result.population[0].windows
             self._print(
                 f"buy_and_hold train_return={pct(windows.get('train', {}).get('buy_and_hold_return'))} "
                 f"val_return={pct(windows.get('val', {}).get('buy_and_hold_return'))}"
@@ -319,19 +321,19 @@ class RichReporter:
         if self.progress is not None:
             self.progress.update(self.task, description=self.current, wait=None)
 
-    def iteration(self, record: Mapping[str, Any], standing: Standing) -> None:
+    def iteration(self, attempt: Attempt, standing: Standing) -> None:
         """Print the iteration's line and advance the bar."""
-        status = str(record["status"])
+        status = attempt.status.value
         line = Text.assemble(
-            (f"iter {record['iteration']:>3} ", "bold"),
-            (f"{status:<13}", "green" if status == "ok" else "red"),
-            f" train {pct(record.get('train_return')):>9}  val {pct(record.get('val_return')):>9}",
+            (f"iter {attempt.iteration:>3} ", "bold"),
+            (f"{status:<13}", "green" if attempt.ok else "red"),
+            f" train {pct(attempt.train_return):>9}  val {pct(attempt.val_return):>9}",
         )
-        if record.get("entered_population"):
+        if attempt.entered_population:
             line.append("  ↑ population", style="green")
         elif status == "ok":
             line.append("  not in the top", style="yellow")
-        reason = why_failed(record)
+        reason = why_failed(attempt)
         if reason:
             line.append(f"  {reason}", style="dim")
         self.console.print(line, soft_wrap=True)
@@ -378,11 +380,6 @@ def _stop_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
-
-
-def note_on_stderr(line: str) -> None:
-    """An informational line on stderr, never parsed as markup (it may quote a file)."""
-    Console(stderr=True).print(Text(line, style="yellow"), soft_wrap=True)
 
 
 def finish(result: RunResult) -> None:
@@ -535,6 +532,12 @@ def resume(
     endpoint_patience: Annotated[
         str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)
     ] = None,
+    max_iter: Annotated[
+        int | None,
+        typer.Option(
+            "--max-iter", min=1, help="Raise the run's --max-iter, so that a run which reached it goes on (recorded)."
+        ),
+    ] = None,
 ) -> None:
     """Continue a stopped or killed run exactly where it left off (settings, model and data are the run's own)."""
     from autotrade.research.config import check_base_url, load_env_file, model_settings
@@ -563,6 +566,7 @@ def resume(
         base_url=check_base_url(base_url) if base_url else None,
         timeout_s=timeout_s,
         patience_s=patience_s,
+        max_iter=max_iter,
     )
     finish(result)
 

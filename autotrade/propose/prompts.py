@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
 from autotrade.contract import BUY, FEATURES, FUNCTIONS, HOLD, MODULES, SELL, STRATEGY
 from autotrade.errors import ConfigError
-from autotrade.research.learnings import first_line, percent
+from autotrade.fmt import pct
 
 PROGRAM_FILE = "program.md"
 TEMPLATE_FILE = "prompt_template.md"
@@ -28,6 +28,44 @@ PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 SAMPLE_ROWS = 5
 TRACEBACK_LINES = 12  # the end of a traceback is where the cause is
 TRACEBACK_CHARS = 1500
+
+
+class Shown(Protocol):
+    """An earlier iteration as a prompt shows it: the loop's attempts are these (propose never imports research)."""
+
+    @property
+    def iteration(self) -> int: ...
+    @property
+    def parent(self) -> int | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def traceback(self) -> str: ...
+    @property
+    def windows(self) -> Mapping[str, Mapping[str, float | None]]: ...
+    @property
+    def objective(self) -> float | None: ...
+    @property
+    def entered_population(self) -> bool: ...
+    @property
+    def hypothesis(self) -> str: ...
+    @property
+    def suspicious(self) -> Sequence[str]: ...
+
+
+def percent(value: float | None) -> str:
+    """A fraction as a signed percentage with two decimals; 'n/a' when missing (the model reads these lines)."""
+    return pct(value, missing="n/a")
+
+
+def first_line(text: str, limit: int) -> str:
+    """The first non-empty line of text, at most limit characters."""
+    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -67,7 +105,8 @@ def render(text: str, values: Mapping[str, str], where: str) -> str:
     unknown = sorted({m.group(1) for m in PLACEHOLDER.finditer(text)} - set(values))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in unknown)}; known: {', '.join(sorted(values))}"
+            f"{where}: unknown placeholder(s) {', '.join('{{' + u + '}}' for u in unknown)}; "
+            f"known: {', '.join(sorted(values))}"
         )
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
@@ -138,26 +177,24 @@ def _metric_line(metrics: Mapping[str, Any]) -> str:
     )
 
 
-def describe_population(
-    records: Sequence[Mapping[str, Any]], objective: str, score_text: Callable[[float | None], str]
-) -> str:
+def describe_population(members: Sequence[Shown], objective: str, score_text: Callable[[float | None], str]) -> str:
     """The population, best first, each with train and validation metrics, then buy-and-hold.
 
     ``score_text`` writes an objective value as the objective formats it (the research stage passes the registry's).
     """
-    if not records:
+    if not members:
         return "(empty: no iteration has passed every check yet)"
     lines = []
-    for rank, record in enumerate(records, start=1):
-        windows = record.get("windows", {})
+    for rank, member in enumerate(members, start=1):
+        windows = member.windows
         lines.append(
-            f"{rank}. iteration {record['iteration']} — {objective} {score_text(record.get('objective'))}\n"
+            f"{rank}. iteration {member.iteration} — {objective} {score_text(member.objective)}\n"
             f"   train: {_metric_line(windows.get('train', {}))}\n"
             f"   validation: {_metric_line(windows.get('val', {}))}\n"
-            f"   hypothesis: {first_line(str(record.get('hypothesis') or 'baseline'), 160)}"
-            + "".join(f"\n   SUSPICIOUS: {why}" for why in record.get("suspicious") or ())
+            f"   hypothesis: {first_line(member.hypothesis or 'baseline', 160)}"
+            + "".join(f"\n   SUSPICIOUS: {why}" for why in member.suspicious)
         )
-    windows = records[0].get("windows", {})
+    windows = members[0].windows
     lines.append(
         "Buy-and-hold for comparison: "
         f"train {percent(windows.get('train', {}).get('buy_and_hold_return'))}, "
@@ -173,32 +210,34 @@ def trim_traceback(text: str, lines: int = TRACEBACK_LINES, chars: int = TRACEBA
     return out[-chars:]
 
 
-def describe_outcome(record: Mapping[str, Any] | None) -> str:
+def describe_outcome(last: Shown | None) -> str:
     """The previous iteration's outcome: results when ok, else status, message and trimmed traceback."""
-    if record is None:
+    if last is None:
         return "(none yet)"
-    parent = record.get("parent")
-    who = f"Iteration {record['iteration']}" + (" (the starting trade.py)" if parent is None else f" (parent {parent})")
-    windows = record.get("windows") or {}
-    if record.get("status") == "ok":
+    who = f"Iteration {last.iteration}" + (
+        " (the starting trade.py)" if last.parent is None else f" (parent {last.parent})"
+    )
+    windows = last.windows
+    if last.status == "ok":
         entered = (
             "It entered the population."
-            if record.get("entered_population")
+            if last.entered_population
             else (
-                "It did not score high enough to enter the population, so this proposal branches from a population member."
+                "It did not score high enough to enter the population, "
+                "so this proposal branches from a population member."
             )
         )
-        warning = "".join(f"\nSUSPICIOUS: {why}." for why in record.get("suspicious") or ())
+        warning = "".join(f"\nSUSPICIOUS: {why}." for why in last.suspicious)
         return (
             f"{who}: ok.\n- train: {_metric_line(windows.get('train', {}))}\n"
             f"- validation: {_metric_line(windows.get('val', {}))}\n{entered}{warning}"
         )
-    kind = f" ({record['error_type']})" if record.get("error_type") else ""
-    parts = [f"{who} FAILED with status `{record.get('status')}`{kind}: {record.get('message') or '(no message)'}"]
+    kind = f" ({last.error_type})" if last.error_type else ""
+    parts = [f"{who} FAILED with status `{last.status}`{kind}: {last.message or '(no message)'}"]
     if windows.get("val"):
         parts.append(f"- validation: {_metric_line(windows['val'])}")
-    if record.get("traceback"):
-        parts.append("Traceback (last lines):\n```\n" + trim_traceback(str(record["traceback"])) + "\n```")
+    if last.traceback:
+        parts.append("Traceback (last lines):\n```\n" + trim_traceback(last.traceback) + "\n```")
     parts.append("Fix the cause; it counts as a failed iteration.")
     return "\n".join(parts)
 

@@ -37,9 +37,9 @@ from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_blo
 from autotrade.report.diversity import Diversity, measure_diversity
 from autotrade.report.holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
 from autotrade.report.plots import chain_windows
-from autotrade.research.rundir import RunDir, RunState, now_iso
+from autotrade.research.attempt import Attempt
+from autotrade.research.rundir import RunDir, RunState, anonymization, data_identity, eval_settings, now_iso
 from autotrade.sandbox.pool import SandboxPool
-from autotrade.status import Status
 
 MAX_TRIALS = 200  # ok trials re-evaluated for PBO (about 0.1 s each); beyond it an evenly spaced subset
 PBO_BLOCKS = 16
@@ -214,16 +214,16 @@ def _float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _window(record: Mapping[str, Any], name: str) -> dict[str, float | None]:
-    """One window's metrics from a record (empty when it did not run)."""
-    return {k: _float(v) for k, v in ((record.get("windows") or {}).get(name) or {}).items()}
+def _window(attempt: Attempt, name: str) -> dict[str, float | None]:
+    """One window's metrics of an attempt (empty when it did not run)."""
+    return {k: _float(v) for k, v in (attempt.windows.get(name) or {}).items()}
 
 
-def _block(run: RunDir, record: Mapping[str, Any]) -> str | None:
+def _block(run: RunDir, attempt: Attempt) -> str | None:
     """The agent block an iteration evaluated: from its record, else from iter_<i>_trade.py."""
-    if record.get("block"):
-        return str(record["block"])
-    path = run.iter_path(int(record["iteration"]), "trade.py")
+    if attempt.block:
+        return attempt.block
+    path = run.iter_path(attempt.iteration, "trade.py")
     if not path.is_file():
         return None
     try:
@@ -232,8 +232,8 @@ def _block(run: RunDir, record: Mapping[str, Any]) -> str | None:
         return None
 
 
-def _committed(run: RunDir) -> tuple[RunState, list[dict[str, Any]]]:
-    """The committed state and its records; ConfigError when state.json is missing or a file is damaged."""
+def _committed(run: RunDir) -> tuple[RunState, list[Attempt]]:
+    """The committed state and its attempts; ConfigError when state.json is missing or a file is damaged."""
     state = run.committed_state()
     return state, run.records(state.next_iteration)
 
@@ -246,23 +246,23 @@ def _returns(evaluation: Evaluation, windows: Sequence[str]) -> np.ndarray:
 
 def load_run_data(run: RunDir, config: Mapping[str, Any], data_dir: Path | None = None) -> PreparedData:
     """The run's own prepared data (or `data_dir`'s), checked against the sha256 and splits the run recorded."""
-    from autotrade.research.loop import data_identity
-
     recorded = config.get("data") or {}
     folder = Path(data_dir or (config.get("settings") or {}).get("data_dir") or recorded.get("dir") or "data")
     try:
         data = load_prepared(folder)
     except DataError as exc:
         raise DataError(
-            f"{exc} (run {run.name!r} used the data in {recorded.get('dir') or folder}; pass --data DIR to point at a copy)"
+            f"{exc} (run {run.name!r} used the data in {recorded.get('dir') or folder}; "
+            "pass --data DIR to point at a copy)"
         ) from None
     pinned = {k: recorded.get(k) for k in ("sha256", "val_start", "test_start")}
     found = data_identity(data)
     if found != pinned:
         raise DataError(
             f"the prepared data in {folder} is not the data run {run.name!r} used "
-            f"(sha256 {str(found['sha256'])[:12]}…, splits {found['val_start']}/{found['test_start']}; the run recorded "
-            f"{str(pinned['sha256'])[:12]}…, {pinned['val_start']}/{pinned['test_start']}): restore that data or pass --data DIR"
+            f"(sha256 {str(found['sha256'])[:12]}…, splits {found['val_start']}/{found['test_start']}; "
+            f"the run recorded {str(pinned['sha256'])[:12]}…, {pinned['val_start']}/{pinned['test_start']}): "
+            "restore that data or pass --data DIR"
         )
     return data
 
@@ -270,12 +270,12 @@ def load_run_data(run: RunDir, config: Mapping[str, Any], data_dir: Path | None 
 # -- the parts ---------------------------------------------------------------------------------------
 
 
-def failure_taxonomy(records: Sequence[Mapping[str, Any]]) -> Taxonomy:
+def failure_taxonomy(attempts: Sequence[Attempt]) -> Taxonomy:
     """Counts and shares by status (of all iterations) and by exception type (of failures; typeless ones by status)."""
-    total = len(records)
-    statuses = Counter(str(r.get("status")) for r in records)
-    failures = [r for r in records if r.get("status") != "ok"]
-    kinds = Counter(str(r.get("error_type") or _failure_label(r.get("status"))) for r in failures)
+    total = len(attempts)
+    statuses = Counter(a.status.value for a in attempts)
+    failures = [a for a in attempts if not a.ok]
+    kinds = Counter(a.error_type or a.status.label for a in failures)
     return Taxonomy(
         iterations=total,
         failures=len(failures),
@@ -285,13 +285,14 @@ def failure_taxonomy(records: Sequence[Mapping[str, Any]]) -> Taxonomy:
 
 
 def spend_of(
-    records: Sequence[Mapping[str, Any]],
+    attempts: Sequence[Attempt],
     journal: Sequence[Mapping[str, Any]],
     state: RunState | None,
     active: bool,
     policy: str = "model",
 ) -> Spend:
-    """Tokens and seconds of the committed iterations, plus model replies the journal saw whose iteration never committed.
+    """Tokens and seconds of the committed iterations, plus model replies the journal saw whose iteration never
+    committed.
 
     A reply is pending from its `model_reply` event until its iteration's `iteration_committed`; the iteration
     starting again (a redo after a kill) or the run no longer running means that reply was spent for nothing.
@@ -312,24 +313,23 @@ def spend_of(
     if not active:
         lost.extend(pending.values())
     lost_tokens = [(int(e.get("prompt_tokens") or 0), int(e.get("completion_tokens") or 0)) for e in lost]
-    calls = [r for r in records if "latency_s" in r and r.get("policy", policy) == "model"]
+    calls = sum(len(a.turns) for a in attempts) if policy == "model" else 0
     totals = state.totals if state else {}
     return Spend(
-        prompt_tokens=sum(int(r.get("prompt_tokens") or 0) for r in records) + sum(p for p, _ in lost_tokens),
-        completion_tokens=sum(int(r.get("completion_tokens") or 0) for r in records) + sum(c for _, c in lost_tokens),
-        model_calls=len(calls) + len(lost),
-        model_s=sum(float(r.get("latency_s") or 0.0) for r in records)
-        + sum(float(e.get("latency_s") or 0.0) for e in lost),
-        eval_s=sum(float(r.get("eval_s") or 0.0) for r in records),
+        prompt_tokens=sum(a.prompt_tokens for a in attempts) + sum(p for p, _ in lost_tokens),
+        completion_tokens=sum(a.completion_tokens for a in attempts) + sum(c for _, c in lost_tokens),
+        model_calls=calls + len(lost),
+        model_s=sum(a.latency_s for a in attempts) + sum(float(e.get("latency_s") or 0.0) for e in lost),
+        eval_s=sum(a.eval_s for a in attempts),
         wall_s=float(totals.get("wall_s") or 0.0),
         interrupted_calls=len(lost),
         interrupted_tokens=sum(p + c for p, c in lost_tokens),
-        usage_estimated=any(bool(r.get("usage_estimated")) for r in records),
+        usage_estimated=any(a.usage_estimated for a in attempts),
     )
 
 
 def overfitting_of(
-    records: Sequence[Mapping[str, Any]],
+    attempts: Sequence[Attempt],
     best: int | None,
     research: Mapping[int, Evaluation],
     holdout: Holdout,
@@ -337,8 +337,8 @@ def overfitting_of(
 ) -> Overfitting:
     """DSR, PSR, PBO and degradation for the best iteration (figures that cannot be computed are None, with a note)."""
     notes: list[str] = []
-    ok = [r for r in records if r.get("status") == "ok"]
-    sharpes = [s for r in ok if (s := _window(r, "val").get("sharpe")) is not None]
+    ok = [a for a in attempts if a.ok]
+    sharpes = [s for a in ok if (s := _window(a, "val").get("sharpe")) is not None]
     n_trials = len(ok)
     var = float(np.var(sharpes, ddof=1)) if len(sharpes) >= 2 else 0.0
     sharpe = skew = kurt = psr = dsr = emax = None
@@ -374,8 +374,7 @@ def overfitting_of(
 
     sharpe_path = cagr_path = None
     if best is not None:
-        record = records[best]
-        train, val = _window(record, "train"), _window(record, "val")
+        train, val = _window(attempts[best], "train"), _window(attempts[best], "val")
         test = holdout.evaluations.get(best)
         test_metrics = test.windows.get("test") if test is not None and test.ok else None
         if train.get("sharpe") is not None and val.get("sharpe") is not None:
@@ -423,8 +422,10 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 "dsr",
                 "Deflated Sharpe Ratio",
                 _num(o.dsr),
-                f"Probability that iteration {b}'s validation Sharpe of {_num(o.sharpe)} beats the {_num(o.expected_max_sharpe)} that the best "
-                f"of {o.n_trials} skill-less strategies would reach by luck (Sharpe variance across trials {_num(o.trials_sharpe_var, 3)}); "
+                f"Probability that iteration {b}'s validation Sharpe of {_num(o.sharpe)} beats the "
+                f"{_num(o.expected_max_sharpe)} that the best of {o.n_trials} skill-less strategies would reach by "
+                "luck "
+                f"(Sharpe variance across trials {_num(o.trials_sharpe_var, 3)}); "
                 f"at {_num(o.dsr)} the result {verdict} (0.95 is the usual bar).",
             )
         )
@@ -434,8 +435,8 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 "psr",
                 "Probabilistic Sharpe Ratio (vs 0)",
                 _num(o.psr),
-                f"Probability that iteration {b}'s true Sharpe is above zero, judged from {o.n_obs} daily validation returns "
-                f"(skew {_num(o.skew)}, kurtosis {_num(o.kurtosis, 1)}) as if it were the only strategy tried.",
+                f"Probability that iteration {b}'s true Sharpe is above zero, judged from {o.n_obs} daily validation "
+                f"returns (skew {_num(o.skew)}, kurtosis {_num(o.kurtosis, 1)}) as if it were the only strategy tried.",
             )
         )
     if o.pbo is not None:
@@ -444,8 +445,9 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 "pbo",
                 "Probability of backtest overfitting",
                 f"{o.pbo:.0%}",
-                f"Across 12,870 ways of splitting the {o.pbo_trials} ok trials' train+validation days into two halves, the best "
-                f"strategy of one half ranked in the bottom half of the other {o.pbo:.0%} of the time (50% is no better than picking at random)"
+                f"Across 12,870 ways of splitting the {o.pbo_trials} ok trials' train+validation days into two halves, "
+                f"the best strategy of one half ranked in the bottom half of the other {o.pbo:.0%} of the time "
+                "(50% is no better than picking at random)"
                 + ("." if o.pbo_oos_loss is None else f"; it lost money there in {o.pbo_oos_loss:.0%} of the splits."),
             )
         )
@@ -458,7 +460,8 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 "sharpe_path",
                 "Sharpe train → validation → test",
                 f"{_num(path.train)} → {_num(path.val)} → {test}",
-                f"Annualised Sharpe of iteration {b} in each window: {_num(path.val_minus_train)} from train to validation{change}; "
+                f"Annualised Sharpe of iteration {b} in each window: {_num(path.val_minus_train)} from train to "
+                f"validation{change}; "
                 "a fall on the untouched test window is the part of the validation score that was selection luck.",
             )
         )
@@ -469,8 +472,9 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 "holdout",
                 "Held-out test first revealed",
                 first.at,
-                f"The test window was first evaluated at {first.at} (iterations {', '.join(map(str, first.iterations))}) and has been "
-                f"looked at {len(holdout.reveals)} time(s); every look after the first is less of a surprise test.",
+                f"The test window was first evaluated at {first.at} "
+                f"(iterations {', '.join(map(str, first.iterations))}) and has been looked at {len(holdout.reveals)} "
+                "time(s); every look after the first is less of a surprise test.",
             )
         )
     return tuple(figures)
@@ -501,12 +505,11 @@ def build_report(
     change, and a look spent on it now would be the first look of a population that no longer exists.
     """
     from autotrade.research.config import RunSettings
-    from autotrade.research.loop import anonymization, eval_settings
 
     run.check()
     config = run.read_config()
     settings = RunSettings.from_dict(config["settings"])
-    state, records = _committed(run)
+    state, attempts = _committed(run)
     real = load_run_data(run, config, data_dir)
     view = anonymization(settings, state, real)
     data = view.apply(real) if view is not None else real  # evaluated as the run saw it; real dates shown
@@ -514,8 +517,8 @@ def build_report(
     research_index = data.research_frame().index
     ppy = periods_per_year(research_index)
 
-    blocks = {int(r["iteration"]): _block(run, r) for r in records}
-    ok = [int(r["iteration"]) for r in records if r.get("status") == "ok" and blocks.get(int(r["iteration"]))]
+    blocks = {a.iteration: _block(run, a) for a in attempts}
+    ok = [a.iteration for a in attempts if a.ok and blocks.get(a.iteration)]
     population = tuple(int(m["iteration"]) for m in state.population)
     best = state.best_iteration
     notes: list[str] = []
@@ -557,20 +560,20 @@ def build_report(
 
     rows = tuple(
         Row(
-            iteration=int(r["iteration"]),
-            parent=r.get("parent"),
-            status=str(r.get("status")),
-            error_type=r.get("error_type"),
-            message=" ".join(str(r.get("message") or "").split()),
-            train=_window(r, "train"),
-            val=_window(r, "val"),
-            objective=_float(r.get("objective")),
-            rank=population.index(int(r["iteration"])) + 1 if int(r["iteration"]) in population else None,
-            suspicious=tuple(str(w) for w in r.get("suspicious") or ()),
+            iteration=a.iteration,
+            parent=a.parent,
+            status=a.status.value,
+            error_type=a.error_type,
+            message=" ".join(a.message.split()),
+            train=_window(a, "train"),
+            val=_window(a, "val"),
+            objective=_float(a.objective),
+            rank=population.index(a.iteration) + 1 if a.iteration in population else None,
+            suspicious=a.suspicious,
         )
-        for r in records
+        for a in attempts
     )
-    overfitting = overfitting_of(records, best, research, seen, ppy)
+    overfitting = overfitting_of(attempts, best, research, seen, ppy)
     positions = {
         i: np.concatenate([e.curves[w].position.to_numpy() for w in ("train", "val")]) for i, e in research.items()
     }
@@ -623,16 +626,17 @@ def build_report(
         holdout=seen,
         overfitting=overfitting,
         figures=figures_of(overfitting, seen),
-        taxonomy=failure_taxonomy(records),
+        taxonomy=failure_taxonomy(attempts),
         diversity=diversity,
-        spend=spend_of(records, run.read_journal(), state, run.is_active(), run_policy(config)),
+        spend=spend_of(attempts, run.read_journal(), state, run.is_active(), run_policy(config)),
         curves=curves,
         notes=tuple(notes),
     )
 
 
 def summary(report: Report) -> dict[str, Any]:
-    """The report's headline figures as flat key → value (numbers unformatted): printed as `key: value`, kept in report.json."""
+    """The report's headline figures as flat key → value (numbers unformatted): printed as `key: value`, kept in
+    report.json."""
     o, t, d, s = report.overfitting, report.taxonomy, report.diversity, report.spend
     best = report.rows[report.best_iteration] if report.best_iteration is not None else None
     first = report.holdout.first
@@ -729,20 +733,20 @@ def summarize_run(run: RunDir) -> RunSummary:
     """A run's summary from config.json, state.json, its records, journal, holdout.json and report.json."""
     try:
         config = run.read_config()
-        state, records = _committed(run)
+        state, attempts = _committed(run)
         reveals: tuple[Reveal, ...] = read_reveals(run)
         journal, status = run.read_journal(), run.status()
     except AutotradeError as exc:
         return _damaged(run, str(exc))
     best = state.best_iteration
-    best_record = records[best] if best is not None and best < len(records) else {}
+    best_attempt = attempts[best] if best is not None and best < len(attempts) else None
     test_return = next((r.test_return(best) for r in reversed(reveals) if best is not None and best in r.test), None)
-    taxonomy = failure_taxonomy(records)
-    blocks = {int(r["iteration"]): _block(run, r) for r in records}
-    ok = [int(r["iteration"]) for r in records if r.get("status") == "ok"]
+    taxonomy = failure_taxonomy(attempts)
+    blocks = {a.iteration: _block(run, a) for a in attempts}
+    ok = [a.iteration for a in attempts if a.ok]
     diversity = measure_diversity(blocks, ok, [], {})
-    spend = spend_of(records, journal, state, run.is_active(), run_policy(config))
-    saved = _saved_summary(run, len(records))
+    spend = spend_of(attempts, journal, state, run.is_active(), run_policy(config))
+    saved = _saved_summary(run, len(attempts))
     top = taxonomy.by_error[0] if taxonomy.by_error else None
     return RunSummary(
         name=run.name,
@@ -754,12 +758,12 @@ def summarize_run(run: RunDir) -> RunSummary:
         state=str(status),
         stop_reason=state.stop_reason,
         data_sha256=(config.get("data") or {}).get("sha256"),
-        iterations=len(records),
+        iterations=len(attempts),
         ok=len(ok),
         best_iteration=best,
-        best_val_return=_float(best_record.get("val_return")),
-        best_val_sharpe=_window(best_record, "val").get("sharpe") if best_record else None,
-        best_objective=_float(best_record.get("objective")),
+        best_val_return=_float(best_attempt.val_return) if best_attempt else None,
+        best_val_sharpe=_window(best_attempt, "val").get("sharpe") if best_attempt else None,
+        best_objective=_float(best_attempt.objective) if best_attempt else None,
         test_return=test_return,
         test_revealed_at=reveals[0].at if reveals else None,
         top_failure=f"{top.label} {top.share:.0%}" if top else None,
@@ -818,11 +822,3 @@ def _damaged(run: RunDir, problem: str) -> RunSummary:
         pbo=None,
         problem=problem,
     )
-
-
-def _failure_label(status: Any) -> str:
-    """The taxonomy's name for a recorded status (the raw value when it is none of ours)."""
-    try:
-        return Status(status).label
-    except ValueError:
-        return str(status)

@@ -8,11 +8,11 @@ deterministically to one line each.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from autotrade.fmt import pct
+from autotrade.propose.prompts import first_line, percent
+from autotrade.research.attempt import Attempt
 
 HEADER = "# Learnings\n\nOne entry per iteration: the model's hypothesis, then the harness's actual results.\n"
 TITLE_CHARS = 100  # a compacted line keeps this much of the hypothesis title
@@ -32,17 +32,17 @@ class Lesson:
     message: str = ""
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Lesson:
-        """Build from an iter_<i>_results.json record."""
+    def from_attempt(cls, attempt: Attempt) -> Lesson:
+        """What a committed attempt taught."""
         return cls(
-            iteration=int(record["iteration"]),
-            parent=record.get("parent"),
-            status=str(record.get("status", "")),
-            hypothesis=str(record.get("hypothesis") or "").strip(),
-            train_return=record.get("train_return"),
-            val_return=record.get("val_return"),
-            entered=bool(record.get("entered_population")),
-            message=str(record.get("message") or ""),
+            iteration=attempt.iteration,
+            parent=attempt.parent,
+            status=attempt.status,
+            hypothesis=attempt.hypothesis.strip(),
+            train_return=attempt.train_return,
+            val_return=attempt.val_return,
+            entered=attempt.entered_population,
+            message=attempt.message,
         )
 
     @property
@@ -55,11 +55,6 @@ class Lesson:
         return "(no hypothesis)" if self.iteration else "baseline"
 
 
-def percent(value: float | None) -> str:
-    """A fraction as a signed percentage with two decimals; 'n/a' when missing (the model reads these lines)."""
-    return pct(value, missing="n/a")
-
-
 def system_line(lesson: Lesson) -> str:
     """The harness's line of actual results for one iteration."""
     parts = [f"status {lesson.status}"]
@@ -69,12 +64,6 @@ def system_line(lesson: Lesson) -> str:
         parts.append(first_line(lesson.message, 200))
     parts.append("entered the population" if lesson.entered else "did not enter the population")
     return "SYSTEM: " + "; ".join(parts)
-
-
-def first_line(text: str, limit: int) -> str:
-    """The first non-empty line of text, at most limit characters."""
-    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def entry(lesson: Lesson) -> str:

@@ -33,8 +33,7 @@ from autotrade.candidate import (
     runnable_source,
     splice_block,
 )
-from autotrade.data import Anonymization, PreparedData, load_prepared
-from autotrade.engine.backtest import BacktestSettings, Fill
+from autotrade.data import PreparedData, load_prepared
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import (
     CandidateError,
@@ -45,7 +44,7 @@ from autotrade.errors import (
     StorageError,
     UnsafeCodeError,
 )
-from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
+from autotrade.evaluation.evaluate import Evaluation, evaluate_block, finish_gate
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, OBJECTIVES, format_score
 from autotrade.evaluation.score import score_evaluation
 from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings, display_url, preflight
@@ -60,13 +59,26 @@ from autotrade.propose.prompts import (
     engine_rules,
     sample_rows,
 )
-from autotrade.propose.reply import parse_reply
+from autotrade.propose.reply import ParsedReply, parse_reply
+from autotrade.research.attempt import Attempt, Turn
 from autotrade.research.config import RunSettings, public_model_config
 from autotrade.research.learnings import Lesson, for_prompt, render_file
 from autotrade.research.population import Population, choose_parent, record_outcome, rng_from_state, rng_state
-from autotrade.research.rundir import RunDir, RunState, RunStatus, check_name, default_name, evaluation_rules, now_iso
+from autotrade.research.rundir import (
+    RunDir,
+    RunState,
+    RunStatus,
+    anonymization,
+    check_name,
+    data_identity,
+    default_name,
+    eval_settings,
+    evaluation_rules,
+    now_iso,
+)
 from autotrade.sandbox.pool import SandboxPool
 from autotrade.sandbox.vet import vet_block
+from autotrade.status import Status
 
 
 class StopReason(StrEnum):
@@ -104,7 +116,7 @@ class RunResult:
     stop_reason: str | None
     message: str  # why, in one line (the endpoint's error for endpoint_error)
     iterations: int  # committed iterations
-    population: list[dict[str, Any]]  # records of the members, best first
+    population: list[Attempt]  # the members, best first
     objective: str
     already_finished: bool = False  # resume found nothing to do
 
@@ -118,7 +130,7 @@ class Reporter(Protocol):
     def phase(self, iteration: int, text: str) -> None:
         """The current iteration entered a phase ('asking the model', 'evaluating')."""
 
-    def iteration(self, record: Mapping[str, Any], standing: Standing) -> None:
+    def iteration(self, attempt: Attempt, standing: Standing) -> None:
         """One iteration committed."""
 
     def note(self, line: str) -> None:
@@ -131,36 +143,9 @@ class Reporter(Protocol):
         """The loop stopped (finished, interrupted or endpoint error)."""
 
 
-def data_identity(data: PreparedData) -> dict[str, Any]:
-    """What pins the data of a run: the full CSV's sha256 and the split dates."""
-    return {
-        "sha256": str(data.meta.get("sha256")),
-        "val_start": str(data.splits.val_start.date()),
-        "test_start": str(data.splits.test_start.date()),
-    }
-
-
-def eval_settings(settings: RunSettings, state: RunState | None = None) -> EvalSettings:
-    """The evaluation settings a run pins: its settings, and its state's gate secret (the seed for older runs)."""
-    secret = state.gate_secret if state is not None and state.gate_secret is not None else settings.seed
-    return EvalSettings(
-        backtest=BacktestSettings(fill=Fill(settings.fill), cost_bps=settings.cost_bps),
-        timeout_s=settings.eval_timeout,
-        gate_secret=secret,
-    )
-
-
-def anonymization(settings: RunSettings, state: RunState | None, data: PreparedData) -> Anonymization | None:
-    """How an `--anonymize` run shows its data (from the run's private secret); None for a run that does not."""
-    if not settings.anonymize:
-        return None
-    secret = state.gate_secret if state is not None and state.gate_secret is not None else settings.seed
-    return Anonymization.from_secret(secret, data.frame.index[-1])
-
-
-def window_return(evaluation_record: Mapping[str, Any], window: str) -> float | None:
-    """A window's total return from a results record, or None."""
-    value = (evaluation_record.get("windows") or {}).get(window, {}).get("total_return")
+def window_return(windows: Mapping[str, Mapping[str, float | None]], window: str) -> float | None:
+    """A window's total return from JSON-safe window metrics, or None."""
+    value = windows.get(window, {}).get("total_return")
     return None if value is None else float(value)
 
 
@@ -176,13 +161,13 @@ def render_proposal(
     prompts: PromptFiles,
     settings: RunSettings,
     research_frame: Any,
-    records: list[dict[str, Any]],
-    members: list[dict[str, Any]],
+    attempts: list[Attempt],
+    members: list[Attempt],
     iteration: int,
     parent: int,
     parent_block: str,
 ) -> str:
-    """The prompt of one proposal from the committed records (never test-window data)."""
+    """The prompt of one proposal from the committed attempts (never test-window data)."""
     objective = settings.objective
     context = PromptContext(
         iteration=str(iteration),
@@ -195,8 +180,8 @@ def render_proposal(
         parent_iteration=str(parent),
         parent_code=parent_block.strip("\n"),
         population=describe_population(members, objective, lambda value: format_score(objective, value, "n/a")),
-        last_outcome=describe_outcome(records[-1] if records else None),
-        learnings=for_prompt([Lesson.from_record(r) for r in records], settings.learnings_budget) or "(none yet)",
+        last_outcome=describe_outcome(attempts[-1] if attempts else None),
+        learnings=for_prompt([Lesson.from_attempt(a) for a in attempts], settings.learnings_budget) or "(none yet)",
     )
     return build_prompt(prompts, context)
 
@@ -274,7 +259,7 @@ class Research:
 
     def block_of(self, iteration: int) -> str:
         """The agent block a committed iteration evaluated (the start block for iteration 0 or none)."""
-        block = self.records[iteration].get("block") if iteration < len(self.records) else None
+        block = self.records[iteration].block if iteration < len(self.records) else None
         return block or self.start_block
 
     def prompt_for(self, iteration: int, parent: int) -> str:
@@ -300,31 +285,31 @@ class Research:
             self.run.journal("discarded_uncommitted", files=removed, next_iteration=self.state.next_iteration)
             self.reporter.note(f"iteration {self.state.next_iteration} was interrupted before it committed: {redo}")
         logged = {e.get("iteration") for e in self.run.read_journal() if e.get("event") == "iteration_committed"}
-        for record in self.records:
-            if record["iteration"] not in logged:
-                self.journal_commit(record, recovered=True)
+        for attempt in self.records:
+            if attempt.iteration not in logged:
+                self.journal_commit(attempt, recovered=True)
         self.secure_legacy_files()
         self.write_derived(self.population)
 
-    def journal_commit(self, record: Mapping[str, Any], recovered: bool = False) -> None:
+    def journal_commit(self, attempt: Attempt, recovered: bool = False) -> None:
         """The journal's line for a committed iteration (`recovered` when written on resume)."""
         self.run.journal(
             "iteration_committed",
-            iteration=record["iteration"],
-            status=record["status"],
-            objective=record["objective"],
-            entered=record["entered_population"],
-            fail_streak=record["fail_streak"],
+            iteration=attempt.iteration,
+            status=attempt.status.value,
+            objective=attempt.objective,
+            entered=attempt.entered_population,
+            fail_streak=attempt.fail_streak,
             **({"recovered": True} if recovered else {}),
         )
 
     def write_derived(self, population: Population) -> None:
-        """learnings.md, best_trade.py and trade.py, re-rendered from the records (idempotent)."""
-        self.run.write_text(self.run.learnings_path, render_file(Lesson.from_record(r) for r in self.records))
+        """learnings.md, best_trade.py and trade.py, re-rendered from the attempts (idempotent)."""
+        self.run.write_text(self.run.learnings_path, render_file(Lesson.from_attempt(a) for a in self.records))
         best = population.best
         if best is not None:
             self.write_py(self.run.best_path, self.block_of(best.iteration))
-        for block in [*(r["block"] for r in reversed(self.records) if r.get("block")), self.start_block]:
+        for block in [*(a.block for a in reversed(self.records) if a.block), self.start_block]:
             if self.write_py(self.run.trade_path, block):  # the latest attempt that vets
                 break
 
@@ -348,13 +333,13 @@ class Research:
 
     def secure_legacy_files(self) -> None:
         """Rewrite iter_<i>_trade.py files an older version wrote without the sandbox guard (or for rejected blocks)."""
-        for record in self.records:
-            path = self.run.iter_path(record["iteration"], "trade.py")
-            block = record.get("block")
+        for attempt in self.records:
+            path = self.run.iter_path(attempt.iteration, "trade.py")
+            block = attempt.block
             if not block or not path.is_file() or is_guarded(path.read_text(encoding="utf-8", errors="replace")):
                 continue
             path.unlink()
-            self.write_attempt(record["iteration"], block)
+            self.write_attempt(attempt.iteration, block)
 
     def commit(self, state: RunState) -> None:
         """Write state.json (the commit point), adding this session's wall time."""
@@ -370,8 +355,10 @@ class Research:
         return score(self.settings.objective, evaluation, self.research.index, self.settings.robust_k)
 
     # -- one iteration -------------------------------------------------------------------------
-    def ask(self, iteration: int, parent: int, rng: random.Random) -> tuple[str | None, dict[str, Any]]:
-        """Ask the proposer for a proposal; return (block or None, record fields). EndpointError propagates."""
+    def ask(self, iteration: int, parent: int, rng: random.Random) -> tuple[Turn, ParsedReply | ReplyError]:
+        """Ask the proposer for a proposal; return the model call and its reply parsed, or why it did not parse.
+
+        EndpointError propagates."""
         prompt = self.prompt_for(iteration, parent)
         if self.proposer is None:
             self.proposer = POLICIES.get(self.settings.policy).proposer(self.model, on_wait=self.endpoint_wait)
@@ -379,35 +366,31 @@ class Research:
         request = ProposalRequest(iteration, parent, self.block_of(parent), prompt, rng)
         proposal = self.proposer.propose(request)
         self.run.write_text(self.run.iter_path(iteration, "response.md"), proposal.text)
-        fields: dict[str, Any] = {
-            "model": proposal.model,
-            "finish_reason": proposal.finish_reason,
-            "prompt_tokens": proposal.prompt_tokens,
-            "completion_tokens": proposal.completion_tokens,
-            "usage_estimated": proposal.usage_estimated,
-            "latency_s": round(proposal.latency_s, 3),
-            "prompt_chars": len(prompt),
-            "reply_chars": len(proposal.text),
-            "reasoning_chars": len(proposal.reasoning),
-            "deadline_hits": proposal.deadline_hits,
-        }
+        turn = Turn(
+            model=proposal.model,
+            finish_reason=proposal.finish_reason,
+            prompt_tokens=proposal.prompt_tokens,
+            completion_tokens=proposal.completion_tokens,
+            usage_estimated=proposal.usage_estimated,
+            latency_s=round(proposal.latency_s, 3),
+            prompt_chars=len(prompt),
+            reply_chars=len(proposal.text),
+            reasoning_chars=len(proposal.reasoning),
+            deadline_hits=proposal.deadline_hits,
+        )
         self.run.journal(
             "model_reply",
             iteration=iteration,
             finish_reason=proposal.finish_reason,
             prompt_tokens=proposal.prompt_tokens,
             completion_tokens=proposal.completion_tokens,
-            latency_s=fields["latency_s"],
+            latency_s=turn.latency_s,
         )
         try:
             parsed = parse_reply(proposal.text, request.parent_block, proposal.finish_reason)
         except ReplyError as exc:
-            fields.update(status=exc.status, message=str(exc))
-            return None, fields
-        fields["hypothesis"] = parsed.learnings
-        fields["reply_source"] = parsed.source
-        fields["kept_from_parent"] = list(parsed.kept_from_parent)
-        return parsed.block, fields
+            return turn, exc
+        return replace(turn, reply_source=parsed.source, kept_from_parent=parsed.kept_from_parent), parsed
 
     def endpoint_wait(self, wait: EndpointWait) -> None:
         """Journal a wait for the endpoint (the morning after shows how long the server was away) and show it."""
@@ -421,27 +404,30 @@ class Research:
         )
         self.reporter.waiting(wait)
 
-    def iterate(self) -> dict[str, Any]:
-        """Run and commit the next iteration; return its record."""
+    def iterate(self) -> Attempt:
+        """Run and commit the next iteration; return its attempt."""
         i = self.state.next_iteration
         parent = None if i == 0 else (self.state.next_parent if self.state.next_parent is not None else 0)
         started_at = now_iso()
         self.run.journal("iteration_started", iteration=i, parent=parent)
-        fields: dict[str, Any] = {}
         # One seeded stream for the proposer's draws and then the reversion; committed with the state, so a redone
         # iteration proposes the same candidate. The model policy draws nothing from it.
         rng = rng_from_state(self.state.rng)
+        turns: tuple[Turn, ...] = ()
+        hypothesis = ""
         if parent is None:
+            reply: ParsedReply | ReplyError | None = None
             block: str | None = self.start_block
         else:
-            block, fields = self.ask(i, parent, rng)
-        record: dict[str, Any] = {
-            "iteration": i,
-            "parent": parent,
-            "policy": self.settings.policy,
-            "evaluated_with": self.rules,
-        }
-        if block is not None:
+            turn, reply = self.ask(i, parent, rng)
+            turns = (turn,)
+            block = reply.block if isinstance(reply, ParsedReply) else None
+            hypothesis = reply.learnings if isinstance(reply, ParsedReply) else ""
+        if isinstance(reply, ReplyError):
+            evaluation = Evaluation(status=Status(reply.status), message=str(reply))
+            value, eval_s = None, 0.0
+        else:
+            assert block is not None
             self.write_attempt(i, block)
             self.reporter.phase(i, "evaluating")
             mark = time.monotonic()
@@ -451,36 +437,48 @@ class Research:
                 # No unchecked cut enters the population.
                 evaluation = finish_gate(evaluation, block, self.data, self.eval, ("train", "val"), self.pool)
                 value = self.score_of(evaluation)
-            record.update(evaluation.to_record())
-            record["eval_s"] = round(time.monotonic() - mark, 3)
-            record["block"] = block
-        else:
-            value = None
-            record.update(status=fields.pop("status"), message=fields.pop("message"), error_type=None, traceback="")
-            record.update(windows={}, columns=[], timings={}, eval_s=0.0, block=None)
+            eval_s = round(time.monotonic() - mark, 3)
         step = record_outcome(self.population, self.state.fail_streak, i, value)
         next_parent = choose_parent(step.population, i, step.entered, rng)
-        record.update(
-            train_return=window_return(record, "train"),
-            val_return=window_return(record, "val"),
+        figures = evaluation.to_record()  # JSON-safe: a non-finite metric is None, timings rounded
+        attempt = Attempt(
+            iteration=i,
+            parent=parent,
+            policy=self.settings.policy,
+            evaluated_with=self.rules,
+            status=evaluation.status,
+            message=evaluation.message,
+            error_type=evaluation.error_type,
+            traceback=evaluation.traceback,
+            windows=figures["windows"],
+            columns=evaluation.columns,
+            warnings=evaluation.warnings,
+            suspicious=evaluation.suspicious,
+            deferred_cuts=len(evaluation.deferred_cuts),
+            output=evaluation.output,
+            timings=figures["timings"],
+            eval_s=eval_s,
+            block=block,
+            train_return=window_return(figures["windows"], "train"),
+            val_return=window_return(figures["windows"], "val"),
             objective_name=self.settings.objective,
             objective=value,
             entered_population=step.entered,
-            population=step.population.iterations,
+            population=tuple(step.population.iterations),
             fail_streak=step.fail_streak,
             next_parent=next_parent,
-            hypothesis=fields.pop("hypothesis", ""),
-            **fields,
+            hypothesis=hypothesis,
+            turns=turns,
             started_at=started_at,
             finished_at=now_iso(),
         )
-        self.run.write_json(self.run.iter_path(i, "results.json"), record)
-        self.records.append(record)
+        self.run.write_record(attempt)
+        self.records.append(attempt)
         totals = dict(self.state.totals)
-        for key in ("prompt_tokens", "completion_tokens"):
-            totals[key] = totals.get(key, 0) + int(record.get(key) or 0)
-        totals["model_s"] = totals.get("model_s", 0.0) + float(record.get("latency_s") or 0.0)
-        totals["eval_s"] = totals.get("eval_s", 0.0) + float(record["eval_s"])
+        totals["prompt_tokens"] = totals.get("prompt_tokens", 0) + attempt.prompt_tokens
+        totals["completion_tokens"] = totals.get("completion_tokens", 0) + attempt.completion_tokens
+        totals["model_s"] = totals.get("model_s", 0.0) + attempt.latency_s
+        totals["eval_s"] = totals.get("eval_s", 0.0) + attempt.eval_s
         new_state = replace(
             self.state,
             next_iteration=i + 1,
@@ -493,8 +491,8 @@ class Research:
         )
         self.write_derived(step.population)
         self.commit(new_state)
-        self.journal_commit(record)
-        return record
+        self.journal_commit(attempt)
+        return attempt
 
     # -- the session ---------------------------------------------------------------------------
     def stop_reason(self) -> str | None:
@@ -550,8 +548,8 @@ class Research:
             self.reporter.begin(self.run, self.settings, self.config["model"], self.standing())
             try:
                 while (reason := self.stop_reason()) is None:
-                    record = self.iterate()
-                    self.reporter.iteration(record, self.standing())
+                    attempt = self.iterate()
+                    self.reporter.iteration(attempt, self.standing())
             except KeyboardInterrupt:
                 return self.stop(StopReason.INTERRUPTED, "interrupted")
             except EndpointError as exc:
@@ -697,7 +695,8 @@ def pinned_model(
     timeout_s: float | None,
     patience_s: float | None = None,
 ) -> ModelSettings:
-    """The endpoint settings a run recorded, with the key (and the patience) from the environment and an optional new URL."""
+    """The endpoint settings a run recorded, with the key (and the patience) from the environment and an optional
+    new URL."""
     recorded = config["model"]
     patience = (
         {} if patience_s is None else {"patience_s": patience_s}
@@ -722,11 +721,24 @@ def resume_run(
     base_url: str | None = None,
     timeout_s: float | None = None,
     patience_s: float | None = None,
+    max_iter: int | None = None,
 ) -> RunResult:
-    """Continue a run exactly where its last commit left it; a finished run just says so."""
+    """Continue a run exactly where its last commit left it; a finished run just says so.
+
+    `max_iter` raises the run's iteration limit (never an evaluation rule), so a run that reached it goes on.
+    """
     run.check()
     config = run.read_config()
     settings = RunSettings.from_dict(config["settings"])
+    raised = max_iter is not None and max_iter != settings.max_iter
+    if max_iter is not None and max_iter < settings.max_iter:
+        raise ConfigError(
+            f"--max-iter {max_iter}: run {run.name!r} already runs to {settings.max_iter} iterations; "
+            "it can only be raised"
+        )
+    if raised:
+        settings = replace(settings, max_iter=max_iter)
+        config = {**config, "settings": settings.to_dict()}
     if base_url and not uses_model(settings):
         raise ConfigError(f"run {run.name!r} uses the {settings.policy} policy: it has no endpoint to move")
     data = load_prepared(Path(settings.data_dir))
@@ -743,17 +755,20 @@ def resume_run(
     if moved:
         config = {**config, "model": {**config["model"], "base_url": moved}}
     research = Research(run, config, model, data, reporter)
-    if research.state.status == RunStatus.FINISHED:
+    if research.state.status == RunStatus.FINISHED and research.stop_reason() is not None:
         result = research.result(RunStatus.FINISHED, research.state.stop_reason, already=True)
         reporter.end(result)
         return result
     if research.model is not None and research.stop_reason() is None and settings.max_iter > 1:
         chars = estimate_prompt_chars(research.prompts, settings, research.research, research.start_block)
         research.model = check_endpoint(research.model, chars, reporter)
-    if moved:
-        # Recorded once the new endpoint answered, so the run's own lines and every later resume use it.
+    if moved or raised:
+        # Recorded once the new endpoint answered, so the run's own lines and every later resume use them.
         run.write_json(run.config_path, config)
+    if moved:
         run.journal("endpoint_moved", base_url=moved)
+    if raised:
+        run.journal("max_iter_raised", max_iter=settings.max_iter)
     with SandboxPool() as pool:  # one fork server: the layer probe and every evaluation of this session
         run.journal("resumed", next_iteration=research.state.next_iteration, sandbox=sandbox_layers(reporter, pool))
         return research.drive(pool)

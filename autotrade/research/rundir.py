@@ -28,8 +28,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from autotrade.data import Anonymization, PreparedData
+from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.errors import AutotradeError, ConfigError
+from autotrade.evaluation.evaluate import EvalSettings
 from autotrade.fileio import append_line, atomic_write_json, atomic_write_text, json_safe, write_error
+from autotrade.research.attempt import Attempt
 from autotrade.research.config import RunSettings
 from autotrade.research.population import rng_from_state
 from autotrade.shapes import Kinds, check_object, describe, expect, schema_of
@@ -76,30 +80,6 @@ CONFIG_SECTIONS: dict[str, dict[str, Kinds]] = {
         "research_bars": (int,),
     },
     "prompts": {"program": (str,), "template": (str,), "sources": (list,)},
-}
-# A results record: the fields the loop, the report and `runs` compute with.
-RECORD_SCHEMA: dict[str, Kinds] = {
-    "iteration": (int,),
-    "parent": (int, _NULL),
-    "status": (str,),
-    "message": (str, _NULL),
-    "error_type": (str, _NULL),
-    "windows": (dict,),
-    "block": (str, _NULL),
-    "objective": (float, _NULL),
-    "train_return": (float, _NULL),
-    "val_return": (float, _NULL),
-    "entered_population": (bool,),
-    "population": (list,),
-    "fail_streak": (int,),
-    "next_parent": (int, _NULL),
-    "hypothesis": (str, _NULL),
-    "suspicious": (list,),
-    "prompt_tokens": (int, _NULL),
-    "completion_tokens": (int, _NULL),
-    "latency_s": (float, _NULL),
-    "eval_s": (float, _NULL),
-    "evaluated_with": (dict,),
 }
 
 
@@ -174,6 +154,33 @@ class RunState:
 def evaluation_rules(settings: RunSettings, data: dict[str, Any]) -> dict[str, Any]:
     """The rules an iteration is evaluated under: the settings above and config.json's data identity."""
     return {**{k: getattr(settings, k) for k in EVALUATION_SETTINGS}, **{k: data.get(k) for k in EVALUATION_DATA}}
+
+
+def data_identity(data: PreparedData) -> dict[str, Any]:
+    """What pins the data of a run: the full CSV's sha256 and the split dates."""
+    return {
+        "sha256": str(data.meta.get("sha256")),
+        "val_start": str(data.splits.val_start.date()),
+        "test_start": str(data.splits.test_start.date()),
+    }
+
+
+def eval_settings(settings: RunSettings, state: RunState | None = None) -> EvalSettings:
+    """The evaluation settings a run pins: its settings, and its state's gate secret (the seed for older runs)."""
+    secret = state.gate_secret if state is not None and state.gate_secret is not None else settings.seed
+    return EvalSettings(
+        backtest=BacktestSettings(fill=Fill(settings.fill), cost_bps=settings.cost_bps),
+        timeout_s=settings.eval_timeout,
+        gate_secret=secret,
+    )
+
+
+def anonymization(settings: RunSettings, state: RunState | None, data: PreparedData) -> Anonymization | None:
+    """How an `--anonymize` run shows its data (from the run's private secret); None for a run that does not."""
+    if not settings.anonymize:
+        return None
+    secret = state.gate_secret if state is not None and state.gate_secret is not None else settings.seed
+    return Anonymization.from_secret(secret, data.frame.index[-1])
 
 
 def now_iso() -> str:
@@ -378,9 +385,10 @@ class RunDir:
         # Not rebuilt from the records: state.json alone holds the run's private gate secret (the look-ahead
         # gate's cuts and an --anonymize run's view of the data) and the random stream, which no record keeps.
         raise ConfigError(
-            f"{self.state_path} is missing, though {len(done)} iterations ({done[0]}-{done[-1]}) have results: it is the run's "
-            f"commit point and alone holds its private gate secret, so the run cannot go on without it; restore it from a "
-            f"backup, or start a new run from the best so far with `autotrade run --from {self.best_path}`"
+            f"{self.state_path} is missing, though {len(done)} iterations ({done[0]}-{done[-1]}) have results: "
+            f"it is the run's commit point and alone holds its private gate secret, so the run cannot go on without "
+            f"it; restore it from a backup, or start a new run from the best so far with "
+            f"`autotrade run --from {self.best_path}`"
         )
 
     def check(self) -> None:
@@ -392,17 +400,19 @@ class RunDir:
         self.check_commit_point(state.next_iteration)
         self._check_rules(evaluation_rules(RunSettings.from_dict(config["settings"]), config["data"]), records)
 
-    def _check_rules(self, rules: dict[str, Any], records: list[dict[str, Any]]) -> None:
-        """ConfigError naming the config.json key whose value differs from the one committed iterations were evaluated with."""
-        for record in records:
-            recorded = record.get("evaluated_with") or {}  # absent in records of older versions
+    def _check_rules(self, rules: dict[str, Any], attempts: list[Attempt]) -> None:
+        """ConfigError naming the config.json key whose value differs from the one committed iterations were
+        evaluated with."""
+        for attempt in attempts:
+            recorded = attempt.evaluated_with  # empty in records of older versions
             for key, value in rules.items():
                 if key in recorded and recorded[key] != value:
                     section = "settings" if key in EVALUATION_SETTINGS else "data"
                     raise ConfigError(
-                        f"{self.config_path}: {section}.{key} is {describe(value)}, but iteration {record['iteration']} was "
-                        f"evaluated with {describe(recorded[key])}: a run's evaluation rules cannot change; restore the value, "
-                        f"or start a new run from the best so far with `autotrade run --from {self.best_path}`"
+                        f"{self.config_path}: {section}.{key} is {describe(value)}, but iteration {attempt.iteration} "
+                        f"was evaluated with {describe(recorded[key])}: a run's evaluation rules cannot change; "
+                        f"restore the value, or start a new run from the best so far with "
+                        f"`autotrade run --from {self.best_path}`"
                     )
 
     def problem(self) -> str | None:
@@ -417,23 +427,22 @@ class RunDir:
         """Commit: write state.json atomically (always the last write of an iteration)."""
         self.write_json(self.state_path, state.to_dict())
 
-    def read_record(self, iteration: int) -> dict[str, Any]:
-        """One committed iteration's results record, checked."""
+    def read_record(self, iteration: int) -> Attempt:
+        """One committed iteration's attempt, checked: ConfigError naming the file and the key a hand edit broke."""
         path = self.iter_path(iteration, "results.json")
         if not path.exists():
             raise ConfigError(f"{path}: missing, though state.json counts iteration {iteration} as committed")
-        record = check_object(self.read_json(path), RECORD_SCHEMA, path)
-        for key in ("iteration", "status"):
-            if key not in record:
-                raise ConfigError(f"{path}: {key} is missing")
-        if record["iteration"] != iteration:
-            raise ConfigError(f"{path}: iteration is {record['iteration']}, not {iteration}")
-        for window, metrics in record.get("windows", {}).items():
-            check_object(metrics, {}, path, f"windows.{window}.")
-        return record
+        attempt = Attempt.from_json(self.read_json(path), path)
+        if attempt.iteration != iteration:
+            raise ConfigError(f"{path}: iteration is {attempt.iteration}, not {iteration}")
+        return attempt
 
-    def records(self, below: int) -> list[dict[str, Any]]:
-        """Records of the committed iterations 0..below-1, in order."""
+    def write_record(self, attempt: Attempt) -> None:
+        """Write an iteration's iter_<i>_results.json (atomically)."""
+        self.write_json(self.iter_path(attempt.iteration, "results.json"), attempt.to_json())
+
+    def records(self, below: int) -> list[Attempt]:
+        """Attempts of the committed iterations 0..below-1, in order."""
         return [self.read_record(i) for i in range(below)]
 
     def iteration_files(self) -> list[tuple[int, Path]]:
@@ -456,9 +465,9 @@ class RunDir:
         )
         if beyond:
             raise ConfigError(
-                f"{self.state_path}: next_iteration is {next_iteration}, but iterations {beyond[0]}-{beyond[-1]} exist and were "
-                f"committed: state.json was edited or restored from an older copy; nothing was deleted: restore the "
-                f"state.json that goes with them (next_iteration {beyond[-1] + 1})"
+                f"{self.state_path}: next_iteration is {next_iteration}, but iterations {beyond[0]}-{beyond[-1]} "
+                f"exist and were committed: state.json was edited or restored from an older copy; nothing was deleted: "
+                f"restore the state.json that goes with them (next_iteration {beyond[-1] + 1})"
             )
 
     def discard_uncommitted(self, next_iteration: int) -> list[str]:

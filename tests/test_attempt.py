@@ -1,0 +1,82 @@
+"""An iteration's Attempt: iter_<i>_results.json typed, its JSON form the file's keys, values and order."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from legacy_run import FIXTURE, fixture_records
+
+from autotrade.errors import ConfigError
+from autotrade.research.attempt import Attempt, Turn
+from autotrade.research.rundir import RunDir
+from autotrade.status import Status
+
+
+@pytest.mark.parametrize("raw", fixture_records(), ids=lambda raw: f"iter_{raw['iteration']}_{raw['status']}")
+def test_every_record_an_older_version_wrote_round_trips_key_for_key_in_order(raw: dict) -> None:
+    again = Attempt.from_json(raw).to_json()
+    assert again == raw
+    assert list(again) == list(raw)  # the file looks the same to a user reading it
+    assert json.dumps(again) == json.dumps(raw)
+
+
+def test_the_old_records_read_as_typed_attempts_with_their_model_call_as_a_turn() -> None:
+    baseline, unparsed, ok, leak, rejected, crashed = (Attempt.from_json(raw) for raw in fixture_records())
+    assert baseline.turns == () and baseline.parent is None and baseline.ok and baseline.entered_population
+    assert baseline.population == (0,) and baseline.metric("val", "total_return") == baseline.val_return
+    assert unparsed.status is Status.PARSE_ERROR and unparsed.block is None
+    assert unparsed.turns == (Turn("test-model", "stop", 100, 50, False, 0.101, 6148, 13, 0, 0),)
+    assert ok.turns[0].reply_source == "python-block" and ok.population == (0, 2)
+    assert (leak.status, rejected.status, crashed.status) == (Status.LOOKAHEAD, Status.REJECTED, Status.RUNTIME_ERROR)
+    assert crashed.error_type == "KeyError" and "Nope" in crashed.message and crashed.traceback
+    assert (crashed.prompt_tokens, crashed.completion_tokens, crashed.latency_s) == (100, 50, 0.005)
+
+
+def test_a_proposal_that_never_parsed_writes_neither_evaluation_nor_reply_keys() -> None:
+    unparsed = Attempt.from_json(fixture_records()[1]).to_json()
+    assert not {"warnings", "suspicious", "deferred_cuts", "output", "reply_source", "kept_from_parent"} & set(unparsed)
+    assert {"prompt_tokens", "latency_s", "deadline_hits"} <= set(unparsed)
+
+
+def test_an_attempt_of_several_turns_has_no_results_file_form_yet() -> None:
+    attempt = Attempt.from_json(fixture_records()[2])
+    with pytest.raises(ValueError, match="at most one model turn"):
+        replace(attempt, turns=attempt.turns * 2).to_json()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("objective", "high", 'objective is "high", not a number or null'),
+        ("population", {"0": 1}, 'population is {"0": 1}, not a list'),
+        ("status", "great", 'status is "great", not one of ok, empty'),
+        ("prompt_tokens", "100", 'prompt_tokens is "100", not a whole number'),
+        ("windows", {"val": 3}, "windows.val is 3, not an object"),
+    ],
+)
+def test_a_hand_edited_results_file_is_one_line_naming_the_file_and_the_key(
+    tmp_path: Path, key: str, value: object, said: str
+) -> None:
+    run = tmp_path / "legacy"
+    run.mkdir()
+    record = {**fixture_records()[2], key: value}
+    (run / "iter_2_results.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError) as caught:
+        RunDir(run).read_record(2)
+    message = str(caught.value)
+    assert message.startswith(f"{run / 'iter_2_results.json'}: ") and said in message and "\n" not in message
+
+
+def test_a_record_missing_its_iteration_is_refused() -> None:
+    record = fixture_records()[0]
+    del record["iteration"]
+    with pytest.raises(ConfigError, match="iteration is missing"):
+        Attempt.from_json(record, FIXTURE / "iter_0_results.json")
+
+
+def test_a_key_the_record_never_holds_is_ignored_like_any_unknown_one() -> None:
+    raw = {**fixture_records()[2], "turns": "edited in", "note": "mine"}
+    assert Attempt.from_json(raw) == Attempt.from_json(fixture_records()[2])
