@@ -16,20 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autotrade.data import (
-    BUNDLED,
-    MAX_CSV_BYTES,
-    PreparedData,
-    Splits,
-    bundled_key,
-    check_splits,
-    default_splits,
-    load_bundled,
-    load_prepared,
-    normalize_ohlcv,
-    prepare_data,
-    read_ohlcv_csv,
-)
+from autotrade.data.ohlcv import MAX_CSV_BYTES, normalize_ohlcv, read_ohlcv_csv
+from autotrade.data.prepared import PreparedData, load_prepared, prepare_data
+from autotrade.data.sources import BUNDLED, bundled_key, load_bundled
+from autotrade.data.splits import Splits, check_splits, default_splits
 from autotrade.errors import ConfigError, DataError
 from autotrade.fileio import atomic_write_json, atomic_write_text
 
@@ -134,7 +124,7 @@ def test_unknown_bundled_name_lists_the_choices() -> None:
 @pytest.mark.parametrize("key", sorted(BUNDLED))
 def test_registered_bundled_splits_follow_the_default_rule_and_fit(key: str) -> None:
     frame = load_bundled(key)
-    assert default_splits(frame, None) == BUNDLED[key].splits
+    assert default_splits(frame) == BUNDLED[key].splits
     check_splits(frame, BUNDLED[key].splits, key)
 
 
@@ -506,7 +496,7 @@ def test_load_prepared_with_an_unreadable_full_csv_is_a_data_error(tmp_path: Pat
 def read_in_a_subprocess(path: Path) -> str:
     """What reading `path` says, from a child that is killed if it blocks (a FIFO without a writer would)."""
     probe = (
-        "import sys\nfrom autotrade.data import read_ohlcv_csv\nfrom autotrade.errors import DataError\n"
+        "import sys\nfrom autotrade.data.ohlcv import read_ohlcv_csv\nfrom autotrade.errors import DataError\n"
         "try:\n    read_ohlcv_csv(sys.argv[1])\nexcept DataError as exc:\n    print(exc)\n"
     )
     return subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60).stdout

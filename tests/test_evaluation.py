@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.data import PreparedData, load_prepared
+from autotrade.data.prepared import PreparedData, load_prepared
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.evaluation.evaluate import EvalSettings, Status, evaluate_block
 

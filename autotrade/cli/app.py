@@ -89,7 +89,7 @@ def prepare(
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
     """Get daily OHLCV data and split it into train / validation / test."""
-    from autotrade.data import prepare_data
+    from autotrade.data.prepared import prepare_data
 
     prepared = prepare_data(
         ticker=ticker,

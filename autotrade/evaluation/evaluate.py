@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from autotrade.data import PreparedData, load_prepared
+from autotrade.data.prepared import PreparedData, load_prepared
 from autotrade.engine.backtest import BacktestSettings, WindowResult, run_window
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from autotrade.candidate import baseline_source, extract_block, has_delimiters
-from autotrade.data import PreparedData
+from autotrade.data.prepared import PreparedData
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import ReplyError
 from autotrade.evaluation.evaluate import (

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from autotrade.candidate import extract_block
-from autotrade.data import PreparedData, load_prepared
+from autotrade.data.prepared import PreparedData, load_prepared
 from autotrade.engine.metrics import periods_per_year
 from autotrade.engine.stats import (
     Degradation,

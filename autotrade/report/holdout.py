@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autotrade.data import PreparedData
+from autotrade.data.prepared import PreparedData
 from autotrade.engine.backtest import WindowResult, run_window
 from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate

@@ -33,7 +33,7 @@ from autotrade.candidate import (
     runnable_source,
     splice_block,
 )
-from autotrade.data import Anonymization, PreparedData, load_prepared
+from autotrade.data.prepared import Anonymization, PreparedData, load_prepared
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import (

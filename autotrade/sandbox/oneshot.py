@@ -164,7 +164,7 @@ def _take_helper() -> _Helper | None:
 
 
 def _evaluate_here(request: dict[str, Any]) -> Evaluation:
-    from autotrade.data import load_prepared
+    from autotrade.data.prepared import load_prepared
     from autotrade.engine.backtest import BacktestSettings, Fill
     from autotrade.evaluation.evaluate import EvalSettings, evaluate_block, finish_gate
 
