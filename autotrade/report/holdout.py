@@ -19,14 +19,15 @@ import numpy as np
 import pandas as pd
 
 from autotrade.data.prepared import PreparedData
+from autotrade.data.splits import SPLIT_WINDOWS, Window
 from autotrade.engine.backtest import WindowResult, run_window
 from autotrade.errors import ConfigError
-from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
+from autotrade.evaluation.evaluate import RESEARCH_WINDOWS, EvalSettings, Evaluation, evaluate_block, finish_gate
 from autotrade.research.rundir import RunDir, now_iso
 
 HOLDOUT_FILE = "holdout.json"
 HOLDOUT_VERSION = 1
-ALL_WINDOWS = ("train", "val", "test")
+ALL_WINDOWS = SPLIT_WINDOWS
 # The test figures kept in holdout.json for `runs` and `compare` (which never re-evaluate).
 KEPT_METRICS = (
     "total_return",
@@ -142,7 +143,9 @@ def _recorded_reveals(run: RunDir) -> tuple[Reveal, ...]:
         ) from None
 
 
-def buy_and_hold_windows(data: PreparedData, settings: EvalSettings, windows: Sequence[str]) -> dict[str, WindowResult]:
+def buy_and_hold_windows(
+    data: PreparedData, settings: EvalSettings, windows: Sequence[Window]
+) -> dict[Window, WindowResult]:
     """Buy-and-hold per window under the run's fill and costs (the engine's own always-long simulation)."""
     results = {}
     for name in windows:
@@ -153,9 +156,9 @@ def buy_and_hold_windows(data: PreparedData, settings: EvalSettings, windows: Se
 
 def _kept(evaluation: Evaluation) -> dict[str, Any]:
     """What holdout.json keeps of one member's test evaluation."""
-    if not evaluation.ok or "test" not in evaluation.windows:
+    if not evaluation.ok or Window.TEST not in evaluation.windows:
         return {"status": str(evaluation.status), "message": evaluation.message[:300]}
-    test = evaluation.windows["test"]
+    test = evaluation.windows[Window.TEST]
     return {"status": "ok", **{k: float(test[k]) for k in KEPT_METRICS}}
 
 
@@ -179,14 +182,14 @@ def reveal_holdout(
     """
     earlier = read_reveals(run)
     if not members:
-        return Holdout(reveals=earlier, buy_and_hold=buy_and_hold_windows(data, settings, ("train", "val")))
+        return Holdout(reveals=earlier, buy_and_hold=buy_and_hold_windows(data, settings, RESEARCH_WINDOWS))
     gated = replace(settings, lookahead=True)
     evaluations = {
         i: finish_gate(evaluate_block(blocks[i], data, ALL_WINDOWS, gated), blocks[i], data, gated, ALL_WINDOWS)
         for i in members
     }
     buy_and_hold = buy_and_hold_windows(data, settings, ALL_WINDOWS)
-    bh_test = buy_and_hold["test"].metrics
+    bh_test = buy_and_hold[Window.TEST].metrics
     reveal = Reveal(
         at=at or now_iso(),
         iterations=tuple(members),
