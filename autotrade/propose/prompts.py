@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from autotrade.errors import ConfigError
-from autotrade.research.learnings import first_line, percent
+from autotrade.fmt import first_line
+from autotrade.research.learnings import percent
 
 PROGRAM_FILE = "program.md"
 TEMPLATE_FILE = "prompt_template.md"

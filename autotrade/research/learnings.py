@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autotrade.fmt import pct
+from autotrade.fmt import first_line, pct
 
 HEADER = "# Learnings\n\nOne entry per iteration: the model's hypothesis, then the harness's actual results.\n"
 TITLE_CHARS = 100  # a compacted line keeps this much of the hypothesis title
@@ -69,12 +69,6 @@ def system_line(lesson: Lesson) -> str:
         parts.append(first_line(lesson.message, 200))
     parts.append("entered the population" if lesson.entered else "did not enter the population")
     return "SYSTEM: " + "; ".join(parts)
-
-
-def first_line(text: str, limit: int) -> str:
-    """The first non-empty line of text, at most limit characters."""
-    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def entry(lesson: Lesson) -> str:
