@@ -22,6 +22,7 @@ import pandas as pd
 
 from autotrade.candidate import extract_block
 from autotrade.data.prepared import PreparedData, load_prepared
+from autotrade.data.splits import SPLIT_WINDOWS
 from autotrade.engine.metrics import periods_per_year
 from autotrade.engine.stats import (
     Degradation,
@@ -33,7 +34,7 @@ from autotrade.engine.stats import (
     sharpe_moments,
 )
 from autotrade.errors import AutotradeError, DataError
-from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block
+from autotrade.evaluation.evaluate import RESEARCH_WINDOWS, EvalSettings, Evaluation, evaluate_block
 from autotrade.report.diversity import Diversity, measure_diversity
 from autotrade.report.holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
 from autotrade.report.plots import chain_windows
@@ -548,7 +549,7 @@ def build_report(
     else:
         seen = Holdout(
             reveals=read_reveals(run),
-            buy_and_hold=buy_and_hold_windows(data, evaluation_settings, ("train", "val")),
+            buy_and_hold=buy_and_hold_windows(data, evaluation_settings, RESEARCH_WINDOWS),
             withheld=withheld,
         )
 
@@ -569,11 +570,11 @@ def build_report(
     )
     overfitting = overfitting_of(records, best, research, seen, ppy)
     positions = {
-        i: np.concatenate([e.curves[w].position.to_numpy() for w in ("train", "val")]) for i, e in research.items()
+        i: np.concatenate([e.curves[w].position.to_numpy() for w in RESEARCH_WINDOWS]) for i, e in research.items()
     }
     diversity = measure_diversity(blocks, ok, population, positions)
 
-    windows = ("train", "val", "test") if seen.looked else ("train", "val")
+    windows = SPLIT_WINDOWS if seen.looked else RESEARCH_WINDOWS
     cash = evaluation_settings.backtest.cash
     members: dict[int, pd.Series] = {}
     for i in population:
