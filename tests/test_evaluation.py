@@ -140,4 +140,5 @@ def test_an_unknown_window_is_a_config_error_before_the_candidate_runs(data: Pre
 def test_metrics_are_keyed_by_window_and_recorded_under_todays_names(data: PreparedData) -> None:
     evaluation = evaluate_block(BASELINE, data, windows=(Window.TRAIN, "val"))
     assert list(evaluation.windows) == [Window.TRAIN, Window.VAL] == ["train", "val"]
-    assert list(json.loads(json.dumps(evaluation.to_record()))["windows"]) == ["train", "val"]
+    record = evaluation.to_record()["windows"]
+    assert [type(name) for name in record] == [str, str] and list(json.loads(json.dumps(record))) == ["train", "val"]

@@ -166,7 +166,7 @@ def _publish(data_dir: Path, source: SourceFrame, splits: Splits, notes: list[st
     date_format = "%Y-%m-%d %H:%M:%S" if intraday else "%Y-%m-%d"
     full_name = f"{source.name}.csv"
     slices = window_slices(frame.index, splits)
-    windows = {window: frame.iloc[slices[window]] for window in SPLIT_WINDOWS}
+    windows = {str(window): frame.iloc[slices[window]] for window in SPLIT_WINDOWS}  # meta.json: plain names
     parts = {full_name: frame} | {f"{window}.csv": part for window, part in windows.items()}
     payloads = {
         file: part.to_csv(lineterminator="\n", date_format=date_format).encode() for file, part in parts.items()

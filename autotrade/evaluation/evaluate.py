@@ -97,7 +97,7 @@ class Evaluation:
             "message": self.message,
             "error_type": self.error_type,
             "traceback": self.traceback,
-            "windows": json_safe(self.windows),
+            "windows": json_safe({str(name): metrics for name, metrics in self.windows.items()}),  # plain JSON keys
             "columns": list(self.columns),
             "warnings": list(self.warnings),
             "suspicious": list(self.suspicious),
