@@ -47,7 +47,6 @@ class Source(Protocol):
 
     def load(self, notify: Notify = ignore) -> SourceFrame:
         """The validated bars and their provenance; DataError when they cannot be had. Fixes go to `notify`."""
-        ...
 
 
 @dataclass(frozen=True)
