@@ -19,7 +19,8 @@ import pytest
 from autotrade.data.ohlcv import MAX_CSV_BYTES, normalize_ohlcv, read_ohlcv_csv
 from autotrade.data.prepared import PreparedData, load_prepared, prepare_data
 from autotrade.data.sources import BUNDLED, BundledSource, CsvSource, Source, bundled_key, load_bundled
-from autotrade.data.splits import Splits, Window, check_splits, default_splits
+from autotrade.data.splits import Splits, check_splits, default_splits
+from autotrade.data.windows import Window
 from autotrade.errors import ConfigError, DataError
 from autotrade.fileio import atomic_write_json, atomic_write_text
 

@@ -10,10 +10,10 @@ import pytest
 
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.data.prepared import PreparedData, load_prepared
-from autotrade.data.splits import Window
+from autotrade.data.windows import RESEARCH_WINDOWS, Window
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.errors import ConfigError
-from autotrade.evaluation.evaluate import RESEARCH_WINDOWS, EvalSettings, Status, evaluate_block
+from autotrade.evaluation.evaluate import EvalSettings, Status, evaluate_block
 from autotrade.evaluation.plan import EvalPlan
 
 BASELINE = extract_block(baseline_source())

@@ -19,7 +19,8 @@ import pandas as pd
 
 from autotrade.data.ohlcv import Notify, ignore, parse_canonical_csv, parse_ohlcv_csv
 from autotrade.data.sources import DEFAULT_START, BundledSource, CsvSource, Source, SourceFrame, YahooSource
-from autotrade.data.splits import SPLIT_WINDOWS, Splits, Window, check_splits, default_splits, window_slices
+from autotrade.data.splits import Splits, check_splits, default_splits, window_slices
+from autotrade.data.windows import SPLIT_WINDOWS, Window
 from autotrade.errors import ConfigError, DataError, StorageError
 from autotrade.fileio import atomic_write_bytes, atomic_write_json
 from autotrade.fmt import iso_moment

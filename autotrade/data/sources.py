@@ -19,7 +19,8 @@ from typing import Protocol
 import pandas as pd
 
 from autotrade.data.ohlcv import Notify, ignore, normalize_ohlcv, read_ohlcv_csv
-from autotrade.data.splits import SPLIT_WINDOWS, Splits
+from autotrade.data.splits import Splits
+from autotrade.data.windows import SPLIT_WINDOWS
 from autotrade.errors import DataError
 from autotrade.fmt import first_line, iso_moment
 

@@ -1,38 +1,19 @@
-"""Windows and split dates: which bars are train, validation and test, and the default rule that picks them.
+"""Split dates: which bars are train, validation and test, the default rule that picks them, each window's rows.
 
 Train is before `val_start`, validation is [`val_start`, `test_start`), test from `test_start`; `full`
-is every bar. Window names are the strings meta.json, the run records and the split files use.
+is every bar (the names: `windows.Window`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import pandas as pd
 
-from autotrade.errors import ConfigError, DataError
+from autotrade.data.windows import SPLIT_WINDOWS, Window
+from autotrade.errors import DataError
 from autotrade.fmt import iso_moment
 
-
-class Window(StrEnum):
-    """A named span of the prepared bars; its value is the name files and records use."""
-
-    TRAIN = "train"  # before val_start: what a strategy is shaped on
-    VAL = "val"  # [val_start, test_start): what research ranks strategies by
-    TEST = "test"  # from test_start: held out, evaluated only by the report
-    FULL = "full"  # every bar
-
-    @classmethod
-    def named(cls, name: str) -> Window:
-        """The window called `name`; ConfigError naming the choices when there is none."""
-        try:
-            return cls(name)
-        except ValueError:
-            raise ConfigError(f"unknown window {name!r}: choose one of {', '.join(cls)}") from None
-
-
-SPLIT_WINDOWS = (Window.TRAIN, Window.VAL, Window.TEST)  # disjoint, in date order, together the full history
 # train: the baseline's 50-bar SMA needs warm-up before it can trade; val/test: fewer bars make a Sharpe noise.
 MIN_ROWS = {Window.TRAIN: 60, Window.VAL: 20, Window.TEST: 20}
 _TEST_SHARE = 0.15  # default test window: the last ~15% of the history

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from autotrade.data.prepared import PreparedData, load_prepared
-from autotrade.data.splits import Window
+from autotrade.data.windows import RESEARCH_WINDOWS, Window
 from autotrade.engine.backtest import BacktestSettings, WindowResult, run_window
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
@@ -40,8 +40,6 @@ from autotrade.sandbox.oneshot import begin_one_shot
 from autotrade.sandbox.vet import vet_block
 from autotrade.sandbox.worker import CandidateOutput, Limits, run_candidate
 from autotrade.status import Status
-
-RESEARCH_WINDOWS = (Window.TRAIN, Window.VAL)  # what research scores on; never the held-out test window
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from autotrade.data.prepared import PreparedData
-from autotrade.data.splits import Window, window_slices
-
-_HELD_OUT = (Window.TEST, Window.FULL)  # windows holding test bars
+from autotrade.data.splits import window_slices
+from autotrade.data.windows import HELD_OUT_WINDOWS, Window
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: PreparedData holds a DataFrame
@@ -52,7 +51,7 @@ class EvalPlan:
         prints or raises can reveal bars it was never given.
         """
         (data,) = self.assets
-        held_out = any(window in _HELD_OUT for window in self.windows)
+        held_out = any(window in HELD_OUT_WINDOWS for window in self.windows)
         frame = data.frame if held_out else data.research_frame()
         slices = window_slices(frame.index, data.splits)
         return AssetBars(frame, slices[Window.VAL].start, {window: slices[window] for window in self.windows})

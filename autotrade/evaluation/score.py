@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from autotrade.candidate import baseline_source, extract_block, has_delimiters
 from autotrade.data.prepared import PreparedData
+from autotrade.data.windows import RESEARCH_WINDOWS
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import ReplyError
 from autotrade.evaluation.evaluate import (
-    RESEARCH_WINDOWS,
     EvalSettings,
     Evaluation,
     Status,

@@ -22,7 +22,7 @@ import pandas as pd
 
 from autotrade.candidate import extract_block
 from autotrade.data.prepared import PreparedData, load_prepared
-from autotrade.data.splits import SPLIT_WINDOWS
+from autotrade.data.windows import RESEARCH_WINDOWS, SPLIT_WINDOWS
 from autotrade.engine.metrics import periods_per_year
 from autotrade.engine.stats import (
     Degradation,
@@ -34,7 +34,7 @@ from autotrade.engine.stats import (
     sharpe_moments,
 )
 from autotrade.errors import AutotradeError, DataError
-from autotrade.evaluation.evaluate import RESEARCH_WINDOWS, EvalSettings, Evaluation, evaluate_block
+from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block
 from autotrade.report.diversity import Diversity, measure_diversity
 from autotrade.report.holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
 from autotrade.report.plots import chain_windows

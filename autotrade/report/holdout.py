@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from autotrade.data.prepared import PreparedData
-from autotrade.data.splits import SPLIT_WINDOWS, Window
+from autotrade.data.windows import RESEARCH_WINDOWS, SPLIT_WINDOWS, Window
 from autotrade.engine.backtest import WindowResult, run_window
 from autotrade.errors import ConfigError
-from autotrade.evaluation.evaluate import RESEARCH_WINDOWS, EvalSettings, Evaluation, evaluate_block, finish_gate
+from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
 from autotrade.research.rundir import RunDir, now_iso
 
 HOLDOUT_FILE = "holdout.json"
