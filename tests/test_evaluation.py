@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from autotrade.candidate import baseline_source, extract_block
+from autotrade.data.plan import EvalPlan
 from autotrade.data.prepared import PreparedData, load_prepared
 from autotrade.data.windows import RESEARCH_WINDOWS, Window
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import EvalSettings, Status, evaluate_block
-from autotrade.evaluation.plan import EvalPlan
 
 BASELINE = extract_block(baseline_source())
 SEED = EvalSettings(backtest=BacktestSettings(fill=Fill.CLOSE, cost_bps=0.0))
@@ -40,7 +40,8 @@ def test_baseline_reproduces_the_original_harness_numbers_through_the_sandbox(da
 def test_research_evaluation_never_gives_the_candidate_test_bars(data: PreparedData) -> None:
     peeking = BASELINE.replace(
         "    return df\n",
-        "    if df.index[-1] >= pd.Timestamp('2016-01-01'):\n        raise ValueError('saw the test window')\n    return df\n",
+        "    if df.index[-1] >= pd.Timestamp('2016-01-01'):\n"
+        "        raise ValueError('saw the test window')\n    return df\n",
         1,
     )
     assert evaluate_block(peeking, data).status is Status.OK

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from autotrade.data.plan import EvalPlan
 from autotrade.data.prepared import PreparedData, load_prepared
 from autotrade.data.windows import RESEARCH_WINDOWS, Window
 from autotrade.engine.backtest import BacktestSettings, WindowResult, run_window
@@ -34,7 +35,6 @@ from autotrade.evaluation.lookahead import (
     split_for_budget,
     whole_cuts,
 )
-from autotrade.evaluation.plan import EvalPlan
 from autotrade.fileio import json_safe
 from autotrade.sandbox.oneshot import begin_one_shot
 from autotrade.sandbox.vet import vet_block

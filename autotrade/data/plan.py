@@ -2,8 +2,8 @@
 
 A plan names the prepared series (assets) and the windows scored on each. Today it holds exactly one
 asset and windows of its one split (train, val, test, full); multi-asset and walk-forward evaluation
-(folds) are meant to grow this type, so that `evaluate.py` keeps asking a plan for bars and windows
-instead of reading split dates itself.
+(folds) are meant to grow this type, so that evaluation (`evaluation/evaluate.py`) keeps asking a plan
+for bars and windows instead of reading split dates itself.
 """
 
 from __future__ import annotations
