@@ -25,7 +25,8 @@ import pandas as pd
 
 import autotrade
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.data import PreparedData, load_bundled, load_prepared, prepare_data
+from autotrade.data.prepared import PreparedData, load_prepared, prepare_data
+from autotrade.data.sources import load_bundled
 from autotrade.engine.backtest import BacktestSettings, Fill, run_window
 from autotrade.engine.metrics import METRIC_KEYS, periods_per_year
 from autotrade.evaluation.evaluate import evaluate_block

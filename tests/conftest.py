@@ -17,7 +17,7 @@ from autotrade.sandbox.pool import SandboxPool
 @pytest.fixture(scope="session")
 def sp500() -> pd.DataFrame:
     """The bundled S&P 500 daily frame, 1999-01-04 to 2018-12-31."""
-    from autotrade.data import load_bundled
+    from autotrade.data.sources import load_bundled
 
     return load_bundled("sp500")
 
@@ -25,7 +25,7 @@ def sp500() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory prepared offline from the bundled S&P 500 with the default splits."""
-    from autotrade.data import prepare_data
+    from autotrade.data.prepared import prepare_data
 
     data_dir = tmp_path_factory.mktemp("data")
     prepare_data(offline=True, data_dir=data_dir)
@@ -35,7 +35,8 @@ def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Bundled S&P 500 cut to 2014-2018 (train 2014-2016, validation 2017, test 2018): quick to evaluate."""
-    from autotrade.data import load_bundled, prepare_data
+    from autotrade.data.prepared import prepare_data
+    from autotrade.data.sources import load_bundled
 
     folder = tmp_path_factory.mktemp("small")
     frame = load_bundled("sp500")

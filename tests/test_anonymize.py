@@ -11,7 +11,7 @@ from openai_server import OpenAIServer, Reply
 from test_loop import answer, sma_block, start
 
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.data import Anonymization, load_prepared
+from autotrade.data.prepared import Anonymization, load_prepared
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
 from autotrade.report.compute import build_report
 from autotrade.research.rundir import RunDir

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.data import load_prepared
+from autotrade.data.prepared import load_prepared
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
 

@@ -16,20 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autotrade.data import (
-    BUNDLED,
-    MAX_CSV_BYTES,
-    PreparedData,
-    Splits,
-    bundled_key,
-    check_splits,
-    default_splits,
-    load_bundled,
-    load_prepared,
-    normalize_ohlcv,
-    prepare_data,
-    read_ohlcv_csv,
-)
+from autotrade.data.ohlcv import MAX_CSV_BYTES, normalize_ohlcv, read_ohlcv_csv
+from autotrade.data.prepared import PreparedData, load_prepared, prepare_data
+from autotrade.data.sources import BUNDLED, BundledSource, CsvSource, Source, bundled_key, load_bundled
+from autotrade.data.splits import Splits, check_splits, default_splits
+from autotrade.data.windows import Window
 from autotrade.errors import ConfigError, DataError
 from autotrade.fileio import atomic_write_json, atomic_write_text
 
@@ -131,10 +122,31 @@ def test_unknown_bundled_name_lists_the_choices() -> None:
         bundled_key("AAPL")
 
 
+def test_every_source_loads_through_one_protocol_and_only_a_sample_brings_splits(
+    tmp_path: Path, sp500: pd.DataFrame
+) -> None:
+    sp500.iloc[:300].to_csv(tmp_path / "Train.csv.gz")
+    sources: list[Source] = [BundledSource("SPY"), CsvSource(tmp_path / "Train.csv.gz")]
+    bundled, csv = (source.load() for source in sources)
+    assert (bundled.kind, bundled.name, bundled.ticker, bundled.splits) == (
+        "bundled",
+        "sp500",
+        "^GSPC",
+        BUNDLED["sp500"].splits,
+    )
+    assert (csv.kind, csv.name, csv.ticker, csv.splits) == (
+        "csv",
+        "train-full",
+        None,
+        None,
+    )  # never a split file's name
+    pd.testing.assert_frame_equal(csv.frame, sp500.iloc[:300])
+
+
 @pytest.mark.parametrize("key", sorted(BUNDLED))
 def test_registered_bundled_splits_follow_the_default_rule_and_fit(key: str) -> None:
     frame = load_bundled(key)
-    assert default_splits(frame, None) == BUNDLED[key].splits
+    assert default_splits(frame) == BUNDLED[key].splits
     check_splits(frame, BUNDLED[key].splits, key)
 
 
@@ -261,6 +273,11 @@ def test_research_frame_holds_train_and_val_and_no_test_row(prepared: PreparedDa
     pd.testing.assert_frame_equal(research, pd.concat([prepared.window("train"), prepared.window("val")]))
     assert research.index.max() < prepared.splits.test_start
     assert research.index.intersection(prepared.window("test").index).empty
+
+
+def test_window_names_are_the_strings_files_and_records_already_use() -> None:
+    assert [window.value for window in Window] == ["train", "val", "test", "full"]
+    assert Window.named("val") is Window.VAL and f"{Window.TEST}.csv" == "test.csv"
 
 
 def test_unknown_window_name_is_a_config_error(prepared: PreparedData) -> None:
@@ -506,7 +523,7 @@ def test_load_prepared_with_an_unreadable_full_csv_is_a_data_error(tmp_path: Pat
 def read_in_a_subprocess(path: Path) -> str:
     """What reading `path` says, from a child that is killed if it blocks (a FIFO without a writer would)."""
     probe = (
-        "import sys\nfrom autotrade.data import read_ohlcv_csv\nfrom autotrade.errors import DataError\n"
+        "import sys\nfrom autotrade.data.ohlcv import read_ohlcv_csv\nfrom autotrade.errors import DataError\n"
         "try:\n    read_ohlcv_csv(sys.argv[1])\nexcept DataError as exc:\n    print(exc)\n"
     )
     return subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60).stdout

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.data import PreparedData, load_prepared
+from autotrade.data.plan import EvalPlan
+from autotrade.data.prepared import PreparedData, load_prepared
+from autotrade.data.windows import RESEARCH_WINDOWS, Window
 from autotrade.engine.backtest import BacktestSettings, Fill
+from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import EvalSettings, Status, evaluate_block
 
 BASELINE = extract_block(baseline_source())
@@ -36,7 +40,8 @@ def test_baseline_reproduces_the_original_harness_numbers_through_the_sandbox(da
 def test_research_evaluation_never_gives_the_candidate_test_bars(data: PreparedData) -> None:
     peeking = BASELINE.replace(
         "    return df\n",
-        "    if df.index[-1] >= pd.Timestamp('2016-01-01'):\n        raise ValueError('saw the test window')\n    return df\n",
+        "    if df.index[-1] >= pd.Timestamp('2016-01-01'):\n"
+        "        raise ValueError('saw the test window')\n    return df\n",
         1,
     )
     assert evaluate_block(peeking, data).status is Status.OK
@@ -99,7 +104,42 @@ def test_record_is_strict_json(data: PreparedData) -> None:
     ("field", "value"), [("timeout_s", float("inf")), ("timeout_s", float("nan")), ("timeout_s", 0.0), ("memory_mb", 0)]
 )
 def test_eval_settings_refuse_limits_the_worker_cannot_apply(field: str, value: float) -> None:
-    from autotrade.errors import ConfigError
-
     with pytest.raises(ConfigError, match=field):
         EvalSettings(**{field: value})
+
+
+# --- the evaluation plan ---------------------------------------------------------------------------------
+
+
+def test_a_research_plan_gives_no_test_bar_and_its_windows_tile_the_bars(data: PreparedData) -> None:
+    bars = EvalPlan.single(data, RESEARCH_WINDOWS).bars()
+    pd.testing.assert_frame_equal(bars.frame, data.research_frame())
+    assert list(bars.windows) == [Window.TRAIN, Window.VAL]
+    assert bars.windows[Window.TRAIN] == slice(0, bars.val_position)
+    assert bars.windows[Window.VAL] == slice(bars.val_position, len(bars.frame))
+    assert bars.frame.index[bars.val_position] == data.window("val").index[0]
+
+
+def test_a_plan_with_a_held_out_window_gets_every_bar_and_each_window_its_own_rows(data: PreparedData) -> None:
+    bars = EvalPlan.single(data, ["test", "train"]).bars()
+    pd.testing.assert_frame_equal(bars.frame, data.frame)
+    assert list(bars.windows) == [Window.TEST, Window.TRAIN]  # the caller's order, as the metrics are keyed
+    for window, rows in bars.windows.items():
+        pd.testing.assert_frame_equal(bars.frame.iloc[rows], data.window(window))
+
+
+def test_a_plan_holds_exactly_one_asset_for_now(data: PreparedData) -> None:
+    with pytest.raises(ValueError, match="exactly one asset"):
+        EvalPlan((data, data), RESEARCH_WINDOWS)
+
+
+def test_an_unknown_window_is_a_config_error_before_the_candidate_runs(data: PreparedData) -> None:
+    with pytest.raises(ConfigError, match="unknown window 'holdout': choose one of train, val, test, full"):
+        evaluate_block(BASELINE, data, windows=("train", "holdout"))
+
+
+def test_metrics_are_keyed_by_window_and_recorded_under_todays_names(data: PreparedData) -> None:
+    evaluation = evaluate_block(BASELINE, data, windows=(Window.TRAIN, "val"))
+    assert list(evaluation.windows) == [Window.TRAIN, Window.VAL] == ["train", "val"]
+    record = evaluation.to_record()["windows"]
+    assert [type(name) for name in record] == [str, str] and list(json.loads(json.dumps(record))) == ["train", "val"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_report import MIXED, copy_run, make_run, prepare_small
 
-from autotrade.data import load_prepared
+from autotrade.data.prepared import load_prepared
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autotrade.data import PreparedData, Splits, load_bundled
+from autotrade.data.prepared import PreparedData
+from autotrade.data.sources import load_bundled
+from autotrade.data.splits import Splits
 from autotrade.errors import CandidateError
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block, finish_gate, run_gated
 from autotrade.evaluation.lookahead import (

@@ -449,7 +449,7 @@ SCRIPTED = [(5, 20), (20, 100), (8, 40), (10, 30)]  # iterations 1-4: crossovers
 def test_the_chosen_objective_decides_the_population_order(
     openai_server: OpenAIServer, tmp_path: Path, small_data: Path
 ) -> None:
-    from autotrade.data import load_prepared
+    from autotrade.data.prepared import load_prepared
     from autotrade.evaluation.evaluate import Evaluation
     from autotrade.evaluation.score import score_code, score_evaluation
     from autotrade.status import Status

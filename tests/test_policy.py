@@ -13,7 +13,7 @@ from test_loop import records
 from typer.testing import CliRunner
 
 from autotrade.cli.app import app
-from autotrade.data import load_prepared
+from autotrade.data.prepared import load_prepared
 from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import evaluate_block
 from autotrade.propose.policies import POLICIES, Proposal, ProposalRequest

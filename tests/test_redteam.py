@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from autotrade.candidate import BLOCK_END, baseline_source, extract_block, runnable_source
 from autotrade.cli.app import app
-from autotrade.data import load_prepared
+from autotrade.data.prepared import load_prepared
 from autotrade.errors import CandidateError, ConfigError
 from autotrade.evaluation import evaluate as evaluation
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block

@@ -18,7 +18,8 @@ from openai_server import OpenAIServer, Reply
 from recording import RecordingReporter
 from test_loop import answer, sma_block
 
-from autotrade.data import load_bundled, load_prepared, prepare_data
+from autotrade.data.prepared import load_prepared, prepare_data
+from autotrade.data.sources import load_bundled
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.engine.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
 from autotrade.errors import DataError

@@ -9,7 +9,7 @@ import pytest
 from test_loop import LOOKAHEAD, answer, sma_block
 
 from autotrade.candidate import baseline_source, splice_block
-from autotrade.data import PreparedData, load_prepared
+from autotrade.data.prepared import PreparedData, load_prepared
 from autotrade.evaluation.objectives import OBJECTIVES
 from autotrade.evaluation.objectives.rubric import RUBRIC_WEIGHTS
 from autotrade.evaluation.score import Score, score_code

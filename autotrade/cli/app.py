@@ -7,7 +7,6 @@ so `autotrade --help` stays fast.
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +19,7 @@ from typer.core import TyperGroup
 from autotrade.cli import report as cli_report
 from autotrade.cli import research as cli_research
 from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
+from autotrade.data.windows import HELD_OUT_WINDOWS, RESEARCH_WINDOWS, Window
 from autotrade.errors import AutotradeError
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def prepare(
     data_dir: DataDirOpt = Path("data"),
 ) -> None:
     """Get daily OHLCV data and split it into train / validation / test."""
-    from autotrade.data import prepare_data
+    from autotrade.data.prepared import prepare_data
 
     prepared = prepare_data(
         ticker=ticker,
@@ -111,15 +111,6 @@ def prepare(
     console.print(f"data written to {data_dir}/ (the test window is held out until `autotrade report`)")
 
 
-class WindowChoice(StrEnum):
-    """A window of the prepared data."""
-
-    TRAIN = "train"
-    VAL = "val"
-    TEST = "test"
-    FULL = "full"
-
-
 @app.command()
 def backtest(
     path: Annotated[
@@ -129,7 +120,7 @@ def backtest(
     fill: FillOpt = FillChoice.NEXT_OPEN,
     cost_bps: CostOpt = 2.0,
     window: Annotated[
-        list[WindowChoice] | None,
+        list[Window] | None,
         typer.Option("--window", help="Window to evaluate; repeat for several (default: train and val)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
@@ -145,8 +136,8 @@ def backtest(
         from autotrade.engine.backtest import BacktestSettings, Fill
         from autotrade.evaluation.evaluate import backtest_block
 
-        windows = tuple(dict.fromkeys(w.value for w in (window or [WindowChoice.TRAIN, WindowChoice.VAL])))
-        if "test" in windows or "full" in windows:
+        windows = tuple(dict.fromkeys(w.value for w in (window or RESEARCH_WINDOWS)))
+        if any(w in HELD_OUT_WINDOWS for w in windows):
             err_console.print(
                 "note: this looks at the held-out test window; every look spends some of its honesty.", style="yellow"
             )

@@ -655,7 +655,7 @@ def doctor(
         line(True, "sandbox evaluation", f"the baseline strategy ran in isolated workers ({seconds * 1000:.0f} ms)")
     pool.close()
     try:
-        from autotrade.data import load_prepared
+        from autotrade.data.prepared import load_prepared
 
         data = load_prepared(data_dir)
     except AutotradeError as exc:

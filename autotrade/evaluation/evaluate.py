@@ -20,7 +20,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from autotrade.data import PreparedData, load_prepared
+from autotrade.data.plan import EvalPlan
+from autotrade.data.prepared import PreparedData, load_prepared
+from autotrade.data.windows import RESEARCH_WINDOWS, Window
 from autotrade.engine.backtest import BacktestSettings, WindowResult, run_window
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
@@ -37,8 +39,6 @@ from autotrade.fileio import json_safe
 from autotrade.sandbox.pool import CandidateOutput, Limits, SandboxPool, run_candidate
 from autotrade.sandbox.vet import vet_block
 from autotrade.status import Status
-
-RESEARCH_WINDOWS = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Evaluation:
             "message": self.message,
             "error_type": self.error_type,
             "traceback": self.traceback,
-            "windows": json_safe(self.windows),
+            "windows": json_safe({str(name): metrics for name, metrics in self.windows.items()}),  # plain JSON keys
             "columns": list(self.columns),
             "warnings": list(self.warnings),
             "suspicious": list(self.suspicious),
@@ -159,59 +159,39 @@ def finish_gate(
     block: str,
     data: PreparedData,
     settings: EvalSettings,
-    windows: Sequence[str] = RESEARCH_WINDOWS,
+    windows: Sequence[Window | str] = RESEARCH_WINDOWS,
     pool: SandboxPool | None = None,
 ) -> Evaluation:
     """Check the cuts a loop-heavy candidate's evaluation (of `windows`) deferred; the evaluation, or its failure."""
     if not evaluation.deferred_cuts:
         return evaluation
-    frame = _evaluation_frame(data, windows)
+    bars = EvalPlan.single(data, windows).bars()
     limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
     try:
-        run_gated(block, frame, _val_position(frame, data), 0, limits, cuts=evaluation.deferred_cuts, pool=pool)
+        run_gated(block, bars.frame, bars.val_position, 0, limits, cuts=evaluation.deferred_cuts, pool=pool)
     except CandidateError as exc:
         return _failure(exc.status, str(exc), dict(evaluation.timings), exc.error_type, exc.traceback)
     return replace(evaluation, deferred_cuts=())
 
 
-def _evaluation_frame(data: PreparedData, windows: Sequence[str]) -> Any:
-    """The bars a candidate runs on: the research frame, unless a window needs the held-out ones."""
-    return data.frame if any(name in ("test", "full") for name in windows) else data.research_frame()
-
-
-def _val_position(frame: Any, data: PreparedData) -> int:
-    return int(np.searchsorted(frame.index.values, np.datetime64(data.splits.val_start)))
-
-
-def _window_mask(name: str, index: Any, data: PreparedData) -> np.ndarray:
-    """Boolean mask of `name`'s bars within `index`."""
-    val_start, test_start = data.splits.val_start, data.splits.test_start
-    if name == "train":
-        return np.asarray(index < val_start)
-    if name == "val":
-        return np.asarray((index >= val_start) & (index < test_start))
-    if name == "test":
-        return np.asarray(index >= test_start)
-    if name == "full":
-        return np.ones(len(index), dtype=bool)
-    raise ValueError(f"unknown window {name!r}")
-
-
 def evaluate_block(
     block: str,
     data: PreparedData,
-    windows: Sequence[str] = RESEARCH_WINDOWS,
+    windows: Sequence[Window | str] = RESEARCH_WINDOWS,
     settings: EvalSettings | None = None,
     pool: SandboxPool | None = None,
 ) -> Evaluation:
     """Evaluate an agent block on the prepared data; candidate problems become a status, never an exception.
 
     Only the research frame (train and validation) reaches the candidate unless a window needs the
-    held-out bars, so nothing the candidate prints or raises during research can reveal the test window.
+    held-out bars (EvalPlan.bars), so nothing the candidate prints or raises during research can reveal
+    the test window. ConfigError for a window name that is not a Window, before any candidate code runs.
     `pool` runs the sandboxed children; a caller evaluating more than once passes its own (None starts
     and stops a server for this one evaluation).
     """
     settings = settings or EvalSettings()
+    bars = EvalPlan.single(data, windows).bars()
+    frame = bars.frame
     timings: dict[str, float] = {}
     started = time.perf_counter()
     try:
@@ -222,8 +202,6 @@ def evaluate_block(
         return _failure(exc.status, str(exc), {"vet_s": time.perf_counter() - started}, exc.error_type, exc.traceback)
     timings["vet_s"] = time.perf_counter() - started
 
-    frame = _evaluation_frame(data, windows)
-    val_position = _val_position(frame, data)
     secret = settings.gate_secret if settings.gate_secret is not None else secrets.randbits(64)
     limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
     mark = time.perf_counter()
@@ -231,7 +209,7 @@ def evaluate_block(
         output, deferred = run_gated(
             vetted.source,
             frame,
-            val_position,
+            bars.val_position,
             seed_for(vetted.source, secret),
             limits,
             settings.lookahead,
@@ -257,12 +235,11 @@ def evaluate_block(
         )
 
     mark = time.perf_counter()
-    curves: dict[str, WindowResult] = {}
-    for name in windows:
-        mask = _window_mask(name, frame.index, data)
-        if not mask.any():
+    curves: dict[Window, WindowResult] = {}
+    for name, rows in bars.windows.items():
+        if rows.stop <= rows.start:
             raise AutotradeError(f"window '{name}' has no bars in the prepared data")
-        curves[name] = run_window(frame[mask], output.signals[mask], settings.backtest)
+        curves[name] = run_window(frame.iloc[rows], output.signals[rows], settings.backtest)
     timings["backtest_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
 
@@ -270,7 +247,7 @@ def evaluate_block(
     status, message = Status.OK, ""
     if any(not np.isfinite(result.equity.to_numpy()).all() for result in curves.values()):
         status, message = Status.NAN_EQUITY, "the equity curve holds NaN or infinite values"
-    elif "val" in metrics and metrics["val"]["num_trades"] == 0:
+    elif Window.VAL in metrics and metrics[Window.VAL]["num_trades"] == 0:
         status = Status.NO_TRADES
         message = "the strategy never trades in the validation window (a do-nothing strategy scores nothing)"
     return Evaluation(
@@ -299,7 +276,7 @@ def suspicions(frame: Any, signals: np.ndarray, metrics: dict[str, dict[str, flo
     way (up after a buy, down after a sell) far more often than a coin flip would.
     """
     found = []
-    sharpe = (metrics.get("val") or {}).get("sharpe")
+    sharpe = (metrics.get(Window.VAL) or {}).get("sharpe")
     daily = periods_per_year(frame.index) <= 366
     if daily and sharpe is not None and math.isfinite(sharpe) and sharpe > SUSPICIOUS_SHARPE:
         found.append(f"validation Sharpe {sharpe:.1f} is implausible for daily data")
@@ -404,8 +381,8 @@ def print_trade_py_results(trade_py: str) -> None:
     if not evaluation.windows:
         print(f"error: {evaluation.status}: {evaluation.message}", file=sys.stderr)
         raise SystemExit(1)
-    print(f"train_return: {evaluation.windows['train']['total_return']:.6f}")
-    print(f"val_return: {evaluation.windows['val']['total_return']:.6f}")
+    print(f"train_return: {evaluation.windows[Window.TRAIN]['total_return']:.6f}")
+    print(f"val_return: {evaluation.windows[Window.VAL]['total_return']:.6f}")
     for name, metrics in evaluation.to_record()["windows"].items():
         print(json.dumps({"window": name, **metrics}))
     if not evaluation.ok:

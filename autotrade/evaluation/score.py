@@ -17,9 +17,10 @@ import math
 from dataclasses import dataclass, field
 
 from autotrade.candidate import extract_block, has_delimiters
-from autotrade.data import PreparedData
+from autotrade.data.prepared import PreparedData
+from autotrade.data.windows import RESEARCH_WINDOWS
 from autotrade.engine.metrics import periods_per_year
-from autotrade.evaluation.evaluate import RESEARCH_WINDOWS, EvalSettings, Evaluation, evaluate_block, finish_gate
+from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, OBJECTIVES
 from autotrade.evaluation.objectives.rubric import rubric_score
 from autotrade.sandbox.pool import SandboxPool

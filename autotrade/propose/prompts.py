@@ -20,7 +20,7 @@ import pandas as pd
 
 from autotrade.contract import BUY, FEATURES, FUNCTIONS, HOLD, MODULES, SELL, STRATEGY
 from autotrade.errors import ConfigError
-from autotrade.fmt import pct
+from autotrade.fmt import first_line, pct
 
 PROGRAM_FILE = "program.md"
 TEMPLATE_FILE = "prompt_template.md"
@@ -60,12 +60,6 @@ class Shown(Protocol):
 def percent(value: float | None) -> str:
     """A fraction as a signed percentage with two decimals; 'n/a' when missing (the model reads these lines)."""
     return pct(value, missing="n/a")
-
-
-def first_line(text: str, limit: int) -> str:
-    """The first non-empty line of text, at most limit characters."""
-    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)

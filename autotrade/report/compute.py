@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from autotrade.candidate import extract_block
-from autotrade.data import PreparedData, load_prepared
+from autotrade.data.prepared import PreparedData, load_prepared
+from autotrade.data.windows import RESEARCH_WINDOWS, SPLIT_WINDOWS
 from autotrade.engine.metrics import periods_per_year
 from autotrade.engine.stats import (
     Degradation,
@@ -554,7 +555,7 @@ def build_report(
         else:
             seen = Holdout(
                 reveals=read_reveals(run),
-                buy_and_hold=buy_and_hold_windows(data, evaluation_settings, ("train", "val")),
+                buy_and_hold=buy_and_hold_windows(data, evaluation_settings, RESEARCH_WINDOWS),
                 withheld=withheld,
             )
 
@@ -575,11 +576,11 @@ def build_report(
     )
     overfitting = overfitting_of(attempts, best, research, seen, ppy)
     positions = {
-        i: np.concatenate([e.curves[w].position.to_numpy() for w in ("train", "val")]) for i, e in research.items()
+        i: np.concatenate([e.curves[w].position.to_numpy() for w in RESEARCH_WINDOWS]) for i, e in research.items()
     }
     diversity = measure_diversity(blocks, ok, population, positions)
 
-    windows = ("train", "val", "test") if seen.looked else ("train", "val")
+    windows = SPLIT_WINDOWS if seen.looked else RESEARCH_WINDOWS
     cash = evaluation_settings.backtest.cash
     members: dict[int, pd.Series] = {}
     for i in population:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autotrade.data import PreparedData
+from autotrade.data.prepared import PreparedData
+from autotrade.data.windows import RESEARCH_WINDOWS, SPLIT_WINDOWS, Window
 from autotrade.engine.backtest import WindowResult, run_window
 from autotrade.errors import ConfigError
 from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
@@ -27,7 +28,7 @@ from autotrade.sandbox.pool import SandboxPool
 
 HOLDOUT_FILE = "holdout.json"
 HOLDOUT_VERSION = 1
-ALL_WINDOWS = ("train", "val", "test")
+ALL_WINDOWS = SPLIT_WINDOWS
 # The test figures kept in holdout.json for `runs` and `compare` (which never re-evaluate).
 KEPT_METRICS = (
     "total_return",
@@ -143,7 +144,9 @@ def _recorded_reveals(run: RunDir) -> tuple[Reveal, ...]:
         ) from None
 
 
-def buy_and_hold_windows(data: PreparedData, settings: EvalSettings, windows: Sequence[str]) -> dict[str, WindowResult]:
+def buy_and_hold_windows(
+    data: PreparedData, settings: EvalSettings, windows: Sequence[Window]
+) -> dict[Window, WindowResult]:
     """Buy-and-hold per window under the run's fill and costs (the engine's own always-long simulation)."""
     results = {}
     for name in windows:
@@ -154,9 +157,9 @@ def buy_and_hold_windows(data: PreparedData, settings: EvalSettings, windows: Se
 
 def _kept(evaluation: Evaluation) -> dict[str, Any]:
     """What holdout.json keeps of one member's test evaluation."""
-    if not evaluation.ok or "test" not in evaluation.windows:
+    if not evaluation.ok or Window.TEST not in evaluation.windows:
         return {"status": str(evaluation.status), "message": evaluation.message[:300]}
-    test = evaluation.windows["test"]
+    test = evaluation.windows[Window.TEST]
     return {"status": "ok", **{k: float(test[k]) for k in KEPT_METRICS}}
 
 
@@ -181,7 +184,7 @@ def reveal_holdout(
     """
     earlier = read_reveals(run)
     if not members:
-        return Holdout(reveals=earlier, buy_and_hold=buy_and_hold_windows(data, settings, ("train", "val")))
+        return Holdout(reveals=earlier, buy_and_hold=buy_and_hold_windows(data, settings, RESEARCH_WINDOWS))
     gated = replace(settings, lookahead=True)
     evaluations = {
         i: finish_gate(
@@ -190,7 +193,7 @@ def reveal_holdout(
         for i in members
     }
     buy_and_hold = buy_and_hold_windows(data, settings, ALL_WINDOWS)
-    bh_test = buy_and_hold["test"].metrics
+    bh_test = buy_and_hold[Window.TEST].metrics
     reveal = Reveal(
         at=at or now_iso(),
         iterations=tuple(members),

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from autotrade.propose.prompts import first_line, percent
+from autotrade.fmt import first_line
+from autotrade.propose.prompts import percent
 from autotrade.research.attempt import Attempt
 
 HEADER = "# Learnings\n\nOne entry per iteration: the model's hypothesis, then the harness's actual results.\n"

@@ -33,7 +33,7 @@ from autotrade.candidate import (
     runnable_source,
     splice_block,
 )
-from autotrade.data import PreparedData, load_prepared
+from autotrade.data.prepared import PreparedData, load_prepared
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import (
     CandidateError,

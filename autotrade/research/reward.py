@@ -7,7 +7,7 @@ what a policy model being trained is rewarded with.
 from __future__ import annotations
 
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.data import PreparedData
+from autotrade.data.prepared import PreparedData
 from autotrade.errors import ReplyError
 from autotrade.evaluation.evaluate import EvalSettings, Evaluation
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K

@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from autotrade.data import Anonymization, PreparedData
+from autotrade.data.prepared import Anonymization, PreparedData
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.errors import AutotradeError, ConfigError
 from autotrade.evaluation.evaluate import EvalSettings

@@ -1,0 +1,292 @@
+"""`prepare`: get, validate and split the data once into `data/`; `load_prepared`: what every later stage reads.
+
+`prepare_data` picks a source (`sources`), chooses the split dates (`splits`) and writes `<name>.csv`,
+`train.csv`, `val.csv`, `test.csv` and then `meta.json`, the commit point `load_prepared` trusts.
+`Anonymization` is the view of prepared data that `run --anonymize` shows the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autotrade.data.ohlcv import Notify, ignore, parse_canonical_csv, parse_ohlcv_csv
+from autotrade.data.sources import DEFAULT_START, BundledSource, CsvSource, Source, SourceFrame, YahooSource
+from autotrade.data.splits import Splits, check_splits, default_splits, window_slices
+from autotrade.data.windows import SPLIT_WINDOWS, Window
+from autotrade.errors import ConfigError, DataError, StorageError
+from autotrade.fileio import atomic_write_bytes, atomic_write_json
+from autotrade.fmt import iso_moment
+
+FALLBACK_DATASET = "sp500"  # what a failed download falls back to, unless --no-fallback
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: DataFrames have no boolean equality
+class PreparedData:
+    """A validated OHLCV frame, its split dates and the `meta.json` record describing it."""
+
+    frame: pd.DataFrame
+    splits: Splits
+    meta: dict[str, Any]
+
+    def window(self, name: Window | str) -> pd.DataFrame:
+        """The rows of window `name` (train, val, test or full); ConfigError for any other name."""
+        return self.frame.iloc[window_slices(self.frame.index, self.splits)[Window.named(name)]]
+
+    def research_frame(self) -> pd.DataFrame:
+        """Train and validation rows only: all the research loop may ever compute on (test rows excluded)."""
+        return self.frame.iloc[: int(self.frame.index.searchsorted(self.splits.test_start))]
+
+
+@dataclass(frozen=True)
+class Anonymization:
+    """How a run hides its instrument and calendar from the model (`run --anonymize`).
+
+    Dates move by a whole number of weeks, so weekday effects survive; prices and volume are
+    multiplied by powers of two, which floating point does exactly, so every return, signal and
+    metric of a scale-free strategy is bit for bit the same. What the model cannot recall from
+    memory is then what the S&P 500 did in 2013: it sees a nameless series in another century.
+    """
+
+    weeks: int
+    price_scale: float
+    volume_scale: float
+
+    @classmethod
+    def from_secret(cls, secret: int, last: pd.Timestamp) -> Anonymization:
+        """Drawn from the run's private secret: 50 to 85 years later (earlier when that would pass 2260)."""
+        rng = np.random.default_rng(secret)
+        weeks = int(rng.integers(2600, 4400))
+        if last + pd.Timedelta(weeks=weeks) >= pd.Timestamp("2260-01-01"):
+            weeks = -weeks
+        exponents = rng.choice([-4, -3, -2, -1, 1, 2, 3, 4], size=2)
+        return cls(weeks, float(2.0 ** exponents[0]), float(2.0 ** exponents[1]))
+
+    @property
+    def shift(self) -> pd.Timedelta:
+        """What is added to every real date."""
+        return pd.Timedelta(weeks=self.weeks)
+
+    def apply(self, data: PreparedData) -> PreparedData:
+        """The data as the model and its candidates see it; meta keeps only the sha256 (no ticker, no source)."""
+        frame = data.frame.copy()
+        frame.index = frame.index + self.shift
+        for column in frame.columns:
+            frame[column] = frame[column] * (self.volume_scale if column == "Volume" else self.price_scale)
+        splits = Splits(data.splits.val_start + self.shift, data.splits.test_start + self.shift)
+        return PreparedData(frame, splits, {"sha256": data.meta.get("sha256"), "anonymized": True})
+
+    def real_index(self, index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+        """Anonymized dates back to the real ones (for the report)."""
+        return index - self.shift
+
+
+def prepare_data(
+    *,
+    ticker: str | None = "SPY",
+    start: str = DEFAULT_START,
+    end: str | None = None,
+    csv: Path | str | None = None,
+    offline: bool = False,
+    val_start: str | None = None,
+    test_start: str | None = None,
+    no_fallback: bool = False,
+    data_dir: Path | str = Path("data"),
+    notify: Notify = ignore,
+) -> PreparedData:
+    """Get, validate and split the data, and write `<name>.csv`, train/val/test.csv and meta.json to `data_dir`.
+
+    Source: `csv` if given, else the bundled sample named by `ticker` (None: SPY, i.e. the S&P 500) when
+    `offline`, else a yfinance download of `ticker` from `start` to `end` (both inclusive; None: today). A CSV
+    or bundled sample is used whole. A failed download falls back to the bundled S&P 500, saying so through
+    `notify`, unless `no_fallback`.
+    Writes are atomic, and a rerun with the same result rewrites nothing.
+    """
+    ticker = ticker or "SPY"
+    start_at = _date_flag("--start", start) or pd.Timestamp(DEFAULT_START)  # None only from a caller's start=None
+    end_at = _date_flag("--end", end)
+    val_at, test_at = _date_flag("--val-start", val_start), _date_flag("--test-start", test_start)
+    notes: list[str] = []
+
+    def tell(message: str) -> None:
+        notes.append(message)
+        notify(message)
+
+    source: Source
+    if csv is not None:
+        source = CsvSource(Path(csv))
+    elif offline:
+        source = BundledSource(ticker)
+    else:
+        source = YahooSource(ticker, start_at, end_at)
+    try:
+        loaded = source.load(tell)
+    except DataError as exc:
+        if not isinstance(source, YahooSource):  # a bad file or sample name is the user's to fix, not to replace
+            raise
+        if no_fallback:
+            raise DataError(f"could not download {ticker}: {exc}") from None
+        tell(f"could not download {ticker}: {exc}; using the bundled S&P 500 sample (1999-2018) instead")
+        loaded = replace(BundledSource(FALLBACK_DATASET).load(tell), fallback_reason=str(exc))
+
+    splits = _choose_splits(loaded, val_at, test_at, tell)
+    check_splits(loaded.frame, splits, loaded.name)
+    return _publish(Path(data_dir), loaded, splits, notes)
+
+
+def _choose_splits(
+    loaded: SourceFrame, val_at: pd.Timestamp | None, test_at: pd.Timestamp | None, tell: Notify
+) -> Splits:
+    """The user's split dates where given, defaults for the rest (announced, since the user did not pick them)."""
+    if val_at is not None and test_at is not None:
+        return Splits(val_at, test_at)
+    # A registered split holds only while the user keeps its test start; otherwise the rule picks validation.
+    if loaded.splits is not None and test_at is None:
+        defaults = loaded.splits
+    else:
+        defaults = default_splits(loaded.frame, test_start=test_at)
+    splits = Splits(val_at if val_at is not None else defaults.val_start, defaults.test_start)
+    tell(
+        f"default splits: validation from {iso_moment(splits.val_start)}, test from {iso_moment(splits.test_start)} "
+        "(--val-start/--test-start change them)"
+    )
+    return splits
+
+
+def _publish(data_dir: Path, source: SourceFrame, splits: Splits, notes: list[str]) -> PreparedData:
+    """Write the CSVs, then meta.json last: meta.json is the commit point that `load_prepared` trusts."""
+    frame = source.frame
+    intraday = bool((frame.index != frame.index.normalize()).any())
+    date_format = "%Y-%m-%d %H:%M:%S" if intraday else "%Y-%m-%d"
+    full_name = f"{source.name}.csv"
+    slices = window_slices(frame.index, splits)
+    windows = {str(window): frame.iloc[slices[window]] for window in SPLIT_WINDOWS}  # meta.json: plain names
+    parts = {full_name: frame} | {f"{window}.csv": part for window, part in windows.items()}
+    payloads = {
+        file: part.to_csv(lineterminator="\n", date_format=date_format).encode() for file, part in parts.items()
+    }
+    hashes = {file: hashlib.sha256(payload).hexdigest() for file, payload in payloads.items()}
+    meta: dict[str, Any] = {
+        "source": source.kind,
+        "ticker": source.ticker,
+        "dataset": source.name,
+        "description": source.description,
+        "origin": source.origin,
+        "fallback_reason": source.fallback_reason,
+        "file": full_name,
+        "columns": list(frame.columns),
+        "rows": len(frame),
+        "first_date": iso_moment(frame.index[0]),
+        "last_date": iso_moment(frame.index[-1]),
+        "splits": splits.to_dict(),
+        "windows": {
+            window: {
+                "rows": len(part),
+                "first_date": iso_moment(part.index[0]),
+                "last_date": iso_moment(part.index[-1]),
+            }
+            for window, part in windows.items()
+        },
+        "sha256": hashes[full_name],
+        "files": hashes,
+        "notes": notes,
+    }
+    previous = _read_meta(data_dir / "meta.json")
+    unchanged = (
+        previous is not None
+        and {key: value for key, value in previous.items() if key != "created_at"} == meta
+        and all(_sha256_of(data_dir / file) == digest for file, digest in hashes.items())
+    )
+    if unchanged:
+        # Idempotent rerun: same data, same files; keep the original created_at and touch nothing.
+        return PreparedData(frame, splits, previous)
+    meta["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        for file, payload in payloads.items():
+            atomic_write_bytes(data_dir / file, payload)
+        atomic_write_json(data_dir / "meta.json", meta)
+    except StorageError as exc:  # e.g. --data names a file, a directory we may not write to, a full disk
+        raise DataError(f"cannot write the prepared data to {data_dir}: {exc}") from None
+    return PreparedData(frame, splits, meta)
+
+
+def load_prepared(data_dir: Path | str) -> PreparedData:
+    """Load what `prepare_data` wrote to `data_dir`, checking the full CSV against the sha256 in meta.json."""
+    data_dir = Path(data_dir)
+    meta_path = data_dir / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(f"no prepared data in {data_dir}: run `autotrade prepare` first")
+    meta = _read_meta(meta_path)
+    try:
+        file = meta["file"] if meta is not None else None
+        if not isinstance(file, str) or Path(file).name != file:
+            raise ValueError("no valid 'file' entry")
+        splits = Splits(pd.Timestamp(meta["splits"]["val_start"]), pd.Timestamp(meta["splits"]["test_start"]))
+        expected = str(meta["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{meta_path} is damaged ({exc}): rerun `autotrade prepare`") from None
+    csv_path = data_dir / file
+    try:
+        payload = csv_path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{csv_path} is missing: rerun `autotrade prepare`") from None
+    except OSError as exc:  # a directory in its place, no permission
+        raise DataError(
+            f"cannot read {csv_path} ({exc.strerror or type(exc).__name__}): rerun `autotrade prepare`"
+        ) from None
+    if hashlib.sha256(payload).hexdigest() != expected:
+        raise DataError(
+            f"{csv_path} changed since `autotrade prepare` (its sha256 no longer matches {meta_path}): "
+            "rerun `autotrade prepare`"
+        )
+    frame = parse_canonical_csv(payload)
+    if frame is None:  # not in the canonical form prepare writes (e.g. hand-edited): the validating parser
+        frame = parse_ohlcv_csv(payload, str(csv_path))
+    return PreparedData(frame, splits, meta)
+
+
+# --- small helpers ---------------------------------------------------------------------------------------
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """meta.json as a dict, or None when it is missing or not a JSON object."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _sha256_of(path: Path) -> str | None:
+    """Hex sha256 of a file's bytes, or None when it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _date_flag(flag: str, value: str | None) -> pd.Timestamp | None:
+    """Parse a date given on the command line; ConfigError naming the flag when it is not a date."""
+    if value is None:
+        return None
+    try:
+        moment = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        moment = pd.NaT
+    if moment is pd.NaT:
+        raise ConfigError(f"{flag}: not a date: {value!r} (use YYYY-MM-DD)")
+    moment = moment.tz_localize(None) if moment.tzinfo is not None else moment
+    try:
+        return moment.as_unit("ns")  # the unit of every frame it is compared with
+    except (OverflowError, ValueError):  # OutOfBoundsDatetime is a ValueError
+        raise ConfigError(
+            f"{flag}: date out of range: {value!r} "
+            f"(supported: {pd.Timestamp.min:%Y-%m-%d} to {pd.Timestamp.max:%Y-%m-%d})"
+        ) from None
