@@ -18,7 +18,7 @@ from autotrade.errors import ConfigError
 from autotrade.propose.client import ModelSettings
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.research.config import RunSettings, model_settings
-from autotrade.research.loop import RunResult, resume_run, start_run
+from autotrade.research.loop import Reporter, RunResult, resume_run, start_run
 from autotrade.research.population import Population, choose_parent, record_outcome
 from autotrade.research.rundir import RunDir
 
@@ -94,10 +94,11 @@ def start(
     name: str = "t",
     *,
     endpoint: ModelSettings | None = None,
+    reporter: Reporter | None = None,
     **overrides: object,
-) -> tuple[RunResult, str]:
-    """Run in-process; return the result and the reporter that heard it."""
-    reporter = RecordingReporter()
+) -> tuple[RunResult, Reporter]:
+    """Run in-process; return the result and the reporter that heard it (a recording one unless given)."""
+    reporter = reporter or RecordingReporter()
     endpoint = endpoint or model_settings(base_url=server.base_url, environ={"OPENAI_API_KEY": CANARY})
     result = start_run(
         settings(data, **overrides),

@@ -7,6 +7,7 @@ reach the screen, a file or a prompt. Vetting is switched off where the attack i
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from typer.testing import CliRunner
 
 from autotrade.candidate import BLOCK_END, baseline_source, extract_block, runnable_source
 from autotrade.cli.app import app
+from autotrade.cli.research import PlainReporter
 from autotrade.data.prepared import load_prepared
 from autotrade.errors import CandidateError, ConfigError
 from autotrade.evaluation import evaluate as evaluation
@@ -258,8 +260,11 @@ def test_control_sequences_from_a_candidate_reach_no_terminal_record_or_prompt(
     )
     hostile_reply = answer(printing, f"Title{CLIPBOARD}\n\nHidden \u202etext{ESC}[8m here")
     openai_server.script([Reply(hostile_reply), Reply(answer(sma_block(5, 20), "SMA"))])
-    result, printed = start(openai_server, tmp_path, small_data, max_iter=3)
+    terminal = io.StringIO()  # what the CLI's --quiet reporter prints
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=3, reporter=PlainReporter(terminal))
     run = result.path
+    printed = terminal.getvalue()
+    assert "iter 2/2" in printed
     assert ESC not in printed and "\u202e" not in printed
     for path in run.iterdir():
         text = path.read_text(encoding="utf-8")

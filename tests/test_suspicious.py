@@ -10,6 +10,8 @@ import pandas as pd
 from autotrade.evaluation.evaluate import suspicions
 from autotrade.evaluation.objectives import format_score
 from autotrade.propose.prompts import describe_outcome, describe_population
+from autotrade.research.attempt import Attempt
+from autotrade.status import Status
 
 
 def frame_of(closes: np.ndarray) -> pd.DataFrame:
@@ -40,16 +42,15 @@ def test_a_validation_sharpe_above_four_on_daily_bars_is_suspicious() -> None:
 
 
 def test_the_warning_reaches_the_next_prompt_and_the_population() -> None:
-    record = {
-        "iteration": 3,
-        "parent": 0,
-        "status": "ok",
-        "entered_population": True,
-        "objective": 0.5,
-        "windows": {},
-        "hypothesis": "x",
-        "suspicious": ["validation Sharpe 9.0 is implausible for daily data"],
-    }
+    record = Attempt(
+        iteration=3,
+        parent=0,
+        status=Status.OK,
+        entered_population=True,
+        objective=0.5,
+        hypothesis="x",
+        suspicious=("validation Sharpe 9.0 is implausible for daily data",),
+    )
     assert "SUSPICIOUS: validation Sharpe 9.0" in describe_outcome(record)
     assert "SUSPICIOUS: validation Sharpe 9.0" in describe_population(
         [record], "val_return", partial(format_score, "val_return")
