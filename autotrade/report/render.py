@@ -19,7 +19,7 @@ from rich.text import Text
 
 from autotrade.evaluation.objectives import format_score, has_own_column
 from autotrade.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from autotrade.fmt import hms, pct
+from autotrade.fmt import hms, num, pct
 from autotrade.report.compute import REPORT_JSON, Report, RunSummary, summary
 from autotrade.report.plots import equity_plot, objective_plot
 
@@ -29,11 +29,6 @@ OBJECTIVE_PNG = "report_objective.png"
 
 
 # -- formatting ----------------------------------------------------------------------------------------
-
-
-def num(value: float | None, digits: int = 2) -> str:
-    """A number with fixed decimals; '—' when missing."""
-    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def share(value: float | None) -> str:
