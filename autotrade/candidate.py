@@ -127,7 +127,7 @@ def baseline_source() -> str:
 
 
 def read_source(path: Path) -> str:
-    """The text of a user's trade.py or block file; ConfigError naming it when it is missing, not a file or not UTF-8."""
+    """The text of a user's trade.py or block file; ConfigError naming it when missing, not a file or not UTF-8."""
     if path.exists() and not path.is_file():  # a directory, or a pipe that would block the read forever
         raise ConfigError(f"{path}: not a regular file: give a trade.py or a file holding only the agent block")
     try:

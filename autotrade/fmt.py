@@ -14,6 +14,11 @@ def pct(value: float | None, digits: int = 2, missing: str = "—") -> str:
     return missing if value is None or not math.isfinite(value) else f"{value * 100:+.{digits}f}%"
 
 
+def num(value: float | None, digits: int = 2, missing: str = "—") -> str:
+    """A number with fixed decimals (a ratio, a score, a statistic); `missing` when absent or not finite."""
+    return missing if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
 def hms(whole_seconds: int) -> str:
     """Whole seconds as h:mm:ss (3725 -> '1:02:05'); callers choose whether to round or truncate."""
     return f"{whole_seconds // 3600}:{whole_seconds % 3600 // 60:02d}:{whole_seconds % 60:02d}"

@@ -92,7 +92,8 @@ def test_prepare_with_a_broken_csv_names_the_file_and_line(tmp_path: Path) -> No
 
 
 def test_help_does_not_import_heavy_modules() -> None:
-    probe = "import sys, autotrade.cli.app; print(sorted({'pandas', 'openai', 'yfinance', 'matplotlib'} & set(sys.modules)))"
+    heavy = "{'pandas', 'openai', 'yfinance', 'matplotlib'}"
+    probe = f"import sys, autotrade.cli.app; print(sorted({heavy} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -160,7 +161,8 @@ def test_starting_from_a_binary_file_is_one_line(prepared_dir: Path, tmp_path: P
     )
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: {binary}: not UTF-8 text (byte 0x80 at position 128): give a trade.py or a file holding only the agent block"
+        f"error: {binary}: not UTF-8 text (byte 0x80 at position 128): give a trade.py or a file holding only the "
+        "agent block"
     ]
 
 
@@ -176,7 +178,8 @@ def test_a_run_that_ends_without_any_population_member_says_there_is_no_best(
 ) -> None:
     broken = tmp_path / "broken.py"
     broken.write_text(
-        "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n"
+        "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 1 if row['nope'] > 0 "
+        "else 0\n"
     )
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(
@@ -198,8 +201,8 @@ def test_a_run_that_ends_without_any_population_member_says_there_is_no_best(
     )
     assert result.exit_code == 0, result.stderr
     assert (
-        "run none finished: reached --max-iter after 1 iterations; no iteration entered the population, so there is no best strategy"
-        in result.stdout
+        "run none finished: reached --max-iter after 1 iterations; no iteration entered the population, so there is "
+        "no best strategy" in result.stdout
     )
     assert "best_trade.py" not in result.stdout and not (tmp_path / "train" / "none" / "best_trade.py").exists()
 

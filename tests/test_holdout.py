@@ -1,4 +1,4 @@
-"""The held-out test window: evaluated only by the report, every look recorded, the first shown on every later report."""
+"""The held-out test window: evaluated only by the report, every look recorded, the first shown on each later report."""
 
 from __future__ import annotations
 

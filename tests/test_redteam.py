@@ -255,7 +255,8 @@ def test_control_sequences_from_a_candidate_reach_no_terminal_record_or_prompt(
     printing = (
         "def generate_features(df):\n    print('hi' + chr(27) + ']52;c;ZWNobw==' + chr(7))\n"
         "    df['fast'] = df['Close'].rolling(5).mean()\n    return df\n\n"
-        "def strategy_logic(row):\n    if row['fast'] > row['Close']:\n        raise ValueError('x' + chr(27) + '[2J')\n"
+        "def strategy_logic(row):\n    if row['fast'] > row['Close']:\n        raise ValueError('x' + chr(27) + "
+        "'[2J')\n"
         "    return 1\n"
     )
     hostile_reply = answer(printing, f"Title{CLIPBOARD}\n\nHidden \u202etext{ESC}[8m here")

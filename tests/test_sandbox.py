@@ -228,7 +228,8 @@ LEAK_ATTACKS = {
     "builtins_open_read": "data = B.open({secret!r}).read()",
     "pandas_read_csv": "data = str(pd.read_csv({secret!r}).columns[0])",
     # numpy's C code opens through the caller's builtins: put the real ones back first.
-    "numpy_fromfile": "__builtins__.update(B.__dict__)\ndata = np.fromfile({secret!r}, dtype=np.uint8).tobytes().decode()",
+    "numpy_fromfile": "__builtins__.update(B.__dict__)\n"
+    "data = np.fromfile({secret!r}, dtype=np.uint8).tobytes().decode()",
     "numpy_loadtxt": "data = str(np.loadtxt({secret!r}, dtype=str))",
     "os_open_read": "data = os.read(os.open({secret!r}, os.O_RDONLY), 100).decode()",
     "io_fileio": 'data = M["io"].FileIO({secret!r}).read().decode()',
@@ -626,7 +627,8 @@ def test_common_pandas_idioms_work_under_the_seal(pool: SandboxPool, expression:
 
 
 def test_printing_is_captured(pool: SandboxPool, frame: pd.DataFrame) -> None:
-    block = "def generate_features(df):\n    print('rows', len(df))\n    return df\n\ndef strategy_logic(row):\n    return 0\n"
+    block = "def generate_features(df):\n    print('rows', len(df))\n    return df\n\n"
+    block += "def strategy_logic(row):\n    return 0\n"
     result = run(pool, block, frame)
     assert isinstance(result, CandidateOutput) and result.output == f"rows {ROWS}\n"
 

@@ -1,4 +1,4 @@
-"""score_code / score_reply: hard gates, components and totals through the real evaluation path, research windows only."""
+"""score_code / score_reply: hard gates, components and totals through the real evaluation path, research only."""
 
 from __future__ import annotations
 

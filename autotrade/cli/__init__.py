@@ -1,0 +1,1 @@
+"""The command line: typer commands and terminal rendering; nothing else imports this package."""

@@ -26,7 +26,10 @@ FillOpt = Annotated[
     FillChoice,
     typer.Option(
         "--fill",
-        help="When a signal trades: 'next-open' (the bar after the signal, honest) or 'close' (same bar, the original harness).",
+        help=(
+            "When a signal trades: 'next-open' (the bar after the signal, honest) or 'close' (same bar, the original "
+            "harness)."
+        ),
     ),
 ]
 MAX_COST_BPS = 1000.0

@@ -227,7 +227,8 @@ class PlainReporter:
         """Announce the run."""
         self.objective = settings.objective
         self._print(
-            f"run={run.name} dir={run.path} policy={settings.policy} model={model.get('model')} base_url={model.get('base_url')} "
+            f"run={run.name} dir={run.path} policy={settings.policy} model={model.get('model')} "
+            f"base_url={model.get('base_url')} "
             f"objective={settings.objective} max_iter={settings.max_iter} max_fails={settings.max_fails} "
             f"population={settings.population} seed={settings.seed} next_iteration={standing.done}"
         )
@@ -288,7 +289,8 @@ class RichReporter:
         )
         self.console.print(
             f"objective {settings.objective} · max-iter {settings.max_iter} · max-fails {settings.max_fails} · "
-            f"population {settings.population} · seed {settings.seed} · fill {settings.fill} · cost {settings.cost_bps:g} bp",
+            f"population {settings.population} · seed {settings.seed} · fill {settings.fill} · cost "
+            f"{settings.cost_bps:g} bp",
             style="dim",
         )
         self.progress = Progress(
@@ -408,7 +410,10 @@ def run(
         typer.Option(
             "--max-fails",
             min=1,
-            help="Stop after this many iterations in a row that do not enter the population (default 5; none with --policy random, whose proposals never build on the population).",
+            help=(
+                "Stop after this many iterations in a row that do not enter the population (default 5; none with "
+                "--policy random, whose proposals never build on the population)."
+            ),
         ),
     ] = None,
     population: Annotated[int, typer.Option("--population", min=1, help="How many best iterations to keep.")] = 3,
@@ -416,7 +421,10 @@ def run(
         str | None,
         typer.Option(
             "--name",
-            help="Run name (default: <ticker>-<YYYYmmdd-HHMMSS>, with -2, -3… when another run took it); the run lives in train/<name>/.",
+            help=(
+                "Run name (default: <ticker>-<YYYYmmdd-HHMMSS>, with -2, -3… when another run took it); the run "
+                "lives in train/<name>/."
+            ),
         ),
     ] = None,
     seed: Annotated[
@@ -439,7 +447,10 @@ def run(
         bool,
         typer.Option(
             "--anonymize",
-            help="Hide the instrument and calendar from the model: dates shifted by whole weeks, prices rescaled (the report shows the real dates).",
+            help=(
+                "Hide the instrument and calendar from the model: dates shifted by whole weeks, prices rescaled (the "
+                "report shows the real dates)."
+            ),
         ),
     ] = False,
     data_dir: DataDirOpt = Path("data"),
@@ -472,7 +483,10 @@ def run(
         str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)
     ] = None,
 ) -> None:
-    """Let the model (or --policy random) rewrite the strategy, evaluating every attempt; the key comes from OPENAI_API_KEY (env or .env)."""
+    """Let the model (or --policy random) rewrite the strategy, evaluating every attempt.
+
+    The API key comes from OPENAI_API_KEY (the environment or .env).
+    """
     from autotrade.errors import ConfigError
     from autotrade.propose.prompts import load_prompt_files
     from autotrade.research.config import RunSettings, load_env_file, model_settings
@@ -623,7 +637,8 @@ def doctor(
             line(
                 True if usable else None,
                 "test completion",
-                f"{reply.latency_s:.2f} s ({wall:.2f} s with retries) · {reply.prompt_tokens} + {reply.completion_tokens} "
+                f"{reply.latency_s:.2f} s ({wall:.2f} s with retries) · {reply.prompt_tokens} + "
+                f"{reply.completion_tokens} "
                 f"tokens{estimated} · {speed:.1f} tokens/s · finish {reply.finish_reason} · said {said!r}"
                 + (f" · {len(reply.reasoning)} characters of reasoning" if reply.reasoning else ""),
             )

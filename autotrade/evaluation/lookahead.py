@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from typing import Protocol
 
 import numpy as np
@@ -140,7 +141,7 @@ def cut_plan(
         # The big move is the first bar the prefix lacks: every compared row before it is tested against it.
         cuts.update(_extreme_bars(frame, start, end, EXTREME_CUTS))
     edges = random_strata(n_rows, low)
-    drawn = [int(rng.integers(left, right)) for left, right in zip(edges[:-1], edges[1:])]
+    drawn = [int(rng.integers(left, right)) for left, right in pairwise(edges)]
     return sorted(c for c in cuts if low <= c < n_rows), drawn
 
 

@@ -1,0 +1,1 @@
+"""Proposing: the endpoint client, the prompts, reply parsing and the policies that produce the next candidate."""

@@ -121,7 +121,8 @@ def parse_reply(text: str | None, parent_block: str, finish_reason: str | None =
         raise ReplyError("the reply had no content outside its reasoning: " + FORMAT_HINT, status="empty")
     if len(content) > MAX_REPLY_CHARS:
         raise ReplyError(
-            f"the reply was {len(content):,} characters outside its reasoning; a reply may hold at most {MAX_REPLY_CHARS:,} "
+            f"the reply was {len(content):,} characters outside its reasoning; a reply may hold at most "
+            f"{MAX_REPLY_CHARS:,} "
             f"and a block {MAX_BLOCK_CHARS:,}: keep the strategy short and " + FORMAT_HINT,
             status="parse_error",
         )

@@ -35,6 +35,7 @@ from autotrade.engine.stats import (
 )
 from autotrade.errors import AutotradeError, DataError
 from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block
+from autotrade.fmt import num
 from autotrade.report.diversity import Diversity, measure_diversity
 from autotrade.report.holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
 from autotrade.report.plots import chain_windows
@@ -408,10 +409,6 @@ def overfitting_of(
     )
 
 
-def _num(value: float | None, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
     """The headline overfitting figures, each with one plain sentence."""
     figures: list[Figure] = []
@@ -422,12 +419,12 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
             Figure(
                 "dsr",
                 "Deflated Sharpe Ratio",
-                _num(o.dsr),
-                f"Probability that iteration {b}'s validation Sharpe of {_num(o.sharpe)} beats the "
-                f"{_num(o.expected_max_sharpe)} that the best of {o.n_trials} skill-less strategies would reach by "
+                num(o.dsr),
+                f"Probability that iteration {b}'s validation Sharpe of {num(o.sharpe)} beats the "
+                f"{num(o.expected_max_sharpe)} that the best of {o.n_trials} skill-less strategies would reach by "
                 "luck "
-                f"(Sharpe variance across trials {_num(o.trials_sharpe_var, 3)}); "
-                f"at {_num(o.dsr)} the result {verdict} (0.95 is the usual bar).",
+                f"(Sharpe variance across trials {num(o.trials_sharpe_var, 3)}); "
+                f"at {num(o.dsr)} the result {verdict} (0.95 is the usual bar).",
             )
         )
     if o.psr is not None:
@@ -435,9 +432,9 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
             Figure(
                 "psr",
                 "Probabilistic Sharpe Ratio (vs 0)",
-                _num(o.psr),
+                num(o.psr),
                 f"Probability that iteration {b}'s true Sharpe is above zero, judged from {o.n_obs} daily validation "
-                f"returns (skew {_num(o.skew)}, kurtosis {_num(o.kurtosis, 1)}) as if it were the only strategy tried.",
+                f"returns (skew {num(o.skew)}, kurtosis {num(o.kurtosis, 1)}) as if it were the only strategy tried.",
             )
         )
     if o.pbo is not None:
@@ -454,14 +451,14 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
         )
     if o.sharpe_path is not None:
         path = o.sharpe_path
-        test = "not evaluated" if path.test is None else _num(path.test)
-        change = "" if path.test_minus_val is None else f"; {_num(path.test_minus_val)} from validation to test"
+        test = "not evaluated" if path.test is None else num(path.test)
+        change = "" if path.test_minus_val is None else f"; {num(path.test_minus_val)} from validation to test"
         figures.append(
             Figure(
                 "sharpe_path",
                 "Sharpe train → validation → test",
-                f"{_num(path.train)} → {_num(path.val)} → {test}",
-                f"Annualised Sharpe of iteration {b} in each window: {_num(path.val_minus_train)} from train to "
+                f"{num(path.train)} → {num(path.val)} → {test}",
+                f"Annualised Sharpe of iteration {b} in each window: {num(path.val_minus_train)} from train to "
                 f"validation{change}; "
                 "a fall on the untouched test window is the part of the validation score that was selection luck.",
             )

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from autotrade.evaluation.objectives import format_score, has_own_column
 from autotrade.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from autotrade.fmt import hms, pct
+from autotrade.fmt import hms, num, pct
 from autotrade.report.compute import REPORT_JSON, Report, RunSummary, summary
 from autotrade.report.plots import equity_plot, objective_plot
 
@@ -29,11 +29,6 @@ OBJECTIVE_PNG = "report_objective.png"
 
 
 # -- formatting ----------------------------------------------------------------------------------------
-
-
-def num(value: float | None, digits: int = 2) -> str:
-    """A number with fixed decimals; '—' when missing."""
-    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def share(value: float | None) -> str:
@@ -91,7 +86,8 @@ def header_lines(report: Report) -> list[str]:
     return [
         f"run {report.name} · {who} · {report.iterations} of {report.max_iter} iterations · {report.state}{stop}",
         f"objective {report.objective} · fill {report.fill} · cost {report.cost_bps:g} bp per side · "
-        f"data {data['ticker']} {data['first']} to {data['last']}, validation from {data['val_start']}, test (held out) from {data['test_start']}",
+        f"data {data['ticker']} {data['first']} to {data['last']}, validation from {data['val_start']}, test (held "
+        f"out) from {data['test_start']}",
         f"report made {report.generated_at} from {report.path}",
     ]
 
@@ -252,7 +248,8 @@ def overfitting_section(report: Report) -> Section:
             (
                 "Skew / kurtosis of daily returns",
                 f"{num(o.skew)} / {num(o.kurtosis, 1)}",
-                "Shape of the best's validation returns: negative skew and kurtosis above 3 (the normal value) mean rare large losses, which lower PSR and DSR.",
+                "Shape of the best's validation returns: negative skew and kurtosis above 3 (the normal value) mean "
+                "rare large losses, which lower PSR and DSR.",
             )
         )
     if o.n_trials:
@@ -260,7 +257,8 @@ def overfitting_section(report: Report) -> Section:
             (
                 "Trials (N)",
                 str(o.n_trials),
-                "The ok strategies the validation window chose among: the more were tried, the higher the best scores by luck alone.",
+                "The ok strategies the validation window chose among: the more were tried, the higher the best scores "
+                "by luck alone.",
             )
         )
     return Section(
@@ -286,7 +284,8 @@ def failure_sections(report: Report) -> list[Section]:
         "Failures by type",
         ("type", "count", "share of failures"),
         tuple((s.label, str(s.count), share(s.share)) for s in t.by_error),
-        f"{t.failures} of {t.iterations} iterations failed ({share(t.failures / t.iterations)}); the most common failure: "
+        f"{t.failures} of {t.iterations} iterations failed ({share(t.failures / t.iterations)}); the most common "
+        "failure: "
         f"{t.by_error[0].label} ({share(t.by_error[0].share)})."
         if t.failures
         else "No failures.",
@@ -304,7 +303,8 @@ def diversity_sections(report: Report) -> list[Section]:
         tuple((f, str(n), share(n / d.candidates)) for f, n in d.family_counts.items()),
         d.verdict()
         + (
-            f" {d.repeats} of {d.proposals} proposals repeat an earlier structure, {d.copies_of_start} copy the starting strategy "
+            f" {d.repeats} of {d.proposals} proposals repeat an earlier structure, {d.copies_of_start} copy the "
+            "starting strategy "
             "(same code up to names and numbers)."
             if d.proposals
             else ""
@@ -349,7 +349,8 @@ def spend_section(report: Report) -> Section:
         ("wall time", duration(s.wall_s)),
     ]
     note = (
-        f"Includes {s.interrupted_calls} model call(s) ({s.interrupted_tokens:,} tokens) of attempts that were interrupted before they committed."
+        f"Includes {s.interrupted_calls} model call(s) ({s.interrupted_tokens:,} tokens) of attempts that were "
+        "interrupted before they committed."
         if s.interrupted_calls
         else ""
     )
@@ -535,11 +536,15 @@ def plot_images(report: Report) -> dict[str, bytes]:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
+  padding:0 1rem;color:#222}
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}p.dim{color:#666;margin:.2rem 0}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}th,td{border-bottom:1px solid #ddd;padding:.25rem .6rem;vertical-align:top}
-th{text-align:left;background:#f4f4f4}td.r{text-align:right;font-variant-numeric:tabular-nums}tr.member td{background:#eef8ee;font-weight:600}
-p.note{color:#555;font-size:.85rem;max-width:60rem}img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:.8rem;font-size:.8rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}
+th,td{border-bottom:1px solid #ddd;padding:.25rem .6rem;vertical-align:top}
+th{text-align:left;background:#f4f4f4}
+td.r{text-align:right;font-variant-numeric:tabular-nums}tr.member td{background:#eef8ee;font-weight:600}
+p.note{color:#555;font-size:.85rem;max-width:60rem}
+img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:.8rem;font-size:.8rem}
 """
 
 
@@ -557,7 +562,8 @@ def html_table(section: Section) -> str:
         )
         body.append(f'<tr class="member">{cells}</tr>' if member else f"<tr>{cells}</tr>")
     note = f'<p class="note">{html.escape(section.note)}</p>' if section.note else ""
-    return f"<h2>{html.escape(section.title)}</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<h2>{html.escape(section.title)}</h2>\n{table}{note}"
 
 
 def render_html(report: Report, images: dict[str, bytes]) -> str:
@@ -572,9 +578,8 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
     ]
     for name, png in images.items():
         alt = "equity curves" if name == EQUITY_PNG else "objective by iteration"
-        parts.append(
-            f'<h2>{html.escape(alt.capitalize())}</h2><img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
-        )
+        encoded = base64.b64encode(png).decode("ascii")
+        parts.append(f'<h2>{html.escape(alt.capitalize())}</h2><img alt="{alt}" src="data:image/png;base64,{encoded}">')
     parts.extend(html_table(section) for section in sections(report))
     parts.extend(f'<p class="note">note: {html.escape(n)}</p>' for n in report.notes)
     parts.append("<h2>Summary</h2><pre>" + html.escape("\n".join(summary_lines(report))) + "</pre>")

@@ -1,0 +1,4 @@
+"""Research: the loop that proposes, evaluates and keeps the best.
+
+Its typed attempts, population, learnings, run directory and the reward entry point.
+"""

@@ -190,7 +190,7 @@ class Row:
         return len(self._values)
 
     def __repr__(self) -> str:
-        pairs = ", ".join(f"{c}={v!r}" for c, v in zip(self._columns, self._values))
+        pairs = ", ".join(f"{c}={v!r}" for c, v in zip(self._columns, self._values, strict=True))
         return f"Row({bar_label(self.name)}: {pairs})"
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -204,11 +204,11 @@ class Row:
 
     def items(self) -> list[tuple[str, Any]]:
         """(column, value) pairs, in frame order."""
-        return list(zip(self._columns, self._values))
+        return list(zip(self._columns, self._values, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         """The row as a plain dict."""
-        return dict(zip(self._columns, self._values))
+        return dict(zip(self._columns, self._values, strict=True))
 
     @property
     def name(self) -> pd.Timestamp:
@@ -421,7 +421,7 @@ def _row_values(features: pd.DataFrame, start: int) -> Iterator[tuple[Any, ...]]
     if len(part.columns) and all(isinstance(dtype, np.dtype) and dtype.kind in "biuf" for dtype in part.dtypes):
         return map(tuple, part.to_numpy(dtype=object).tolist())
     columns = [part[c].tolist() for c in part.columns]
-    return zip(*columns) if columns else iter([()] * len(part))
+    return zip(*columns, strict=True) if columns else iter([()] * len(part))
 
 
 _PLAIN_SIGNAL_TYPES = frozenset({int, float, bool, type(None)})

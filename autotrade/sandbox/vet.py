@@ -1221,8 +1221,8 @@ class _Vetter:
     def visit_arguments(self, node: ast.arguments, line: int, depth: int) -> None:
         positional = [*node.posonlyargs, *node.args]
         defaults = [
-            *zip(positional[len(positional) - len(node.defaults) :], node.defaults),
-            *zip(node.kwonlyargs, node.kw_defaults),
+            *zip(positional[len(positional) - len(node.defaults) :], node.defaults, strict=True),
+            *zip(node.kwonlyargs, node.kw_defaults, strict=True),
         ]
         for arg, default in defaults:
             if default is not None:  # a keyword-only argument without a default
@@ -1417,7 +1417,7 @@ class _Vetter:
             for element in node.elts:
                 self.check_function(element, method)
         elif isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values):
+            for key, value in zip(node.keys, node.values, strict=True):
                 if key is None:
                     _reject(line, f"unpacking `**{_snippet(value)}` into {method}()", UNPACKING_RULE)
                 self.check_function(value, method)

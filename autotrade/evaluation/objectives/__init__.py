@@ -12,7 +12,8 @@ buy_and_hold_sharpe, bars.
 
 from __future__ import annotations
 
-from autotrade.evaluation.objectives.base import Objective, number
+from autotrade.evaluation.objectives.base import Objective
+from autotrade.fmt import num
 from autotrade.registry import Entry, Registry
 
 OBJECTIVES: Registry[Objective] = Registry(
@@ -41,7 +42,7 @@ def format_score(objective: str, value: float | None, missing: str = "—") -> s
     """
     if objective in OBJECTIVES.entries:
         return OBJECTIVES.get(objective).format(value, missing)
-    return number(value, missing)
+    return num(value, 3, missing)
 
 
 def has_own_column(objective: str) -> bool:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from autotrade.fmt import pct
+from autotrade.fmt import num, pct
 
 if TYPE_CHECKING:
     from autotrade.evaluation.evaluate import Evaluation
@@ -44,11 +44,6 @@ class Objective(Protocol):
         ...
 
 
-def number(value: float | None, missing: str = "—") -> str:
-    """A ratio or score with three decimals; ``missing`` when absent or not finite."""
-    return missing if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-
 @dataclass(frozen=True)
 class ValidationMetric:
     """An objective that is one engine metric of the validation window, unbounded (a failed gate gives -inf)."""
@@ -73,4 +68,4 @@ class ValidationMetric:
 
     def format(self, value: float | None, missing: str = "—") -> str:
         """A signed percentage or a number."""
-        return pct(value, missing=missing) if self.as_percent else number(value, missing)
+        return pct(value, missing=missing) if self.as_percent else num(value, 3, missing)

@@ -11,7 +11,8 @@ import numpy as np
 from autotrade.engine.metrics import bar_returns, sharpe_ratio
 from autotrade.evaluation.evaluate import RESEARCH_WINDOWS, Evaluation
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K
-from autotrade.evaluation.objectives.base import Measure, number
+from autotrade.evaluation.objectives.base import Measure
+from autotrade.fmt import num
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Robust:
 
     def format(self, value: float | None, missing: str = "—") -> str:
         """A Sharpe ratio as a number."""
-        return number(value, missing)
+        return num(value, 3, missing)
 
 
 OBJECTIVE = Robust()

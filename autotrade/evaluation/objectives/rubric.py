@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from autotrade.evaluation.objectives.base import Measure, number
+from autotrade.evaluation.objectives.base import Measure
+from autotrade.fmt import num
 from autotrade.status import Status
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class Rubric:
 
     def format(self, value: float | None, missing: str = "—") -> str:
         """A score as a number."""
-        return number(value, missing)
+        return num(value, 3, missing)
 
 
 OBJECTIVE = Rubric()
