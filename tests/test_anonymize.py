@@ -15,6 +15,7 @@ from autotrade.data.prepared import Anonymization, load_prepared
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
 from autotrade.report.compute import build_report
 from autotrade.research.rundir import RunDir
+from autotrade.sandbox.pool import SandboxPool
 
 REAL_DATES = re.compile(r"\b(2014|2015|2016|2017|2018)-\d\d-\d\d\b")
 
@@ -31,12 +32,13 @@ def test_dates_move_by_whole_weeks_and_prices_by_a_power_of_two(small_data: Path
     assert "ticker" not in hidden.meta and "dataset" not in hidden.meta
 
 
-def test_a_scale_free_strategy_scores_exactly_the_same_anonymized(small_data: Path) -> None:
+def test_a_scale_free_strategy_scores_exactly_the_same_anonymized(small_data: Path, sandbox_pool: SandboxPool) -> None:
     data = load_prepared(small_data)
     hidden = Anonymization.from_secret(7, data.frame.index[-1]).apply(data)
     block = extract_block(baseline_source())
     settings = EvalSettings(gate_secret=1)
-    real, seen = evaluate_block(block, data, settings=settings), evaluate_block(block, hidden, settings=settings)
+    real = evaluate_block(block, data, settings=settings, pool=sandbox_pool)
+    seen = evaluate_block(block, hidden, settings=settings, pool=sandbox_pool)
     assert real.ok and seen.ok
     assert real.windows == seen.windows  # bit for bit: powers of two scale exactly
 

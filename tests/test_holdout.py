@@ -17,6 +17,7 @@ from autotrade.report.compute import build_report, summary
 from autotrade.report.holdout import HOLDOUT_FILE, read_reveals
 from autotrade.report.render import holdout_section
 from autotrade.research.rundir import RunDir
+from autotrade.sandbox.pool import SandboxPool
 
 FIRST = "2030-01-01T00:00:00+00:00"
 LATER = "2030-02-01T00:00:00+00:00"
@@ -65,14 +66,14 @@ def test_a_report_without_the_holdout_still_shows_an_earlier_reveal(lab: Path) -
     assert FIRST in section.note and section.rows  # the recorded test figures, marked with when they were revealed
 
 
-def test_test_figures_match_an_independent_evaluation_beside_buy_and_hold(lab: Path) -> None:
+def test_test_figures_match_an_independent_evaluation_beside_buy_and_hold(lab: Path, sandbox_pool: SandboxPool) -> None:
     run = copy_run(lab / "train" / "mixed", "independent")
     report = build_report(run, at=FIRST)
     best = report.best_iteration
     block = json.loads((run.path / f"iter_{best}_results.json").read_text())["block"]
     data = load_prepared(lab / "small" / "data")
     settings = EvalSettings(backtest=BacktestSettings(fill=Fill.NEXT_OPEN, cost_bps=2.0))
-    test = evaluate_block(block, data, ("train", "val", "test"), settings).windows["test"]
+    test = evaluate_block(block, data, ("train", "val", "test"), settings, pool=sandbox_pool).windows["test"]
     assert summary(report)["best_test_return"] == pytest.approx(test["total_return"])
     assert summary(report)["buy_and_hold_test_return"] == pytest.approx(test["buy_and_hold_return"])
     assert report.holdout.first.test_return(best) == pytest.approx(test["total_return"])

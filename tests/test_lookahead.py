@@ -33,7 +33,7 @@ from autotrade.evaluation.lookahead import (
     split_for_budget,
     whole_cuts,
 )
-from autotrade.sandbox.pool import GateStep, Limits, run_candidate
+from autotrade.sandbox.pool import GateStep, Limits, SandboxPool, run_candidate
 
 VAL_START = "2003-01-01"
 
@@ -49,11 +49,11 @@ def val_position(frame: pd.DataFrame) -> int:
     return int(np.searchsorted(frame.index.values, np.datetime64(VAL_START)))
 
 
-def gate(block: str, frame: pd.DataFrame, secret: int = 1) -> CandidateError | None:
+def gate(block: str, frame: pd.DataFrame, pool: SandboxPool, secret: int = 1) -> CandidateError | None:
     """The gate's verdict on a block (vetting skipped: the gate must stand on its own); None when it passes."""
     block = textwrap.dedent(block)
     try:
-        run_gated(block, frame, val_position(frame), seed_for(block, secret), Limits(timeout_s=60))
+        run_gated(block, frame, val_position(frame), seed_for(block, secret), Limits(timeout_s=60), pool=pool)
     except CandidateError as exc:
         return exc
     return None
@@ -126,8 +126,8 @@ def strategy_logic(row):
 
 
 @pytest.mark.parametrize("name", sorted(LEAKS))
-def test_leak_is_caught(frame: pd.DataFrame, name: str) -> None:
-    error = gate(LEAKS[name], frame)
+def test_leak_is_caught(frame: pd.DataFrame, name: str, sandbox_pool: SandboxPool) -> None:
+    error = gate(LEAKS[name], frame, sandbox_pool)
     assert error is not None and error.status == "lookahead", error
 
 
@@ -203,13 +203,17 @@ def strategy_logic(row):
 
 
 @pytest.mark.parametrize("name", sorted(STATE_LEAKS))
-def test_future_carried_through_module_state_into_signals_is_caught(frame: pd.DataFrame, name: str) -> None:
-    error = gate(STATE_LEAKS[name], frame)  # vetting (which refuses func_globals) is skipped here
+def test_future_carried_through_module_state_into_signals_is_caught(
+    frame: pd.DataFrame, name: str, sandbox_pool: SandboxPool
+) -> None:
+    error = gate(STATE_LEAKS[name], frame, sandbox_pool)  # vetting (which refuses func_globals) is skipped here
     assert error is not None and error.status == "lookahead", error
     assert "module state" in str(error) or "the signal at" in str(error), error
 
 
-def test_a_cell_holding_an_array_cannot_hide_the_future_in_its_repr(frame: pd.DataFrame) -> None:
+def test_a_cell_holding_an_array_cannot_hide_the_future_in_its_repr(
+    frame: pd.DataFrame, sandbox_pool: SandboxPool
+) -> None:
     block = features_block(
         "c",
         """
@@ -221,23 +225,25 @@ def test_a_cell_holding_an_array_cannot_hide_the_future_in_its_repr(frame: pd.Da
             cells.append(memo)
         df["memo"] = pd.Series(cells, index=df.index, dtype="object")""",
     )
-    error = gate(block, frame)
+    error = gate(block, frame, sandbox_pool)
     assert error is not None and "one number (or one label) per bar" in str(error), error
 
 
-def test_a_random_stream_seeded_from_the_data_cannot_carry_it_into_the_signals(frame: pd.DataFrame) -> None:
+def test_a_random_stream_seeded_from_the_data_cannot_carry_it_into_the_signals(
+    frame: pd.DataFrame, sandbox_pool: SandboxPool
+) -> None:
     def signals(seeding: str) -> np.ndarray:
         block = (
             f"def generate_features(df):\n    {seeding}\n    return df\n\n"
             "def strategy_logic(row):\n    return 1 if np.random.rand() > 0.5 else -1\n"
         )
-        return run_gated(block, frame, val_position(frame), 1, Limits(timeout_s=60))[0].signals
+        return run_gated(block, frame, val_position(frame), 1, Limits(timeout_s=60), pool=sandbox_pool)[0].signals
 
     assert np.array_equal(signals("np.random.seed(len(df))"), signals("pass"))
 
 
-def test_message_names_the_column_the_date_and_both_values(frame: pd.DataFrame) -> None:
-    error = gate(features_block("c.shift(-1)"), frame)
+def test_message_names_the_column_the_date_and_both_values(frame: pd.DataFrame, sandbox_pool: SandboxPool) -> None:
+    error = gate(features_block("c.shift(-1)"), frame, sandbox_pool)
     assert error is not None
     found = re.search(r"column 'f' at (\d{4}-\d\d-\d\d) .*: (\S+) with all bars", str(error))
     assert found, str(error)
@@ -245,8 +251,8 @@ def test_message_names_the_column_the_date_and_both_values(frame: pd.DataFrame) 
     assert float(found.group(2)) == pytest.approx(frame["Close"].iloc[at + 1], rel=1e-5)
 
 
-def test_block_that_fails_without_later_bars_is_lookahead(frame: pd.DataFrame) -> None:
-    error = gate(features_block("c * 0 + a[1400]"), frame)
+def test_block_that_fails_without_later_bars_is_lookahead(frame: pd.DataFrame, sandbox_pool: SandboxPool) -> None:
+    error = gate(features_block("c * 0 + a[1400]"), frame, sandbox_pool)
     assert error is not None and error.status == "lookahead"
     assert "fails when bars after" in str(error) and error.error_type == "IndexError"
 
@@ -290,8 +296,8 @@ def strategy_logic(row):
 
 
 @pytest.mark.parametrize("name", sorted(CAUSAL))
-def test_causal_code_passes_the_gate(frame: pd.DataFrame, name: str) -> None:
-    assert gate(CAUSAL[name], frame) is None
+def test_causal_code_passes_the_gate(frame: pd.DataFrame, name: str, sandbox_pool: SandboxPool) -> None:
+    assert gate(CAUSAL[name], frame, sandbox_pool) is None
 
 
 def test_verdicts_are_reproducible_for_the_run_and_differ_between_runs(frame: pd.DataFrame) -> None:
@@ -400,7 +406,7 @@ def test_a_signal_that_differs_on_the_prefix_holding_its_bar_is_caught() -> None
         check_lookahead(Full(), index, [GateStep(2, 0, (), {}, 0, np.array([0.0, 0.0]))])
 
 
-def test_a_prefix_run_finds_no_later_bar_even_in_its_job_pipe(frame: pd.DataFrame) -> None:
+def test_a_prefix_run_finds_no_later_bar_even_in_its_job_pipe(frame: pd.DataFrame, sandbox_pool: SandboxPool) -> None:
     # Vetting off: the block reaches os and tries to read ahead on the pipe the gate's bars arrive on.
     block = textwrap.dedent("""
         def generate_features(df):
@@ -416,7 +422,7 @@ def test_a_prefix_run_finds_no_later_bar_even_in_its_job_pipe(frame: pd.DataFram
         def strategy_logic(row):
             return 0
     """)
-    output = run_candidate(block, frame, [100, 200, 300, 400], Limits(timeout_s=30))
+    output = run_candidate(block, frame, [100, 200, 300, 400], Limits(timeout_s=30), pool=sandbox_pool)
     assert [step.features["ahead"][-1] for step in output.steps] == [0.0, 0.0, 0.0, 0.0]
 
 
@@ -448,14 +454,16 @@ def strategy_logic(row):
 """
 
 
-def test_deferred_cuts_are_checked_before_the_result_is_trusted(frame: pd.DataFrame) -> None:
+def test_deferred_cuts_are_checked_before_the_result_is_trusted(frame: pd.DataFrame, sandbox_pool: SandboxPool) -> None:
     data = PreparedData(frame, Splits(pd.Timestamp(VAL_START), pd.Timestamp("2004-07-01")), {"sha256": "x"})
     settings = EvalSettings(gate_secret=1, gate_budget_s=0.5)  # this block's whole gate needs several seconds
-    evaluation = evaluate_block(SLOW_CAUSAL, data, settings=settings)
+    evaluation = evaluate_block(SLOW_CAUSAL, data, settings=settings, pool=sandbox_pool)
     assert evaluation.ok and evaluation.deferred_cuts, evaluation.message
-    assert finish_gate(evaluation, SLOW_CAUSAL, data, settings).deferred_cuts == ()
+    assert finish_gate(evaluation, SLOW_CAUSAL, data, settings, pool=sandbox_pool).deferred_cuts == ()
     leaky = SLOW_CAUSAL.replace("close[max(0, i - 30):i + 1]", "close[max(0, i - 30):i + 2]")
     assert (
-        finish_gate(replace(evaluation, deferred_cuts=tuple(range(100, 1400, 50))), leaky, data, settings).status
+        finish_gate(
+            replace(evaluation, deferred_cuts=tuple(range(100, 1400, 50))), leaky, data, settings, pool=sandbox_pool
+        ).status
         == "lookahead"
     )

@@ -21,6 +21,7 @@ from autotrade.research.config import RunSettings, model_settings
 from autotrade.research.loop import Reporter, RunResult, resume_run, start_run
 from autotrade.research.population import Population, choose_parent, record_outcome
 from autotrade.research.rundir import RunDir
+from autotrade.sandbox.pool import SandboxPool
 
 CANARY = "sk-canary-7f3a9c1e5b"  # the API key: must never reach a file
 
@@ -448,7 +449,7 @@ SCRIPTED = [(5, 20), (20, 100), (8, 40), (10, 30)]  # iterations 1-4: crossovers
 
 
 def test_the_chosen_objective_decides_the_population_order(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path, sandbox_pool: SandboxPool
 ) -> None:
     from autotrade.data.prepared import load_prepared
     from autotrade.evaluation.evaluate import Evaluation
@@ -465,7 +466,8 @@ def test_the_chosen_objective_decides_the_population_order(
         found = records(result.path)
         if objective == "robust":  # needs the equity curves: score the recorded code again through score_code
             expected = {
-                r["iteration"]: score_code(r["block"], data, objective="robust", robust_k=3).total for r in found
+                r["iteration"]: score_code(r["block"], data, objective="robust", robust_k=3, pool=sandbox_pool).total
+                for r in found
             }
         else:
             expected = {

@@ -21,6 +21,7 @@ from autotrade.propose.policies.random_search import RANDOM_MODEL, RandomPropose
 from autotrade.propose.reply import parse_reply
 from autotrade.registry import Entry
 from autotrade.research.config import RunSettings
+from autotrade.sandbox.pool import SandboxPool
 from autotrade.sandbox.vet import vet_block
 
 CLOSED_PORT = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "", "OPENAI_MODEL": ""}  # nothing listens
@@ -38,9 +39,11 @@ def test_thirty_random_blocks_from_a_seed_all_pass_vetting_and_differ() -> None:
     assert len(set(blocks)) == 30
 
 
-def test_random_blocks_evaluate_ok_or_no_trades_never_a_failure(small_data: Path) -> None:  # noqa: F811
+def test_random_blocks_evaluate_ok_or_no_trades_never_a_failure(  # noqa: F811
+    small_data: Path, sandbox_pool: SandboxPool
+) -> None:
     data = load_prepared(small_data)
-    statuses = [str(evaluate_block(block, data).status) for block in strategies(2024, 30)[::3]]
+    statuses = [str(evaluate_block(block, data, pool=sandbox_pool).status) for block in strategies(2024, 30)[::3]]
     assert set(statuses) <= {"ok", "no_trades"}, statuses
     assert statuses.count("ok") >= 7
 

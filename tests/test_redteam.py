@@ -33,7 +33,7 @@ from autotrade.evaluation import evaluate as evaluation
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
 from autotrade.research import loop
 from autotrade.sandbox import launch
-from autotrade.sandbox.pool import Limits, run_candidate
+from autotrade.sandbox.pool import Limits, SandboxPool, run_candidate
 from autotrade.sandbox.vet import VettedBlock
 
 ESC = "\x1b"
@@ -179,12 +179,16 @@ DISPATCH_ESCAPES = {
 
 
 @pytest.mark.parametrize("name", list(DISPATCH_ESCAPES))
-def test_paths_to_builtins_eval_or_a_writer_are_rejected_before_they_run(name: str, prepared_dir: Path) -> None:
+def test_paths_to_builtins_eval_or_a_writer_are_rejected_before_they_run(
+    name: str, prepared_dir: Path, sandbox_pool: SandboxPool
+) -> None:
     block = (
         f"def generate_features(df):\n    {DISPATCH_ESCAPES[name]}\n    return df\n\n"
         "def strategy_logic(row):\n    return 0\n"
     )
-    evaluation_ = evaluate_block(block, load_prepared(prepared_dir), settings=EvalSettings(lookahead=False))
+    evaluation_ = evaluate_block(
+        block, load_prepared(prepared_dir), settings=EvalSettings(lookahead=False), pool=sandbox_pool
+    )
     assert evaluation_.status == "rejected", evaluation_.message
 
 
@@ -211,15 +215,19 @@ def forging_block(when: str) -> str:
     """)
 
 
-def test_prefix_runs_that_forge_a_probe_reply_are_look_ahead_not_ok(frame: pd.DataFrame) -> None:
+def test_prefix_runs_that_forge_a_probe_reply_are_look_ahead_not_ok(
+    frame: pd.DataFrame, sandbox_pool: SandboxPool
+) -> None:
     with pytest.raises(CandidateError) as caught:
-        run_candidate(forging_block("prefix"), frame, [100, 200, 300], Limits(timeout_s=20))
+        run_candidate(forging_block("prefix"), frame, [100, 200, 300], Limits(timeout_s=20), pool=sandbox_pool)
     assert caught.value.status == "lookahead"
 
 
-def test_a_full_run_that_forges_a_probe_reply_is_a_typed_failure_not_a_crash(frame: pd.DataFrame) -> None:
+def test_a_full_run_that_forges_a_probe_reply_is_a_typed_failure_not_a_crash(
+    frame: pd.DataFrame, sandbox_pool: SandboxPool
+) -> None:
     with pytest.raises(CandidateError) as caught:
-        run_candidate(forging_block("full"), frame, [100, 200], Limits(timeout_s=20))
+        run_candidate(forging_block("full"), frame, [100, 200], Limits(timeout_s=20), pool=sandbox_pool)
     assert caught.value.status == "runtime_error" and "malformed" in str(caught.value)
 
 
@@ -236,7 +244,7 @@ def test_a_forged_reply_neither_ends_the_run_nor_blocks_its_resume(
 # -- 5. smaller holes --------------------------------------------------------------------------------------
 
 
-def test_one_wall_clock_budget_covers_all_of_a_candidates_runs(frame: pd.DataFrame) -> None:
+def test_one_wall_clock_budget_covers_all_of_a_candidates_runs(frame: pd.DataFrame, sandbox_pool: SandboxPool) -> None:
     block = (
         "def generate_features(df):\n    start = pd.Timestamp.now()\n"
         "    while (pd.Timestamp.now() - start).total_seconds() < 1.2:\n        pass\n    return df\n\n"
@@ -244,7 +252,7 @@ def test_one_wall_clock_budget_covers_all_of_a_candidates_runs(frame: pd.DataFra
     )
     started = time.monotonic()
     with pytest.raises(CandidateError) as caught:
-        run_candidate(block, frame, [50, 100, 150, 200, 250], Limits(timeout_s=2.5))
+        run_candidate(block, frame, [50, 100, 150, 200, 250], Limits(timeout_s=2.5), pool=sandbox_pool)
     assert caught.value.status == "timeout"
     assert time.monotonic() - started < 2.5 + 1.5  # six runs of 1.2 s each would take 3.6 s at two at a time
 
@@ -275,13 +283,13 @@ def test_control_sequences_from_a_candidate_reach_no_terminal_record_or_prompt(
     assert "\\x1b" in (run / "learnings.md").read_text()  # shown as a visible escape, not dropped
 
 
-def test_a_column_name_holding_an_escape_sequence_is_refused(frame: pd.DataFrame) -> None:
+def test_a_column_name_holding_an_escape_sequence_is_refused(frame: pd.DataFrame, sandbox_pool: SandboxPool) -> None:
     block = (
         "def generate_features(df):\n    df['a' + chr(27) + '[31m'] = 1.0\n    return df\n\n"
         "def strategy_logic(row):\n    return 0\n"
     )
     with pytest.raises(CandidateError) as caught:
-        run_candidate(block, frame, (), Limits(timeout_s=20))
+        run_candidate(block, frame, (), Limits(timeout_s=20), pool=sandbox_pool)
     assert "printable" in str(caught.value) and ESC not in str(caught.value)
 
 
@@ -291,9 +299,9 @@ def test_a_long_dash_comment_in_the_block_survives_the_written_file() -> None:
     assert extract_block(written) == block
 
 
-def test_a_block_holding_a_delimiter_line_is_rejected(prepared_dir: Path) -> None:
+def test_a_block_holding_a_delimiter_line_is_rejected(prepared_dir: Path, sandbox_pool: SandboxPool) -> None:
     block = extract_block(baseline_source()) + BLOCK_END + "\nX = 1\n"
-    assert evaluate_block(block, load_prepared(prepared_dir)).status == "rejected"
+    assert evaluate_block(block, load_prepared(prepared_dir), pool=sandbox_pool).status == "rejected"
 
 
 def test_an_unreadable_env_file_is_one_line_from_doctor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

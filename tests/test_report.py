@@ -32,6 +32,7 @@ from autotrade.research.attempt import Attempt, Turn
 from autotrade.research.config import RunSettings, model_settings
 from autotrade.research.loop import start_run
 from autotrade.research.rundir import RunDir
+from autotrade.sandbox.pool import SandboxPool
 from autotrade.status import Status
 
 # -- shared helpers ------------------------------------------------------------------------------------
@@ -143,14 +144,16 @@ def test_failure_taxonomy_counts_and_shares_by_status_and_exception_type(mixed: 
     assert taxonomy.by_error[0].label == "KeyError"
 
 
-def test_dsr_and_psr_use_the_best_daily_validation_returns_and_all_ok_trials(mixed: tuple, lab: Path) -> None:
+def test_dsr_and_psr_use_the_best_daily_validation_returns_and_all_ok_trials(
+    mixed: tuple, lab: Path, sandbox_pool: SandboxPool
+) -> None:
     report, _ = mixed
     run = lab / "train" / "mixed"
     found = records(run)
     ok = [r for r in found if r["status"] == "ok"]
     best = found[report.best_iteration]
     data = load_prepared(lab / "small" / "data")
-    evaluation = evaluate_block(best["block"], data, ("train", "val"), settings_of(run))
+    evaluation = evaluate_block(best["block"], data, ("train", "val"), settings_of(run), pool=sandbox_pool)
     moments = sharpe_moments(evaluation.curves["val"].equity.pct_change().to_numpy())
     var = float(np.var([r["windows"]["val"]["sharpe"] for r in ok], ddof=1)) / 252  # annualised → per day
     o = report.overfitting
@@ -165,13 +168,15 @@ def test_dsr_and_psr_use_the_best_daily_validation_returns_and_all_ok_trials(mix
     assert o.kurtosis > 0 and o.dsr < o.psr  # five trials deflate the Sharpe's credibility
 
 
-def test_pbo_is_computed_over_the_train_and_validation_returns_of_every_ok_trial(mixed: tuple, lab: Path) -> None:
+def test_pbo_is_computed_over_the_train_and_validation_returns_of_every_ok_trial(
+    mixed: tuple, lab: Path, sandbox_pool: SandboxPool
+) -> None:
     report, _ = mixed
     run = lab / "train" / "mixed"
     data = load_prepared(lab / "small" / "data")
     columns = []
     for record in (r for r in records(run) if r["status"] == "ok"):
-        curves = evaluate_block(record["block"], data, ("train", "val"), settings_of(run)).curves
+        curves = evaluate_block(record["block"], data, ("train", "val"), settings_of(run), pool=sandbox_pool).curves
         columns.append(np.concatenate([curves[w].equity.pct_change().to_numpy()[1:] for w in ("train", "val")]))
     expected = pbo_cscv(np.column_stack(columns), n_blocks=16)
     assert report.overfitting.pbo == pytest.approx(expected.pbo) and report.overfitting.pbo_trials == 5

@@ -14,6 +14,7 @@ from autotrade.evaluation.objectives import OBJECTIVES
 from autotrade.evaluation.objectives.rubric import RUBRIC_WEIGHTS
 from autotrade.evaluation.score import Score, score_code
 from autotrade.research.reward import score_reply
+from autotrade.sandbox.pool import SandboxPool
 
 NEVER_TRADES = "def generate_features(df):\n    return df\n\n\ndef strategy_logic(row):\n    return 0\n"
 SYNTAX_ERROR = "def generate_features(df)\n    return df\n\n\ndef strategy_logic(row):\n    return 1\n"
@@ -35,28 +36,30 @@ def assert_gated(score: Score, gate: str, status: str) -> None:
     assert score.total == 0.0
 
 
-def test_code_that_does_not_compile_scores_zero(data: PreparedData) -> None:
-    assert_gated(score_code(SYNTAX_ERROR, data), "valid_code", "syntax_error")
+def test_code_that_does_not_compile_scores_zero(data: PreparedData, sandbox_pool: SandboxPool) -> None:
+    assert_gated(score_code(SYNTAX_ERROR, data, pool=sandbox_pool), "valid_code", "syntax_error")
 
 
-def test_code_rejected_by_vetting_scores_zero(data: PreparedData) -> None:
-    score = score_code(IMPORTS_OS, data)
+def test_code_rejected_by_vetting_scores_zero(data: PreparedData, sandbox_pool: SandboxPool) -> None:
+    score = score_code(IMPORTS_OS, data, pool=sandbox_pool)
     assert_gated(score, "valid_code", "rejected")
     assert "line 1" in score.message
 
 
-def test_lookahead_scores_zero(data: PreparedData) -> None:
-    score = score_code(WHOLE_SAMPLE_MEAN, data)
+def test_lookahead_scores_zero(data: PreparedData, sandbox_pool: SandboxPool) -> None:
+    score = score_code(WHOLE_SAMPLE_MEAN, data, pool=sandbox_pool)
     assert_gated(score, "no_lookahead", "lookahead")
     assert score.gates["valid_code"] is True
 
 
-def test_a_strategy_that_never_trades_scores_zero(data: PreparedData) -> None:
-    assert_gated(score_code(NEVER_TRADES, data), "trades", "no_trades")
+def test_a_strategy_that_never_trades_scores_zero(data: PreparedData, sandbox_pool: SandboxPool) -> None:
+    assert_gated(score_code(NEVER_TRADES, data, pool=sandbox_pool), "trades", "no_trades")
 
 
-def test_a_valid_strategy_gets_weighted_components_on_research_windows_only(data: PreparedData) -> None:
-    score = score_code(sma_block(10, 30), data)
+def test_a_valid_strategy_gets_weighted_components_on_research_windows_only(
+    data: PreparedData, sandbox_pool: SandboxPool
+) -> None:
+    score = score_code(sma_block(10, 30), data, pool=sandbox_pool)
     assert score.status == "ok" and score.passed
     assert set(score.components) == set(RUBRIC_WEIGHTS)
     assert all(0.0 <= value <= 1.0 for value in score.components.values())
@@ -65,28 +68,36 @@ def test_a_valid_strategy_gets_weighted_components_on_research_windows_only(data
     assert set(score.windows) == {"train", "val"}  # never the held-out test window
 
 
-def test_a_whole_trade_py_scores_like_its_block(data: PreparedData) -> None:
+def test_a_whole_trade_py_scores_like_its_block(data: PreparedData, sandbox_pool: SandboxPool) -> None:
     whole = splice_block(baseline_source(), sma_block(5, 20))
-    assert score_code(whole, data) == score_code(sma_block(5, 20), data)
+    assert score_code(whole, data, pool=sandbox_pool) == score_code(sma_block(5, 20), data, pool=sandbox_pool)
 
 
-def test_other_objectives_read_their_figure_and_gate_to_minus_infinity(data: PreparedData) -> None:
-    val_return = score_code(sma_block(10, 30), data, objective="val_return")
+def test_other_objectives_read_their_figure_and_gate_to_minus_infinity(
+    data: PreparedData, sandbox_pool: SandboxPool
+) -> None:
+    val_return = score_code(sma_block(10, 30), data, objective="val_return", pool=sandbox_pool)
     assert val_return.total == val_return.windows["val"]["total_return"] == val_return.components["val_return"]
-    sharpe = score_code(sma_block(10, 30), data, objective="val_sharpe")
+    sharpe = score_code(sma_block(10, 30), data, objective="val_sharpe", pool=sandbox_pool)
     assert sharpe.total == sharpe.windows["val"]["sharpe"]
-    robust = score_code(sma_block(10, 30), data, objective="robust", robust_k=3)
+    robust = score_code(sma_block(10, 30), data, objective="robust", robust_k=3, pool=sandbox_pool)
     assert list(robust.components) == ["sharpe_1", "sharpe_2", "sharpe_3"]
     assert robust.total == min(robust.components.values())
-    failed = score_code(NEVER_TRADES, data, objective="val_return")
+    failed = score_code(NEVER_TRADES, data, objective="val_return", pool=sandbox_pool)
     assert failed.total == OBJECTIVES.get("val_return").gated == -math.inf
 
 
-def test_a_reply_scores_like_the_code_it_holds(data: PreparedData) -> None:
-    assert score_reply(answer(sma_block(10, 30), "SMA 10/30"), data) == score_code(sma_block(10, 30), data)
-    assert score_reply(LOOKAHEAD, data).gates["no_lookahead"] is False
+def test_a_reply_scores_like_the_code_it_holds(data: PreparedData, sandbox_pool: SandboxPool) -> None:
+    assert score_reply(answer(sma_block(10, 30), "SMA 10/30"), data, pool=sandbox_pool) == score_code(
+        sma_block(10, 30), data, pool=sandbox_pool
+    )
+    assert score_reply(LOOKAHEAD, data, pool=sandbox_pool).gates["no_lookahead"] is False
 
 
-def test_a_reply_without_code_fails_the_valid_code_gate(data: PreparedData) -> None:
-    assert_gated(score_reply("I would rather not write code.", data), "valid_code", "parse_error")
-    assert_gated(score_reply(answer(sma_block(10, 30), "cut"), data, finish_reason="length"), "valid_code", "truncated")
+def test_a_reply_without_code_fails_the_valid_code_gate(data: PreparedData, sandbox_pool: SandboxPool) -> None:
+    assert_gated(score_reply("I would rather not write code.", data, pool=sandbox_pool), "valid_code", "parse_error")
+    assert_gated(
+        score_reply(answer(sma_block(10, 30), "cut"), data, finish_reason="length", pool=sandbox_pool),
+        "valid_code",
+        "truncated",
+    )
