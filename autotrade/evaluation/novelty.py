@@ -9,7 +9,9 @@ from __future__ import annotations
 import ast
 import hashlib
 
-OHLCV_COLUMNS = frozenset({"Open", "High", "Low", "Close", "Adj Close", "Volume"})
+from autotrade.data.ohlcv import COLUMN_ORDER
+
+OHLCV_COLUMNS = frozenset(COLUMN_ORDER)  # input columns: their names say what is computed, so they stay
 
 
 class _Normaliser(ast.NodeTransformer):
