@@ -16,7 +16,7 @@ class Status(StrEnum):
 
     OK = "ok"
     EMPTY = "empty"  # the reply had no content at all
-    TRUNCATED = "truncated"  # the reply hit the token limit (finish_reason "length")
+    TRUNCATED = "truncated"  # the reply hit the token limit (finish_reason "length") before closing a code block
     PARSE_ERROR = "parse_error"  # the reply held no usable code
     SYNTAX_ERROR = "syntax_error"  # the block does not compile
     REJECTED = "rejected"  # vetting refused something outside the allowed surface

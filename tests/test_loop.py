@@ -72,6 +72,8 @@ REJECTED = answer(
 )
 SYNTAX = answer("def generate_features(df)\n    return df\n\n\ndef strategy_logic(row):\n    return 1\n", "Typo")
 NO_CODE = "I would add an RSI filter, but I will not write code today."
+# Cut at the token limit inside its python block: no complete code to salvage.
+CUT_IN_CODE = good()[: good().index("return df")]
 
 
 def iteration_of(request: Recorded) -> int:
@@ -137,7 +139,7 @@ def test_mixed_replies_are_recorded_with_typed_statuses_and_the_run_goes_on(
             Reply(LOOKAHEAD),
             Reply(NO_CODE),
             Reply(""),
-            Reply(good(), finish_reason="length"),
+            Reply(CUT_IN_CODE, finish_reason="length"),
             Reply(REJECTED),
             Reply(SYNTAX),
         ]
@@ -160,6 +162,20 @@ def test_mixed_replies_are_recorded_with_typed_statuses_and_the_run_goes_on(
     assert key_error["error_type"] == "KeyError" and "RSI_14" in key_error["message"]
     # The reporter hears each attempt as committed, its failures' messages included (the CLI shows them as why=).
     assert [a.to_json() for a in reporter.attempts] == records(result.path)
+
+
+def test_a_reply_cut_after_its_python_block_is_evaluated_and_keeps_its_finish_reason(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
+    # As a llama.cpp server sent it: a complete block, then a hypothesis cut off by the token limit.
+    cut = f"SMA 10/30 crossover.\n\n```python\n{sma_block(10, 30)}```\n\n```markdown\nThe fast average leads the"
+    openai_server.script([Reply(cut, finish_reason="length")])
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=2)
+    salvaged = records(result.path)[1]
+    assert (salvaged["status"], salvaged["finish_reason"], salvaged["reply_source"]) == ("ok", "length", "python-block")
+    assert salvaged["block"] == sma_block(10, 30) and salvaged["val_return"] is not None
+    assert salvaged["hypothesis"] == "SMA 10/30 crossover."  # the prose, not the cut markdown block
+    assert (result.path / "iter_1_trade.py").is_file()
 
 
 def test_results_record_what_the_report_needs(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:

@@ -11,7 +11,14 @@ import pytest
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.contract import BLOCK_END, BLOCK_START
 from autotrade.errors import ReplyError
-from autotrade.propose.reply import FORMAT_HINT, LEARNINGS_MAX_CHARS, parse_reply, split_reasoning, strip_reasoning
+from autotrade.propose.reply import (
+    FORMAT_HINT,
+    LEARNINGS_MAX_CHARS,
+    MAX_REPLY_CHARS,
+    parse_reply,
+    split_reasoning,
+    strip_reasoning,
+)
 
 PARENT = extract_block(baseline_source())
 
@@ -207,11 +214,88 @@ def test_code_before_a_lone_closing_think_tag_is_never_taken() -> None:
     assert parse_reply(reply, PARENT).block == BOTH + "\n"
 
 
-def test_truncated_reply_is_status_truncated_even_with_code() -> None:
+# -- replies cut at the token limit (finish_reason "length") --------------------------------------------
+
+TRUNCATED_MESSAGE = "the reply was cut off at the token limit (finish_reason=length): think more briefly and "
+
+
+def assert_truncated(reply: str) -> None:
+    """A cut reply that yields no code fails as `truncated`, with the message that tells the model why."""
     with pytest.raises(ReplyError) as caught:
-        parse_reply(f"```python\n{BOTH}\n```\n```markdown\nThe idea is", PARENT, finish_reason="length")
+        parse_reply(reply, PARENT, finish_reason="length")
     assert caught.value.status == "truncated"
-    assert "finish_reason=length" in str(caught.value)
+    assert str(caught.value) == TRUNCATED_MESSAGE + FORMAT_HINT
+
+
+def test_cut_reply_with_a_closed_python_block_is_salvaged_without_its_cut_markdown() -> None:
+    parsed = parse_reply(f"RSI sign.\n```python\n{BOTH}\n```\n```markdown\nThe idea is", PARENT, finish_reason="length")
+    assert (parsed.block, parsed.source, parsed.kept_from_parent) == (BOTH + "\n", "python-block", ())
+    # The cut markdown block is not a hypothesis; the prose outside fences is, as for a reply with none.
+    assert parsed.learnings == "RSI sign."
+
+
+def test_cut_reply_keeps_a_closed_markdown_block_before_its_ramble() -> None:
+    reply = f"```python\n{BOTH}\n```\n```markdown\nRSI sign\n```\nOn second thought, " + "maybe " * 500
+    parsed = parse_reply(reply, PARENT, finish_reason="length")
+    assert (parsed.block, parsed.learnings) == (BOTH + "\n", "RSI sign")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        f"Here:\n```python\n{BOTH}\n",  # the fence never closed: the code may stop mid-function
+        f"```python\n{FEATURES}\n\n\ndef strategy_logic(row):\n    return 1 if row[",
+        f"```markdown\nRSI sign\n```\n```python\n{BOTH}",  # a closed block, but not a code block
+        BOTH,  # bare code: nothing marks where it ends
+        "<think>The RSI could",  # cut while thinking
+        "",
+    ],
+)
+def test_cut_reply_without_a_closed_code_block_is_truncated(reply: str) -> None:
+    assert_truncated(reply)
+
+
+def test_the_same_unclosed_and_bare_replies_are_taken_when_not_cut() -> None:
+    # The contrast that makes "length" matter: only a reply known to be cut has an untrustworthy end.
+    assert parse_reply(f"Here:\n```python\n{BOTH}\n", PARENT, finish_reason="stop").block == BOTH + "\n"
+    assert parse_reply(BOTH, PARENT, finish_reason="stop").source == "bare"
+
+
+def test_cut_reply_takes_the_last_closed_block_and_never_the_cut_one() -> None:
+    # Complete replies: the last block defining a function wins. A cut reply's unclosed block is incomplete code,
+    # so it is no candidate at all, and the same rule picks the last closed one.
+    reply = f"```python\n{BOTH}\n```\nBetter:\n```python\n{BOTH.replace('RSI', 'NEW')}\n    return"
+    assert parse_reply(reply, PARENT, finish_reason="length").block == BOTH + "\n"
+
+
+def test_cut_block_is_no_donor_of_a_missing_function() -> None:
+    # strategy_logic comes from the parent, not from the cut block that started to redefine it.
+    reply = f"```python\n{FEATURES}\n```\n```python\n{LOGIC.replace('RSI', 'CUT')}"
+    parsed = parse_reply(reply, PARENT, finish_reason="length")
+    assert parsed.kept_from_parent == ("strategy_logic",)
+    assert "CUT" not in parsed.block and top_level_functions(parsed.block)[-2:] == [
+        "generate_features",
+        "strategy_logic",
+    ]
+
+
+def test_cut_reply_in_json_is_taken_only_when_the_object_closed() -> None:
+    payload = json.dumps({"generate_features": FEATURES, "strategy_logic": LOGIC, "learnings": "RSI sign."})
+    whole = parse_reply(payload, PARENT, finish_reason="length")
+    assert (whole.source, whole.learnings) == ("json", "RSI sign.")
+    assert parse_reply(f"```json\n{payload}\n```\nAlso", PARENT, finish_reason="length").source == "json"
+    assert_truncated(payload[:-10])
+    assert_truncated(f"```json\n{payload}\n")  # the object closed, the fence did not: nothing says it ends there
+
+
+def test_cut_reply_longer_than_any_reply_keeps_the_closed_block_before_the_limit() -> None:
+    ramble = "I keep thinking about it.\n" * (MAX_REPLY_CHARS // 20)
+    reply = f"```python\n{BOTH}\n```\n{ramble}"
+    assert parse_reply(reply, PARENT, finish_reason="length").block == BOTH + "\n"
+    with pytest.raises(ReplyError) as caught:  # a reply that ended on its own is refused for its size, as before
+        parse_reply(reply, PARENT, finish_reason="stop")
+    assert caught.value.status == "parse_error"
+    assert_truncated(f"{ramble}```python\n{BOTH}\n```\n")  # closed only past the limit: never parsed
 
 
 # -- reasoning -------------------------------------------------------------------------------------------

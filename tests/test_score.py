@@ -97,7 +97,7 @@ def test_a_reply_scores_like_the_code_it_holds(data: PreparedData, sandbox_pool:
 def test_a_reply_without_code_fails_the_valid_code_gate(data: PreparedData, sandbox_pool: SandboxPool) -> None:
     assert_gated(score_reply("I would rather not write code.", data, pool=sandbox_pool), "valid_code", "parse_error")
     assert_gated(
-        score_reply(answer(sma_block(10, 30), "cut"), data, finish_reason="length", pool=sandbox_pool),
+        score_reply(f"```python\n{sma_block(10, 30)}", data, finish_reason="length", pool=sandbox_pool),
         "valid_code",
         "truncated",
     )

@@ -1,7 +1,12 @@
 """Parsing a model's reply into an agent block and its learnings; never takes code from reasoning.
 
 The rules, in order:
-1. `finish_reason == "length"` → ReplyError "truncated" (a cut-off reply is a failed iteration).
+1. A reply cut at the token limit (`finish_reason == "length"`) is salvaged from its CLOSED blocks only: an
+   unclosed fence ends where the cut fell (its code may stop mid-function) and bare code has no end to see, so
+   neither is a candidate. The whole-reply JSON form counts when it parses, a ```json block when its fence closed.
+   Past MAX_REPLY_CHARS the cut reply is read only up to the last line break before that limit (it is cut anyway,
+   and a block closed further on would have been refused for size). No usable closed block → ReplyError
+   "truncated"; every rule below otherwise applies as it does to a reply that ended on its own.
 2. Reasoning is removed first: `<think>…</think>` (or `<thinking>`), the text before a lone `</think>`
    (chat templates that open the tag in the prompt), and everything after an unclosed `<think>`.
    Nothing left → ReplyError "empty". More than MAX_REPLY_CHARS left → ReplyError "parse_error", before
@@ -20,8 +25,8 @@ The rules, in order:
    those whose every bound name the new code redefines; the new code takes the place of the donor's
    definition of the function it replaces. `kept_from_parent` names the functions taken from the parent.
 5. Delimiter lines of trade.py copied into a block are cut away (the block sits between them).
-6. Learnings: the last ```markdown/```md block, else the JSON `learnings`, else the prose outside
-   fences; trimmed to LEARNINGS_MAX_CHARS.
+6. Learnings: the last ```markdown/```md block (closed, in a cut reply), else the JSON `learnings`, else the
+   prose outside fences; trimmed to LEARNINGS_MAX_CHARS.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ MAX_REPLY_CHARS = 4 * MAX_BLOCK_CHARS
 FORMAT_HINT = (
     f"reply with one ```python block that defines {SIGNATURES}, then one ```markdown block with your hypothesis"
 )
+TRUNCATED_MESSAGE = "the reply was cut off at the token limit (finish_reason=length): think more briefly and "
 
 _THINK_OPEN = re.compile(r"<(think|thinking)>", re.I)
 _THINK_CLOSE = re.compile(r"</(think|thinking)>", re.I)
@@ -70,6 +76,7 @@ class _Fence:
     text: str
     start: int  # first line index of the opening fence
     end: int  # line index after the closing fence (or after the last line when unclosed)
+    closed: bool = True  # False: the reply ended inside it
 
 
 @dataclass(frozen=True)
@@ -110,13 +117,26 @@ def strip_reasoning(text: str | None) -> str:
 
 
 def parse_reply(text: str | None, parent_block: str, finish_reason: str | None = None) -> ParsedReply:
-    """The agent block and learnings of a reply; ReplyError(status empty/parse_error/truncated) otherwise."""
-    if finish_reason == "length":
-        raise ReplyError(
-            "the reply was cut off at the token limit (finish_reason=length): think more briefly and " + FORMAT_HINT,
-            status="truncated",
-        )
+    """The agent block and learnings of a reply; ReplyError(status empty/parse_error/truncated) otherwise.
+
+    A reply cut at the token limit (finish_reason "length") is read from its closed blocks only; without one it
+    is `truncated`, whatever else would have gone wrong with it."""
+    if finish_reason != "length":
+        return _parse(text, parent_block, cut=False)
+    try:
+        return _parse(text, parent_block, cut=True)
+    except ReplyError as exc:
+        # Empty or codeless because it was cut: the model needs to hear "shorter", not "no code block".
+        raise ReplyError(TRUNCATED_MESSAGE + FORMAT_HINT, status="truncated") from exc
+
+
+def _parse(text: str | None, parent_block: str, *, cut: bool) -> ParsedReply:
+    """parse_reply's rules; `cut`: the reply ended at the token limit, so an unclosed or bare block is no code."""
     content = strip_reasoning((text or "").replace("\r\n", "\n").replace("\r", "\n"))
+    if cut and len(content) > MAX_REPLY_CHARS:
+        # Cut again, at a line break so no partial line can pose as a closing fence: what lies beyond could only
+        # be refused for size, and the size guard exists so that it is never parsed.
+        content = content[: max(content.rfind("\n", 0, MAX_REPLY_CHARS + 1), 0)].rstrip()
     if not content:
         raise ReplyError("the reply had no content outside its reasoning: " + FORMAT_HINT, status="empty")
     if len(content) > MAX_REPLY_CHARS:
@@ -127,14 +147,16 @@ def parse_reply(text: str | None, parent_block: str, finish_reason: str | None =
             status="parse_error",
         )
 
-    whole = _json_candidate(content)
+    whole = _json_candidate(content)  # in a cut reply too: an object that parses whole was closed before the cut
     if whole is not None:
         return _finish(whole, [], parent_block, whole.learnings)
 
     lines = content.split("\n")
     fences = _fences(lines)
-    candidates = [c for c in (_candidate(f) for f in fences) if c is not None]
-    if not candidates and not fences:
+    # An unclosed fence stays a fence (its lines are not prose) but, in a cut reply, neither code nor hypothesis.
+    usable = [f for f in fences if f.closed or not cut]
+    candidates = [c for c in (_candidate(f) for f in usable) if c is not None]
+    if not candidates and not fences and not cut:
         bare = _code_candidate(content, "bare", require_parse=True)
         if bare is not None:
             return _finish(bare, [], parent_block, "")
@@ -142,7 +164,7 @@ def parse_reply(text: str | None, parent_block: str, finish_reason: str | None =
         found = f"{len(fences)} fenced block(s), none defining either function" if fences else "no code block"
         raise ReplyError(f"{found}: " + FORMAT_HINT, status="parse_error")
 
-    markdown = [f.text for f in fences if f.label in MARKDOWN_LABELS]
+    markdown = [f.text for f in usable if f.label in MARKDOWN_LABELS]
     learnings = markdown[-1] if markdown else candidates[-1].learnings or _prose(lines, fences)
     return _finish(candidates[-1], candidates[:-1], parent_block, learnings)
 
@@ -185,7 +207,7 @@ def _fences(lines: list[str]) -> list[_Fence]:
         j = i + 1
         while j < len(lines) and not closing.match(lines[j]):
             j += 1
-        fences.append(_Fence(label, "\n".join(lines[i + 1 : j]), i, min(j + 1, len(lines))))
+        fences.append(_Fence(label, "\n".join(lines[i + 1 : j]), i, min(j + 1, len(lines)), closed=j < len(lines)))
         i = j + 1
     return fences
 
