@@ -11,7 +11,7 @@ import hashlib
 
 from autotrade.data.ohlcv import COLUMN_ORDER
 
-OHLCV_COLUMNS = frozenset(COLUMN_ORDER)  # input columns: their names say what is computed, so they stay
+INPUT_COLUMNS = frozenset(COLUMN_ORDER)  # input columns: their names say what is computed, so they stay
 
 
 class _Normaliser(ast.NodeTransformer):
@@ -49,7 +49,7 @@ class _Normaliser(ast.NodeTransformer):
     def visit_Constant(self, node: ast.Constant) -> ast.AST:
         value = node.value
         if isinstance(value, str):
-            node.value = value if value in OHLCV_COLUMNS else self._alias("str:" + value)
+            node.value = value if value in INPUT_COLUMNS else self._alias("str:" + value)
         elif isinstance(value, int | float | complex) and not isinstance(value, bool):
             node.value = 0
         return node

@@ -360,7 +360,7 @@ def overfitting_of(
             notes.append(f"PSR/DSR undefined for these returns ({exc})")
 
     pbo = oos_loss = None
-    columns = {i: _returns(e, ("train", "val")) for i, e in sorted(research.items())}
+    columns = {i: _returns(e, RESEARCH_WINDOWS) for i, e in sorted(research.items())}
     columns = {i: c for i, c in columns.items() if c.size and np.isfinite(c).all()}
     if len(columns) >= PBO_MIN_TRIALS and len({c.size for c in columns.values()}) == 1:
         matrix = np.column_stack(list(columns.values()))
@@ -526,7 +526,7 @@ def build_report(
     with SandboxPool() as pool:  # one fork server for every evaluation of the report
         research: dict[int, Evaluation] = {}
         for i in _select_trials(ok, population, max_trials):
-            evaluation = evaluate_block(str(blocks[i]), data, ("train", "val"), quick, pool)
+            evaluation = evaluate_block(str(blocks[i]), data, RESEARCH_WINDOWS, quick, pool)
             if evaluation.ok:
                 research[i] = evaluation
             else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from autotrade.evaluation.novelty import OHLCV_COLUMNS, structure_hash
+from autotrade.evaluation.novelty import INPUT_COLUMNS, structure_hash
 
 # Methods and numpy functions worth counting as "operations" (anything else is plumbing: append, get, ...).
 OPERATIONS = frozenset(
@@ -259,9 +259,9 @@ def profile_block(block: str) -> BlockProfile:
             name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
             if name in OPERATIONS:
                 operations[name] += 1
-        elif isinstance(node, ast.Constant) and node.value in OHLCV_COLUMNS:
+        elif isinstance(node, ast.Constant) and node.value in INPUT_COLUMNS:
             columns.add(str(node.value))
-        elif isinstance(node, ast.Attribute) and node.attr in OHLCV_COLUMNS:
+        elif isinstance(node, ast.Attribute) and node.attr in INPUT_COLUMNS:
             columns.add(node.attr)  # df.Close
     return BlockProfile(
         families=frozenset(_tags(tree, operations, columns)),

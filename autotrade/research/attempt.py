@@ -20,9 +20,6 @@ from autotrade.errors import ConfigError
 from autotrade.shapes import Kinds, check_object, describe, schema_of
 from autotrade.status import Status
 
-EVALUATED_KEYS = ("warnings", "suspicious", "deferred_cuts", "output")  # written only when a block was evaluated
-REPLY_KEYS = ("reply_source", "kept_from_parent")  # written only when the reply held usable code
-
 
 @dataclass(frozen=True)
 class Turn:

@@ -34,6 +34,7 @@ from autotrade.candidate import (
     splice_block,
 )
 from autotrade.data.prepared import PreparedData, load_prepared
+from autotrade.data.windows import RESEARCH_WINDOWS
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import (
     CandidateError,
@@ -431,11 +432,11 @@ class Research:
             self.write_attempt(i, block)
             self.reporter.phase(i, "evaluating")
             mark = time.monotonic()
-            evaluation = evaluate_block(block, self.data, ("train", "val"), self.eval, self.pool)
+            evaluation = evaluate_block(block, self.data, RESEARCH_WINDOWS, self.eval, self.pool)
             value = self.score_of(evaluation)
             if value is not None and evaluation.deferred_cuts and self.population.admit(i, value)[1]:
                 # No unchecked cut enters the population.
-                evaluation = finish_gate(evaluation, block, self.data, self.eval, ("train", "val"), self.pool)
+                evaluation = finish_gate(evaluation, block, self.data, self.eval, RESEARCH_WINDOWS, self.pool)
                 value = self.score_of(evaluation)
             eval_s = round(time.monotonic() - mark, 3)
         step = record_outcome(self.population, self.state.fail_streak, i, value)

@@ -320,7 +320,6 @@ def _probe(policy: Policy, request: dict[str, Any]) -> dict[str, bool | str]:
     }
     wrong = [str(k) for k, v in expected.items() if resource.getrlimit(k) != (v, v)]
     report["rlimits"] = True if not wrong else f"not applied ({', '.join(wrong)})"
-    report["rlimits"] = True if not wrong else f"not applied ({', '.join(wrong)})"
     report["scrubbed_env"] = True if not os.environ else f"{len(os.environ)} variables left"
     try:
         socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
