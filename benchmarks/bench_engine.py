@@ -30,6 +30,7 @@ from autotrade.data.sources import load_bundled
 from autotrade.engine.backtest import BacktestSettings, Fill, run_window
 from autotrade.engine.metrics import METRIC_KEYS, periods_per_year
 from autotrade.evaluation.evaluate import evaluate_block
+from autotrade.sandbox.pool import SandboxPool
 
 SEED_SETTINGS = BacktestSettings(fill=Fill.CLOSE, cost_bps=0.0)
 ORIGINAL = Path(__file__).with_name("original_trade.py")
@@ -180,7 +181,8 @@ def bench_evaluation_vs_original(fixture: Fixture) -> dict[str, float | str]:
     against the original harness's whole `python trade.py` on the same data."""
     block = extract_block(baseline_source())
     windows = ("train", "val", "test")
-    evaluation = median_seconds(lambda: evaluate_block(block, fixture.data, windows=windows), repeats=21)
+    with SandboxPool() as pool:  # one per command, as `backtest` and the loop hold one
+        evaluation = median_seconds(lambda: evaluate_block(block, fixture.data, windows, pool=pool), repeats=21)
     original = median_process_seconds(
         {"original": [sys.executable, str(ORIGINAL), str(fixture.data_dir)]}, 7, fixture.data_dir
     )["original"]
@@ -267,19 +269,20 @@ def bench_lookahead_gate(fixture: Fixture) -> dict[str, float | str]:
     original_command = [sys.executable, str(ORIGINAL), str(fixture.data_dir)]
     times: dict[str, list[float]] = {name: [] for name in ("original", *TYPICAL_BLOCKS)}
     cuts: dict[str, int] = {}
-    for round_ in range(6):  # the first round warms up and is not counted
-        start = time.perf_counter()
-        subprocess.run(original_command, cwd=fixture.data_dir, check=True, stdout=subprocess.DEVNULL)
-        elapsed = {"original": time.perf_counter() - start}
-        for name, block in TYPICAL_BLOCKS.items():
+    with SandboxPool() as pool:  # the run's one pool: its server starts in the warm-up round
+        for round_ in range(6):  # the first round warms up and is not counted
             start = time.perf_counter()
-            evaluation = evaluate_block(block, fixture.data)
-            elapsed[name] = time.perf_counter() - start
-            assert evaluation.ok, (name, evaluation.message)
-            cuts[name] = int(evaluation.timings["gate_cuts"])
-        if round_:
-            for name, seconds in elapsed.items():
-                times[name].append(seconds)
+            subprocess.run(original_command, cwd=fixture.data_dir, check=True, stdout=subprocess.DEVNULL)
+            elapsed = {"original": time.perf_counter() - start}
+            for name, block in TYPICAL_BLOCKS.items():
+                start = time.perf_counter()
+                evaluation = evaluate_block(block, fixture.data, pool=pool)
+                elapsed[name] = time.perf_counter() - start
+                assert evaluation.ok, (name, evaluation.message)
+                cuts[name] = int(evaluation.timings["gate_cuts"])
+            if round_:
+                for name, seconds in elapsed.items():
+                    times[name].append(seconds)
     medians = {name: statistics.median(values) for name, values in times.items()}
     original = medians.pop("original")
     results: dict[str, float | str] = {"gate_original_trade_py_s": round(original, 3)}
