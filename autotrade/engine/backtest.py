@@ -18,6 +18,7 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
+from autotrade.contract import SIGNALS
 from autotrade.engine.metrics import compute_metrics, periods_per_year
 from autotrade.errors import ConfigError
 
@@ -115,7 +116,7 @@ def run_window(prices: pd.DataFrame, signals: np.ndarray, settings: BacktestSett
         raise ValueError(f"signals have shape {signals.shape}, the window has {len(prices)} bars")
     if len(prices) == 0:
         raise ValueError("cannot backtest an empty window")
-    if not np.isin(signals, (-1.0, 0.0, 1.0)).all():
+    if not np.isin(signals, tuple(SIGNALS)).all():
         raise ValueError("signals must be -1, 0 or 1 (map NaN to 0 before the engine)")
 
     close = prices["Close"].to_numpy(dtype=float)

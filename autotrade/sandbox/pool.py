@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autotrade.contract import SIGNALS
 from autotrade.errors import CandidateError, SandboxError
 from autotrade.sandbox import launch, layers
 from autotrade.sandbox.execute import bar_label
@@ -711,7 +712,7 @@ class _Run:
             raise ValueError(f"a gate step of {len(payload)} bytes for {width} rows and {len(columns)} columns")
         values = np.frombuffer(payload, dtype="<f8", count=width * len(columns)).reshape(len(columns), width)
         signals = np.frombuffer(payload, dtype="<f8", offset=8 * width * len(columns)).copy()
-        if not np.isin(signals, (-1.0, 0.0, 1.0)).all():
+        if not np.isin(signals, tuple(SIGNALS)).all():
             raise ValueError("signals outside {-1, 0, 1}")
         self.steps.append(
             GateStep(
@@ -763,7 +764,7 @@ class _Run:
             else np.zeros((1 + len(columns), 0))
         )
         signals = values[0].copy()
-        if not np.isin(signals, (-1.0, 0.0, 1.0)).all():
+        if not np.isin(signals, tuple(SIGNALS)).all():
             raise ValueError("signals outside {-1, 0, 1}")
         features = {c: values[i + 1].copy() for i, c in enumerate(columns)}
         self.result = RunResult(rows=rows, columns=tuple(columns), features=features, signals=signals)
