@@ -27,9 +27,10 @@ class DataError(AutotradeError):
 class EndpointError(AutotradeError):
     """The OpenAI-compatible endpoint could not be reached or refused the request."""
 
-    def __init__(self, message: str, *, deadline_hit: bool = False) -> None:
+    def __init__(self, message: str, *, deadline_hit: bool = False, unreachable: bool = False) -> None:
         super().__init__(message)
         self.deadline_hit = deadline_hit  # a request was abandoned at its deadline (OPENAI_TIMEOUT)
+        self.unreachable = unreachable  # nothing listens there (refused, unknown host): another endpoint may serve
 
 
 class SandboxError(AutotradeError):

@@ -168,9 +168,9 @@ class OpenAIServer:
 
     @property
     def chat_requests(self) -> list[Recorded]:
-        """The chat completion requests received so far."""
+        """The chat completion requests received whole so far (not those a client hung up on while sending)."""
         with self._lock:
-            return [r for r in self.requests if r.path.endswith("/chat/completions")]
+            return [r for r in self.requests if r.path.endswith("/chat/completions") and r.body is not None]
 
     # -- lifecycle --------------------------------------------------------------------------------------
 

@@ -166,6 +166,9 @@ class ConstantProposer:
     def propose(self, request: ProposalRequest) -> Proposal:
         return Proposal(text=CONSTANT_REPLY, finish_reason="stop", model="constant")
 
+    def close(self) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class ConstantPolicy:
@@ -176,7 +179,7 @@ class ConstantPolicy:
     builds_on_population: bool = False
     phase: str = "repeating itself"
 
-    def proposer(self, model: object, on_wait: object = None) -> ConstantProposer:
+    def proposer(self, model: object, on_wait: object = None, on_note: object = None) -> ConstantProposer:
         return ConstantProposer()
 
 

@@ -132,9 +132,17 @@ def is_openai_reasoning_model(model: str) -> bool:
     return bool(_REASONING_MODEL.match(model.rsplit("/", 1)[-1].lower()))
 
 
+def endpoint_urls(base_url: str) -> list[str]:
+    """The endpoints a base URL names: one, or several separated by commas (replicas of one model)."""
+    return [part.strip() for part in base_url.split(",") if part.strip()]
+
+
 def display_url(url: str) -> str:
-    """The URL without user:password or query string, safe to print."""
-    parts = urlsplit(url)
+    """The URL (each of several, comma-separated) without user:password or query string, safe to print."""
+    urls = endpoint_urls(url)
+    if len(urls) > 1:
+        return ",".join(display_url(one) for one in urls)
+    parts = urlsplit(url.strip())
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
@@ -168,6 +176,7 @@ class ModelClient:
         self._rng = rng or random.Random()
         self._on_wait = on_wait
         self._client: openai.OpenAI | None = None
+        self._closed = False
         self._model = settings.model
 
     def __repr__(self) -> str:
@@ -175,6 +184,8 @@ class ModelClient:
 
     def _openai(self) -> openai.OpenAI:
         # Imported here: `import openai` costs over half a second, and `autotrade --help` must stay fast.
+        if self._closed:  # a request cut off by close() must not open a new connection to retry
+            raise EndpointError(f"the client for {self.url} was closed")
         if self._client is None:
             import openai
 
@@ -259,8 +270,11 @@ class ModelClient:
             options["extra_body"] = dict(settings.extra_body)
         return options
 
-    def complete(self, messages: Sequence[dict[str, Any]]) -> Completion:
-        """One chat completion (no streaming); EndpointError when the server cannot give one."""
+    def complete(self, messages: Sequence[dict[str, Any]], *, fail_fast: bool = False) -> Completion:
+        """One chat completion (no streaming); EndpointError when the server cannot give one.
+
+        `fail_fast`: a refused connection ends it at once (unreachable), for a caller with another endpoint to try.
+        """
         model = self.resolve_model()
         options = self.request_options(model)
 
@@ -277,6 +291,7 @@ class ModelClient:
             attempt,
             lambda exc: self._chat_status_error(exc, model),
             deadline_s=self.settings.timeout_s,
+            fail_fast=fail_fast,
         )
         return replace(_completion(payload, messages, model, latency, attempts), deadline_hits=deadline_hits)
 
@@ -319,7 +334,7 @@ class ModelClient:
             except openai.APIConnectionError as exc:
                 problem = _connection_problem(exc)
                 if fail_fast and problem in ("connection refused", "unknown host"):
-                    raise self._error(f"cannot reach {self.url} ({problem}): {START_HINT}") from None
+                    raise self._error(f"cannot reach {self.url} ({problem}): {START_HINT}", unreachable=True) from None
             except openai.APIStatusError as exc:
                 if exc.status_code not in RETRY_STATUSES or _quota_exhausted(exc):
                     raise status_error(exc) from None
@@ -373,6 +388,11 @@ class ModelClient:
             raise value
         return value
 
+    def close(self) -> None:
+        """Close the connection (a request in flight ends, and the server stops generating its reply); for good."""
+        self._closed = True
+        self._abandon()
+
     def _abandon(self) -> None:
         """Close the HTTP client under an abandoned request, so its connection closes (vLLM then stops generating
         the reply) and its thread ends; the next try opens a fresh client."""
@@ -387,9 +407,9 @@ class ModelClient:
         ceiling = min(self.settings.retry_base_s * 2 ** (tries_done - 1), self.settings.retry_max_s)
         return ceiling * (0.5 + 0.5 * self._rng.random())
 
-    def _error(self, message: str, *, deadline_hit: bool = False) -> EndpointError:
+    def _error(self, message: str, *, deadline_hit: bool = False, unreachable: bool = False) -> EndpointError:
         """An EndpointError on one line, scrubbed of the API key."""
-        return EndpointError(self._scrub(message), deadline_hit=deadline_hit)
+        return EndpointError(self._scrub(message), deadline_hit=deadline_hit, unreachable=unreachable)
 
     def _scrub(self, text: str) -> str:
         text = " ".join(text.split())

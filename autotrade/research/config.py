@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from autotrade.durations import parse_duration
 from autotrade.errors import ConfigError
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, OBJECTIVES
-from autotrade.propose.client import ModelSettings, display_url
+from autotrade.propose.client import ModelSettings, display_url, endpoint_urls
 from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
 from autotrade.shapes import check_object, describe, schema_of
 
@@ -29,6 +29,7 @@ DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
 # Local servers accept any key; the openai client refuses to start without one.
 DEFAULT_API_KEY = "EMPTY"
 DEFAULT_TIMEOUT_S = 600.0  # 30B-class local models can think for minutes
+MAX_PARALLEL = 64  # proposals in flight; beyond this a server's batch is full and the harness only waits
 DEFAULT_PATIENCE_S = 1800.0  # a model server restarted overnight (model swap, crash, OOM) is back well within it
 
 
@@ -95,7 +96,16 @@ def parse_extra_body(raw: str | None, name: str = "OPENAI_EXTRA_BODY") -> dict[s
 
 
 def check_base_url(url: str) -> str:
-    """The base URL without a trailing slash, or ConfigError when it is not http(s) or its host or port is malformed."""
+    """The base URL without a trailing slash, or ConfigError when it is not http(s) or its host or port is malformed.
+
+    Several endpoints (replicas of one model) are separated by commas; each is checked, and repeats are dropped.
+    """
+    urls = endpoint_urls(url)
+    if not urls:
+        raise ConfigError(f"base URL {url!r} names no endpoint; it must look like http://host:port/v1")
+    if len(urls) > 1:
+        return ",".join(dict.fromkeys(check_base_url(one) for one in urls))
+    url = urls[0]
     problem = _host_problem(url)
     if problem is not None:
         raise ConfigError(f"base URL {url!r}: {problem}; it must look like http://host:port/v1")
@@ -190,6 +200,7 @@ class RunSettings:
     data_dir: str = "data"
     start_from: str | None = None  # the trade.py iteration 0 came from; None = packaged baseline
     anonymize: bool = False  # hide the instrument and calendar from the model (data.Anonymization)
+    parallel: int = 1  # proposals in flight at once; iteration i is asked from the committed state after i - parallel
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""
@@ -231,5 +242,6 @@ def _broken_rule(values: Mapping[str, Any]) -> tuple[str, str] | None:
         ("policy", values["policy"] in POLICIES.names(), f"choose one of {', '.join(POLICIES.names())}"),
         ("fill", values["fill"] in ("next-open", "close"), "choose next-open or close"),
         ("eval_timeout", values["eval_timeout"] > 0, "must be positive"),
+        ("parallel", 1 <= values["parallel"] <= MAX_PARALLEL, f"must be 1 to {MAX_PARALLEL}"),
     )
     return next(((key, rule) for key, holds, rule in rules if not holds), None)

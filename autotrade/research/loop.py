@@ -12,11 +12,13 @@ behind is removed when the run continues, and that iteration is redone once.
 from __future__ import annotations
 
 import math
+import queue
 import random
 import secrets
+import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -49,7 +51,7 @@ from autotrade.evaluation.evaluate import Evaluation, evaluate_block, finish_gat
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, OBJECTIVES, format_score
 from autotrade.evaluation.score import score_evaluation
 from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings, display_url, preflight
-from autotrade.propose.policies import POLICIES, ProposalRequest, Proposer
+from autotrade.propose.policies import POLICIES, Proposal, ProposalRequest, Proposer
 from autotrade.propose.prompts import (
     PromptContext,
     PromptFiles,
@@ -120,6 +122,25 @@ class RunResult:
     population: list[Attempt]  # the members, best first
     objective: str
     already_finished: bool = False  # resume found nothing to do
+
+
+@dataclass(eq=False)
+class Flight:
+    """One iteration in flight: what it was asked from, and what its thread found (read once `done` is set)."""
+
+    iteration: int
+    parent: int | None  # None: the baseline, evaluated without a proposal
+    prompt: str
+    rng: random.Random
+    started_at: str
+    missed_phase: str | None = None  # a phase it entered while an older iteration was the one shown
+    proposal: Proposal | None = None
+    reply: ParsedReply | ReplyError | None = None
+    evaluation: Evaluation | None = None
+    eval_s: float = 0.0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class Reporter(Protocol):
@@ -263,28 +284,24 @@ class Research:
         block = self.records[iteration].block if iteration < len(self.records) else None
         return block or self.start_block
 
-    def prompt_for(self, iteration: int, parent: int) -> str:
-        """The rendered prompt of one proposal: a pure function of the committed records."""
-        return render_proposal(
-            self.prompts,
-            self.settings,
-            self.research,
-            self.records,
-            [self.records[i] for i in self.population.iterations],
-            iteration,
-            parent,
-            self.block_of(parent),
-        )
-
-    def repair(self, redo: str = "redoing it") -> None:
+    def repair(self, redo_on: str | None = None, in_flight: Iterable[int] = ()) -> None:
         """Make the files agree with the committed state: drop an interrupted iteration's debris, and log
         the commit of an iteration whose process died between writing state.json and the journal.
 
-        `redo` says when the dropped iteration runs again: now, or (when stopping) on resume."""
-        removed = self.run.discard_uncommitted(self.state.next_iteration)
+        The dropped iterations (those with debris, and `in_flight`: this session's, cut off before they committed) run
+        again now, or (when stopping) on `redo_on`, the command that resumes the run."""
+        n = self.state.next_iteration
+        removed = self.run.discard_uncommitted(n)
         if removed:
-            self.run.journal("discarded_uncommitted", files=removed, next_iteration=self.state.next_iteration)
-            self.reporter.note(f"iteration {self.state.next_iteration} was interrupted before it committed: {redo}")
+            self.run.journal("discarded_uncommitted", files=removed, next_iteration=n)
+        dropped = sorted({i for i in in_flight if i >= n} | ({n} if removed else set()))
+        if len(dropped) == 1:
+            redo = f"it will be redone on {redo_on}" if redo_on else "redoing it"
+            self.reporter.note(f"iteration {dropped[0]} was interrupted before it committed: {redo}")
+        elif dropped:
+            redo = f"they will be redone on {redo_on}" if redo_on else "redoing them"
+            listed = ", ".join(map(str, dropped))
+            self.reporter.note(f"iterations {listed} were interrupted before they committed: {redo}")
         logged = {e.get("iteration") for e in self.run.read_journal() if e.get("event") == "iteration_committed"}
         for attempt in self.records:
             if attempt.iteration not in logged:
@@ -356,17 +373,119 @@ class Research:
         return score(self.settings.objective, evaluation, self.research.index, self.settings.robust_k)
 
     # -- one iteration -------------------------------------------------------------------------
-    def ask(self, iteration: int, parent: int, rng: random.Random) -> tuple[Turn, ParsedReply | ReplyError]:
-        """Ask the proposer for a proposal; return the model call and its reply parsed, or why it did not parse.
+    def basis(self, iteration: int) -> int:
+        """The committed iteration a proposal for `iteration` is asked from: the one `parallel` before it (never
+        before the baseline), so its parent and prompt do not depend on when the proposals in flight finish."""
+        return max(0, iteration - self.settings.parallel)
 
-        EndpointError propagates."""
-        prompt = self.prompt_for(iteration, parent)
-        if self.proposer is None:
-            self.proposer = POLICIES.get(self.settings.policy).proposer(self.model, on_wait=self.endpoint_wait)
-        self.reporter.phase(iteration, POLICIES.get(self.settings.policy).phase)
-        request = ProposalRequest(iteration, parent, self.block_of(parent), prompt, rng)
-        proposal = self.proposer.propose(request)
-        self.run.write_text(self.run.iter_path(iteration, "response.md"), proposal.text)
+    def launch(self, iteration: int, events: queue.SimpleQueue) -> Flight:
+        """Start an iteration on its own thread: its parent and prompt from its basis, then propose and evaluate."""
+        parent: int | None = None
+        prompt = ""
+        if iteration > 0:
+            basis = self.basis(iteration)
+            latest = basis == self.state.next_iteration - 1  # the committed state speaks for it (and for old runs)
+            pinned = self.state.next_parent if latest else self.records[basis].next_parent
+            parent = pinned if pinned is not None else 0
+            members = self.population.iterations if latest else list(self.records[basis].population)
+            seen = self.records[: basis + 1]
+            prompt = render_proposal(
+                self.prompts,
+                self.settings,
+                self.research,
+                seen,
+                [seen[i] for i in members],
+                iteration,
+                parent,
+                self.block_of(parent),
+            )
+        self.run.journal("iteration_started", iteration=iteration, parent=parent)
+        # One proposal at a time: one seeded stream for the proposer's draws and then the reversion, committed with
+        # the state, so a redone iteration proposes the same candidate. In parallel the proposer draws from a stream
+        # of its iteration's own (the shared one is only at its committed state for the oldest in flight).
+        rng = (
+            rng_from_state(self.state.rng)
+            if self.settings.parallel == 1
+            else random.Random(f"{self.settings.seed}:{iteration}")
+        )
+        flight = Flight(iteration, parent, prompt, rng, now_iso())
+        if parent is not None and self.proposer is None:
+            self.proposer = POLICIES.get(self.settings.policy).proposer(
+                self.model,
+                on_wait=lambda wait: events.put(("wait", wait)),
+                on_note=lambda line: events.put(("note", line)),
+            )
+        threading.Thread(
+            target=self.fly, args=(flight, events), name=f"autotrade-iteration-{iteration}", daemon=True
+        ).start()
+        return flight
+
+    def fly(self, flight: Flight, events: queue.SimpleQueue) -> None:
+        """Propose (unless the baseline), parse and evaluate one iteration, off the main thread.
+
+        It writes no file and reports nothing itself: the main thread commits in iteration order, so an iteration
+        abandoned at a stop leaves nothing behind. Any exception is kept for the main thread to raise."""
+        try:
+            block: str | None = self.start_block
+            if flight.parent is not None:
+                events.put(("phase", (flight, POLICIES.get(self.settings.policy).phase)))
+                assert self.proposer is not None
+                request = ProposalRequest(
+                    flight.iteration, flight.parent, self.block_of(flight.parent), flight.prompt, flight.rng
+                )
+                flight.proposal = self.proposer.propose(request)
+                try:
+                    flight.reply = parse_reply(
+                        flight.proposal.text, request.parent_block, flight.proposal.finish_reason
+                    )
+                except ReplyError as exc:
+                    flight.reply = exc
+                block = flight.reply.block if isinstance(flight.reply, ParsedReply) else None
+            if block is not None and not flight.cancelled.is_set():
+                events.put(("phase", (flight, "evaluating")))
+                mark = time.monotonic()
+                flight.evaluation = evaluate_block(block, self.data, RESEARCH_WINDOWS, self.eval, self.pool)
+                flight.eval_s = time.monotonic() - mark
+        except BaseException as exc:  # noqa: BLE001 - raised again by the main thread when this iteration's turn comes
+            flight.error = exc
+        finally:
+            flight.done.set()
+            events.put(("done", flight))
+
+    def land(self, flight: Flight, events: queue.SimpleQueue) -> Attempt:
+        """Wait for the oldest iteration in flight, handling what the threads report meanwhile, then commit it.
+
+        Only the oldest iteration's phases are shown (the run waits on it); one it entered while a younger flight
+        was oldest is shown when its turn comes."""
+        if flight.missed_phase is not None:
+            self.reporter.phase(flight.iteration, flight.missed_phase)
+        while True:
+            try:
+                kind, payload = events.get(timeout=0.5)  # a timeout, so Ctrl-C is never held up
+            except queue.Empty:
+                continue
+            if kind == "wait":
+                self.endpoint_wait(payload)
+            elif kind == "note":
+                self.reporter.note(payload)
+            elif kind == "phase":
+                other, text = payload
+                if other is flight:
+                    self.reporter.phase(flight.iteration, text)
+                else:
+                    other.missed_phase = text
+            elif kind == "done" and payload is flight:
+                break
+        if flight.error is not None:
+            raise flight.error
+        return self.commit_flight(flight)
+
+    def turn_of(self, flight: Flight) -> Turn:
+        """The model call of a proposed iteration, as recorded; the reply file and its journal line are written."""
+        proposal = flight.proposal
+        assert proposal is not None
+        i = flight.iteration
+        self.run.write_text(self.run.iter_path(i, "response.md"), proposal.text)
         turn = Turn(
             model=proposal.model,
             finish_reason=proposal.finish_reason,
@@ -374,24 +493,22 @@ class Research:
             completion_tokens=proposal.completion_tokens,
             usage_estimated=proposal.usage_estimated,
             latency_s=round(proposal.latency_s, 3),
-            prompt_chars=len(prompt),
+            prompt_chars=len(flight.prompt),
             reply_chars=len(proposal.text),
             reasoning_chars=len(proposal.reasoning),
             deadline_hits=proposal.deadline_hits,
         )
         self.run.journal(
             "model_reply",
-            iteration=iteration,
+            iteration=i,
             finish_reason=proposal.finish_reason,
             prompt_tokens=proposal.prompt_tokens,
             completion_tokens=proposal.completion_tokens,
             latency_s=turn.latency_s,
         )
-        try:
-            parsed = parse_reply(proposal.text, request.parent_block, proposal.finish_reason)
-        except ReplyError as exc:
-            return turn, exc
-        return replace(turn, reply_source=parsed.source, kept_from_parent=parsed.kept_from_parent), parsed
+        if isinstance(flight.reply, ParsedReply):
+            turn = replace(turn, reply_source=flight.reply.source, kept_from_parent=flight.reply.kept_from_parent)
+        return turn
 
     def endpoint_wait(self, wait: EndpointWait) -> None:
         """Journal a wait for the endpoint (the morning after shows how long the server was away) and show it."""
@@ -405,40 +522,29 @@ class Research:
         )
         self.reporter.waiting(wait)
 
-    def iterate(self) -> Attempt:
-        """Run and commit the next iteration; return its attempt."""
-        i = self.state.next_iteration
-        parent = None if i == 0 else (self.state.next_parent if self.state.next_parent is not None else 0)
-        started_at = now_iso()
-        self.run.journal("iteration_started", iteration=i, parent=parent)
-        # One seeded stream for the proposer's draws and then the reversion; committed with the state, so a redone
-        # iteration proposes the same candidate. The model policy draws nothing from it.
-        rng = rng_from_state(self.state.rng)
-        turns: tuple[Turn, ...] = ()
-        hypothesis = ""
-        if parent is None:
-            reply: ParsedReply | ReplyError | None = None
-            block: str | None = self.start_block
-        else:
-            turn, reply = self.ask(i, parent, rng)
-            turns = (turn,)
-            block = reply.block if isinstance(reply, ParsedReply) else None
-            hypothesis = reply.learnings if isinstance(reply, ParsedReply) else ""
+    def commit_flight(self, flight: Flight) -> Attempt:
+        """Commit the oldest iteration in flight, in iteration order: its files, record and the run's state."""
+        i, parent = flight.iteration, flight.parent
+        reply = flight.reply
+        turns: tuple[Turn, ...] = () if flight.proposal is None else (self.turn_of(flight),)
+        hypothesis = reply.learnings if isinstance(reply, ParsedReply) else ""
+        block = reply.block if isinstance(reply, ParsedReply) else (self.start_block if parent is None else None)
         if isinstance(reply, ReplyError):
             evaluation = Evaluation(status=Status(reply.status), message=str(reply))
             value, eval_s = None, 0.0
         else:
-            assert block is not None
+            assert block is not None and flight.evaluation is not None
             self.write_attempt(i, block)
-            self.reporter.phase(i, "evaluating")
-            mark = time.monotonic()
-            evaluation = evaluate_block(block, self.data, RESEARCH_WINDOWS, self.eval, self.pool)
+            evaluation = flight.evaluation
             value = self.score_of(evaluation)
+            mark = time.monotonic()
             if value is not None and evaluation.deferred_cuts and self.population.admit(i, value)[1]:
-                # No unchecked cut enters the population.
+                # No unchecked cut enters the population (decided here, against the population as committed).
+                self.reporter.phase(i, "checking the deferred look-ahead cuts")
                 evaluation = finish_gate(evaluation, block, self.data, self.eval, RESEARCH_WINDOWS, self.pool)
                 value = self.score_of(evaluation)
-            eval_s = round(time.monotonic() - mark, 3)
+            eval_s = round(flight.eval_s + time.monotonic() - mark, 3)
+        rng = flight.rng if self.settings.parallel == 1 else rng_from_state(self.state.rng)
         step = record_outcome(self.population, self.state.fail_streak, i, value)
         next_parent = choose_parent(step.population, i, step.entered, rng)
         figures = evaluation.to_record()  # JSON-safe: a non-finite metric is None, timings rounded
@@ -470,7 +576,7 @@ class Research:
             next_parent=next_parent,
             hypothesis=hypothesis,
             turns=turns,
-            started_at=started_at,
+            started_at=flight.started_at,
             finished_at=now_iso(),
         )
         self.run.write_record(attempt)
@@ -518,12 +624,13 @@ class Research:
             already_finished=already,
         )
 
-    def stop(self, reason: str, message: str, **details: Any) -> RunResult:
-        """Stop cleanly: the state stays at the last commit (re-read: a commit may have just landed)."""
+    def stop(self, reason: str, message: str, in_flight: Iterable[int] = (), **details: Any) -> RunResult:
+        """Stop cleanly: the state stays at the last commit (re-read: a commit may have just landed); the iterations
+        `in_flight` are dropped, to be redone on resume."""
         self.state = self.run.read_state() or self.state
         self.records = self.records[: self.state.next_iteration]
         try:
-            self.repair(f"it will be redone on `autotrade resume {self.run.name}`")
+            self.repair(f"`autotrade resume {self.run.name}`", in_flight)
             self.commit(replace(self.state, status=RunStatus.STOPPED, stop_reason=reason))
             self.run.journal(
                 "stopped", reason=reason, message=message, next_iteration=self.state.next_iteration, **details
@@ -536,6 +643,22 @@ class Research:
         self.reporter.end(result)
         return result
 
+    def fill(self, flights: dict[int, Flight], events: queue.SimpleQueue) -> None:
+        """Launch every iteration whose basis has committed, up to --parallel in flight and --max-iter in all."""
+        done = self.state.next_iteration
+        ceiling = min(self.settings.max_iter, done + self.settings.parallel if done > 0 else 1)
+        for i in range(max(flights, default=done - 1) + 1, ceiling):
+            flights[i] = self.launch(i, events)
+
+    def abandon(self, flights: dict[int, Flight]) -> None:
+        """Stop the iterations still in flight: a stop rule held, or the run stops; they are redone on resume."""
+        for flight in flights.values():
+            flight.cancelled.set()
+        if flights and self.proposer is not None:
+            self.proposer.close()  # ends their requests: the servers stop generating replies nobody will read
+            self.proposer = None
+        flights.clear()
+
     def drive(self, pool: SandboxPool) -> RunResult:
         """Iterate until a stop rule holds, Ctrl-C, or an endpoint error; always leave a resumable state.
 
@@ -547,18 +670,24 @@ class Research:
             # Only the lock says "running": a process that dies (killed, disk full) leaves a state that says stopped.
             self.commit(replace(self.state, status=RunStatus.STOPPED, stop_reason=None))
             self.reporter.begin(self.run, self.settings, self.config["model"], self.standing())
+            events: queue.SimpleQueue = queue.SimpleQueue()  # what the iterations in flight report
+            flights: dict[int, Flight] = {}
             try:
                 while (reason := self.stop_reason()) is None:
-                    attempt = self.iterate()
+                    self.fill(flights, events)
+                    attempt = self.land(flights[self.state.next_iteration], events)
+                    del flights[attempt.iteration]
                     self.reporter.iteration(attempt, self.standing())
             except KeyboardInterrupt:
-                return self.stop(StopReason.INTERRUPTED, "interrupted")
+                return self.stop(StopReason.INTERRUPTED, "interrupted", flights)
             except EndpointError as exc:
-                return self.stop(StopReason.ENDPOINT, str(exc), deadline_hit=exc.deadline_hit)
+                return self.stop(StopReason.ENDPOINT, str(exc), flights, deadline_hit=exc.deadline_hit)
             except SandboxError as exc:
-                return self.stop(StopReason.SANDBOX, str(exc))
+                return self.stop(StopReason.SANDBOX, str(exc), flights)
             except StorageError as exc:
-                return self.stop(StopReason.STORAGE, str(exc))
+                return self.stop(StopReason.STORAGE, str(exc), flights)
+            finally:
+                self.abandon(flights)
             self.commit(replace(self.state, status=RunStatus.FINISHED, stop_reason=reason))
             self.run.journal("finished", reason=reason, iterations=self.state.next_iteration)
             result = self.result(RunStatus.FINISHED, reason)

@@ -2,8 +2,9 @@
 
 Every proposal's text is a reply — one ```python block, one ```markdown hypothesis — so every proposal takes the
 same path afterwards: parse → vet → splice → evaluate. A policy that draws at random draws only from
-``request.rng``, the run's seeded generator whose state is committed with every iteration, so a run is reproducible
-from its seed, and a resumed or redone iteration proposes exactly what the uninterrupted run would have.
+``request.rng``, a generator seeded by the run (the run's own, committed with every iteration, when proposals come one
+at a time; one per iteration with --parallel), so a run is reproducible from its seed, and a resumed or redone
+iteration proposes exactly what the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class ProposalRequest:
     parent: int
     parent_block: str  # the agent block the proposal should improve
     prompt: str  # the rendered prompt (the model's whole input)
-    rng: random.Random  # the run's seeded generator; its state is saved when the iteration commits
+    rng: random.Random  # seeded by the run: a redone iteration draws the same
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class Proposer(Protocol):
         """One proposal; EndpointError when a model server cannot give one."""
         ...
 
+    def close(self) -> None:
+        """End the proposals still in flight (the run is stopping); later ones are refused."""
+        ...
+
 
 class Policy(Protocol):
     """Where a run's proposals come from (``--policy``)."""
@@ -59,6 +64,12 @@ class Policy(Protocol):
     builds_on_population: bool  # proposals improve the population, so --max-fails stops a run that stalls
     phase: str  # what the progress display says while it proposes
 
-    def proposer(self, model: ModelSettings | None, on_wait: Callable[[EndpointWait], None] | None = None) -> Proposer:
-        """The run's proposer (``model``: endpoint settings, when the policy needs them; ``on_wait`` hears retries)."""
+    def proposer(
+        self,
+        model: ModelSettings | None,
+        on_wait: Callable[[EndpointWait], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> Proposer:
+        """The run's proposer (``model``: endpoint settings, when the policy needs them; ``on_wait`` hears retries,
+        ``on_note`` one-line notices such as an endpoint skipped). It may be called from several threads at once."""
         ...

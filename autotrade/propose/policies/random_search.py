@@ -29,6 +29,9 @@ class RandomProposer:
         text = random_strategy(request.rng).reply()
         return Proposal(text=text, finish_reason="stop", model=RANDOM_MODEL, latency_s=time.perf_counter() - started)
 
+    def close(self) -> None:
+        """Nothing is ever in flight."""
+
 
 @dataclass(frozen=True)
 class RandomPolicy:
@@ -40,7 +43,10 @@ class RandomPolicy:
     phase: str = "proposing"
 
     def proposer(
-        self, model: ModelSettings | None, on_wait: Callable[[EndpointWait], None] | None = None
+        self,
+        model: ModelSettings | None,
+        on_wait: Callable[[EndpointWait], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
     ) -> RandomProposer:
         """A random proposer; it needs no endpoint settings."""
         return RandomProposer()
