@@ -46,6 +46,7 @@ from autotrade.sandbox.protocol import (
     HEADER_CAP,
     PREFIX,
     SET_UP,
+    TAIL_ROWS,
     encode_frame,
     full_job,
     gate_job,
@@ -164,7 +165,7 @@ class SandboxPool:
         frame: pd.DataFrame,
         cut_points: CutPlan = (),
         limits: Limits = Limits(),
-        tail_rows: int = 32,
+        tail_rows: int = TAIL_ROWS,
         whole: Sequence[int] = (),
     ) -> CandidateOutput:
         """Run the block on `frame` in one sandboxed child, then on each prefix `frame.iloc[:cut]` in another.
@@ -496,7 +497,7 @@ def run_candidate(
     frame: pd.DataFrame,
     cut_points: CutPlan = (),
     limits: Limits = Limits(),
-    tail_rows: int = 32,
+    tail_rows: int = TAIL_ROWS,
     whole: Sequence[int] = (),
     pool: SandboxPool | None = None,
 ) -> CandidateOutput:
