@@ -295,7 +295,14 @@ class SandboxPool:
 
     @contextlib.contextmanager
     def _channel(self) -> Iterator[socket.socket]:
-        """A channel to a ready server for one evaluation's runs: an idle one, or a new one passed to the server."""
+        """A channel to a ready server for one evaluation's runs: an idle one, or a new one passed to the server.
+
+        An evaluation that fails closes only its own channel, and the server then kills only that channel's
+        children: the server and the other evaluations' runs go on. The server is stopped (a fresh one next
+        time) only once it has exited. An OSError on the channel is the harness's fault, never the candidate's,
+        and leaves as a SandboxError.
+        """
+        failure: OSError | None = None
         with self._lock:
             self._ensure_started()
             if not self._ready:
@@ -308,38 +315,53 @@ class SandboxPool:
                 channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 try:
                     socket.send_fds(server.sock, [json.dumps({"op": "channel"}).encode()], [theirs.fileno()])
-                except OSError:
+                except OSError as exc:
                     channel.close()
-                    self._stop()
-                    raise
+                    failure = exc
                 finally:
                     theirs.close()
-        healthy = False
+        if failure is not None:
+            raise self._lost(server, failure) from failure
         try:
             yield channel
-            healthy = True
-        finally:
-            with self._lock:
-                if healthy and self._server is server:
-                    self._idle.append(channel)
-                else:
-                    channel.close()
-                    if self._server is server:  # it died or stopped answering: a fresh one next time
-                        self._stop()
+        except OSError as exc:
+            channel.close()
+            raise self._lost(server, exc) from exc
+        except BaseException:
+            channel.close()  # interrupted: the server kills whatever this channel still runs
+            raise
+        with self._lock:
+            if self._server is server:
+                self._idle.append(channel)
+            else:
+                channel.close()
+
+    def _lost(self, server: launch.Server, exc: OSError) -> SandboxError:
+        """Why an evaluation lost its channel to `server`, as the SandboxError it ends with.
+
+        A server that has exited is stopped, so the next run starts a fresh one; one still running keeps
+        serving the pool's other evaluations.
+        """
+        exited = _exit_status(server.process)
+        log = ""
+        with self._lock:
+            if exited is not None and self._server is server:
+                log = self._server_log()
+                self._stop()
+        if self._closed:
+            return SandboxError("the sandbox pool was closed while this evaluation ran")
+        if exited is not None:
+            return SandboxError(f"the sandbox server stopped during this evaluation (exit status {exited}): {log}")
+        return SandboxError(f"this evaluation lost its channel to the sandbox server ({type(exc).__name__}: {exc})")
 
     def _execute(self, runs: list[_Run], limits: Limits, deadline: float | None = None) -> float:
         """Run every job, at most `limits.workers` at once, all by `deadline` (monotonic; default: the
         timeout from now); the first failure cancels the others. Returns the seconds spent waiting for
-        a slot while none of them ran (the caller's deadline moves by as much)."""
+        a slot while none of them ran (the caller's deadline moves by as much). Raises SandboxError when
+        the channel to the server fails (the pool closed, the server died): no verdict on the candidate."""
         deadline = deadline if deadline is not None else time.monotonic() + limits.timeout_s
-        try:
-            with self._channel() as channel:
-                return self._run_all(channel, runs, limits, deadline)
-        except OSError:  # the server died or stopped answering
-            for run in runs:
-                if run.result is None and run.error is None and run.probe is None:
-                    run.error = CandidateError("the sandbox worker stopped unexpectedly", status="runtime_error")
-            return 0.0
+        with self._channel() as channel:
+            return self._run_all(channel, runs, limits, deadline)
 
     def _run_all(self, channel: socket.socket, runs: list[_Run], limits: Limits, deadline: float) -> float:
         queue = deque(runs)
@@ -410,7 +432,9 @@ class SandboxPool:
                 continue
             run.cancelled = True
             if run.job_id in active:
-                channel.send(json.dumps({"op": "kill", "job": run.job_id}).encode())
+                # A channel already gone takes its children with it; the failed run's verdict stands either way.
+                with contextlib.suppress(OSError):
+                    channel.send(json.dumps({"op": "kill", "job": run.job_id}).encode())
 
     def _spawn(
         self, channel: socket.socket, run: _Run, limits: Limits, timeout_s: float, selector: selectors.BaseSelector
@@ -803,6 +827,15 @@ def _reported_error(header: dict[str, Any], limits: Limits) -> CandidateError:
         error_type=_text(error_type, 100) if error_type is not None else None,
         traceback=_text(header.get("traceback"), 10_000),
     )
+
+
+def _exit_status(process: launch.Process, grace_s: float = 1.0) -> int | None:
+    """The server's exit status, or None while it runs. A dying server closes its sockets a moment before it can
+    be reaped, so a channel that just broke waits up to `grace_s` for the exit it may mean."""
+    end = time.monotonic() + grace_s
+    while (status := process.poll()) is None and time.monotonic() < end:
+        time.sleep(0.01)
+    return status
 
 
 def _ending(exit_info: Mapping[str, Any]) -> str:
