@@ -46,6 +46,7 @@ FAULTS = {
     "linux": "no Linux facilities: no namespaces, no prctl, no seccomp (macOS)",
     # Not a machine's refusal the self-test sees: a layer that held there and fails in each worker child.
     "child_dumpable": "prctl(PR_SET_DUMPABLE) refused in every worker child, after the self-test",
+    "fork_once": "the first worker child's fork fails with EAGAIN (RLIMIT_NPROC or the pid limit reached)",
 }
 
 # Linux constants (identical on x86_64 and aarch64).

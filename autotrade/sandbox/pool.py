@@ -475,6 +475,8 @@ class SandboxPool:
         run = active.get(event.get("job"))
         if run is not None and event.get("op") == "exited":
             run.exit = event
+        elif run is not None and event.get("op") == "refused":  # no child: its pipes' far ends are closed already
+            run.exit = {"refused": _text(event.get("reason"), 300)}
 
     @staticmethod
     def _pump(run: _Run, role: str, selector: selectors.BaseSelector) -> None:
@@ -628,6 +630,12 @@ class _Run:
         limits = self.limits
         if self.cancelled:
             self.error = CandidateError("cancelled after another run failed", status="runtime_error")
+            return
+        if exit_info.get("refused"):
+            self.setup_failure = f"the server could not start it ({exit_info['refused']})"
+            self.error = CandidateError(
+                f"the sandbox could not set up a worker: {self.setup_failure}", status="runtime_error"
+            )
             return
         if exit_info.get("timed_out"):
             self.error = CandidateError(
