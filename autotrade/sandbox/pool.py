@@ -364,15 +364,19 @@ class SandboxPool:
             return self._run_all(channel, runs, limits, deadline)
 
     def _run_all(self, channel: socket.socket, runs: list[_Run], limits: Limits, deadline: float) -> float:
+        workers = max(1, limits.workers)
         queue = deque(runs)
         active: dict[int, _Run] = {}
-        waited = 0.0
+        waited = 0.0  # while none of these runs ran for want of a slot
         backstop = deadline + 30
+        # Since when the queue's next run could have started had the pool had a free slot: the time from then to
+        # its start is the pool's, not the candidate's, whether or not another run of the batch ran meanwhile.
+        eligible = time.monotonic()
         with selectors.DefaultSelector() as selector:
             selector.register(channel, selectors.EVENT_READ, None)
             try:
                 while queue or active:
-                    while queue and len(active) < max(1, limits.workers):
+                    while queue and len(active) < workers:
                         if queue[0].cancelled:
                             queue.popleft()
                             continue
@@ -382,19 +386,23 @@ class SandboxPool:
                         else:
                             mark = time.monotonic()
                             self._slots.acquire()
-                            pause = time.monotonic() - mark
-                            waited, deadline, backstop = waited + pause, deadline + pause, backstop + pause
+                            waited += time.monotonic() - mark
                         run = queue.popleft()
+                        now = time.monotonic()
+                        run_deadline = deadline + (now - eligible)
+                        backstop = max(backstop, run_deadline + 30)
                         try:
-                            self._spawn(channel, run, limits, max(0.0, deadline - time.monotonic()), selector)
+                            self._spawn(channel, run, limits, max(0.0, run_deadline - now), selector)
                         except BaseException:
                             self._slots.release()
                             raise
                         active[run.job_id] = run
+                        if len(active) == workers:
+                            eligible = math.inf  # the next run waits for one of these, on the candidate's time
                     if not active:
                         break
                     timeout = max(0.0, backstop - time.monotonic())
-                    if queue and len(active) < max(1, limits.workers):
+                    if queue and len(active) < workers:
                         timeout = min(timeout, 0.02)  # a slot may free up in another evaluation
                     events = selector.select(timeout=timeout)
                     if not events and time.monotonic() >= backstop:
@@ -407,6 +415,7 @@ class SandboxPool:
                     for number in [n for n, r in active.items() if r.done()]:
                         run = active.pop(number)
                         self._slots.release()
+                        eligible = min(eligible, time.monotonic())
                         if "job" in run.fds:  # nothing more to send to a child that has ended
                             if run.fds["job"] in selector.get_map():
                                 selector.unregister(run.fds["job"])
