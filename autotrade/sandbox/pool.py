@@ -26,6 +26,7 @@ import itertools
 import json
 import math
 import os
+import select
 import selectors
 import signal
 import socket
@@ -154,9 +155,9 @@ class SandboxPool:
             self._ensure_started()
 
     def close(self) -> None:
-        """Stop the server (its children die with it); later runs raise SandboxError."""
+        """Stop the server (its children die with it); later runs raise SandboxError. Prompt from any thread."""
+        self._closed = True  # before the lock: a thread waiting for the server to start sees it and lets go
         with self._lock:
-            self._closed = True
             self._stop()
 
     def run_candidate(
@@ -263,14 +264,22 @@ class SandboxPool:
         self._server = launch.start_fresh(self.faults)
 
     def _wait_ready(self) -> None:
+        """Wait (holding the lock: every other evaluation needs the server too) up to 120 s for the server's
+        ready message; a close() from another thread ends the wait within a tick."""
         assert self._server is not None
         ours = self._server.sock
-        ours.settimeout(120)
+        message = b""
+        give_up = time.monotonic() + 120
         try:
-            message = ours.recv(65536)
+            while not self._closed and time.monotonic() < give_up:
+                if select.select([ours], [], [], 0.05)[0]:
+                    message = ours.recv(65536)
+                    break
         except OSError:
             message = b""
-        ours.settimeout(None)
+        if self._closed:
+            self._stop()
+            raise SandboxError("this sandbox pool was closed while its server started")
         if not message:
             log = self._server_log()
             self._stop()
