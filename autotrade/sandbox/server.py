@@ -9,8 +9,10 @@ child. It enforces each child's wall-clock limit with SIGKILL and reports how ea
 
 Requests come on channels: the control socket it was started with, and any further socket the
 harness passes over it (op "channel"), one per evaluation running at once, so that concurrent
-evaluations each read only their own children's reports. The control socket closing means the
-harness has gone: every child is killed.
+evaluations each read only their own children's reports. An evaluation channel closing kills that
+channel's children only; the control socket closing means the harness has gone: every child is
+killed. A spawn the machine cannot fork (the process limit) is refused on its channel, and the
+server serves on.
 """
 
 from __future__ import annotations
@@ -213,11 +215,9 @@ def _serve_loop(control: socket.socket, policy: Policy) -> None:
                     try:
                         pid = _fork_child(request, fds, policy, refuse=refuse_fork)
                     except OSError as exc:  # EAGAIN at the process limit: refuse this run, serve on
-                        with contextlib.suppress(OSError):
-                            reason = f"fork failed: {exc}"
-                            channel.send(
-                                json.dumps({"op": "refused", "job": request["job"], "reason": reason}).encode()
-                            )
+                        refusal = {"op": "refused", "job": request["job"], "reason": f"fork failed: {exc}"}
+                        with contextlib.suppress(OSError):  # a channel its pool has just closed
+                            channel.send(json.dumps(refusal).encode())
                         continue
                     finally:
                         refuse_fork = False
