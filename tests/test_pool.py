@@ -60,7 +60,7 @@ def block(full_s: float, gate_s: float, fail_at: int | None = None) -> str:
     )
 
 
-STEADY = block(1.5, 0.0)  # the bystander: its full run is still going when the victim breaks
+STEADY = block(1.0, 0.0)  # the bystander: its full run is still going when the victim breaks
 
 
 class _Faulty:
