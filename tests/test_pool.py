@@ -263,3 +263,24 @@ def test_the_gate_tail_is_defined_once() -> None:
     assert not hasattr(lookahead, "TAIL_ROWS")  # read from the sandbox's protocol, not restated
     for function in (SandboxPool.run_candidate, run_candidate):
         assert inspect.signature(function).parameters["tail_rows"].default is protocol.TAIL_ROWS
+
+
+def test_closing_the_pool_under_a_running_evaluation_is_the_sandboxs_failure_not_the_candidates(
+    frame: pd.DataFrame,
+) -> None:
+    pool = SandboxPool()
+    outcome: list[BaseException] = []
+
+    def evaluate() -> None:
+        try:
+            pool.run_candidate(block(20.0, 0.0), frame, (), Limits(timeout_s=30))
+        except BaseException as exc:  # noqa: BLE001 - the test inspects whatever it was
+            outcome.append(exc)
+
+    thread = threading.Thread(target=evaluate)
+    thread.start()
+    _until(lambda: pool._slots._value < (os.cpu_count() or 1))  # type: ignore[attr-defined]
+    pool.close()
+    thread.join(5)
+    assert len(outcome) == 1 and isinstance(outcome[0], SandboxError), outcome
+    assert "closed" in str(outcome[0])
