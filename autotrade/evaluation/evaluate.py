@@ -27,7 +27,6 @@ from autotrade.engine.backtest import BacktestSettings, WindowResult, run_window
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
 from autotrade.evaluation.lookahead import (
-    TAIL_ROWS,
     check_lookahead,
     cut_plan,
     position_changes,
@@ -37,6 +36,7 @@ from autotrade.evaluation.lookahead import (
 )
 from autotrade.fileio import json_safe
 from autotrade.sandbox.pool import CandidateOutput, Limits, SandboxPool, run_candidate
+from autotrade.sandbox.protocol import TAIL_ROWS
 from autotrade.sandbox.vet import vet_block
 from autotrade.status import Status
 

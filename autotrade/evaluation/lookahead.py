@@ -39,7 +39,6 @@ MISS_RATE = 0.01  # ... with at most this probability of missing it
 POSITION_CUTS = 200  # at most this many cuts after position and then raw signal changes (a sample when more)
 EXTREME_CUTS = 8  # per measure (|return|, |gap|, range, volume spike) and window
 LAST_BARS = 5  # cuts among the last bars of each window
-TAIL_ROWS = 32  # rows before each cut whose features are compared (every row at the WHOLE cuts)
 MIN_ROWS = 30  # no cut shorter than this: indicators are all warm-up there
 
 

@@ -61,7 +61,7 @@ def run_child(request: dict[str, Any], fds: list[int], policy: Policy, server_pi
     os.dup2(output_fd, 2)
     os.dup2(job_fd, 3)
     os.dup2(result_fd, 4)
-    os.closerange(5, 1 << 16)  # the control socket, the wake pipe, every other received descriptor
+    layers.close_descriptors_from(5)  # the control socket, the wake pipe, every other received descriptor
     layers.die_with_parent(server_pid, policy.prctl)
     layers.make_undumpable(policy.prctl, policy.faults)
     job = _read_all(3)  # fd 3 stays open: a gate reads each later prefix from it

@@ -46,6 +46,7 @@ FAULTS = {
     "linux": "no Linux facilities: no namespaces, no prctl, no seccomp (macOS)",
     # Not a machine's refusal the self-test sees: a layer that held there and fails in each worker child.
     "child_dumpable": "prctl(PR_SET_DUMPABLE) refused in every worker child, after the self-test",
+    "fork_once": "the first worker child's fork fails with EAGAIN (RLIMIT_NPROC or the pid limit reached)",
 }
 
 # Linux constants (identical on x86_64 and aarch64).
@@ -589,6 +590,18 @@ def make_undumpable(prctl: bool = True, faults: frozenset[str] = frozenset()) ->
         raise _simulated("prctl(PR_SET_DUMPABLE)")
     if prctl:
         _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def close_descriptors_from(first: int) -> None:
+    """Close every descriptor numbered `first` or above, up to the process's real ceiling.
+
+    No descriptor can be opened at or above the soft RLIMIT_NOFILE, which may well exceed 65536, and
+    the fork server never lowers it, so that limit bounds every descriptor a child can inherit.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = soft if soft != resource.RLIM_INFINITY else os.sysconf("SC_OPEN_MAX")
+    # An unlimited soft limit gives no number to stop at (SC_OPEN_MAX is then -1 or as unlimited): a generous one.
+    os.closerange(first, ceiling if 0 < ceiling < 1 << 31 else 1 << 20)
 
 
 def set_limits(memory_mb: int, cpu_s: int) -> list[str]:

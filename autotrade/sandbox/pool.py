@@ -26,6 +26,7 @@ import itertools
 import json
 import math
 import os
+import select
 import selectors
 import signal
 import socket
@@ -46,6 +47,7 @@ from autotrade.sandbox.protocol import (
     HEADER_CAP,
     PREFIX,
     SET_UP,
+    TAIL_ROWS,
     encode_frame,
     full_job,
     gate_job,
@@ -153,9 +155,9 @@ class SandboxPool:
             self._ensure_started()
 
     def close(self) -> None:
-        """Stop the server (its children die with it); later runs raise SandboxError."""
+        """Stop the server (its children die with it); later runs raise SandboxError. Prompt from any thread."""
+        self._closed = True  # before the lock: a thread waiting for the server to start sees it and lets go
         with self._lock:
-            self._closed = True
             self._stop()
 
     def run_candidate(
@@ -164,7 +166,7 @@ class SandboxPool:
         frame: pd.DataFrame,
         cut_points: CutPlan = (),
         limits: Limits = Limits(),
-        tail_rows: int = 32,
+        tail_rows: int = TAIL_ROWS,
         whole: Sequence[int] = (),
     ) -> CandidateOutput:
         """Run the block on `frame` in one sandboxed child, then on each prefix `frame.iloc[:cut]` in another.
@@ -262,14 +264,22 @@ class SandboxPool:
         self._server = launch.start_fresh(self.faults)
 
     def _wait_ready(self) -> None:
+        """Wait (holding the lock: every other evaluation needs the server too) up to 120 s for the server's
+        ready message; a close() from another thread ends the wait within a tick."""
         assert self._server is not None
         ours = self._server.sock
-        ours.settimeout(120)
+        message = b""
+        give_up = time.monotonic() + 120
         try:
-            message = ours.recv(65536)
+            while not self._closed and time.monotonic() < give_up:
+                if select.select([ours], [], [], 0.05)[0]:
+                    message = ours.recv(65536)
+                    break
         except OSError:
             message = b""
-        ours.settimeout(None)
+        if self._closed:
+            self._stop()
+            raise SandboxError("this sandbox pool was closed while its server started")
         if not message:
             log = self._server_log()
             self._stop()
@@ -294,7 +304,14 @@ class SandboxPool:
 
     @contextlib.contextmanager
     def _channel(self) -> Iterator[socket.socket]:
-        """A channel to a ready server for one evaluation's runs: an idle one, or a new one passed to the server."""
+        """A channel to a ready server for one evaluation's runs: an idle one, or a new one passed to the server.
+
+        An evaluation that fails closes only its own channel, and the server then kills only that channel's
+        children: the server and the other evaluations' runs go on. The server is stopped (a fresh one next
+        time) only once it has exited. An OSError on the channel is the harness's fault, never the candidate's,
+        and leaves as a SandboxError.
+        """
+        failure: OSError | None = None
         with self._lock:
             self._ensure_started()
             if not self._ready:
@@ -307,49 +324,68 @@ class SandboxPool:
                 channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 try:
                     socket.send_fds(server.sock, [json.dumps({"op": "channel"}).encode()], [theirs.fileno()])
-                except OSError:
+                except OSError as exc:
                     channel.close()
-                    self._stop()
-                    raise
+                    failure = exc
                 finally:
                     theirs.close()
-        healthy = False
+        if failure is not None:
+            raise self._lost(server, failure) from failure
         try:
             yield channel
-            healthy = True
-        finally:
-            with self._lock:
-                if healthy and self._server is server:
-                    self._idle.append(channel)
-                else:
-                    channel.close()
-                    if self._server is server:  # it died or stopped answering: a fresh one next time
-                        self._stop()
+        except OSError as exc:
+            channel.close()
+            raise self._lost(server, exc) from exc
+        except BaseException:
+            channel.close()  # interrupted: the server kills whatever this channel still runs
+            raise
+        with self._lock:
+            if self._server is server:
+                self._idle.append(channel)
+            else:
+                channel.close()
+
+    def _lost(self, server: launch.Server, exc: OSError) -> SandboxError:
+        """Why an evaluation lost its channel to `server`, as the SandboxError it ends with.
+
+        A server that has exited is stopped, so the next run starts a fresh one; one still running keeps
+        serving the pool's other evaluations.
+        """
+        exited = _exit_status(server.process)
+        log = ""
+        with self._lock:
+            if exited is not None and self._server is server:
+                log = self._server_log()
+                self._stop()
+        if self._closed:
+            return SandboxError("the sandbox pool was closed while this evaluation ran")
+        if exited is not None:
+            return SandboxError(f"the sandbox server stopped during this evaluation (exit status {exited}): {log}")
+        return SandboxError(f"this evaluation lost its channel to the sandbox server ({type(exc).__name__}: {exc})")
 
     def _execute(self, runs: list[_Run], limits: Limits, deadline: float | None = None) -> float:
         """Run every job, at most `limits.workers` at once, all by `deadline` (monotonic; default: the
         timeout from now); the first failure cancels the others. Returns the seconds spent waiting for
-        a slot while none of them ran (the caller's deadline moves by as much)."""
+        a slot while none of them ran (the caller's deadline moves by as much). Raises SandboxError when
+        the channel to the server fails (the pool closed, the server died): no verdict on the candidate."""
         deadline = deadline if deadline is not None else time.monotonic() + limits.timeout_s
-        try:
-            with self._channel() as channel:
-                return self._run_all(channel, runs, limits, deadline)
-        except OSError:  # the server died or stopped answering
-            for run in runs:
-                if run.result is None and run.error is None and run.probe is None:
-                    run.error = CandidateError("the sandbox worker stopped unexpectedly", status="runtime_error")
-            return 0.0
+        with self._channel() as channel:
+            return self._run_all(channel, runs, limits, deadline)
 
     def _run_all(self, channel: socket.socket, runs: list[_Run], limits: Limits, deadline: float) -> float:
+        workers = max(1, limits.workers)
         queue = deque(runs)
         active: dict[int, _Run] = {}
-        waited = 0.0
+        waited = 0.0  # while none of these runs ran for want of a slot
         backstop = deadline + 30
+        # Since when the queue's next run could have started had the pool had a free slot: the time from then to
+        # its start is the pool's, not the candidate's, whether or not another run of the batch ran meanwhile.
+        eligible = time.monotonic()
         with selectors.DefaultSelector() as selector:
             selector.register(channel, selectors.EVENT_READ, None)
             try:
                 while queue or active:
-                    while queue and len(active) < max(1, limits.workers):
+                    while queue and len(active) < workers:
                         if queue[0].cancelled:
                             queue.popleft()
                             continue
@@ -359,19 +395,23 @@ class SandboxPool:
                         else:
                             mark = time.monotonic()
                             self._slots.acquire()
-                            pause = time.monotonic() - mark
-                            waited, deadline, backstop = waited + pause, deadline + pause, backstop + pause
+                            waited += time.monotonic() - mark
                         run = queue.popleft()
+                        now = time.monotonic()
+                        run_deadline = deadline + (now - eligible)
+                        backstop = max(backstop, run_deadline + 30)
                         try:
-                            self._spawn(channel, run, limits, max(0.0, deadline - time.monotonic()), selector)
+                            self._spawn(channel, run, limits, max(0.0, run_deadline - now), selector)
                         except BaseException:
                             self._slots.release()
                             raise
                         active[run.job_id] = run
+                        if len(active) == workers:
+                            eligible = math.inf  # the next run waits for one of these, on the candidate's time
                     if not active:
                         break
                     timeout = max(0.0, backstop - time.monotonic())
-                    if queue and len(active) < max(1, limits.workers):
+                    if queue and len(active) < workers:
                         timeout = min(timeout, 0.02)  # a slot may free up in another evaluation
                     events = selector.select(timeout=timeout)
                     if not events and time.monotonic() >= backstop:
@@ -384,6 +424,7 @@ class SandboxPool:
                     for number in [n for n, r in active.items() if r.done()]:
                         run = active.pop(number)
                         self._slots.release()
+                        eligible = min(eligible, time.monotonic())
                         if "job" in run.fds:  # nothing more to send to a child that has ended
                             if run.fds["job"] in selector.get_map():
                                 selector.unregister(run.fds["job"])
@@ -409,7 +450,9 @@ class SandboxPool:
                 continue
             run.cancelled = True
             if run.job_id in active:
-                channel.send(json.dumps({"op": "kill", "job": run.job_id}).encode())
+                # A channel already gone takes its children with it; the failed run's verdict stands either way.
+                with contextlib.suppress(OSError):
+                    channel.send(json.dumps({"op": "kill", "job": run.job_id}).encode())
 
     def _spawn(
         self, channel: socket.socket, run: _Run, limits: Limits, timeout_s: float, selector: selectors.BaseSelector
@@ -450,6 +493,8 @@ class SandboxPool:
         run = active.get(event.get("job"))
         if run is not None and event.get("op") == "exited":
             run.exit = event
+        elif run is not None and event.get("op") == "refused":  # no child: its pipes' far ends are closed already
+            run.exit = {"refused": _text(event.get("reason"), 300)}
 
     @staticmethod
     def _pump(run: _Run, role: str, selector: selectors.BaseSelector) -> None:
@@ -496,7 +541,7 @@ def run_candidate(
     frame: pd.DataFrame,
     cut_points: CutPlan = (),
     limits: Limits = Limits(),
-    tail_rows: int = 32,
+    tail_rows: int = TAIL_ROWS,
     whole: Sequence[int] = (),
     pool: SandboxPool | None = None,
 ) -> CandidateOutput:
@@ -603,6 +648,12 @@ class _Run:
         limits = self.limits
         if self.cancelled:
             self.error = CandidateError("cancelled after another run failed", status="runtime_error")
+            return
+        if exit_info.get("refused"):
+            self.setup_failure = f"the server could not start it ({exit_info['refused']})"
+            self.error = CandidateError(
+                f"the sandbox could not set up a worker: {self.setup_failure}", status="runtime_error"
+            )
             return
         if exit_info.get("timed_out"):
             self.error = CandidateError(
@@ -802,6 +853,15 @@ def _reported_error(header: dict[str, Any], limits: Limits) -> CandidateError:
         error_type=_text(error_type, 100) if error_type is not None else None,
         traceback=_text(header.get("traceback"), 10_000),
     )
+
+
+def _exit_status(process: launch.Process, grace_s: float = 1.0) -> int | None:
+    """The server's exit status, or None while it runs. A dying server closes its sockets a moment before it can
+    be reaped, so a channel that just broke waits up to `grace_s` for the exit it may mean."""
+    end = time.monotonic() + grace_s
+    while (status := process.poll()) is None and time.monotonic() < end:
+        time.sleep(0.01)
+    return status
 
 
 def _ending(exit_info: Mapping[str, Any]) -> str:

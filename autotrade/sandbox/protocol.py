@@ -18,6 +18,7 @@ import pandas as pd
 PREFIX = struct.Struct("<IQ")  # header length, payload length
 SET_UP = b"S"  # a child's first byte on its result pipe: its layers are in place, candidate code may run next
 HEADER_CAP = 1 << 20  # bytes of JSON header a child may send back
+TAIL_ROWS = 32  # rows before each gate cut whose features come back and are compared (every row at the whole cuts)
 _FRAME_DTYPES = ("float64", "int64", "bool")  # sent as is; anything else is sent as float64
 
 

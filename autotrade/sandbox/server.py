@@ -9,13 +9,16 @@ child. It enforces each child's wall-clock limit with SIGKILL and reports how ea
 
 Requests come on channels: the control socket it was started with, and any further socket the
 harness passes over it (op "channel"), one per evaluation running at once, so that concurrent
-evaluations each read only their own children's reports. The control socket closing means the
-harness has gone: every child is killed.
+evaluations each read only their own children's reports. An evaluation channel closing kills that
+channel's children only; the control socket closing means the harness has gone: every child is
+killed. A spawn the machine cannot fork (the process limit) is refused on its channel, and the
+server serves on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import json
 import os
@@ -175,6 +178,7 @@ def _serve_loop(control: socket.socket, policy: Policy) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so SIGCHLD wakes select via the fd
     channels = [control]  # control passes new channels; each evaluation spawns and hears on its own
     children: dict[int, dict[str, Any]] = {}  # pid -> {channel, job, deadline, killed, timed_out, started}
+    refuse_fork = "fork_once" in policy.faults  # tests: the first worker child's fork fails
     try:
         while True:
             deadlines = [c["deadline"] for c in children.values() if not c["killed"]]
@@ -191,11 +195,16 @@ def _serve_loop(control: socket.socket, policy: Policy) -> None:
                     except BlockingIOError:
                         break
             for channel in [c for c in channels if c in readable]:
-                message, fds, _, _ = socket.recv_fds(channel, 65536, 3)
+                try:
+                    message, fds, _, _ = socket.recv_fds(channel, 65536, 3)
+                except OSError:  # a broken evaluation channel is a closed one; a broken control socket ends all
+                    if channel is control:
+                        raise
+                    message, fds = b"", []
                 if not message:
                     if channel is control:
                         return  # the harness has gone: stop everything
-                    channels.remove(channel)  # its evaluation's pool dropped it: its children go too
+                    channels.remove(channel)  # its evaluation dropped it: its children go, and only they
                     channel.close()
                     for fd in fds:
                         os.close(fd)
@@ -203,7 +212,15 @@ def _serve_loop(control: socket.socket, policy: Policy) -> None:
                     continue
                 request = json.loads(message)
                 if request.get("op") == "spawn" and len(fds) == 3:
-                    pid = _fork_child(request, fds, policy)
+                    try:
+                        pid = _fork_child(request, fds, policy, refuse=refuse_fork)
+                    except OSError as exc:  # EAGAIN at the process limit: refuse this run, serve on
+                        refusal = {"op": "refused", "job": request["job"], "reason": f"fork failed: {exc}"}
+                        with contextlib.suppress(OSError):  # a channel its pool has just closed
+                            channel.send(json.dumps(refusal).encode())
+                        continue
+                    finally:
+                        refuse_fork = False
                     children[pid] = {
                         "channel": channel,
                         "job": request["job"],
@@ -261,10 +278,20 @@ def _kill(children: dict[int, dict[str, Any]], chosen: Callable[[dict[str, Any]]
             child["killed"] = True
 
 
-def _fork_child(request: dict[str, Any], fds: list[int], policy: Policy) -> int:
-    """Fork one worker child for `request`; the server keeps none of the child's descriptors."""
+def _fork_child(request: dict[str, Any], fds: list[int], policy: Policy, refuse: bool = False) -> int:
+    """Fork one worker child for `request`; the server keeps none of the child's descriptors, whether or not the
+    fork succeeded (OSError when it did not; `refuse` fails it as a machine at its process limit would)."""
     server_pid = os.getpid()
-    pid = os.fork()
+    try:
+        if refuse:
+            raise BlockingIOError(
+                errno.EAGAIN, "Resource temporarily unavailable (fork refused by the fork_once fault)"
+            )
+        pid = os.fork()
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise
     if pid == 0:
         code = _INTERNAL_ERROR
         try:
