@@ -586,7 +586,8 @@ def _whole_answer(payload: dict[str, Any]) -> _Answer:
 
 
 def _read_stream(stream: Iterable[Any]) -> _Answer:
-    """Read chat.completion.chunk objects until the stream ends or the reply is complete (`reply_complete`).
+    """Read chat.completion.chunk objects until the stream ends, or until more text comes after the reply is
+    complete (`reply_complete`): the model has moved on from the reply format.
 
     Content and reasoning deltas are gathered apart: only the content can complete a reply. The stream is the
     caller's to close; stopping here leaves the rest unread."""
@@ -597,6 +598,9 @@ def _read_stream(stream: Iterable[Any]) -> _Answer:
     reasoning: list[str] = []
     answer = _Answer()
     chose = False
+    # Why the content is complete, once it is. Reading stops at the next text, not at once: a reply that ends there
+    # is read to its end, so its finish_reason and usage come as sent.
+    complete: str | None = None
     try:
         for chunk in stream:
             if not isinstance(chunk, dict):
@@ -616,11 +620,13 @@ def _read_stream(stream: Iterable[Any]) -> _Answer:
             reasoning.append(_text(delta.get("reasoning")))
             piece = _text(delta.get("content"))
             content.append(piece)
-            # Only whole lines can complete a reply: look again when a line ends, not at every token.
-            if ("\n" in piece or "\r" in piece) and (why := reply_complete("".join(content))):
-                answer.early_stop = why
+            if complete is not None and piece.strip():
+                answer.early_stop = complete
                 answer.finish_reason = "early_stop"
                 break
+            # Only whole lines can complete a reply: look again when a line ends, not at every token.
+            if complete is None and ("\n" in piece or "\r" in piece):
+                complete = reply_complete("".join(content))
     except ValueError as exc:  # SSE data that is not JSON: a proxy's page, or a body cut mid-event
         snippet = " ".join(str(getattr(exc, "doc", "")).split())[:80]
         raise _ServerFault(f"the reply is not JSON (starts {snippet!r})") from None
