@@ -282,6 +282,8 @@ class ModelClient:
 
     def complete(self, messages: Sequence[dict[str, Any]]) -> Completion:
         """One chat completion, streamed and read until the reply is complete; EndpointError when none comes."""
+        import openai
+
         model = self.resolve_model()
         options = self.request_options(model)
 
@@ -289,10 +291,9 @@ class ModelClient:
             started = time.monotonic()
             raw = self._open_stream(model, messages, options)
             if raw.headers.get("content-type", "").split(";")[0].strip() != "text/event-stream":
+                # A server or proxy that ignores `stream` (or a proxy's error page): one body, checked as before.
                 raw.http_response.read()
                 return _whole_answer(_completion_body(raw.text)), time.monotonic() - started
-            import openai
-
             with raw.parse(to=openai.Stream[object]) as stream:  # `with`: an early stop closes the connection
                 answer = _read_stream(stream)
             return answer, time.monotonic() - started
