@@ -17,7 +17,11 @@ Routes (under `/v1`, as every OpenAI-compatible server):
 - `GET /v1/models` lists `server.models` (raw dicts, so a test can mimic vLLM's `max_model_len`,
   llama.cpp's `meta`, or a bare Ollama entry); `script_models([...])` queues faults for it.
 - `GET /props` (llama.cpp's server properties) answers `server.props`, or 404 when it is None.
-Every request is recorded in `server.requests` (method, path, parsed JSON body, lower-cased headers).
+A request with `"stream": true` gets the same steps as server-sent events: a `Reply` as chat.completion.chunk
+events (reasoning deltas, then content in DELTA_CHARS pieces, then the finish_reason, then usage when
+`stream_options.include_usage` asks for it), `Trickle` as those events one per `interval_s`, `Raw` as its body.
+Every request is recorded in `server.requests` (method, path, parsed JSON body, lower-cased headers); `sent` says
+what a stream delivered and whether the client went away before its end.
 `server.down_for(seconds)` mimics a model server restart: nothing listens (connection refused) until it serves
 again on the same port.
 Bounded: request bodies over 16 MiB get 413, and after `max_requests` requests every answer is a 400;
@@ -38,6 +42,7 @@ from typing import Any
 import pytest
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+DELTA_CHARS = 16  # characters per streamed delta: a reply arrives in many chunks, as from a real server
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,8 @@ class Slow:
 
 @dataclass(frozen=True)
 class Trickle:
-    """Send the whole answer (to `then`; the model list on `/v1/models`), status line too, a byte per `interval_s`."""
+    """Send the whole answer (to `then`; the model list on `/v1/models`), status line too, a byte per `interval_s`;
+    to a stream request, one event per `interval_s` after the headers."""
 
     interval_s: float
     then: Reply = field(default_factory=lambda: Reply(content="slow " * 100))
@@ -95,8 +101,25 @@ class Raw:
 
 # A JSON completion without any choice: a server fault the client must not take for a reply.
 NO_CHOICES = Raw(body='{"id": "x", "object": "chat.completion", "choices": []}', content_type="application/json")
+# The same as a stream: chunks and [DONE], but never a choice.
+NO_CHOICE_STREAM = Raw(
+    body='data: {"id": "x", "object": "chat.completion.chunk", "choices": []}\n\ndata: [DONE]\n\n',
+    content_type="text/event-stream",
+)
+# A stream whose event data is a proxy's page, not JSON.
+HTML_STREAM = Raw(body="data: <html><body>502 Bad Gateway</body></html>\n\n", content_type="text/event-stream")
 
 Step = Reply | Fault | Slow | Trickle | Drop | Raw
+
+
+@dataclass
+class Sent:
+    """What the server streamed in answer to one request; `ended` is set once it stopped sending, for any reason."""
+
+    content_chars: int = 0  # characters of content delivered in deltas
+    events: int = 0  # events written
+    client_gone: bool = False  # the client closed the connection before the stream's end
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,12 @@ class Recorded:
     body: Any
     headers: dict[str, str]
     at: float  # time.monotonic() when it arrived
+    sent: Sent = field(default_factory=Sent)  # filled while a stream is sent
+
+    @property
+    def stream(self) -> bool:
+        """The client asked for server-sent events."""
+        return isinstance(self.body, dict) and bool(self.body.get("stream"))
 
 
 def _default_models() -> list[dict[str, Any]]:
@@ -288,8 +317,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, request: Recorded) -> None:
         if not isinstance(request.body, dict):
             self._error(400, "the request body is not a JSON object")
-        elif request.body.get("stream"):
-            self._error(400, "the loopback server does not stream")
         else:
             self._step(self.owner._next_chat(request), request)
 
@@ -298,8 +325,12 @@ class _Handler(BaseHTTPRequestHandler):
             if self.owner._stop.wait(step.seconds):
                 return  # server stopping: drop the connection
             step = step.then
-        if isinstance(step, Trickle):
+        if isinstance(step, Trickle) and request.stream:
+            self._events(step.then, request, step.interval_s)
+        elif isinstance(step, Trickle):
             self._trickle(step, request)
+        elif isinstance(step, Reply) and request.stream:
+            self._events(step, request, 0.0)
         elif isinstance(step, Reply):
             self._json(200, _completion(step, request))
         elif isinstance(step, Fault):
@@ -333,6 +364,30 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 return  # the client gave up (its deadline)
+
+    def _events(self, reply: Reply, request: Recorded, interval_s: float) -> None:
+        """The reply as server-sent events, one per `interval_s`; stops when the client goes away."""
+        sent = request.sent
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")  # the body ends when the connection closes
+            self.end_headers()
+            self.wfile.flush()
+            for chunk, content_chars in _chunks(reply, request):
+                if interval_s and self.owner._stop.wait(interval_s):
+                    return  # server stopping: drop the connection
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                sent.events += 1
+                sent.content_chars += content_chars
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            sent.client_gone = True
+        finally:
+            sent.ended.set()
 
     def _error(self, status: int, message: str, *, code: str | None = None, headers: dict | None = None) -> None:
         kind = "invalid_request_error" if status < 500 else "server_error"
@@ -377,6 +432,35 @@ def _completion(reply: Reply, request: Recorded) -> dict[str, Any]:
             "total_tokens": prompt + completion,
         }
     return payload
+
+
+def _chunks(reply: Reply, request: Recorded) -> Iterator[tuple[dict[str, Any], int]]:
+    """The chat.completion.chunk objects of a scripted reply, each with the characters of content it carries."""
+    base = {
+        "id": f"chatcmpl-loopback-{int(request.at * 1e6)}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": reply.model or request.body.get("model") or "test-model",
+    }
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+
+    yield chunk({"role": "assistant", "content": ""}), 0
+    for name in ("reasoning_content", "reasoning"):
+        text = getattr(reply, name) or ""
+        for start in range(0, len(text), DELTA_CHARS):
+            yield chunk({name: text[start : start + DELTA_CHARS]}), 0
+    content = reply.content or ""
+    for start in range(0, len(content), DELTA_CHARS):
+        piece = content[start : start + DELTA_CHARS]
+        yield chunk({"content": piece}), len(piece)
+    yield chunk({}, reply.finish_reason), 0
+    options = request.body.get("stream_options")
+    if reply.usage is not None and isinstance(options, dict) and options.get("include_usage"):
+        prompt, completion = reply.usage
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        yield {**base, "choices": [], "usage": usage}, 0
 
 
 @pytest.fixture

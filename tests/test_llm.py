@@ -400,7 +400,9 @@ def test_unset_options_are_not_sent(openai_server: OpenAIServer) -> None:
     openai_server.script([Reply(content="ok")])
     client_for(openai_server).complete(MESSAGES)
     body = openai_server.chat_requests[0].body
-    assert set(body) == {"model", "messages"}
+    # Every completion streams, asking for usage in the last chunk; nothing else is sent unless configured.
+    assert set(body) == {"model", "messages", "stream", "stream_options"}
+    assert (body["stream"], body["stream_options"]) == (True, {"include_usage": True})
     assert body["messages"] == MESSAGES
 
 

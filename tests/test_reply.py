@@ -12,10 +12,12 @@ from autotrade.candidate import baseline_source, extract_block
 from autotrade.contract import BLOCK_END, BLOCK_START
 from autotrade.errors import ReplyError
 from autotrade.propose.reply import (
+    EARLY_STOP_TAIL_CHARS,
     FORMAT_HINT,
     LEARNINGS_MAX_CHARS,
     MAX_REPLY_CHARS,
     parse_reply,
+    reply_complete,
     split_reasoning,
     strip_reasoning,
 )
@@ -322,3 +324,69 @@ def test_a_reply_far_larger_than_any_block_is_refused_fast_without_parsing() -> 
 def test_long_reasoning_does_not_count_against_the_reply_size() -> None:
     reply = "<think>" + "let me think. " * 100_000 + "</think>\n```python\ndef strategy_logic(row):\n    return 1\n```"
     assert "return 1" in parse_reply(reply, "").block
+
+
+# -- a reply complete before its end (early stop while streaming) ----------------------------------------
+
+RAMBLE = "\n\nNext I could also try a moving average crossover, or perhaps volatility bands, and then " * 40
+HYPOTHESIS = "```markdown\nRising RSI means momentum.\n```"
+
+
+def first_complete_prefix(reply: str, step: int = 7) -> tuple[str, str] | None:
+    """The reply as a stream of `step`-character deltas: the first prefix `reply_complete` accepts, and why."""
+    for end in range(step, len(reply) + step, step):
+        why = reply_complete(reply[:end])
+        if why is not None:
+            return reply[:end], why
+    return None
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        f"Here:\n```python\n{BOTH}\n```\n{HYPOTHESIS}\n{RAMBLE}",
+        f"{HYPOTHESIS}\nThe code:\n```python\n{BOTH}\n```\n{RAMBLE}",  # the hypothesis first
+        f"```py\n{FEATURES}\n```\n~~~python\n{LOGIC}\n~~~\n{HYPOTHESIS}\n{RAMBLE}",  # one function per block
+        f"<think>\n```python\ndef x():\n    pass\n```\n</think>\n```python\n{BOTH}\n```\n{HYPOTHESIS}{RAMBLE}",
+    ],
+)
+def test_a_reply_complete_with_its_hypothesis_parses_as_the_whole_reply(reply: str) -> None:
+    found = first_complete_prefix(reply)
+    assert found is not None
+    prefix, why = found
+    assert why == "python and markdown blocks closed"
+    assert len(prefix) < len(reply) - len(RAMBLE) + 10  # at the markdown block's end, before the ramble
+    assert parse_reply(prefix, PARENT, "early_stop") == parse_reply(reply, PARENT, "stop")
+
+
+def test_a_closed_python_block_then_prose_is_complete_with_the_same_block() -> None:
+    reply = f"```python\n{BOTH}\n```\n{RAMBLE}"
+    found = first_complete_prefix(reply)
+    assert found is not None
+    prefix, why = found
+    assert why == f"{EARLY_STOP_TAIL_CHARS} characters of prose after a closed python block"
+    assert len(prefix) < len(reply) // 2
+    assert parse_reply(prefix, PARENT, "early_stop").block == parse_reply(reply, PARENT, "stop").block
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        f"```python\n{BOTH}\n{RAMBLE}",  # the code block never closes
+        f"```python\n{BOTH}\n```\n```markdown\n{RAMBLE}",  # the hypothesis block never closes
+        f"```python\n{BOTH}\n```\nAnd a test:\n```text\nsample\n```\n{RAMBLE}",  # the last block is not code
+        f"```python\n{LOGIC}\n```\n{HYPOTHESIS}\n{RAMBLE}",  # one function: another block may follow
+        f"<think>\n```python\n{BOTH}\n```\n{HYPOTHESIS}\n{RAMBLE}",  # all of it reasoning so far
+        f"```python\n{BOTH}\n```\n{HYPOTHESIS}",  # the closing fence's line has not ended yet
+    ],
+)
+def test_a_reply_that_may_go_on_is_not_complete(reply: str) -> None:
+    assert first_complete_prefix(reply) is None
+
+
+def test_early_stop_is_parsed_like_a_reply_that_ended_on_its_own() -> None:
+    # "length" salvages closed blocks only; a stopped reply was complete, so every rule applies as for "stop".
+    for reply in (f"Here:\n```python\n{BOTH}\n", BOTH, f"```python\n{BOTH}\n```\n{HYPOTHESIS}"):
+        assert parse_reply(reply, PARENT, finish_reason="early_stop") == parse_reply(
+            reply, PARENT, finish_reason="stop"
+        )

@@ -12,6 +12,12 @@ test and also cover faults the client cannot see: a 200 whose body is not JSON o
   or reloading server misses deadlines too, so they are retried within the patience like the faults above;
   when the patience runs out on one, the message says to raise OPENAI_TIMEOUT for a model that is just slow.
 - Not retried: 400/401/403/404 and any other 4xx, and 429 `insufficient_quota`: one clear EndpointError.
+Every completion is streamed, so the client can stop reading as soon as the reply is complete by the reply format
+(`reply_complete`): closing the stream closes the connection, and vLLM and llama.cpp then stop generating. A model
+that rambles on after its blocks would otherwise hold each request until its token limit. Usage is asked for in the
+last chunk (`stream_options`; a server that rejects it is asked without from then on) and estimated when absent.
+A server or proxy that ignores `stream` and answers one JSON completion is read as such. A stream whose data is
+not JSON, that holds no choice, or that carries an error is a server fault, retried like a 5xx.
 The API key is never shown: ModelSettings' repr leaves it out and every message is scrubbed of it.
 """
 
@@ -25,14 +31,14 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from autotrade.durations import format_duration
 from autotrade.errors import ConfigError, EndpointError
-from autotrade.propose.reply import split_reasoning
+from autotrade.propose.reply import reply_complete, split_reasoning
 from autotrade.untrusted import clean_text
 
 if TYPE_CHECKING:
@@ -89,11 +95,13 @@ class Completion:
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
-    usage_estimated: bool  # True when the server sent no usage and the counts are chars / 4
+    usage_estimated: bool  # True when the counts are chars / 4: the server sent no usage, or the reply was stopped
     latency_s: float  # the successful request alone
     model: str
     attempts: int = 1  # HTTP requests made, retries included
     deadline_hits: int = 0  # requests abandoned at the deadline (timeout_s) before this one answered
+    early_stop: str | None = None  # why reading stopped once the reply was complete (finish_reason "early_stop")
+    received_chars: int = 0  # characters received, content and reasoning together, as sent (think tags included)
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,18 @@ class _ServerFault(Exception):
 
 class _DeadlineHit(Exception):
     """The request was abandoned: no whole answer within its deadline."""
+
+
+@dataclass
+class _Answer:
+    """What a server answered, streamed or whole, before it becomes a Completion; texts as received."""
+
+    content: str = ""  # think tags still in it
+    reasoning: str = ""  # the reasoning fields' text
+    finish_reason: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    early_stop: str | None = None
 
 
 def is_openai_reasoning_model(model: str) -> bool:
@@ -178,6 +198,7 @@ class ModelClient:
         self._client: openai.OpenAI | None = None
         self._closed = False
         self._model = settings.model
+        self._stream_options = True  # False once the server has refused `stream_options`
 
     def __repr__(self) -> str:
         return f"ModelClient({self.url!r}, model={self._model!r})"
@@ -271,29 +292,54 @@ class ModelClient:
         return options
 
     def complete(self, messages: Sequence[dict[str, Any]], *, fail_fast: bool = False) -> Completion:
-        """One chat completion (no streaming); EndpointError when the server cannot give one.
+        """One chat completion, streamed and read until the reply is complete; EndpointError when none comes.
 
         `fail_fast`: a refused connection ends it at once (unreachable), for a caller with another endpoint to try.
         """
+        import openai
+
         model = self.resolve_model()
         options = self.request_options(model)
 
-        def attempt() -> tuple[dict[str, Any], float]:
+        def attempt() -> tuple[_Answer, float]:
             started = time.monotonic()
-            raw = self._openai().chat.completions.with_raw_response.create(
-                model=model, messages=list(messages), **options
-            )
-            text = raw.text
-            return _completion_body(text), time.monotonic() - started
+            raw = self._open_stream(model, messages, options)
+            if raw.headers.get("content-type", "").split(";")[0].strip() != "text/event-stream":
+                # A server or proxy that ignores `stream` (or a proxy's error page): one body, checked as before.
+                raw.http_response.read()
+                return _whole_answer(_completion_body(raw.text)), time.monotonic() - started
+            with raw.parse(to=openai.Stream[object]) as stream:  # `with`: an early stop closes the connection
+                answer = _read_stream(stream)
+            return answer, time.monotonic() - started
 
-        (payload, latency), attempts, deadline_hits = self._with_retries(
+        (answer, latency), attempts, deadline_hits = self._with_retries(
             f"asking {model!r} at {self.url}",
             attempt,
             lambda exc: self._chat_status_error(exc, model),
             deadline_s=self.settings.timeout_s,
             fail_fast=fail_fast,
         )
-        return replace(_completion(payload, messages, model, latency, attempts), deadline_hits=deadline_hits)
+        return replace(_completion(answer, messages, model, latency, attempts), deadline_hits=deadline_hits)
+
+    def _open_stream(self, model: str, messages: Sequence[dict[str, Any]], options: dict[str, Any]) -> Any:
+        """The raw streamed response; asked again without `stream_options` (and never again with) when refused."""
+        import openai
+
+        create = self._openai().chat.completions.with_raw_response.create
+        if self._stream_options:
+            try:
+                return create(
+                    model=model,
+                    messages=list(messages),
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **options,
+                )
+            except openai.BadRequestError as exc:
+                if "stream_options" not in _server_message(exc):
+                    raise
+                self._stream_options = False
+        return create(model=model, messages=list(messages), stream=True, **options)
 
     # -- retries and errors ---------------------------------------------------------------------------
 
@@ -546,25 +592,93 @@ def _text(value: Any) -> str:
     return _LONE_SURROGATE.sub("\ufffd", value)
 
 
-def _completion(
-    payload: dict[str, Any], messages: Sequence[dict[str, Any]], model: str, latency: float, attempts: int
-) -> Completion:
-    """The Completion of a checked chat.completion payload."""
+def _whole_answer(payload: dict[str, Any]) -> _Answer:
+    """The answer in a checked chat.completion payload (a server that did not stream)."""
     choice = payload["choices"][0]
     message = choice["message"]
-    raw_content = _text(message.get("content"))
-    content, think = split_reasoning(raw_content)
-    # vLLM (older) and llama.cpp say `reasoning_content`; newer vLLM, OpenRouter and Ollama say `reasoning`.
-    field_reasoning = _text(message.get("reasoning_content")) or _text(message.get("reasoning"))
-    reasoning = "\n\n".join(part for part in (field_reasoning.strip(), think) if part)
-    usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+    return _Answer(
+        content=_text(message.get("content")),
+        # vLLM (older) and llama.cpp say `reasoning_content`; newer vLLM, OpenRouter and Ollama say `reasoning`.
+        reasoning=_text(message.get("reasoning_content")) or _text(message.get("reasoning")),
+        finish_reason=choice.get("finish_reason"),
+        usage=payload["usage"] if isinstance(payload.get("usage"), dict) else {},
+        model=payload.get("model"),
+    )
+
+
+def _read_stream(stream: Iterable[Any]) -> _Answer:
+    """Read chat.completion.chunk objects until the stream ends, or until more text comes after the reply is
+    complete (`reply_complete`): the model has moved on from the reply format.
+
+    Content and reasoning deltas are gathered apart: only the content can complete a reply. The stream is the
+    caller's to close; stopping here leaves the rest unread."""
+    import openai
+
+    content: list[str] = []
+    reasoning_content: list[str] = []
+    reasoning: list[str] = []
+    answer = _Answer()
+    chose = False
+    # Why the content is complete, once it is. Reading stops at the next text, not at once: a reply that ends there
+    # is read to its end, so its finish_reason and usage come as sent.
+    complete: str | None = None
+    try:
+        for chunk in stream:
+            if not isinstance(chunk, dict):
+                raise _ServerFault("the reply stream holds a chunk that is not a JSON object")
+            answer.model = chunk.get("model") or answer.model
+            if isinstance(chunk.get("usage"), dict):  # the last chunk, when asked for with `stream_options`
+                answer.usage = chunk["usage"]
+            choices = chunk.get("choices")
+            if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+                continue
+            chose = True
+            choice = choices[0]
+            if choice.get("finish_reason") is not None:
+                answer.finish_reason = choice["finish_reason"]
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            reasoning_content.append(_text(delta.get("reasoning_content")))
+            reasoning.append(_text(delta.get("reasoning")))
+            piece = _text(delta.get("content"))
+            content.append(piece)
+            if complete is not None and piece.strip():
+                answer.early_stop = complete
+                answer.finish_reason = "early_stop"
+                break
+            # Only whole lines can complete a reply: look again when a line ends, not at every token.
+            if complete is None and ("\n" in piece or "\r" in piece):
+                complete = reply_complete("".join(content))
+    except ValueError as exc:  # SSE data that is not JSON: a proxy's page, or a body cut mid-event
+        snippet = " ".join(str(getattr(exc, "doc", "")).split())[:80]
+        raise _ServerFault(f"the reply is not JSON (starts {snippet!r})") from None
+    except openai.APIError as exc:
+        if isinstance(exc, (openai.APIStatusError, openai.APIConnectionError)):
+            raise
+        raise _ServerFault(f"the server answered an error: {exc.message}") from None  # an error event mid-stream
+    if not chose:
+        raise _ServerFault("the reply holds no choices")
+    answer.content = "".join(content)
+    # Servers send one of the two fields; `reasoning_content` first, as in a whole answer.
+    answer.reasoning = "".join(reasoning_content) or "".join(reasoning)
+    return answer
+
+
+def _completion(
+    answer: _Answer, messages: Sequence[dict[str, Any]], model: str, latency: float, attempts: int
+) -> Completion:
+    """The Completion of an answer: reasoning apart from content, usage counted or estimated, texts cleaned."""
+    content, think = split_reasoning(answer.content)
+    reasoning = "\n\n".join(part for part in (answer.reasoning.strip(), think) if part)
+    # A stopped stream never reaches the usage chunk; whatever usage came before it does not cover the reply.
+    usage = answer.usage if answer.early_stop is None else {}
     prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
     estimated = not (isinstance(prompt_tokens, int) and isinstance(completion_tokens, int))
+    received = len(answer.content) + len(answer.reasoning)
     if not isinstance(prompt_tokens, int):
         prompt_tokens = estimate_tokens(sum(len(_text(m.get("content"))) for m in messages))
     if not isinstance(completion_tokens, int):
-        completion_tokens = estimate_tokens(len(raw_content) + len(field_reasoning))
-    finish_reason = choice.get("finish_reason")
+        completion_tokens = estimate_tokens(received)
+    finish_reason = answer.finish_reason
     return Completion(  # the model's text is shown, stored and prompted: no terminal control sequences in it
         content=clean_text(content),
         reasoning=clean_text(reasoning),
@@ -573,8 +687,10 @@ def _completion(
         completion_tokens=completion_tokens,
         usage_estimated=estimated,
         latency_s=latency,
-        model=clean_text(str(payload.get("model") or model)),
+        model=clean_text(str(answer.model or model)),
         attempts=attempts,
+        early_stop=answer.early_stop,
+        received_chars=received,
     )
 
 

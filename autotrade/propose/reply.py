@@ -27,6 +27,10 @@ The rules, in order:
 5. Delimiter lines of trade.py copied into a block are cut away (the block sits between them).
 6. Learnings: the last ```markdown/```md block (closed, in a cut reply), else the JSON `learnings`, else the
    prose outside fences; trimmed to LEARNINGS_MAX_CHARS.
+
+`reply_complete` reads a reply still being streamed by the same rules, so the client can stop reading once the
+reply holds what the format asks for (a model that rambles on to its token limit costs minutes per reply); a reply
+stopped there is parsed like one that ended on its own (finish_reason "early_stop").
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ MAX_REPLY_CHARS = 4 * MAX_BLOCK_CHARS
 FORMAT_HINT = (
     f"reply with one ```python block that defines {SIGNATURES}, then one ```markdown block with your hypothesis"
 )
+# Prose this long after the last block, a closed code block, means the model has moved on from the reply format.
+EARLY_STOP_TAIL_CHARS = 400
 TRUNCATED_MESSAGE = "the reply was cut off at the token limit (finish_reason=length): think more briefly and "
 
 _THINK_OPEN = re.compile(r"<(think|thinking)>", re.I)
@@ -114,6 +120,33 @@ def split_reasoning(text: str | None) -> tuple[str, str]:
 def strip_reasoning(text: str | None) -> str:
     """The message without its think-tagged reasoning, stripped."""
     return split_reasoning(text)[0]
+
+
+def reply_complete(text: str) -> str | None:
+    """Why a reply still being received is complete by the reply format already, or None while it may not be.
+
+    Complete: every fence is closed, the closed code blocks define both functions between them, and either a
+    ```markdown block is closed too (before or after the code) or the last block is code and EARLY_STOP_TAIL_CHARS
+    of prose follow it. Only whole lines count (the line being received may still become a fence), and only the
+    text outside reasoning: a reply that is complete here parses as it would once the model had gone quiet.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    content = strip_reasoning(text[: text.rfind("\n") + 1])
+    if not content:
+        return None
+    lines = content.split("\n")
+    fences = _fences(lines)
+    if not fences or not all(f.closed for f in fences):
+        return None
+    names = {name for c in (_candidate(f) for f in fences) if c is not None for name in c.names}
+    if not set(FUNCTIONS) <= names:
+        return None
+    if any(f.label in MARKDOWN_LABELS for f in fences):
+        return "python and markdown blocks closed"
+    last = fences[-1]
+    if _candidate(last) is not None and len("\n".join(lines[last.end :]).strip()) >= EARLY_STOP_TAIL_CHARS:
+        return f"{EARLY_STOP_TAIL_CHARS} characters of prose after a closed python block"
+    return None
 
 
 def parse_reply(text: str | None, parent_block: str, finish_reason: str | None = None) -> ParsedReply:

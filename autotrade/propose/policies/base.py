@@ -42,6 +42,8 @@ class Proposal:
     latency_s: float = 0.0
     reasoning: str = ""
     deadline_hits: int = 0  # requests abandoned at the deadline before the one that answered
+    early_stop: str | None = None  # why reading stopped once the reply was complete (finish_reason "early_stop")
+    received_chars: int = 0  # characters the model sent, content and reasoning together; 0 when no model was asked
 
 
 class Proposer(Protocol):

@@ -62,6 +62,8 @@ class ModelProposer:
                 latency_s=completion.latency_s,
                 reasoning=completion.reasoning or "",
                 deadline_hits=completion.deadline_hits,
+                early_stop=completion.early_stop,
+                received_chars=completion.received_chars,
             )
 
     def close(self) -> None:
