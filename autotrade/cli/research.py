@@ -35,6 +35,7 @@ from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoic
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, format_score, has_own_column
 from autotrade.fmt import hms, pct
 from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
+from autotrade.research.config import MAX_PARALLEL
 
 if TYPE_CHECKING:
     from autotrade.propose.client import EndpointWait
@@ -458,11 +459,27 @@ def run(
     cost_bps: CostOpt = 2.0,
     eval_timeout: EvalTimeoutOpt = 60.0,
     base_url: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            "--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else http://localhost:8000/v1)."
+            "--base-url",
+            help=(
+                "OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else http://localhost:8000/v1). Repeat it, or "
+                "separate URLs by commas, for replicas of one model: requests spread over them."
+            ),
         ),
     ] = None,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            "--parallel",
+            min=1,
+            max=MAX_PARALLEL,
+            help=(
+                "Proposals in flight at once, each evaluated as it arrives and committed in order (match the "
+                "server's concurrency: vLLM batches requests, llama-server -np N, OLLAMA_NUM_PARALLEL=N)."
+            ),
+        ),
+    ] = 1,
     model: Annotated[
         str | None, typer.Option("--model", help="Model name (default: $OPENAI_MODEL, else the server's only model).")
     ] = None,
@@ -512,6 +529,7 @@ def run(
         data_dir=str(data_dir.resolve()),
         start_from=str(start_from.resolve()) if start_from else None,
         anonymize=anonymize,
+        parallel=parallel,
     )
     if not chosen.needs_endpoint:
         given = [
@@ -530,7 +548,11 @@ def run(
         endpoint = None
     else:
         endpoint = model_settings(
-            base_url=base_url, model=model, temperature=temperature, max_tokens=max_tokens, patience=endpoint_patience
+            base_url=",".join(base_url) if base_url else None,
+            model=model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            patience=endpoint_patience,
         )
     _stop_on_sigterm()
     result = start_run(settings, endpoint, make_reporter(quiet), prompts=load_prompt_files(), name=name, root=RUNS_ROOT)
@@ -541,7 +563,10 @@ def resume(
     name: Annotated[str | None, typer.Argument(help="Run to continue (default: the latest run in train/).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of the live display.")] = False,
     base_url: Annotated[
-        str | None, typer.Option("--base-url", help="The endpoint moved: use this URL instead of the recorded one.")
+        list[str] | None,
+        typer.Option(
+            "--base-url", help="The endpoint moved: use this URL (repeat it for several) instead of the recorded one."
+        ),
     ] = None,
     endpoint_patience: Annotated[
         str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)
@@ -577,7 +602,7 @@ def resume(
         run_dir,
         reporter,
         api_key=api_key,
-        base_url=check_base_url(base_url) if base_url else None,
+        base_url=check_base_url(",".join(base_url)) if base_url else None,
         timeout_s=timeout_s,
         patience_s=patience_s,
         max_iter=max_iter,
@@ -587,7 +612,8 @@ def resume(
 
 def doctor(
     base_url: Annotated[
-        str | None, typer.Option("--base-url", help="Endpoint to check (default: $OPENAI_BASE_URL).")
+        list[str] | None,
+        typer.Option("--base-url", help="Endpoint to check; repeat it for several (default: $OPENAI_BASE_URL)."),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model to check (default: $OPENAI_MODEL).")] = None,
     data_dir: DataDirOpt = Path("data"),
@@ -596,12 +622,13 @@ def doctor(
     from dataclasses import replace
 
     from autotrade.errors import AutotradeError
-    from autotrade.propose.client import ModelClient, display_url, preflight
+    from autotrade.propose.client import ModelClient, display_url, endpoint_urls, preflight
     from autotrade.research.config import load_env_file, model_settings
 
     console = Console()
     load_env_file()
-    settings = replace(model_settings(base_url=base_url, model=model), max_retries=DOCTOR_TRIES)
+    joined = ",".join(base_url) if base_url else None
+    settings = replace(model_settings(base_url=joined, model=model), max_retries=DOCTOR_TRIES)
     problems = 0
 
     def line(ok: bool | None, label: str, detail: str) -> None:
@@ -609,19 +636,21 @@ def doctor(
         console.print(Text.assemble((mark[0], mark[1]), f"  {label}: ", detail), soft_wrap=True)
 
     key = "set" if os.environ.get("OPENAI_API_KEY") else "not set (a dummy key is sent; fine for local servers)"
-    line(True, "endpoint", f"{display_url(settings.base_url)} · API key {key}")
-    try:
-        report = preflight(settings, 2000)
-    except AutotradeError as exc:
-        problems += 1
-        line(False, "preflight", str(exc))
-    else:
+    for url in endpoint_urls(settings.base_url):  # each replica of several: a run skips one that does not answer
+        one = replace(settings, base_url=url)
+        line(True, "endpoint", f"{display_url(url)} · API key {key}")
+        try:
+            report = preflight(one, 2000)
+        except AutotradeError as exc:
+            problems += 1
+            line(False, "preflight", str(exc))
+            continue
         for info in report.models:
             context = f"context {info.context_length:,}" if info.context_length else "context size not reported"
             line(True, "model" + (" (selected)" if info.id == report.model else ""), f"{info.id} · {context}")
         for warning in report.warnings:
             line(None, "preflight", warning)
-        probe = replace(settings, model=report.model, max_tokens=min(settings.max_tokens or 512, 512), max_retries=2)
+        probe = replace(one, model=report.model, max_tokens=min(one.max_tokens or 512, 512), max_retries=2)
         try:
             started = time.monotonic()
             reply = ModelClient(probe).complete([{"role": "user", "content": "Reply with the single word: ready"}])
@@ -629,19 +658,19 @@ def doctor(
         except AutotradeError as exc:
             problems += 1
             line(False, "test completion", str(exc))
-        else:
-            speed = reply.completion_tokens / reply.latency_s if reply.latency_s > 0 else 0.0
-            estimated = " (estimated)" if reply.usage_estimated else ""
-            said = " ".join(reply.content.split())[:60] or "(empty content)"
-            usable = reply.finish_reason != "length" and bool(reply.content.strip())
-            line(
-                True if usable else None,
-                "test completion",
-                f"{reply.latency_s:.2f} s ({wall:.2f} s with retries) · {reply.prompt_tokens} + "
-                f"{reply.completion_tokens} "
-                f"tokens{estimated} · {speed:.1f} tokens/s · finish {reply.finish_reason} · said {said!r}"
-                + (f" · {len(reply.reasoning)} characters of reasoning" if reply.reasoning else ""),
-            )
+            continue
+        speed = reply.completion_tokens / reply.latency_s if reply.latency_s > 0 else 0.0
+        estimated = " (estimated)" if reply.usage_estimated else ""
+        said = " ".join(reply.content.split())[:60] or "(empty content)"
+        usable = reply.finish_reason != "length" and bool(reply.content.strip())
+        line(
+            True if usable else None,
+            "test completion",
+            f"{reply.latency_s:.2f} s ({wall:.2f} s with retries) · {reply.prompt_tokens} + "
+            f"{reply.completion_tokens} "
+            f"tokens{estimated} · {speed:.1f} tokens/s · finish {reply.finish_reason} · said {said!r}"
+            + (f" · {len(reply.reasoning)} characters of reasoning" if reply.reasoning else ""),
+        )
     from autotrade.sandbox.pool import SandboxPool
 
     pool = SandboxPool()  # one fork server for both sandbox checks; every failure below is caught and reported

@@ -29,7 +29,7 @@ class Turn:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    usage_estimated: bool = False  # the server reported no usage: tokens counted from the text
+    usage_estimated: bool = False  # the server reported no usage, or the reply was stopped early: tokens from the text
     latency_s: float = 0.0
     prompt_chars: int = 0
     reply_chars: int = 0
@@ -37,10 +37,13 @@ class Turn:
     deadline_hits: int = 0  # requests abandoned at the deadline before the one that answered
     reply_source: str | None = None  # where the code came from ("python-block", "json", "bare"); None: no usable code
     kept_from_parent: tuple[str, ...] = ()  # functions the reply left out, taken from the parent
+    early_stop: str | None = None  # why reading the stream stopped before the server finished; None: it finished
+    received_chars: int = 0  # what had arrived (content and reasoning, as sent) when reading stopped early
 
     def to_json(self) -> dict[str, Any]:
         """The turn's keys of a results record."""
         parsed = {"reply_source": self.reply_source, "kept_from_parent": list(self.kept_from_parent)}
+        cut = {"early_stop": self.early_stop, "received_chars": self.received_chars}
         return {
             "model": self.model,
             "finish_reason": self.finish_reason,
@@ -53,6 +56,7 @@ class Turn:
             "reasoning_chars": self.reasoning_chars,
             "deadline_hits": self.deadline_hits,
             **(parsed if self.reply_source is not None else {}),
+            **(cut if self.early_stop is not None else {}),
         }
 
     @classmethod

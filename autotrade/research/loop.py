@@ -50,7 +50,15 @@ from autotrade.errors import (
 from autotrade.evaluation.evaluate import Evaluation, evaluate_block, finish_gate
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, OBJECTIVES, format_score
 from autotrade.evaluation.score import score_evaluation
-from autotrade.propose.client import EndpointWait, ModelClient, ModelSettings, display_url, preflight
+from autotrade.propose.client import (
+    EndpointWait,
+    ModelClient,
+    ModelSettings,
+    PreflightReport,
+    display_url,
+    endpoint_urls,
+    preflight,
+)
 from autotrade.propose.policies import POLICIES, Proposal, ProposalRequest, Proposer
 from autotrade.propose.prompts import (
     PromptContext,
@@ -134,6 +142,7 @@ class Flight:
     rng: random.Random
     started_at: str
     missed_phase: str | None = None  # a phase it entered while an older iteration was the one shown
+    landed: bool = False  # the main thread has seen its thread finish
     proposal: Proposal | None = None
     reply: ParsedReply | ReplyError | None = None
     evaluation: Evaluation | None = None
@@ -216,11 +225,34 @@ def estimate_prompt_chars(prompts: PromptFiles, settings: RunSettings, research_
 
 
 def check_endpoint(model: ModelSettings, prompt_chars: int, reporter: Reporter) -> ModelSettings:
-    """Preflight: the endpoint answers, the model exists, the prompt fits; returns settings with the model resolved."""
-    report = preflight(model, prompt_chars, client=ModelClient(model, on_wait=reporter.waiting))
-    for warning in report.warnings:
+    """Preflight each endpoint: it answers, the model exists, the prompt fits. Returns the settings this session uses:
+    the model resolved, and of several endpoints those that answered (one line for each skipped).
+
+    With several endpoints the run needs one model on all of them; the first endpoint's error when none answers."""
+    urls = endpoint_urls(model.base_url)
+    answered: list[tuple[str, PreflightReport]] = []
+    failure: EndpointError | None = None
+    for url in urls:
+        one = replace(model, base_url=url)
+        try:
+            answered.append((url, preflight(one, prompt_chars, client=ModelClient(one, on_wait=reporter.waiting))))
+        except EndpointError as exc:
+            if len(urls) == 1:
+                raise
+            reporter.note(f"warning: endpoint {display_url(url)} skipped: {exc}")
+            failure = failure or exc
+    if not answered:
+        assert failure is not None
+        raise failure
+    served = {report.model for _, report in answered}
+    if len(served) > 1:
+        raise ConfigError(
+            f"the endpoints serve different models ({', '.join(sorted(served))}): a run asks one model; "
+            "set OPENAI_MODEL (--model) to one they all serve"
+        )
+    for warning in dict.fromkeys(w for _, report in answered for w in report.warnings):
         reporter.note(f"warning: {warning}")
-    return replace(model, model=report.model)
+    return replace(model, base_url=",".join(url for url, _ in answered), model=answered[0][1].model)
 
 
 class Research:
@@ -459,7 +491,7 @@ class Research:
         was oldest is shown when its turn comes."""
         if flight.missed_phase is not None:
             self.reporter.phase(flight.iteration, flight.missed_phase)
-        while True:
+        while not flight.landed:
             try:
                 kind, payload = events.get(timeout=0.5)  # a timeout, so Ctrl-C is never held up
             except queue.Empty:
@@ -474,8 +506,8 @@ class Research:
                     self.reporter.phase(flight.iteration, text)
                 else:
                     other.missed_phase = text
-            elif kind == "done" and payload is flight:
-                break
+            elif kind == "done":
+                payload.landed = True  # its thread is finished; the event that said so is spent
         if flight.error is not None:
             raise flight.error
         return self.commit_flight(flight)
@@ -497,6 +529,8 @@ class Research:
             reply_chars=len(proposal.text),
             reasoning_chars=len(proposal.reasoning),
             deadline_hits=proposal.deadline_hits,
+            early_stop=proposal.early_stop,
+            received_chars=proposal.received_chars if proposal.early_stop else 0,
         )
         self.run.journal(
             "model_reply",
@@ -505,6 +539,7 @@ class Research:
             prompt_tokens=proposal.prompt_tokens,
             completion_tokens=proposal.completion_tokens,
             latency_s=turn.latency_s,
+            **({"early_stop": proposal.early_stop} if proposal.early_stop else {}),
         )
         if isinstance(flight.reply, ParsedReply):
             turn = replace(turn, reply_source=flight.reply.source, kept_from_parent=flight.reply.kept_from_parent)
@@ -753,8 +788,10 @@ def start_run(
         model = None  # the random policy never talks to an endpoint
     elif model is None:
         raise ConfigError("the model policy needs endpoint settings")
-    elif settings.max_iter > 1:
-        model = check_endpoint(model, chars, reporter)
+    session = model  # the endpoints this session asks
+    if model is not None and settings.max_iter > 1:
+        session = check_endpoint(model, chars, reporter)
+        model = replace(model, model=session.model)  # what the run records: every endpoint given, answering or not
     # A starting file the sandbox guard cannot protect would make every written trade.py unsafe to run.
     runnable_source(source, extract_block(source), "the starting trade.py")
     with SandboxPool() as pool:  # one fork server: the layer probe and every evaluation of the run
@@ -803,7 +840,7 @@ def start_run(
             except StorageError:
                 run.discard_unstarted()  # nothing was committed: leave no half-made run behind
                 raise
-            return Research(run, config, model, data, reporter).drive(pool)
+            return Research(run, config, session, data, reporter).drive(pool)
 
 
 def sandbox_layers(reporter: Reporter, pool: SandboxPool) -> dict[str, bool | str]:
