@@ -21,7 +21,7 @@ from autotrade.propose.client import ModelClient, ModelInfo, ModelSettings
 from autotrade.status import Status
 
 MAX_TOKENS = 256
-# The packaged prompt is ~2,000 tokens, which this model reads at ~60 tokens/s on one busy core: a short one
+# The packaged prompt is ~2,000 tokens, which this model reads at 40-70 tokens/s on one busy core: a short one
 # (prompts/ in the working directory overrides the packaged files, as for a user) keeps each proposal to
 # seconds while still going through rendering, the reply parser and the sandbox.
 SHORT_TEMPLATE = """Improve this Python trading strategy. Reply with ONE ```python block defining both functions \
@@ -40,7 +40,7 @@ def endpoint_env(server: LlamaServer, max_tokens: int = MAX_TOKENS) -> dict[str,
         "OPENAI_API_KEY": "",
         "OPENAI_MODEL": "",
         "OPENAI_MAX_TOKENS": str(max_tokens),
-        "OPENAI_TEMPERATURE": "0",  # greedy: the same replies on every machine, so a failure can be replayed
+        "OPENAI_TEMPERATURE": "0",  # greedy, so a failure tends to recur (not exactly: a cached prompt decodes apart)
         "OPENAI_TIMEOUT": "180",
         "OPENAI_PATIENCE": "30s",
         "COLUMNS": "200",
