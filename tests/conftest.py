@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from llama_server import llama_server  # noqa: F401  (the real llama.cpp server fixture)
 from openai_server import openai_server  # noqa: F401  (the loopback OpenAI server fixture)
 
 from autotrade.sandbox.pool import SandboxPool
