@@ -3,10 +3,12 @@
 The proposer is the model at the endpoint (``--policy model``) or undirected random search (``--policy random``);
 both reply in text, so every proposal takes the same parse → vet → splice → evaluate path.
 
-One iteration, in order: (proposal, reply written) → (candidate written) → evaluation →
-results record → learnings.md and best_trade.py re-rendered from the committed records plus
-this one → state.json (the commit point) → journal. Anything an interrupted iteration left
-behind is removed when the run continues, and that iteration is redone once.
+One iteration: on a thread of its own, proposal → parse → evaluation (nothing written); then, on the
+main thread and in iteration order: reply and candidate written → results record → learnings.md and
+best_trade.py re-rendered from the committed records plus this one → state.json (the commit point) →
+journal. With --parallel K, K iterations are in flight at once and iteration i is asked from the state
+committed after iteration i - K, so what a run proposes never depends on how fast replies come. Anything
+an interrupted iteration left behind is removed when the run continues, and that iteration is redone once.
 """
 
 from __future__ import annotations
