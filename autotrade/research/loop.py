@@ -468,6 +468,7 @@ class Research:
                     flight.iteration, flight.parent, self.block_of(flight.parent), flight.prompt, flight.rng
                 )
                 flight.proposal = self.proposer.propose(request)
+                events.put(("reply", flight))
                 try:
                     flight.reply = parse_reply(
                         flight.proposal.text, request.parent_block, flight.proposal.finish_reason
@@ -498,7 +499,9 @@ class Research:
                 kind, payload = events.get(timeout=0.5)  # a timeout, so Ctrl-C is never held up
             except queue.Empty:
                 continue
-            if kind == "wait":
+            if kind == "reply":
+                self.journal_reply(payload)
+            elif kind == "wait":
                 self.endpoint_wait(payload)
             elif kind == "note":
                 self.reporter.note(payload)
@@ -534,18 +537,24 @@ class Research:
             early_stop=proposal.early_stop,
             received_chars=proposal.received_chars if proposal.early_stop else 0,
         )
-        self.run.journal(
-            "model_reply",
-            iteration=i,
-            finish_reason=proposal.finish_reason,
-            prompt_tokens=proposal.prompt_tokens,
-            completion_tokens=proposal.completion_tokens,
-            latency_s=turn.latency_s,
-            **({"early_stop": proposal.early_stop} if proposal.early_stop else {}),
-        )
         if isinstance(flight.reply, ParsedReply):
             turn = replace(turn, reply_source=flight.reply.source, kept_from_parent=flight.reply.kept_from_parent)
         return turn
+
+    def journal_reply(self, flight: Flight) -> None:
+        """The journal's line for a reply as it arrives: the report counts what a reply cost even when its iteration
+        never commits (dropped at a stop, or cut off by a kill)."""
+        proposal = flight.proposal
+        assert proposal is not None
+        self.run.journal(
+            "model_reply",
+            iteration=flight.iteration,
+            finish_reason=proposal.finish_reason,
+            prompt_tokens=proposal.prompt_tokens,
+            completion_tokens=proposal.completion_tokens,
+            latency_s=round(proposal.latency_s, 3),
+            **({"early_stop": proposal.early_stop} if proposal.early_stop else {}),
+        )
 
     def endpoint_wait(self, wait: EndpointWait) -> None:
         """Journal a wait for the endpoint (the morning after shows how long the server was away) and show it."""
@@ -687,14 +696,23 @@ class Research:
         for i in range(max(flights, default=done - 1) + 1, ceiling):
             flights[i] = self.launch(i, events)
 
-    def abandon(self, flights: dict[int, Flight]) -> None:
-        """Stop the iterations still in flight: a stop rule held, or the run stops; they are redone on resume."""
+    def abandon(self, flights: dict[int, Flight], events: queue.SimpleQueue) -> list[int]:
+        """Stop the iterations still in flight (a stop rule held, or the run stops; they are redone on resume) and
+        journal the replies that arrived for them; return their numbers."""
+        dropped = sorted(flights)
         for flight in flights.values():
             flight.cancelled.set()
         if flights and self.proposer is not None:
             self.proposer.close()  # ends their requests: the servers stop generating replies nobody will read
             self.proposer = None
         flights.clear()
+        while True:
+            try:
+                kind, payload = events.get_nowait()
+            except queue.Empty:
+                return dropped
+            if kind == "reply":
+                self.journal_reply(payload)
 
     def drive(self, pool: SandboxPool) -> RunResult:
         """Iterate until a stop rule holds, Ctrl-C, or an endpoint error; always leave a resumable state.
@@ -716,15 +734,17 @@ class Research:
                     del flights[attempt.iteration]
                     self.reporter.iteration(attempt, self.standing())
             except KeyboardInterrupt:
-                return self.stop(StopReason.INTERRUPTED, "interrupted", flights)
+                return self.stop(StopReason.INTERRUPTED, "interrupted", self.abandon(flights, events))
             except EndpointError as exc:
-                return self.stop(StopReason.ENDPOINT, str(exc), flights, deadline_hit=exc.deadline_hit)
+                return self.stop(
+                    StopReason.ENDPOINT, str(exc), self.abandon(flights, events), deadline_hit=exc.deadline_hit
+                )
             except SandboxError as exc:
-                return self.stop(StopReason.SANDBOX, str(exc), flights)
+                return self.stop(StopReason.SANDBOX, str(exc), self.abandon(flights, events))
             except StorageError as exc:
-                return self.stop(StopReason.STORAGE, str(exc), flights)
+                return self.stop(StopReason.STORAGE, str(exc), self.abandon(flights, events))
             finally:
-                self.abandon(flights)
+                self.abandon(flights, events)
             self.commit(replace(self.state, status=RunStatus.FINISHED, stop_reason=reason))
             self.run.journal("finished", reason=reason, iterations=self.state.next_iteration)
             result = self.result(RunStatus.FINISHED, reason)
