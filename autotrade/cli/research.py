@@ -31,7 +31,17 @@ from rich.table import Table
 from rich.text import Text
 
 from autotrade.cli.common import RUNS_ROOT, note_on_stderr
-from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt, ObjectiveOpt, PolicyOpt
+from autotrade.cli.options import (
+    CostOpt,
+    DataDirOpt,
+    EvalTimeoutOpt,
+    FillChoice,
+    FillOpt,
+    ObjectiveOpt,
+    PolicyOpt,
+    ReplyFormatChoice,
+    ReplyFormatOpt,
+)
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, format_score, has_own_column
 from autotrade.fmt import hms, pct
 from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
@@ -499,6 +509,7 @@ def run(
     endpoint_patience: Annotated[
         str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)
     ] = None,
+    reply_format: ReplyFormatOpt = ReplyFormatChoice.TEXT,
 ) -> None:
     """Let the model (or --policy random) rewrite the strategy, evaluating every attempt.
 
@@ -530,6 +541,7 @@ def run(
         start_from=str(start_from.resolve()) if start_from else None,
         anonymize=anonymize,
         parallel=parallel,
+        reply_format=reply_format.value,
     )
     if not chosen.needs_endpoint:
         given = [
