@@ -629,12 +629,14 @@ def doctor(
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model to check (default: $OPENAI_MODEL).")] = None,
     data_dir: DataDirOpt = Path("data"),
+    reply_format: ReplyFormatOpt = ReplyFormatChoice.TEXT,
 ) -> None:
-    """Check the endpoint (models, a test completion with its speed), the sandbox layers and the prepared data."""
+    """Check the endpoint (models, a test completion with its speed, with --reply-format json whether the server
+    constrains replies to the JSON schema), the sandbox layers and the prepared data."""
     from dataclasses import replace
 
     from autotrade.errors import AutotradeError
-    from autotrade.propose.client import ModelClient, display_url, endpoint_urls, preflight
+    from autotrade.propose.client import ModelClient, display_url, endpoint_urls, json_probe, preflight
     from autotrade.research.config import load_env_file, model_settings
 
     console = Console()
@@ -683,6 +685,11 @@ def doctor(
             f"tokens{estimated} · {speed:.1f} tokens/s · finish {reply.finish_reason} · said {said!r}"
             + (f" · {len(reply.reasoning)} characters of reasoning" if reply.reasoning else ""),
         )
+        if reply_format is ReplyFormatChoice.JSON:
+            held, detail = json_probe(ModelClient(replace(probe, reply_format=reply_format.value)))
+            if held is False:  # a cut probe (None) may only need more tokens: a warning
+                problems += 1
+            line(held, "reply format json", detail)
     from autotrade.sandbox.pool import SandboxPool
 
     pool = SandboxPool()  # one fork server for both sandbox checks; every failure below is caught and reported
