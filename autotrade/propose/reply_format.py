@@ -29,13 +29,17 @@ JSON_SCHEMA: dict[str, Any] = {
 JSON_FORMAT_HINT = (
     'reply with only a JSON object {"hypothesis": "...", "code": "..."} whose "code" string defines ' + SIGNATURES
 )
+# The shape of "code" as the model must write it: JSON-escaped (a backslash and an n, not a line break).
+_CODE_SHAPE = r"def generate_features(df):\n    ...\n    return df\n\n\ndef strategy_logic(row):\n    ...\n    return 0"
 # Appended to the rendered prompt, so a run's pinned program and template need no edit (and a text run's prompt
 # stays byte for byte what it was); it overrides the templates' closing line about markdown blocks.
 JSON_INSTRUCTIONS = f"""## Reply format: one JSON object
 This run reads your reply as JSON, not as markdown blocks: disregard any instruction above to reply with ```python \
-and ```markdown blocks. Reply with only this JSON object, nothing before or after it:
-{{"hypothesis": "<your hypothesis, a few sentences>", "code": "<the Python source that defines {SIGNATURES}>"}}
-"code" is a JSON string: write its newlines as \\n and its double quotes as \\", with no ``` fences inside it.
+and ```markdown blocks. Reply with only one JSON object, nothing before or after it, shaped like this (your own \
+hypothesis and your complete code in place of the dots):
+{{"hypothesis": "<your hypothesis, a few sentences>", "code": "{_CODE_SHAPE}"}}
+"code" holds the Python source that defines {SIGNATURES}, as a JSON string: its newlines written as \\n and its \
+double quotes as \\", with no ``` fences inside it.
 """
 PROBE_PROMPT = (
     'Reply with only a JSON object {"hypothesis": "...", "code": "..."}: "hypothesis" is one short sentence, '
