@@ -12,6 +12,7 @@ import typer
 
 from autotrade.evaluation.objectives import OBJECTIVES
 from autotrade.propose.policies import POLICIES
+from autotrade.propose.reply_format import REPLY_FORMATS
 from autotrade.registry import Registry
 
 
@@ -22,6 +23,17 @@ class FillChoice(StrEnum):
     CLOSE = "close"
 
 
+ReplyFormatChoice = StrEnum("ReplyFormatChoice", {name.upper(): name for name in REPLY_FORMATS})
+ReplyFormatOpt = Annotated[
+    ReplyFormatChoice,
+    typer.Option(
+        "--reply-format",
+        help=(
+            "How the model replies: 'text' (a ```python and a ```markdown block) or 'json' (one "
+            '{"hypothesis", "code"} object, constrained by the server through response_format json_schema).'
+        ),
+    ),
+]
 FillOpt = Annotated[
     FillChoice,
     typer.Option(

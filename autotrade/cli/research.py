@@ -31,7 +31,17 @@ from rich.table import Table
 from rich.text import Text
 
 from autotrade.cli.common import RUNS_ROOT, note_on_stderr
-from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt, ObjectiveOpt, PolicyOpt
+from autotrade.cli.options import (
+    CostOpt,
+    DataDirOpt,
+    EvalTimeoutOpt,
+    FillChoice,
+    FillOpt,
+    ObjectiveOpt,
+    PolicyOpt,
+    ReplyFormatChoice,
+    ReplyFormatOpt,
+)
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, format_score, has_own_column
 from autotrade.fmt import hms, pct
 from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
@@ -499,6 +509,7 @@ def run(
     endpoint_patience: Annotated[
         str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)
     ] = None,
+    reply_format: ReplyFormatOpt = ReplyFormatChoice.TEXT,
 ) -> None:
     """Let the model (or --policy random) rewrite the strategy, evaluating every attempt.
 
@@ -530,6 +541,7 @@ def run(
         start_from=str(start_from.resolve()) if start_from else None,
         anonymize=anonymize,
         parallel=parallel,
+        reply_format=reply_format.value,
     )
     if not chosen.needs_endpoint:
         given = [
@@ -617,12 +629,14 @@ def doctor(
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model to check (default: $OPENAI_MODEL).")] = None,
     data_dir: DataDirOpt = Path("data"),
+    reply_format: ReplyFormatOpt = ReplyFormatChoice.TEXT,
 ) -> None:
-    """Check the endpoint (models, a test completion with its speed), the sandbox layers and the prepared data."""
+    """Check the endpoint (models, a test completion with its speed, with --reply-format json whether the server
+    constrains replies to the JSON schema), the sandbox layers and the prepared data."""
     from dataclasses import replace
 
     from autotrade.errors import AutotradeError
-    from autotrade.propose.client import ModelClient, display_url, endpoint_urls, preflight
+    from autotrade.propose.client import ModelClient, display_url, endpoint_urls, json_probe, preflight
     from autotrade.research.config import load_env_file, model_settings
 
     console = Console()
@@ -671,6 +685,11 @@ def doctor(
             f"tokens{estimated} · {speed:.1f} tokens/s · finish {reply.finish_reason} · said {said!r}"
             + (f" · {len(reply.reasoning)} characters of reasoning" if reply.reasoning else ""),
         )
+        if reply_format is ReplyFormatChoice.JSON:
+            held, detail = json_probe(ModelClient(replace(probe, reply_format=reply_format.value)))
+            if held is False:  # a cut probe (None) may only need more tokens: a warning
+                problems += 1
+            line(held, "reply format json", detail)
     from autotrade.sandbox.pool import SandboxPool
 
     pool = SandboxPool()  # one fork server for both sandbox checks; every failure below is caught and reported

@@ -16,6 +16,8 @@ Every completion is streamed, so the client can stop reading as soon as the repl
 (`reply_complete`): closing the stream closes the connection, and vLLM and llama.cpp then stop generating. A model
 that rambles on after its blocks would otherwise hold each request until its token limit. Usage is asked for in the
 last chunk (`stream_options`; a server that rejects it is asked without from then on) and estimated when absent.
+A client for a `json` reply format sends reply_format.JSON_SCHEMA as `response_format` and stops at the closed object;
+`json_probe` (the doctor's) says whether the server's constraint held.
 A server or proxy that ignores `stream` and answers one JSON completion is read as such. A stream whose data is
 not JSON, that holds no choice, or that carries an error is a server fault, retried like a 5xx.
 The API key is never shown: ModelSettings' repr leaves it out and every message is scrubbed of it.
@@ -37,8 +39,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from autotrade.durations import format_duration
-from autotrade.errors import ConfigError, EndpointError
+from autotrade.errors import ConfigError, EndpointError, ReplyError
 from autotrade.propose.reply import reply_complete, split_reasoning
+from autotrade.propose.reply_format import JSON, PROBE_PROMPT, TEXT, holds_json_reply, json_reply, response_format
 from autotrade.untrusted import clean_text
 
 if TYPE_CHECKING:
@@ -76,6 +79,7 @@ class ModelSettings:
     retry_base_s: float = 1.0  # first backoff delay; doubles each try
     retry_max_s: float = 30.0  # longest backoff delay
     retry_after_cap_s: float = 120.0  # longest wait a server's Retry-After may impose
+    reply_format: str = TEXT  # "json": the answer is constrained to reply_format.JSON_SCHEMA (`response_format`)
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,9 @@ class ModelClient:
                 options["max_tokens"] = settings.max_tokens
             if settings.temperature is not None:
                 options["temperature"] = settings.temperature
+        constraint = response_format(settings.reply_format)
+        if constraint is not None:
+            options["response_format"] = constraint
         if settings.extra_body is not None:
             options["extra_body"] = dict(settings.extra_body)
         return options
@@ -309,7 +316,7 @@ class ModelClient:
                 raw.http_response.read()
                 return _whole_answer(_completion_body(raw.text)), time.monotonic() - started
             with raw.parse(to=openai.Stream[object]) as stream:  # `with`: an early stop closes the connection
-                answer = _read_stream(stream)
+                answer = _read_stream(stream, self.settings.reply_format)
             return answer, time.monotonic() - started
 
         (answer, latency), attempts, deadline_hits = self._with_retries(
@@ -554,6 +561,34 @@ def preflight(settings: ModelSettings, prompt_chars: int, *, client: ModelClient
     )
 
 
+def json_probe(client: ModelClient) -> tuple[bool | None, str]:
+    """Ask once with the JSON schema and say whether the server's constraint held: (True, what came) when the
+    content is exactly the object; (None, why) when it was cut at the token limit; (False, why) otherwise.
+
+    The client's settings must ask for the json reply format."""
+    try:
+        reply = client.complete([{"role": "user", "content": PROBE_PROMPT}])
+    except EndpointError as exc:
+        return False, f"the request with response_format json_schema failed: {exc}"
+    try:
+        json_reply(reply.content, exact=True)
+    except ReplyError as exc:
+        problem = str(exc)
+    else:
+        return True, f"the json_schema constraint held ({len(reply.content)} characters, finish {reply.finish_reason})"
+    if reply.finish_reason == "length":
+        return None, (
+            f"the JSON was cut at max tokens (finish_reason length after {reply.completion_tokens} tokens): "
+            "raise OPENAI_MAX_TOKENS"
+        )
+    if not reply.content.strip() and holds_json_reply(reply.reasoning):
+        return False, (
+            "the JSON object arrived in the reasoning field, not the content: the server applied the schema to the "
+            "thinking (a run never reads reasoning as code: use --reply-format text, or turn thinking off)"
+        )
+    return False, f"the json_schema constraint did not hold: {problem}"
+
+
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
@@ -606,7 +641,7 @@ def _whole_answer(payload: dict[str, Any]) -> _Answer:
     )
 
 
-def _read_stream(stream: Iterable[Any]) -> _Answer:
+def _read_stream(stream: Iterable[Any], reply_format: str = TEXT) -> _Answer:
     """Read chat.completion.chunk objects until the stream ends, or until more text comes after the reply is
     complete (`reply_complete`): the model has moved on from the reply format.
 
@@ -622,6 +657,8 @@ def _read_stream(stream: Iterable[Any]) -> _Answer:
     # Why the content is complete, once it is. Reading stops at the next text, not at once: a reply that ends there
     # is read to its end, so its finish_reason and usage come as sent.
     complete: str | None = None
+    # A text reply can only complete at a line's end; a JSON one (whose newlines are escaped) at a closing brace.
+    marks = ("}",) if reply_format == JSON else ("\n", "\r")
     try:
         for chunk in stream:
             if not isinstance(chunk, dict):
@@ -645,9 +682,9 @@ def _read_stream(stream: Iterable[Any]) -> _Answer:
                 answer.early_stop = complete
                 answer.finish_reason = "early_stop"
                 break
-            # Only whole lines can complete a reply: look again when a line ends, not at every token.
-            if complete is None and ("\n" in piece or "\r" in piece):
-                complete = reply_complete("".join(content))
+            # Look again only where the reply can complete, not at every token.
+            if complete is None and any(mark in piece for mark in marks):
+                complete = reply_complete("".join(content), reply_format)
     except ValueError as exc:  # SSE data that is not JSON: a proxy's page, or a body cut mid-event
         snippet = " ".join(str(getattr(exc, "doc", "")).split())[:80]
         raise _ServerFault(f"the reply is not JSON (starts {snippet!r})") from None

@@ -28,6 +28,12 @@ The rules, in order:
 6. Learnings: the last ```markdown/```md block (closed, in a cut reply), else the JSON `learnings`, else the
    prose outside fences; trimmed to LEARNINGS_MAX_CHARS.
 
+A run with `--reply-format json` asked for one {"hypothesis", "code"} object (reply_format.py) and reads only that:
+the object at the start of the content (text after it is not read: an early stop may leave some), its "code" as
+the block (rules 4 and 5 apply), its "hypothesis" as the learnings. A missing key or a value that is not a string
+is a parse_error naming the key. A reply whose content is empty while its reasoning field holds the object is a
+parse_error saying so: reasoning is never read as code.
+
 `reply_complete` reads a reply still being streamed by the same rules, so the client can stop reading once the
 reply holds what the format asks for (a model that rambles on to its token limit costs minutes per reply); a reply
 stopped there is parsed like one that ended on its own (finish_reason "early_stop").
@@ -43,6 +49,7 @@ from dataclasses import dataclass
 
 from autotrade.contract import BLOCK_END, BLOCK_START, FUNCTIONS, SIGNATURES
 from autotrade.errors import ReplyError
+from autotrade.propose.reply_format import JSON, JSON_FORMAT_HINT, TEXT, decode_object, holds_json_reply, json_reply
 from autotrade.sandbox.vet import MAX_BLOCK_CHARS
 
 CODE_LABELS = frozenset({"", "python", "py", "python3", "py3"})
@@ -56,6 +63,11 @@ FORMAT_HINT = (
 )
 # Prose this long after the last block, a closed code block, means the model has moved on from the reply format.
 EARLY_STOP_TAIL_CHARS = 400
+REASONING_JSON_MESSAGE = (
+    "the reply's content was empty and its reasoning field held the JSON object: the server applied the schema to "
+    "the thinking or sent the answer as reasoning, which is never read as code (see `autotrade doctor "
+    "--reply-format json`; run this model with --reply-format text, or turn its thinking off)"
+)
 TRUNCATED_MESSAGE = "the reply was cut off at the token limit (finish_reason=length): think more briefly and "
 
 _THINK_OPEN = re.compile(r"<(think|thinking)>", re.I)
@@ -122,15 +134,23 @@ def strip_reasoning(text: str | None) -> str:
     return split_reasoning(text)[0]
 
 
-def reply_complete(text: str) -> str | None:
+def format_hint(reply_format: str) -> str:
+    """How to reply in the run's reply format, in one phrase, for the messages a failed reply sends the model."""
+    return JSON_FORMAT_HINT if reply_format == JSON else FORMAT_HINT
+
+
+def reply_complete(text: str, reply_format: str = TEXT) -> str | None:
     """Why a reply still being received is complete by the reply format already, or None while it may not be.
 
-    Complete: every fence is closed, the closed code blocks define both functions between them, and either a
+    JSON: the content (outside reasoning) starts with a whole JSON object; more text cannot change what is read.
+    Text: every fence is closed, the closed code blocks define both functions between them, and either a
     ```markdown block is closed too (before or after the code) or the last block is code and EARLY_STOP_TAIL_CHARS
     of prose follow it. Only whole lines count (the line being received may still become a fence), and only the
     text outside reasoning: a reply that is complete here parses as it would once the model had gone quiet.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if reply_format == JSON:
+        return "JSON object closed" if decode_object(strip_reasoning(text)) is not None else None
     content = strip_reasoning(text[: text.rfind("\n") + 1])
     if not content:
         return None
@@ -149,18 +169,52 @@ def reply_complete(text: str) -> str | None:
     return None
 
 
-def parse_reply(text: str | None, parent_block: str, finish_reason: str | None = None) -> ParsedReply:
+def parse_reply(
+    text: str | None,
+    parent_block: str,
+    finish_reason: str | None = None,
+    *,
+    reply_format: str = TEXT,
+    reasoning: str = "",
+) -> ParsedReply:
     """The agent block and learnings of a reply; ReplyError(status empty/parse_error/truncated) otherwise.
 
     A reply cut at the token limit (finish_reason "length") is read from its closed blocks only; without one it
-    is `truncated`, whatever else would have gone wrong with it."""
-    if finish_reason != "length":
-        return _parse(text, parent_block, cut=False)
+    is `truncated`, whatever else would have gone wrong with it. `reasoning` (the reasoning field) is only looked
+    at to say why a JSON reply's content is empty."""
+    cut = finish_reason == "length"
     try:
-        return _parse(text, parent_block, cut=True)
+        if reply_format == JSON:
+            return _parse_json(text, reasoning, parent_block)
+        return _parse(text, parent_block, cut=cut)
     except ReplyError as exc:
+        if not cut:
+            raise
         # Empty or codeless because it was cut: the model needs to hear "shorter", not "no code block".
-        raise ReplyError(TRUNCATED_MESSAGE + FORMAT_HINT, status="truncated") from exc
+        raise ReplyError(TRUNCATED_MESSAGE + format_hint(reply_format), status="truncated") from exc
+
+
+def _parse_json(text: str | None, reasoning: str, parent_block: str) -> ParsedReply:
+    """A JSON reply's {"hypothesis", "code"} object as a block and learnings (a cut one parses only if it closed)."""
+    content = strip_reasoning((text or "").replace("\r\n", "\n").replace("\r", "\n"))
+    if not content:
+        if holds_json_reply(reasoning):
+            raise ReplyError(REASONING_JSON_MESSAGE, status="parse_error")
+        raise ReplyError("the reply had no content outside its reasoning: " + JSON_FORMAT_HINT, status="empty")
+    if len(content) > MAX_REPLY_CHARS:
+        raise ReplyError(
+            f"the reply was {len(content):,} characters outside its reasoning; a reply may hold at most "
+            f"{MAX_REPLY_CHARS:,}: keep the strategy short and " + JSON_FORMAT_HINT,
+            status="parse_error",
+        )
+    try:
+        payload = json_reply(content)
+    except ReplyError as exc:
+        raise ReplyError(f"{exc}: " + JSON_FORMAT_HINT) from None
+    found = _code_candidate(payload["code"], "json", require_parse=False)
+    if found is None:
+        raise ReplyError('the JSON reply\'s "code" defines neither function: ' + JSON_FORMAT_HINT)
+    return _finish(found, [], parent_block, payload["hypothesis"])
 
 
 def _parse(text: str | None, parent_block: str, *, cut: bool) -> ParsedReply:

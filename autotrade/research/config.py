@@ -23,6 +23,7 @@ from autotrade.errors import ConfigError
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, OBJECTIVES
 from autotrade.propose.client import ModelSettings, display_url, endpoint_urls
 from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
+from autotrade.propose.reply_format import JSON, REPLY_FORMATS, TEXT
 from autotrade.shapes import check_object, describe, schema_of
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
@@ -201,6 +202,7 @@ class RunSettings:
     start_from: str | None = None  # the trade.py iteration 0 came from; None = packaged baseline
     anonymize: bool = False  # hide the instrument and calendar from the model (data.Anonymization)
     parallel: int = 1  # proposals in flight at once; iteration i is asked from the committed state after i - parallel
+    reply_format: str = TEXT  # a name in REPLY_FORMATS: how the model is asked to reply (configs before it: text)
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""
@@ -243,5 +245,13 @@ def _broken_rule(values: Mapping[str, Any]) -> tuple[str, str] | None:
         ("fill", values["fill"] in ("next-open", "close"), "choose next-open or close"),
         ("eval_timeout", values["eval_timeout"] > 0, "must be positive"),
         ("parallel", 1 <= values["parallel"] <= MAX_PARALLEL, f"must be 1 to {MAX_PARALLEL}"),
+        ("reply_format", values["reply_format"] in REPLY_FORMATS, f"choose one of {', '.join(REPLY_FORMATS)}"),
+        (
+            "reply_format",
+            values["reply_format"] != JSON
+            or values["policy"] not in POLICIES.names()
+            or POLICIES.get(values["policy"]).needs_endpoint,
+            f"json is how a model is asked to reply: the {values['policy']} policy asks none",
+        ),
     )
     return next(((key, rule) for key, holds, rule in rules if not holds), None)

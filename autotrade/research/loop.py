@@ -73,6 +73,7 @@ from autotrade.propose.prompts import (
     sample_rows,
 )
 from autotrade.propose.reply import ParsedReply, parse_reply
+from autotrade.propose.reply_format import with_reply_format
 from autotrade.research.attempt import Attempt, Turn
 from autotrade.research.config import RunSettings, public_model_config
 from autotrade.research.learnings import Lesson, for_prompt, render_file
@@ -216,7 +217,7 @@ def render_proposal(
         last_outcome=describe_outcome(attempts[-1] if attempts else None),
         learnings=for_prompt([Lesson.from_attempt(a) for a in attempts], settings.learnings_budget) or "(none yet)",
     )
-    return build_prompt(prompts, context)
+    return with_reply_format(build_prompt(prompts, context), settings.reply_format)
 
 
 def estimate_prompt_chars(prompts: PromptFiles, settings: RunSettings, research_frame: Any, start_block: str) -> int:
@@ -271,7 +272,7 @@ class Research:
         self.run = run
         self.config = config
         self.settings = RunSettings.from_dict(config["settings"])
-        self.model = model
+        self.model = model if model is None else replace(model, reply_format=self.settings.reply_format)
         self.reporter = reporter
         self.prompts = PromptFiles(
             program=config["prompts"]["program"],
@@ -471,7 +472,11 @@ class Research:
                 events.put(("reply", flight))
                 try:
                     flight.reply = parse_reply(
-                        flight.proposal.text, request.parent_block, flight.proposal.finish_reason
+                        flight.proposal.text,
+                        request.parent_block,
+                        flight.proposal.finish_reason,
+                        reply_format=self.settings.reply_format,
+                        reasoning=flight.proposal.reasoning,
                     )
                 except ReplyError as exc:
                     flight.reply = exc
