@@ -57,11 +57,25 @@ def results(run: Path) -> list[dict]:
 def real_run(
     llama_server: LlamaServer, small_data: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Result]:
-    """`autotrade run --policy model --max-iter 3` against the real server, once for the module."""
+    """`autotrade run --policy model --max-iter 3 --parallel 2` against the real server (2 slots), once for the
+    module: iterations 1 and 2 are both asked from the baseline, so their requests are served side by side."""
     work = tmp_path_factory.mktemp("real_run")
     (work / "prompts").mkdir()
     (work / "prompts" / "prompt_template.md").write_text(SHORT_TEMPLATE, encoding="utf-8")
-    argv = ["run", "--policy", "model", "--max-iter", "3", "--name", "real", "--quiet", "--seed", "1"]
+    argv = [
+        "run",
+        "--policy",
+        "model",
+        "--max-iter",
+        "3",
+        "--parallel",
+        "2",
+        "--name",
+        "real",
+        "--quiet",
+        "--seed",
+        "1",
+    ]
     # Learnings and a large population only lengthen the preflight's worst-case prompt estimate.
     argv += ["--learnings-budget", "0", "--population", "1", "--data", str(small_data)]
     with pytest.MonkeyPatch.context() as patch:
@@ -80,8 +94,8 @@ def test_a_model_run_against_a_real_server_ends_cleanly_with_a_known_status_for_
     assert [r["iteration"] for r in found] == [0, 1, 2]
     assert all(Status(r["status"]) in Status for r in found)  # Status() raises on an unknown one
     replies = found[1:]
-    for record in replies:  # the recorded usage is the server's own, and fits the slot it was served in
-        assert record["usage_estimated"] is False
+    for record in replies:  # the recorded usage is the server's own (or, stopped early, counted from the text)
+        assert record["usage_estimated"] is (record["finish_reason"] == "early_stop")
         assert 0 < record["prompt_tokens"] and 0 < record["completion_tokens"] <= MAX_TOKENS
         assert record["prompt_tokens"] + record["completion_tokens"] <= llama_server.n_ctx_per_slot
     state = json.loads((run / "state.json").read_text())
@@ -130,3 +144,13 @@ def test_doctor_passes_against_a_real_server(llama_server: LlamaServer, small_da
     assert outcome.exit_code == 0, outcome.output
     assert f"ok model (selected): {llama_server.model_id} · context {llama_server.n_ctx_per_slot:,}" in text
     assert " tokens/s · finish " in text and "(estimated)" not in text
+
+
+def test_parallel_proposals_are_in_flight_together_on_a_server_with_two_slots(real_run: tuple[Path, Result]) -> None:
+    run, outcome = real_run
+    assert outcome.exit_code == 0, outcome.output
+    events = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
+    order = [(e["event"], e.get("iteration")) for e in events if e["event"] in ("iteration_started", "model_reply")]
+    first_reply = next(i for i, (event, _) in enumerate(order) if event == "model_reply")
+    assert {("iteration_started", 1), ("iteration_started", 2)} <= set(order[:first_reply])
+    assert [r["parent"] for r in results(run)[1:]] == [0, 0]  # both asked from the baseline
