@@ -86,7 +86,8 @@ def iteration_of(request: Recorded) -> int:
 
 
 def settings(data: Path, **overrides: object) -> RunSettings:
-    values: dict = {"max_iter": 4, "max_fails": 10, "population": 3, "seed": 7, "data_dir": str(data)}
+    # No repair unless a test asks: a scripted failure is then one reply, the iteration's outcome.
+    values: dict = {"max_iter": 4, "max_fails": 10, "population": 3, "seed": 7, "data_dir": str(data), "repair": 0}
     return RunSettings(**{**values, **overrides})
 
 
