@@ -17,6 +17,8 @@ from autotrade.propose.policies.base import Proposal
 from autotrade.propose.policies.random_search import RandomProposer
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.propose.reply import parse_reply
+from autotrade.report.compute import build_report, summary
+from autotrade.report.render import spend_section
 from autotrade.research.config import model_settings
 from autotrade.research.loop import resume_run, start_run
 from autotrade.research.rundir import RunDir
@@ -149,3 +151,19 @@ def test_resume_after_an_interrupt_during_a_repair_turn_redoes_the_iteration_onc
     assert [e["iteration"] for e in journal if e["event"] == "iteration_committed"] == [0, 1, 2]
     assert any(e["event"] == "discarded_uncommitted" and "iter_2_repair_1.md" in e["files"] for e in journal)
     assert (run.path / "learnings.md").read_text().count("## Iteration 2 ") == 1
+
+
+def test_the_report_counts_the_iterations_repair_saved_and_what_its_turns_cost(
+    tmp_path: Path, small_data: Path
+) -> None:
+    from test_report import make_run
+
+    replies = [Reply(NO_CODE, usage=(1000, 20)), Reply(good(), usage=(1500, 200))]  # iteration 1: saved
+    replies += [Reply(KEY_ERROR, usage=(1000, 100)), Reply(KEY_ERROR, usage=(1600, 100))]  # iteration 2: not
+    run = make_run(tmp_path, small_data, "rep", replies, max_iter=3, repair=1)
+    report = build_report(RunDir(run), holdout=False)
+    s = report.spend
+    assert (s.repaired, s.repair_calls, s.repair_tokens) == (1, 2, 1700 + 1700)
+    assert (s.model_calls, s.interrupted_calls, s.prompt_tokens) == (4, 0, 5100)  # a repair turn is no lost call
+    assert ("repair (--repair)", "1 iteration(s) saved; 2 turn(s), 3,400 tokens") in spend_section(report).rows
+    assert summary(report)["repaired"] == 1
