@@ -77,8 +77,8 @@ CUT_IN_CODE = good()[: good().index("return df")]
 
 
 def iteration_of(request: Recorded) -> int:
-    """The iteration a proposal prompt is for (the template's heading)."""
-    content = request.body["messages"][-1]["content"]
+    """The iteration a proposal prompt is for (the template's heading, in the first user turn: repair turns follow)."""
+    content = next(m["content"] for m in request.body["messages"] if m["role"] == "user")
     return int(re.search(r"^# Iteration (\d+)", content, re.M).group(1))
 
 

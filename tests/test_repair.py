@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from openai_server import OpenAIServer, Recorded, Reply
 from recording import RecordingReporter
-from test_loop import CANARY, KEY_ERROR, LOOKAHEAD, NO_CODE, SYNTAX, good, records, settings, start
+from test_loop import CANARY, KEY_ERROR, LOOKAHEAD, NO_CODE, SYNTAX, good, iteration_of, records, settings, start
 from test_resume import Crash, CrashingReporter
 
 from autotrade.errors import ReplyError
@@ -122,6 +122,17 @@ def test_the_random_policy_is_never_repaired(tmp_path: Path, small_data: Path, m
 def repair_then_good(request: Recorded) -> Reply:
     """A reply that does not parse, then (in its repair turn) a good one."""
     return Reply(good() if len(request.body["messages"]) > 1 else NO_CODE)
+
+
+def test_parallel_flights_are_each_repaired_in_their_own_conversation(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
+    openai_server.default = repair_then_good
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=3, parallel=2, repair=1)
+    assert [(r["status"], len(r["repairs"])) for r in records(result.path)[1:]] == [("ok", 1), ("ok", 1)]
+    repairs = [r for r in openai_server.chat_requests if len(r.body["messages"]) > 1]
+    assert sorted(iteration_of(r) for r in repairs) == [1, 2]
+    assert all(r.body["messages"][1]["content"] == NO_CODE for r in repairs)
 
 
 def test_resume_after_an_interrupt_during_a_repair_turn_redoes_the_iteration_once_and_duplicates_nothing(
