@@ -43,25 +43,34 @@ class Status(StrEnum):
         """A sandboxed worker child may report it (anything else from a child is malformed)."""
         return _TRAITS[self].from_worker
 
+    @property
+    def repairable(self) -> bool:
+        """An error message back in the same conversation may fix it (--repair): the reply could not be read, or its
+        code was refused or raised. Not a look-ahead, a timeout or the memory limit (the model wrote what it meant,
+        and it does not know better from being told), a truncated reply (resent, the cut reply eats the same token
+        limit), nor a strategy that ran but does nothing useful."""
+        return _TRAITS[self].repairable
+
 
 class _Traits(NamedTuple):
     label: str
     invalid_code: bool
     from_worker: bool
+    repairable: bool
 
 
 _TRAITS: dict[Status, _Traits] = {
-    Status.OK: _Traits("ok", False, True),
-    Status.EMPTY: _Traits("empty reply", True, False),
-    Status.TRUNCATED: _Traits("truncated reply", True, False),
-    Status.PARSE_ERROR: _Traits("unparseable reply", True, False),
-    Status.SYNTAX_ERROR: _Traits("SyntaxError", True, True),
-    Status.REJECTED: _Traits("rejected by vetting", True, False),
-    Status.RUNTIME_ERROR: _Traits("runtime error", True, True),
-    Status.TIMEOUT: _Traits("timeout", True, True),
-    Status.MEMORY: _Traits("out of memory", True, True),
-    Status.BAD_SIGNAL: _Traits("bad signal", True, True),
-    Status.LOOKAHEAD: _Traits("look-ahead", False, True),
-    Status.NO_TRADES: _Traits("no trades", False, False),
-    Status.NAN_EQUITY: _Traits("NaN equity", False, False),
+    Status.OK: _Traits("ok", False, True, False),
+    Status.EMPTY: _Traits("empty reply", True, False, True),
+    Status.TRUNCATED: _Traits("truncated reply", True, False, False),
+    Status.PARSE_ERROR: _Traits("unparseable reply", True, False, True),
+    Status.SYNTAX_ERROR: _Traits("SyntaxError", True, True, True),
+    Status.REJECTED: _Traits("rejected by vetting", True, False, True),
+    Status.RUNTIME_ERROR: _Traits("runtime error", True, True, True),
+    Status.TIMEOUT: _Traits("timeout", True, True, False),
+    Status.MEMORY: _Traits("out of memory", True, True, False),
+    Status.BAD_SIGNAL: _Traits("bad signal", True, True, True),
+    Status.LOOKAHEAD: _Traits("look-ahead", False, True, False),
+    Status.NO_TRADES: _Traits("no trades", False, False, False),
+    Status.NAN_EQUITY: _Traits("NaN equity", False, False, False),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,10 +42,36 @@ def test_a_proposal_that_never_parsed_writes_neither_evaluation_nor_reply_keys()
     assert {"prompt_tokens", "latency_s", "deadline_hits"} <= set(unparsed)
 
 
-def test_an_attempt_of_several_turns_has_no_results_file_form_yet() -> None:
+def repaired_record() -> Attempt:
+    """The fixture's ok record as if its reply had been repaired once, after a parse error."""
     attempt = Attempt.from_json(fixture_records()[2])
-    with pytest.raises(ValueError, match="at most one model turn"):
-        replace(attempt, turns=attempt.turns * 2).to_json()
+    repair = replace(attempt.turns[0], prompt_tokens=300, error_status="parse_error", error="status `parse_error`: x")
+    return replace(attempt, turns=(attempt.turns[0], repair))
+
+
+def test_a_record_with_repair_turns_round_trips_and_keeps_the_first_turns_keys_in_place() -> None:
+    attempt = repaired_record()
+    raw = json.loads(json.dumps(attempt.to_json()))
+    plain = fixture_records()[2]
+    assert {k: v for k, v in raw.items() if k != "repairs"} == plain
+    assert list(raw).index("repairs") == list(plain).index("started_at")  # after the first turn's keys
+    assert raw["repairs"][0]["error_status"] == "parse_error" and "error" not in plain
+    assert Attempt.from_json(raw) == attempt
+    assert (attempt.repaired, attempt.prompt_tokens) == (True, plain["prompt_tokens"] + 300)
+
+
+@pytest.mark.parametrize(
+    ("repairs", "said"),
+    [
+        ("x", 'repairs is "x", not a list'),
+        ([{"prompt_tokens": "1", "error": "e"}], 'repairs[0].prompt_tokens is "1", not a whole number'),
+        ([{"prompt_tokens": 1}], "repairs[0] must follow a model turn and hold its error"),
+    ],
+)
+def test_a_hand_edited_repairs_list_is_one_line_naming_the_entry(repairs: object, said: str) -> None:
+    raw = {**repaired_record().to_json(), "repairs": repairs}
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        Attempt.from_json(raw, "iter_2_results.json")
 
 
 @pytest.mark.parametrize(

@@ -144,6 +144,12 @@ def test_run_settings_round_trip_through_json_form() -> None:
     assert RunSettings.from_dict({**settings.to_dict(), "unknown_future_key": 1}) == settings
 
 
+def test_a_config_written_before_repair_existed_reads_as_no_repair_so_it_resumes_as_it_ran() -> None:
+    before = {k: v for k, v in RunSettings().to_dict().items() if k != "repair"}
+    assert (RunSettings().repair, RunSettings.from_dict(before).repair) == (1, 0)
+    assert RunSettings.from_dict(RunSettings(repair=3).to_dict()).repair == 3
+
+
 @pytest.mark.parametrize(
     ("field", "value", "flag"),
     [
@@ -151,6 +157,8 @@ def test_run_settings_round_trip_through_json_form() -> None:
         ("max_fails", 0, "--max-fails"),
         ("population", 0, "--population"),
         ("objective", "profit", "--objective"),
+        ("repair", 6, "--repair"),
+        ("repair", -1, "--repair"),
     ],
 )
 def test_run_settings_reject_values_naming_the_flag(field: str, value: object, flag: str) -> None:

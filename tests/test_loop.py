@@ -77,8 +77,8 @@ CUT_IN_CODE = good()[: good().index("return df")]
 
 
 def iteration_of(request: Recorded) -> int:
-    """The iteration a proposal prompt is for (the template's heading)."""
-    content = request.body["messages"][-1]["content"]
+    """The iteration a proposal prompt is for (the template's heading, in the first user turn: repair turns follow)."""
+    content = next(m["content"] for m in request.body["messages"] if m["role"] == "user")
     return int(re.search(r"^# Iteration (\d+)", content, re.M).group(1))
 
 
@@ -86,7 +86,8 @@ def iteration_of(request: Recorded) -> int:
 
 
 def settings(data: Path, **overrides: object) -> RunSettings:
-    values: dict = {"max_iter": 4, "max_fails": 10, "population": 3, "seed": 7, "data_dir": str(data)}
+    # No repair unless a test asks: a scripted failure is then one reply, the iteration's outcome.
+    values: dict = {"max_iter": 4, "max_fails": 10, "population": 3, "seed": 7, "data_dir": str(data), "repair": 0}
     return RunSettings(**{**values, **overrides})
 
 

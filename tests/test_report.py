@@ -62,7 +62,14 @@ def prepare_small(folder: Path) -> Path:
 
 def make_run(root: Path, data: Path, name: str, replies: list[Reply], **overrides: object) -> Path:
     """Run the loop in-process against a fresh loopback server; return the run directory."""
-    values: dict = {"max_iter": len(replies) + 1, "max_fails": 20, "population": 3, "seed": 7, "data_dir": str(data)}
+    values: dict = {
+        "max_iter": len(replies) + 1,
+        "max_fails": 20,
+        "population": 3,
+        "seed": 7,
+        "data_dir": str(data),
+        "repair": 0,  # one reply per iteration, as scripted (unless a test asks for repair)
+    }
     with OpenAIServer() as server:
         server.script(replies)
         endpoint = model_settings(base_url=server.base_url, environ={"OPENAI_API_KEY": "sk-test"})

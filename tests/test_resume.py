@@ -231,7 +231,10 @@ def test_sigkill_at_several_points_then_resume_loses_and_duplicates_nothing(
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
 
-    first = launch("run", "--name", "k", "--max-iter", "6", "--seed", "9", "--quiet", "--data", str(small_data))
+    # --repair 0: one ask per iteration, so every ask counted is a first ask or a redo.
+    first = launch(
+        "run", "--name", "k", "--max-iter", "6", "--seed", "9", "--repair", "0", "--quiet", "--data", str(small_data)
+    )
     try:
         wait_for(script.holding.is_set, "the model call of iteration 2", first)
         kill(first)  # during the model call
@@ -283,7 +286,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(
     openai_server.default = script
     env = {**os.environ, "OPENAI_BASE_URL": openai_server.base_url, "OPENAI_API_KEY": CANARY}
     process = subprocess.Popen(
-        [*AUTOTRADE, "run", "--name", "i", "--max-iter", "5", "--quiet", "--data", str(small_data)],
+        [*AUTOTRADE, "run", "--name", "i", "--max-iter", "5", "--repair", "0", "--quiet", "--data", str(small_data)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -45,7 +45,7 @@ from autotrade.cli.options import (
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, format_score, has_own_column
 from autotrade.fmt import hms, pct
 from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
-from autotrade.research.config import MAX_PARALLEL
+from autotrade.research.config import MAX_PARALLEL, MAX_REPAIR
 
 if TYPE_CHECKING:
     from autotrade.propose.client import EndpointWait
@@ -101,6 +101,7 @@ def iteration_line(attempt: Attempt, standing: Standing, objective: str) -> str:
         f"iter {attempt.iteration}/{standing.max_iter - 1}",
         f"status={attempt.status}",
         f"parent={'-' if attempt.parent is None else attempt.parent}",
+        *([f"repairs={len(attempt.repair_turns)}"] if attempt.repair_turns else []),
         f"train_return={pct(attempt.train_return)}",
         f"val_return={pct(attempt.val_return)}",
         *([f"{objective}={score_text(objective, attempt.objective)}"] if has_own_column(objective) else []),
@@ -490,6 +491,19 @@ def run(
             ),
         ),
     ] = 1,
+    repair: Annotated[
+        int,
+        typer.Option(
+            "--repair",
+            min=0,
+            max=MAX_REPAIR,
+            help=(
+                "Turns a reply gets to fix itself when it fails to parse, fails vetting or raises on its first run: "
+                "the exact error goes back in the same conversation before the iteration counts as failed "
+                "(0: none; the random policy is never repaired)."
+            ),
+        ),
+    ] = 1,
     model: Annotated[
         str | None, typer.Option("--model", help="Model name (default: $OPENAI_MODEL, else the server's only model).")
     ] = None,
@@ -542,6 +556,7 @@ def run(
         anonymize=anonymize,
         parallel=parallel,
         reply_format=reply_format.value,
+        repair=repair,
     )
     if not chosen.needs_endpoint:
         given = [

@@ -28,6 +28,7 @@ PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 SAMPLE_ROWS = 5
 TRACEBACK_LINES = 12  # the end of a traceback is where the cause is
 TRACEBACK_CHARS = 1500
+REPAIR_MESSAGE_CHARS = 2000  # an error message quoted back to the model (vetting's can list many findings)
 
 
 class Shown(Protocol):
@@ -261,6 +262,30 @@ def build_prompt(files: PromptFiles, context: PromptContext) -> str:
     return render(files.template, {**values, "program": program}, files.template_source).strip() + "\n"
 
 
-def messages(prompt: str) -> list[dict[str, str]]:
-    """The chat messages for one proposal: a single user turn (every chat template accepts that)."""
-    return [{"role": "user", "content": prompt}]
+def messages(prompt: str, repairs: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """The chat messages for one proposal: the prompt as a user turn (every chat template accepts that), then for
+    each repair (`repairs`: the earlier reply's content and what was wrong with it) the reply as the assistant's turn
+    and the error as the user's, so that user and assistant alternate as every chat template expects."""
+    conversation = [{"role": "user", "content": prompt}]
+    for reply, error in repairs:
+        conversation += [{"role": "assistant", "content": reply}, {"role": "user", "content": repair_request(error)}]
+    return conversation
+
+
+def describe_failure(status: str, message: str, error_type: str | None = None, traceback: str = "") -> str:
+    """What went wrong with a reply, as its repair turn tells the model: the status, the exact message and the
+    traceback's last lines (each within a size a prompt can afford)."""
+    kind = f" ({error_type})" if error_type else ""
+    text = f"status `{status}`{kind}: {(message or '(no message)')[:REPAIR_MESSAGE_CHARS]}"
+    if traceback:
+        text += "\nTraceback (last lines):\n```\n" + trim_traceback(traceback) + "\n```"
+    return text
+
+
+def repair_request(error: str) -> str:
+    """The user turn after a reply that failed: the error, and the way to answer it."""
+    return (
+        f"Your reply could not be used: {error}\n\n"
+        "Fix the cause and reply again in the same format as before, with the whole corrected code "
+        "(every function, not only the changed lines)."
+    )

@@ -100,6 +100,9 @@ class Spend:
     interrupted_calls: int  # replies whose iteration never committed (killed or redone)
     interrupted_tokens: int
     usage_estimated: bool  # some call's usage was estimated from characters (the server sent none)
+    repaired: int  # iterations repair saved: ok after at least one repair turn (--repair)
+    repair_calls: int  # repair turns of committed iterations (their tokens are counted above too)
+    repair_tokens: int
 
 
 @dataclass(frozen=True)
@@ -296,24 +299,24 @@ def spend_of(
     """Tokens and seconds of the committed iterations, plus model replies the journal saw whose iteration never
     committed.
 
-    A reply is pending from its `model_reply` event until its iteration's `iteration_committed`; the iteration
-    starting again (a redo after a kill) or the run no longer running means that reply was spent for nothing.
-    A built-in policy (`random`) makes no model calls at all.
+    A reply (with its repair turns) is pending from its `model_reply` event until its iteration's
+    `iteration_committed`; the iteration starting again (a redo after a kill), a first reply again, or the run no
+    longer running means those replies were spent for nothing. A built-in policy (`random`) makes no model calls.
     """
-    pending: dict[int, Mapping[str, Any]] = {}
+    pending: dict[int, list[Mapping[str, Any]]] = {}
     lost: list[Mapping[str, Any]] = []
     for event in journal if policy == "model" else ():
         kind, i = event.get("event"), event.get("iteration")
         if kind == "model_reply" and isinstance(i, int):
-            if i in pending:
-                lost.append(pending[i])
-            pending[i] = event
+            if not event.get("repair") and i in pending:
+                lost.extend(pending.pop(i))
+            pending.setdefault(i, []).append(event)
         elif kind == "iteration_committed" and isinstance(i, int):
             pending.pop(i, None)
         elif kind == "iteration_started" and isinstance(i, int) and i in pending:
-            lost.append(pending.pop(i))
+            lost.extend(pending.pop(i))
     if not active:
-        lost.extend(pending.values())
+        lost.extend(event for events in pending.values() for event in events)
     lost_tokens = [(int(e.get("prompt_tokens") or 0), int(e.get("completion_tokens") or 0)) for e in lost]
     calls = sum(len(a.turns) for a in attempts) if policy == "model" else 0
     totals = state.totals if state else {}
@@ -327,6 +330,9 @@ def spend_of(
         interrupted_calls=len(lost),
         interrupted_tokens=sum(p + c for p, c in lost_tokens),
         usage_estimated=any(a.usage_estimated for a in attempts),
+        repaired=sum(a.repaired for a in attempts),
+        repair_calls=sum(len(a.repair_turns) for a in attempts),
+        repair_tokens=sum(t.prompt_tokens + t.completion_tokens for a in attempts for t in a.repair_turns),
     )
 
 
@@ -680,6 +686,9 @@ def summary(report: Report) -> dict[str, Any]:
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,
         "interrupted_calls": s.interrupted_calls,
+        "repaired": s.repaired,
+        "repair_calls": s.repair_calls,
+        "repair_tokens": s.repair_tokens,
         "model_s": s.model_s,
         "eval_s": s.eval_s,
         "wall_s": s.wall_s,

@@ -348,6 +348,13 @@ def spend_section(report: Report) -> Section:
         ("time evaluating", duration(s.eval_s)),
         ("wall time", duration(s.wall_s)),
     ]
+    if s.repair_calls:
+        rows.append(
+            (
+                "repair (--repair)",
+                f"{s.repaired:,} iteration(s) saved; {s.repair_calls:,} turn(s), {s.repair_tokens:,} tokens",
+            )
+        )
     note = (
         f"Includes {s.interrupted_calls} model call(s) ({s.interrupted_tokens:,} tokens) of attempts that were "
         "interrupted before they committed."

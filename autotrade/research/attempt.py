@@ -2,8 +2,10 @@
 
 An `Attempt` is what `iter_<i>_results.json` holds, typed; its JSON form keeps that file's keys, values and
 order exactly as earlier versions wrote them, so older run directories stay readable and new ones look the
-same. The model call behind a proposal is a `Turn` of its own (the starting trade.py has none), so that an
-attempt can later hold the several turns of one conversation.
+same. The model call behind a proposal is a `Turn` of its own (the starting trade.py has none); a reply that
+failed and was repaired in the same conversation (--repair) adds a turn for each repair. The first turn's keys
+sit in the record as they always did; the later turns are the list `repairs`, present only when there were any,
+each holding a turn's keys and the error that prompted it (`error_status`, `error`).
 
 Which keys a record holds says what happened: the evaluation's own keys (`warnings`, `suspicious`,
 `deferred_cuts`, `output`) only when a block was evaluated, the model call's keys only when there was one,
@@ -39,11 +41,14 @@ class Turn:
     kept_from_parent: tuple[str, ...] = ()  # functions the reply left out, taken from the parent
     early_stop: str | None = None  # why reading the stream stopped before the server finished; None: it finished
     received_chars: int = 0  # what had arrived (content and reasoning, as sent) when reading stopped early
+    error_status: str | None = None  # a repair turn: the status of the failure before it; None: the first turn
+    error: str | None = None  # a repair turn: the error text the model was sent (exactly)
 
     def to_json(self) -> dict[str, Any]:
         """The turn's keys of a results record."""
         parsed = {"reply_source": self.reply_source, "kept_from_parent": list(self.kept_from_parent)}
         cut = {"early_stop": self.early_stop, "received_chars": self.received_chars}
+        prompted = {"error_status": self.error_status, "error": self.error}
         return {
             "model": self.model,
             "finish_reason": self.finish_reason,
@@ -57,6 +62,7 @@ class Turn:
             "deadline_hits": self.deadline_hits,
             **(parsed if self.reply_source is not None else {}),
             **(cut if self.early_stop is not None else {}),
+            **(prompted if self.error is not None else {}),
         }
 
     @classmethod
@@ -130,6 +136,16 @@ class Attempt:
         return sum(t.latency_s for t in self.turns)
 
     @property
+    def repair_turns(self) -> tuple[Turn, ...]:
+        """The turns after the first: each answered an error sent back in the same conversation (--repair)."""
+        return self.turns[1:]
+
+    @property
+    def repaired(self) -> bool:
+        """True when repair saved it: ok after at least one repair turn (a failed iteration otherwise)."""
+        return self.ok and bool(self.repair_turns)
+
+    @property
     def usage_estimated(self) -> bool:
         """True when some turn's tokens were counted from the text (the server reported none)."""
         return any(t.usage_estimated for t in self.turns)
@@ -139,9 +155,9 @@ class Attempt:
         return (self.windows.get(window) or {}).get(name)
 
     def to_json(self) -> dict[str, Any]:
-        """iter_<i>_results.json: the keys, values and order every version has written."""
-        if len(self.turns) > 1:
-            raise ValueError(f"iteration {self.iteration}: a results record holds at most one model turn")
+        """iter_<i>_results.json: the keys, values and order every version has written (and `repairs` after the
+        first turn's keys when there were repair turns)."""
+        repairs = {"repairs": [turn.to_json() for turn in self.repair_turns]}
         evaluated = {
             "warnings": list(self.warnings),
             "suspicious": list(self.suspicious),
@@ -173,6 +189,7 @@ class Attempt:
             "next_parent": self.next_parent,
             "hypothesis": self.hypothesis,
             **(self.turns[0].to_json() if self.turns else {}),
+            **(repairs if self.repair_turns else {}),
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
@@ -197,11 +214,21 @@ class Attempt:
             if key in values:
                 values[key] = tuple(values[key])
         turn = Turn.from_json(raw)
-        return cls(**values, turns=() if turn is None else (turn,))
+        repairs = []
+        for k, entry in enumerate(raw.get("repairs", []), 1):
+            check_object(entry, TURN_SCHEMA, source, f"repairs[{k - 1}].")
+            if turn is None or not isinstance(entry.get("error"), str):
+                raise ConfigError(f"{source}: repairs[{k - 1}] must follow a model turn and hold its error")
+            repair = Turn.from_json(entry)
+            assert repair is not None  # it holds `error`, a turn's key
+            repairs.append(repair)
+        return cls(**values, turns=() if turn is None else (turn, *repairs))
 
 
-# What a results record may hold, key by key: the attempt's fields (its turns flattened into the record).
+TURN_SCHEMA: dict[str, Kinds] = schema_of(Turn)
+# What a results record may hold, key by key: the attempt's fields (its first turn flattened into the record).
 RECORD_SCHEMA: dict[str, Kinds] = {
     **{k: v for k, v in schema_of(Attempt).items() if k != "turns"},
-    **schema_of(Turn),
+    **{k: v for k, v in TURN_SCHEMA.items() if k not in ("error_status", "error")},
+    "repairs": (list,),
 }

@@ -31,7 +31,10 @@ DEFAULT_BASE_URL = "http://localhost:8000/v1"  # vLLM's default port
 DEFAULT_API_KEY = "EMPTY"
 DEFAULT_TIMEOUT_S = 600.0  # 30B-class local models can think for minutes
 MAX_PARALLEL = 64  # proposals in flight; beyond this a server's batch is full and the harness only waits
+MAX_REPAIR = 5  # repair turns per iteration; beyond a few, a model that keeps failing is better asked afresh
 DEFAULT_PATIENCE_S = 1800.0  # a model server restarted overnight (model swap, crash, OOM) is back well within it
+# What a setting means in a config.json written before it existed, where that is not today's default.
+BEFORE_THE_KEY: dict[str, Any] = {"repair": 0}  # older runs never repaired: they resume exactly as they ran
 
 
 def load_env_file(cwd: Path | None = None) -> None:
@@ -203,6 +206,7 @@ class RunSettings:
     anonymize: bool = False  # hide the instrument and calendar from the model (data.Anonymization)
     parallel: int = 1  # proposals in flight at once; iteration i is asked from the committed state after i - parallel
     reply_format: str = TEXT  # a name in REPLY_FORMATS: how the model is asked to reply (configs before it: text)
+    repair: int = 1  # turns a failed reply gets in the same conversation, its error sent back, before it counts
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""
@@ -223,7 +227,7 @@ class RunSettings:
         """
         check_object(raw, schema_of(cls), source, "settings.")
         known = {f.name for f in fields(cls)}
-        values = {**asdict(cls()), **{k: v for k, v in raw.items() if k in known}}
+        values = {**asdict(cls()), **BEFORE_THE_KEY, **{k: v for k, v in raw.items() if k in known}}
         broken = _broken_rule(values)
         if broken is not None:
             key, rule = broken
@@ -253,5 +257,6 @@ def _broken_rule(values: Mapping[str, Any]) -> tuple[str, str] | None:
             or POLICIES.get(values["policy"]).needs_endpoint,
             f"json is how a model is asked to reply: the {values['policy']} policy asks none",
         ),
+        ("repair", 0 <= values["repair"] <= MAX_REPAIR, f"must be 0 to {MAX_REPAIR}"),
     )
     return next(((key, rule) for key, holds, rule in rules if not holds), None)

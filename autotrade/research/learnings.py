@@ -31,6 +31,7 @@ class Lesson:
     val_return: float | None
     entered: bool
     message: str = ""
+    repairs: int = 0  # repair turns its reply took (--repair)
 
     @classmethod
     def from_attempt(cls, attempt: Attempt) -> Lesson:
@@ -44,6 +45,7 @@ class Lesson:
             val_return=attempt.val_return,
             entered=attempt.entered_population,
             message=attempt.message,
+            repairs=len(attempt.repair_turns),
         )
 
     @property
@@ -59,6 +61,11 @@ class Lesson:
 def system_line(lesson: Lesson) -> str:
     """The harness's line of actual results for one iteration."""
     parts = [f"status {lesson.status}"]
+    if lesson.repairs:
+        turns = f"{lesson.repairs} turn{'s' if lesson.repairs > 1 else ''}"
+        parts[0] += (
+            f" (repaired after {turns})" if lesson.status == "ok" else f" (still failing after {turns} of repair)"
+        )
     if lesson.train_return is not None or lesson.val_return is not None:
         parts.append(f"train_return {percent(lesson.train_return)}, val_return {percent(lesson.val_return)}")
     if lesson.status != "ok" and lesson.message:

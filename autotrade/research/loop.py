@@ -3,6 +3,11 @@
 The proposer is the model at the endpoint (``--policy model``) or undirected random search (``--policy random``);
 both reply in text, so every proposal takes the same parse → vet → splice → evaluate path.
 
+A reply that fails to parse, fails vetting or raises on its first run (a status `repairable`) gets its exact
+error back in the same conversation, up to --repair more turns; only the last turn's outcome is the iteration's,
+and every turn is recorded (its reply in iter_<i>_repair_<k>.md). A repair turn cut off by a stop drops its
+iteration whole: resume redoes it from its first turn.
+
 One iteration: on a thread of its own, proposal → parse → evaluation (nothing written); then, on the
 main thread and in iteration order: reply and candidate written → results record → learnings.md and
 best_trade.py re-rendered from the committed records plus this one → state.json (the commit point) →
@@ -67,12 +72,14 @@ from autotrade.propose.prompts import (
     PromptFiles,
     build_prompt,
     describe_columns,
+    describe_failure,
     describe_outcome,
     describe_population,
     engine_rules,
+    messages,
     sample_rows,
 )
-from autotrade.propose.reply import ParsedReply, parse_reply
+from autotrade.propose.reply import ParsedReply, parse_reply, strip_reasoning
 from autotrade.propose.reply_format import with_reply_format
 from autotrade.research.attempt import Attempt, Turn
 from autotrade.research.config import RunSettings, public_model_config
@@ -135,9 +142,22 @@ class RunResult:
     already_finished: bool = False  # resume found nothing to do
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One model turn of an iteration in flight: the proposal, how its reply read, and the failure it answered."""
+
+    proposal: Proposal
+    reply: ParsedReply | ReplyError
+    prompt_chars: int  # the whole conversation sent
+    error_status: str | None = None  # a repair turn: the status of the failure sent back before it
+    error: str | None = None  # a repair turn: that failure as the model read it
+
+
 @dataclass(eq=False)
 class Flight:
-    """One iteration in flight: what it was asked from, and what its thread found (read once `done` is set)."""
+    """One iteration in flight: what it was asked from, and what its thread found (read once `done` is set).
+
+    Its outcome is its last exchange's: the reply, and the evaluation when that reply held code."""
 
     iteration: int
     parent: int | None  # None: the baseline, evaluated without a proposal
@@ -146,10 +166,9 @@ class Flight:
     started_at: str
     missed_phase: str | None = None  # a phase it entered while an older iteration was the one shown
     landed: bool = False  # the main thread has seen its thread finish
-    proposal: Proposal | None = None
-    reply: ParsedReply | ReplyError | None = None
+    exchanges: list[Exchange] = field(default_factory=list)  # the model turns, oldest first; none for the baseline
     evaluation: Evaluation | None = None
-    eval_s: float = 0.0
+    eval_s: float = 0.0  # over every turn's evaluation
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -294,6 +313,11 @@ class Research:
         self.pool: SandboxPool | None = None  # the fork server of this session, from drive()
 
     # -- helpers -------------------------------------------------------------------------------
+    @property
+    def repair_turns(self) -> int:
+        """Repair turns a failed reply gets (none for a policy that talks to no model: it cannot read an error)."""
+        return self.settings.repair if POLICIES.get(self.settings.policy).needs_endpoint else 0
+
     @property
     def population(self) -> Population:
         """The committed population."""
@@ -456,41 +480,75 @@ class Research:
         return flight
 
     def fly(self, flight: Flight, events: queue.SimpleQueue) -> None:
-        """Propose (unless the baseline), parse and evaluate one iteration, off the main thread.
+        """Propose (unless the baseline), parse and evaluate one iteration, off the main thread; a reply that fails
+        in a way its error can fix gets that error in the same conversation, up to --repair more turns.
 
         It writes no file and reports nothing itself: the main thread commits in iteration order, so an iteration
         abandoned at a stop leaves nothing behind. Any exception is kept for the main thread to raise."""
         try:
-            block: str | None = self.start_block
-            if flight.parent is not None:
-                events.put(("phase", (flight, POLICIES.get(self.settings.policy).phase)))
-                assert self.proposer is not None
-                request = ProposalRequest(
-                    flight.iteration, flight.parent, self.block_of(flight.parent), flight.prompt, flight.rng
-                )
-                flight.proposal = self.proposer.propose(request)
-                events.put(("reply", flight))
+            if flight.parent is None:
+                self.evaluate(flight, self.start_block, events)
+                return
+            assert self.proposer is not None
+            request = ProposalRequest(
+                flight.iteration, flight.parent, self.block_of(flight.parent), flight.prompt, flight.rng
+            )
+            failure: tuple[str, str] | None = None  # the status and error text the next turn answers
+            phase = POLICIES.get(self.settings.policy).phase
+            while not flight.cancelled.is_set():
+                events.put(("phase", (flight, phase)))
+                proposal = self.proposer.propose(request)
                 try:
-                    flight.reply = parse_reply(
-                        flight.proposal.text,
+                    reply: ParsedReply | ReplyError = parse_reply(
+                        proposal.text,
                         request.parent_block,
-                        flight.proposal.finish_reason,
+                        proposal.finish_reason,
                         reply_format=self.settings.reply_format,
-                        reasoning=flight.proposal.reasoning,
+                        reasoning=proposal.reasoning,
                     )
                 except ReplyError as exc:
-                    flight.reply = exc
-                block = flight.reply.block if isinstance(flight.reply, ParsedReply) else None
-            if block is not None and not flight.cancelled.is_set():
-                events.put(("phase", (flight, "evaluating")))
-                mark = time.monotonic()
-                flight.evaluation = evaluate_block(block, self.data, RESEARCH_WINDOWS, self.eval, self.pool)
-                flight.eval_s = time.monotonic() - mark
+                    reply = exc
+                sent = sum(len(m["content"]) for m in messages(request.prompt, request.repairs))
+                exchange = Exchange(proposal, reply, sent, *(failure or (None, None)))
+                flight.exchanges.append(exchange)
+                events.put(("reply", (flight.iteration, len(flight.exchanges) - 1, exchange)))
+                flight.evaluation = None
+                if isinstance(reply, ParsedReply):
+                    self.evaluate(flight, reply.block, events)
+                failure = self.repairable_failure(flight)
+                if failure is None or len(flight.exchanges) > self.repair_turns:
+                    return
+                phase = f"repairing ({failure[0]}, turn {len(flight.exchanges)} of {self.repair_turns})"
+                # The reply as the model said it, its reasoning left out: the next turn must not re-read it.
+                request = replace(request, repairs=(*request.repairs, (strip_reasoning(proposal.text), failure[1])))
         except BaseException as exc:  # noqa: BLE001 - raised again by the main thread when this iteration's turn comes
             flight.error = exc
         finally:
             flight.done.set()
             events.put(("done", flight))
+
+    def evaluate(self, flight: Flight, block: str, events: queue.SimpleQueue) -> None:
+        """Evaluate a flight's block (on its thread), unless the flight was abandoned meanwhile."""
+        if flight.cancelled.is_set():
+            return
+        events.put(("phase", (flight, "evaluating")))
+        mark = time.monotonic()
+        flight.evaluation = evaluate_block(block, self.data, RESEARCH_WINDOWS, self.eval, self.pool)
+        flight.eval_s += time.monotonic() - mark
+
+    @staticmethod
+    def repairable_failure(flight: Flight) -> tuple[str, str] | None:
+        """The status and error text of a flight's last turn when an error message might fix it; None otherwise."""
+        reply = flight.exchanges[-1].reply
+        if isinstance(reply, ReplyError):
+            status, text = Status(reply.status), describe_failure(reply.status, str(reply))
+        else:
+            evaluation = flight.evaluation
+            if evaluation is None:  # abandoned before it was evaluated
+                return None
+            status = evaluation.status
+            text = describe_failure(status, evaluation.message, evaluation.error_type, evaluation.traceback)
+        return (status.value, text) if status.repairable else None
 
     def land(self, flight: Flight, events: queue.SimpleQueue) -> Attempt:
         """Wait for the oldest iteration in flight, handling what the threads report meanwhile, then commit it.
@@ -505,7 +563,7 @@ class Research:
             except queue.Empty:
                 continue
             if kind == "reply":
-                self.journal_reply(payload)
+                self.journal_reply(*payload)
             elif kind == "wait":
                 self.endpoint_wait(payload)
             elif kind == "note":
@@ -522,12 +580,11 @@ class Research:
             raise flight.error
         return self.commit_flight(flight)
 
-    def turn_of(self, flight: Flight) -> Turn:
-        """The model call of a proposed iteration, as recorded; the reply file and its journal line are written."""
-        proposal = flight.proposal
-        assert proposal is not None
-        i = flight.iteration
-        self.run.write_text(self.run.iter_path(i, "response.md"), proposal.text)
+    def turn_of(self, i: int, k: int, exchange: Exchange) -> Turn:
+        """The k-th model call of iteration i (0: the first; then its repairs), as recorded; the reply file and its
+        journal line are written."""
+        proposal = exchange.proposal
+        self.run.write_text(self.run.iter_path(i, f"repair_{k}.md" if k else "response.md"), proposal.text)
         turn = Turn(
             model=proposal.model,
             finish_reason=proposal.finish_reason,
@@ -535,25 +592,27 @@ class Research:
             completion_tokens=proposal.completion_tokens,
             usage_estimated=proposal.usage_estimated,
             latency_s=round(proposal.latency_s, 3),
-            prompt_chars=len(flight.prompt),
+            prompt_chars=exchange.prompt_chars,
             reply_chars=len(proposal.text),
             reasoning_chars=len(proposal.reasoning),
             deadline_hits=proposal.deadline_hits,
             early_stop=proposal.early_stop,
             received_chars=proposal.received_chars if proposal.early_stop else 0,
+            error_status=exchange.error_status,
+            error=exchange.error,
         )
-        if isinstance(flight.reply, ParsedReply):
-            turn = replace(turn, reply_source=flight.reply.source, kept_from_parent=flight.reply.kept_from_parent)
+        if isinstance(exchange.reply, ParsedReply):
+            turn = replace(turn, reply_source=exchange.reply.source, kept_from_parent=exchange.reply.kept_from_parent)
         return turn
 
-    def journal_reply(self, flight: Flight) -> None:
-        """The journal's line for a reply as it arrives: the report counts what a reply cost even when its iteration
-        never commits (dropped at a stop, or cut off by a kill)."""
-        proposal = flight.proposal
-        assert proposal is not None
+    def journal_reply(self, i: int, k: int, exchange: Exchange) -> None:
+        """The journal's line for the k-th reply of iteration i as it arrives: the report counts what a reply cost
+        even when its iteration never commits (dropped at a stop, or cut off by a kill)."""
+        proposal = exchange.proposal
         self.run.journal(
             "model_reply",
-            iteration=flight.iteration,
+            iteration=i,
+            **({"repair": k, "error_status": exchange.error_status} if k else {}),
             finish_reason=proposal.finish_reason,
             prompt_tokens=proposal.prompt_tokens,
             completion_tokens=proposal.completion_tokens,
@@ -576,8 +635,8 @@ class Research:
     def commit_flight(self, flight: Flight) -> Attempt:
         """Commit the oldest iteration in flight, in iteration order: its files, record and the run's state."""
         i, parent = flight.iteration, flight.parent
-        reply = flight.reply
-        turns: tuple[Turn, ...] = () if flight.proposal is None else (self.turn_of(flight),)
+        reply = flight.exchanges[-1].reply if flight.exchanges else None
+        turns = tuple(self.turn_of(i, k, exchange) for k, exchange in enumerate(flight.exchanges))
         hypothesis = reply.learnings if isinstance(reply, ParsedReply) else ""
         block = reply.block if isinstance(reply, ParsedReply) else (self.start_block if parent is None else None)
         if isinstance(reply, ReplyError):
@@ -717,7 +776,7 @@ class Research:
             except queue.Empty:
                 return dropped
             if kind == "reply":
-                self.journal_reply(payload)
+                self.journal_reply(*payload)
 
     def drive(self, pool: SandboxPool) -> RunResult:
         """Iterate until a stop rule holds, Ctrl-C, or an endpoint error; always leave a resumable state.

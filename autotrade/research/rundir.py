@@ -2,7 +2,8 @@
 
 Files: `trade.py` (the latest candidate that vets), `iter_<i>_trade.py` (a block that vets) or
 `iter_<i>_rejected.txt` (one that does not: never a .py file), `iter_<i>_results.json`,
-`iter_<i>_response.md` (the raw reply), `best_trade.py`, `learnings.md`, `config.json` (what
+`iter_<i>_response.md` (the raw reply), `iter_<i>_repair_<k>.md` (the reply of its k-th repair turn),
+`best_trade.py`, `learnings.md`, `config.json` (what
 defines the run; never the API key), `state.json` and `journal.jsonl` (append-only events).
 
 Commit protocol: an iteration writes its own files first and `state.json` last, atomically.
@@ -41,7 +42,7 @@ from autotrade.shapes import Kinds, check_object, describe, expect, schema_of
 DEFAULT_ROOT = Path("train")
 STATE_VERSION = 1
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-ITER_FILE = re.compile(r"iter_(\d+)_(trade\.py|rejected\.txt|results\.json|response\.md)")
+ITER_FILE = re.compile(r"iter_(\d+)_(trade\.py|rejected\.txt|results\.json|response\.md|repair_\d+\.md)")
 
 # What decides an iteration's evaluation and score: kept in every results record (`evaluated_with`), so that
 # a hand edit of config.json is refused instead of mixing the rules within one run.
@@ -329,7 +330,7 @@ class RunDir:
         return self.path / "best_trade.py"
 
     def iter_path(self, iteration: int, kind: str) -> Path:
-        """`iter_<i>_<kind>` where kind is trade.py, rejected.txt, results.json or response.md."""
+        """`iter_<i>_<kind>` where kind is trade.py, rejected.txt, results.json, response.md or repair_<k>.md."""
         return self.path / f"iter_{iteration}_{kind}"
 
     # -- files ---------------------------------------------------------------------------------

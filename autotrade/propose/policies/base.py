@@ -25,8 +25,10 @@ class ProposalRequest:
     iteration: int
     parent: int
     parent_block: str  # the agent block the proposal should improve
-    prompt: str  # the rendered prompt (the model's whole input)
+    prompt: str  # the rendered prompt (the first user turn)
     rng: random.Random  # seeded by the run: a redone iteration draws the same
+    # The conversation's later turns (--repair): each earlier reply's content and the error it met, oldest first.
+    repairs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

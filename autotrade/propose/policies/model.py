@@ -40,11 +40,11 @@ class ModelProposer:
         self._closed = False
 
     def propose(self, request: ProposalRequest) -> Proposal:
-        """Send the prompt as one user turn; EndpointError propagates when no endpoint can answer."""
+        """Send the conversation (the prompt, then any repair turns); EndpointError when no endpoint can answer."""
         while True:
             index, client, others = self._take()
             try:
-                completion = client.complete(messages(request.prompt), fail_fast=others)
+                completion = client.complete(messages(request.prompt, request.repairs), fail_fast=others)
             except EndpointError as exc:
                 if not (others and exc.unreachable):
                     raise
