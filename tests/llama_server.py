@@ -19,6 +19,7 @@ model is loaded, and stops when its stdin closes, so a killed pytest never leave
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -36,7 +37,6 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR = Path("~/.cache/autotrade/models")  # where scripts/fetch_test_model.py puts it by default
 N_PARALLEL = 2
 N_CTX = 4096  # in all: llama.cpp splits it evenly into one context per slot (kv_unified off)
-N_CTX_PER_SLOT = N_CTX // N_PARALLEL
 # One thread, not one per core: on a 2-core machine shared with other work (CI, pytest itself, other jobs)
 # llama.cpp's threads wait for each other at every layer, and 2 threads measured 10x slower than 1 here
 # (3.8 against 40 tokens/s generating, 30 against 55-73 tokens/s reading the prompt).
@@ -91,11 +91,19 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
         pytest.skip(reason)
     gguf = find_gguf()
     assert gguf is not None
-    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with start_server(gguf, tmp_path_factory.mktemp("llama") / "server.log") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def start_server(gguf: Path, log: Path, n_parallel: int = N_PARALLEL, n_ctx: int = N_CTX) -> Iterator[LlamaServer]:
+    """The server in its child process, `n_ctx` tokens of context split over `n_parallel` slots; stopped on exit.
+
+    Its C++ log goes to `log`. The tests' fixture and benchmarks/bench_model.py both start it here."""
     started = time.monotonic()
     with log.open("wb") as sink:
         child = subprocess.Popen(
-            [sys.executable, __file__, str(gguf)],
+            [sys.executable, __file__, str(gguf), str(n_parallel), str(n_ctx)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=sink,
@@ -114,8 +122,8 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
             base_url=f"{root}/v1",
             root=root,
             model_id=models[0],
-            n_parallel=N_PARALLEL,
-            n_ctx_per_slot=N_CTX_PER_SLOT,
+            n_parallel=n_parallel,
+            n_ctx_per_slot=n_ctx // n_parallel,
             started_in_s=time.monotonic() - started,
             log=log,
         )
@@ -150,14 +158,14 @@ def stop(child: subprocess.Popen[str]) -> None:
         child.stdout.close()
 
 
-def serve(gguf: str) -> None:
+def serve(gguf: str, n_parallel: int, n_ctx: int) -> None:
     """The child: serve `gguf` on a free loopback port, print `listening on ROOT`, and stop when stdin closes."""
     import xllamacpp
 
     params = xllamacpp.CommonParams()
     params.model.path = gguf
-    params.n_parallel = N_PARALLEL
-    params.n_ctx = N_CTX
+    params.n_parallel = n_parallel
+    params.n_ctx = n_ctx
     params.cpuparams.n_threads = THREADS
     params.cpuparams_batch.n_threads = THREADS
     params.hostnames = ["127.0.0.1"]
@@ -169,4 +177,4 @@ def serve(gguf: str) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
