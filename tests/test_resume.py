@@ -292,6 +292,9 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As a terminal starts it: a suite run in the background (CI runs two at once) inherits SIGINT ignored,
+        # and Python keeps a signal ignored at start-up, so Ctrl-C would never arrive.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_for(script.holding.is_set, "the model call of iteration 2", process)

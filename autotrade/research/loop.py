@@ -641,7 +641,7 @@ class Research:
         block = reply.block if isinstance(reply, ParsedReply) else (self.start_block if parent is None else None)
         if isinstance(reply, ReplyError):
             evaluation = Evaluation(status=Status(reply.status), message=str(reply))
-            value, eval_s = None, 0.0
+            value, eval_s = None, round(flight.eval_s, 3)  # what evaluating its earlier turns took
         else:
             assert block is not None and flight.evaluation is not None
             self.write_attempt(i, block)
