@@ -29,7 +29,7 @@ from autotrade.research.config import RunSettings, model_settings  # noqa: E402
 from autotrade.research.loop import start_run  # noqa: E402
 
 LATENCY_S = 2.0  # the loopback latency for --parallel
-PROPOSALS = 16  # model iterations per run, after the baseline
+PROPOSALS = 24  # model iterations per run, after the baseline: three rounds of --parallel 8
 # The version before this changes, for the harness-overhead comparison (override with AUTOTRADE_BENCH_REF).
 REFERENCE = os.environ.get("AUTOTRADE_BENCH_REF", "05c753a")
 
