@@ -124,25 +124,21 @@ def test_eval_settings_refuse_limits_the_worker_cannot_apply(field: str, value: 
 
 
 def test_a_research_plan_gives_no_test_bar_and_its_windows_tile_the_bars(data: PreparedData) -> None:
-    bars = EvalPlan.single(data, RESEARCH_WINDOWS).bars()
+    (bars,) = EvalPlan.of(data, RESEARCH_WINDOWS).bars()
     pd.testing.assert_frame_equal(bars.frame, data.research_frame())
-    assert list(bars.windows) == [Window.TRAIN, Window.VAL]
-    assert bars.windows[Window.TRAIN] == slice(0, bars.val_position)
-    assert bars.windows[Window.VAL] == slice(bars.val_position, len(bars.frame))
+    windows = bars.parts[""]  # one asset, no folds: one part
+    assert list(windows) == [Window.TRAIN, Window.VAL]
+    assert windows[Window.TRAIN] == slice(0, bars.val_position)
+    assert windows[Window.VAL] == slice(bars.val_position, len(bars.frame))
     assert bars.frame.index[bars.val_position] == data.window("val").index[0]
 
 
 def test_a_plan_with_a_held_out_window_gets_every_bar_and_each_window_its_own_rows(data: PreparedData) -> None:
-    bars = EvalPlan.single(data, ["test", "train"]).bars()
+    (bars,) = EvalPlan.of(data, ["test", "train"]).bars()
     pd.testing.assert_frame_equal(bars.frame, data.frame)
-    assert list(bars.windows) == [Window.TEST, Window.TRAIN]  # the caller's order, as the metrics are keyed
-    for window, rows in bars.windows.items():
+    assert list(bars.parts[""]) == [Window.TEST, Window.TRAIN]  # the caller's order, as the metrics are keyed
+    for window, rows in bars.parts[""].items():
         pd.testing.assert_frame_equal(bars.frame.iloc[rows], data.window(window))
-
-
-def test_a_plan_holds_exactly_one_asset_for_now(data: PreparedData) -> None:
-    with pytest.raises(ValueError, match="exactly one asset"):
-        EvalPlan((data, data), RESEARCH_WINDOWS)
 
 
 def test_an_unknown_window_is_a_config_error_before_the_candidate_runs(

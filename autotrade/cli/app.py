@@ -69,7 +69,10 @@ def prepare(
     ticker: Annotated[
         str | None,
         typer.Option(
-            help="Ticker to download (default SPY); with --offline a bundled set: sp500, nasdaq, goog, eurusd, btcusd."
+            help=(
+                "Ticker to download (default SPY), or several separated by commas; with --offline bundled sets: "
+                "sp500, nasdaq, goog, eurusd, btcusd."
+            )
         ),
     ] = None,
     start: Annotated[
@@ -85,8 +88,18 @@ def prepare(
         typer.Option("--no-fallback", help="Fail instead of falling back to bundled data when the download fails."),
     ] = False,
     data_dir: DataDirOpt = Path("data"),
+    holdout_asset: Annotated[
+        str | None,
+        typer.Option(
+            "--holdout-asset",
+            help="With several tickers: keep this asset out of research entirely; only `autotrade report` shows it.",
+        ),
+    ] = None,
 ) -> None:
-    """Get daily OHLCV data and split it into train / validation / test."""
+    """Get daily OHLCV data and split it into train / validation / test.
+
+    Several comma-separated tickers (--ticker sp500,nasdaq) prepare one set: every candidate is evaluated on each.
+    """
     from autotrade.data.prepared import prepare_data
 
     prepared = prepare_data(
@@ -100,13 +113,16 @@ def prepare(
         no_fallback=no_fallback,
         data_dir=data_dir,
         notify=lambda line: err_console.print(Text(line, style="yellow"), soft_wrap=True),
+        holdout_asset=holdout_asset,
     )
-    meta = prepared.meta
-    table = Table(title=meta["description"])
-    for column in ("window", "first", "last", "bars"):
+    assets = [*prepared.assets, *([prepared.held_out] if prepared.held_out is not None else [])]
+    table = Table(title=prepared.meta["description"])
+    for column in ("asset", "window", "first", "last", "bars")[0 if len(assets) > 1 else 1 :]:
         table.add_column(column, justify="right" if column == "bars" else "left")
-    for name, window in meta["windows"].items():
-        table.add_row(name, window["first_date"], window["last_date"], str(window["rows"]))
+    for asset in assets:
+        label = [f"{asset.name} (held out)" if asset is prepared.held_out else asset.name] if len(assets) > 1 else []
+        for name, window in asset.meta["windows"].items():
+            table.add_row(*label, name, window["first_date"], window["last_date"], str(window["rows"]))
     console.print(table)
     console.print(f"data written to {data_dir}/ (the test window is held out until `autotrade report`)")
 

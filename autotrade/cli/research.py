@@ -42,6 +42,7 @@ from autotrade.cli.options import (
     ReplyFormatChoice,
     ReplyFormatOpt,
 )
+from autotrade.data.windows import MAX_FOLDS
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, format_score, has_own_column
 from autotrade.fmt import hms, pct
 from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
@@ -524,6 +525,30 @@ def run(
         str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)
     ] = None,
     reply_format: ReplyFormatOpt = ReplyFormatChoice.TEXT,
+    folds: Annotated[
+        int,
+        typer.Option(
+            "--folds",
+            min=1,
+            max=MAX_FOLDS,
+            help=(
+                "Walk-forward: cut the research period (train + validation) into K consecutive folds, each a train "
+                "span and a validation span, and score the worst (or mean, --across) fold; 1: the prepared split. "
+                "The held-out test window is never folded."
+            ),
+        ),
+    ] = 1,
+    window_mode: Annotated[
+        str,
+        typer.Option("--window-mode", help="Each fold's train span: expanding (every earlier bar) or rolling."),
+    ] = "expanding",
+    across: Annotated[
+        str,
+        typer.Option(
+            "--across",
+            help="How assets (prepare --ticker a,b) and folds aggregate into the objective: worst or mean.",
+        ),
+    ] = "worst",
 ) -> None:
     """Let the model (or --policy random) rewrite the strategy, evaluating every attempt.
 
@@ -557,6 +582,9 @@ def run(
         parallel=parallel,
         reply_format=reply_format.value,
         repair=repair,
+        folds=folds,
+        window_mode=window_mode,
+        across=across,
     )
     if not chosen.needs_endpoint:
         given = [

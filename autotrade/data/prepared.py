@@ -2,7 +2,9 @@
 
 `prepare_data` picks a source (`sources`), chooses the split dates (`splits`) and writes `<name>.csv`,
 `train.csv`, `val.csv`, `test.csv` and then `meta.json`, the commit point `load_prepared` trusts.
-`Anonymization` is the view of prepared data that `run --anonymize` shows the model.
+Several tickers (`--ticker sp500,nasdaq`) make one prepared set: each asset is a complete prepared folder
+`assets/<name>/` sharing the split dates, and the set's `meta.json` lists them (one of them may be held out
+of research entirely). `Anonymization` is the view of prepared data that `run --anonymize` shows the model.
 """
 
 from __future__ import annotations
@@ -30,11 +32,27 @@ FALLBACK_DATASET = "sp500"  # what a failed download falls back to, unless --no-
 
 @dataclass(frozen=True, eq=False)  # eq=False: DataFrames have no boolean equality
 class PreparedData:
-    """A validated OHLCV frame, its split dates and the `meta.json` record describing it."""
+    """A validated OHLCV frame, its split dates and the `meta.json` record describing it.
+
+    A multi-asset set is the first research asset's frame with the set's meta, plus `members` (every research
+    asset, that first one included) and `held_out` (the asset research never sees; the report reveals it).
+    """
 
     frame: pd.DataFrame
     splits: Splits
     meta: dict[str, Any]
+    members: tuple[PreparedData, ...] = ()
+    held_out: PreparedData | None = None
+
+    @property
+    def name(self) -> str:
+        """The asset's (or set's) name: the dataset stem `prepare` wrote."""
+        return str(self.meta.get("dataset") or self.meta.get("ticker") or "data")
+
+    @property
+    def assets(self) -> tuple[PreparedData, ...]:
+        """The research assets: the members of a set, else this one."""
+        return self.members or (self,)
 
     def window(self, name: Window | str) -> pd.DataFrame:
         """The rows of window `name` (train, val, test or full); ConfigError for any other name."""
@@ -75,7 +93,16 @@ class Anonymization:
         return pd.Timedelta(weeks=self.weeks)
 
     def apply(self, data: PreparedData) -> PreparedData:
-        """The data as the model and its candidates see it; meta keeps only the sha256 (no ticker, no source)."""
+        """The data as the model and its candidates see it; meta keeps only the sha256 (no ticker, no source).
+
+        The assets of a set are renamed asset1, asset2, … in their order: their names would tell the instrument.
+        """
+        if data.members:
+            seen = [self.apply(member) for member in data.members]
+            members = tuple(replace(m, meta={**m.meta, "dataset": f"asset{i}"}) for i, m in enumerate(seen, start=1))
+            held = data.held_out and replace(self.apply(data.held_out), meta={"dataset": "held-out asset"})
+            meta = {"sha256": data.meta.get("sha256"), "anonymized": True, "assets": [m.name for m in members]}
+            return replace(members[0], meta=meta, members=members, held_out=held)
         frame = data.frame.copy()
         frame.index = frame.index + self.shift
         for column in frame.columns:
@@ -100,6 +127,7 @@ def prepare_data(
     no_fallback: bool = False,
     data_dir: Path | str = Path("data"),
     notify: Notify = ignore,
+    holdout_asset: str | None = None,
 ) -> PreparedData:
     """Get, validate and split the data, and write `<name>.csv`, train/val/test.csv and meta.json to `data_dir`.
 
@@ -108,6 +136,9 @@ def prepare_data(
     or bundled sample is used whole. A failed download falls back to the bundled S&P 500, saying so through
     `notify`, unless `no_fallback`.
     Writes are atomic, and a rerun with the same result rewrites nothing.
+
+    Several comma-separated tickers make a set (`_prepare_set`); `holdout_asset` names one of them to keep
+    out of research entirely.
     """
     ticker = ticker or "SPY"
     start_at = _date_flag("--start", start) or pd.Timestamp(DEFAULT_START)  # None only from a caller's start=None
@@ -118,6 +149,15 @@ def prepare_data(
     def tell(message: str) -> None:
         notes.append(message)
         notify(message)
+
+    tickers = [part.strip() for part in ticker.split(",") if part.strip()]
+    if csv is None and len(tickers) > 1:
+        sources: list[Source] = [
+            BundledSource(name) if offline else YahooSource(name, start_at, end_at) for name in tickers
+        ]
+        return _prepare_set(tickers, sources, val_at, test_at, holdout_asset, Path(data_dir), tell, notes)
+    if holdout_asset is not None:
+        raise ConfigError("--holdout-asset needs several assets: give --ticker a comma-separated list")
 
     source: Source
     if csv is not None:
@@ -139,6 +179,91 @@ def prepare_data(
     splits = _choose_splits(loaded, val_at, test_at, tell)
     check_splits(loaded.frame, splits, loaded.name)
     return _publish(Path(data_dir), loaded, splits, notes)
+
+
+def _prepare_set(
+    tickers: list[str],
+    sources: list[Source],
+    val_at: pd.Timestamp | None,
+    test_at: pd.Timestamp | None,
+    holdout_asset: str | None,
+    data_dir: Path,
+    tell: Notify,
+    notes: list[str],
+) -> PreparedData:
+    """Several assets as one set: one frequency, shared split dates, each published under `assets/<name>/`.
+
+    No download falls back to the bundled sample here: a stand-in asset would silently count twice.
+    """
+    loaded: list[SourceFrame] = []
+    for name, source in zip(tickers, sources, strict=True):
+        try:
+            loaded.append(source.load(tell))
+        except DataError as exc:
+            raise DataError(f"could not get {name}: {exc}") from None
+    names = [item.name for item in loaded]
+    if len(set(names)) < len(names):
+        raise DataError(f"--ticker names the same data twice ({', '.join(tickers)} are {', '.join(names)})")
+    frequencies = {item.name: bar_frequency(item.frame.index) for item in loaded}
+    if len(set(frequencies.values())) > 1:
+        listed = ", ".join(f"{name} is {kind}" for name, kind in frequencies.items())
+        raise DataError(f"the assets' bar frequencies differ ({listed}): prepare assets of one frequency together")
+    held = None
+    if holdout_asset is not None:
+        wanted = holdout_asset.strip().lower()
+        matches = [
+            item.name
+            for item, given in zip(loaded, tickers, strict=True)
+            if wanted in (item.name.lower(), given.lower(), (item.ticker or "").lower())
+        ]
+        if not matches:
+            raise ConfigError(f"--holdout-asset {holdout_asset!r} is none of the assets: {', '.join(names)}")
+        held = matches[0]
+    research = [name for name in names if name != held]
+    if not research:
+        raise ConfigError("--holdout-asset leaves no asset to research on")
+    first = loaded[names.index(research[0])]
+    splits = _choose_splits(first, val_at, test_at, tell)
+    for item in loaded:
+        check_splits(item.frame, splits, item.name)
+    published = {item.name: _publish(data_dir / "assets" / item.name, item, splits, notes) for item in loaded}
+    meta: dict[str, Any] = {
+        "source": "set",
+        "ticker": None,
+        "dataset": "+".join(research),
+        "description": f"{len(names)} assets, {frequencies[names[0]]}: "
+        + ", ".join(f"{name} (held out)" if name == held else name for name in names),
+        "assets": research,
+        "held_out_asset": held,
+        "frequency": frequencies[names[0]],
+        "splits": splits.to_dict(),
+        "asset_sha256": {name: published[name].meta["sha256"] for name in names},
+        "notes": notes,
+    }
+    meta["sha256"] = hashlib.sha256(json.dumps(meta["asset_sha256"], sort_keys=True).encode()).hexdigest()
+    previous = _read_meta(data_dir / "meta.json")
+    if previous is not None and {k: v for k, v in previous.items() if k != "created_at"} == meta:
+        meta = previous
+    else:
+        meta["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            atomic_write_json(data_dir / "meta.json", meta)
+        except StorageError as exc:
+            raise DataError(f"cannot write the prepared data to {data_dir}: {exc}") from None
+    members = tuple(published[name] for name in research)
+    return PreparedData(members[0].frame, splits, meta, members, published[held] if held else None)
+
+
+def bar_frequency(index: pd.DatetimeIndex) -> str:
+    """The bars' frequency class from their median spacing: intraday, daily, weekly or monthly."""
+    if len(index) < 2:
+        return "daily"
+    spacing = pd.Series(index).diff().median()
+    if spacing < pd.Timedelta(hours=20):
+        return "intraday"
+    if spacing < pd.Timedelta(days=4):
+        return "daily"
+    return "weekly" if spacing < pd.Timedelta(days=20) else "monthly"
 
 
 def _choose_splits(
@@ -224,6 +349,8 @@ def load_prepared(data_dir: Path | str) -> PreparedData:
     if not meta_path.is_file():
         raise DataError(f"no prepared data in {data_dir}: run `autotrade prepare` first")
     meta = _read_meta(meta_path)
+    if meta is not None and "assets" in meta:
+        return _load_set(data_dir, meta)
     try:
         file = meta["file"] if meta is not None else None
         if not isinstance(file, str) or Path(file).name != file:
@@ -250,6 +377,27 @@ def load_prepared(data_dir: Path | str) -> PreparedData:
     if frame is None:  # not in the canonical form prepare writes (e.g. hand-edited): the validating parser
         frame = parse_ohlcv_csv(payload, str(csv_path))
     return PreparedData(frame, splits, meta)
+
+
+def _load_set(data_dir: Path, meta: dict[str, Any]) -> PreparedData:
+    """A prepared set: each asset's folder, checked against the sha256 the set recorded for it."""
+    try:
+        research = [str(name) for name in meta["assets"]]
+        held = meta.get("held_out_asset")
+        recorded = {str(k): str(v) for k, v in meta["asset_sha256"].items()}
+        splits = Splits(pd.Timestamp(meta["splits"]["val_start"]), pd.Timestamp(meta["splits"]["test_start"]))
+        if not research or any(Path(name).name != name for name in [*research, *([held] if held else [])]):
+            raise ValueError("no valid 'assets' entry")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{data_dir / 'meta.json'} is damaged ({exc}): rerun `autotrade prepare`") from None
+    loaded = {}
+    for name in [*research, *([str(held)] if held else [])]:
+        asset = load_prepared(data_dir / "assets" / name)
+        if asset.meta.get("sha256") != recorded.get(name) or asset.splits != splits:
+            raise DataError(f"{data_dir / 'assets' / name} changed since `autotrade prepare`: rerun it")
+        loaded[name] = asset
+    members = tuple(loaded[name] for name in research)
+    return PreparedData(members[0].frame, splits, meta, members, loaded[str(held)] if held else None)
 
 
 # --- small helpers ---------------------------------------------------------------------------------------

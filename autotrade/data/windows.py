@@ -30,3 +30,6 @@ class Window(StrEnum):
 SPLIT_WINDOWS = (Window.TRAIN, Window.VAL, Window.TEST)  # disjoint, in date order, together the full history
 RESEARCH_WINDOWS = (Window.TRAIN, Window.VAL)  # what research scores on; never the held-out test window
 HELD_OUT_WINDOWS = (Window.TEST, Window.FULL)  # the windows holding test bars: each look spends some honesty
+# Walk-forward train spans (data.plan.Folds): every bar before the fold, or a fixed number of bars before it.
+WINDOW_MODES = ("expanding", "rolling")
+MAX_FOLDS = 20

@@ -20,12 +20,13 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from autotrade.data.plan import EvalPlan
+from autotrade.data.plan import EvalPlan, Folds
 from autotrade.data.prepared import PreparedData, load_prepared
 from autotrade.data.windows import RESEARCH_WINDOWS, Window
 from autotrade.engine.backtest import BacktestSettings, WindowResult, run_window
 from autotrade.engine.metrics import periods_per_year
 from autotrade.errors import AutotradeError, CandidateError, ConfigError, SandboxError, UnsafeCodeError
+from autotrade.evaluation.across import ACROSS, DEFAULT_ACROSS, aggregate_windows
 from autotrade.evaluation.lookahead import (
     check_lookahead,
     cut_plan,
@@ -54,6 +55,8 @@ class EvalSettings:
     gate_secret: int | None = None
     # Seconds the gate may spend before deferring random cuts (finish_gate); None: a third of timeout_s.
     gate_budget_s: float | None = None
+    folds: Folds | None = None  # walk-forward over the research period (--folds, --window-mode); None: the split
+    across: str = DEFAULT_ACROSS  # how parts (assets × folds) aggregate (--across)
 
     def __post_init__(self) -> None:
         # The worker turns these into kernel limits: an infinite or NaN time cannot be one.
@@ -63,11 +66,17 @@ class EvalSettings:
             )
         if not self.memory_mb > 0:
             raise ConfigError(f"memory_mb must be a positive number of MiB, got {self.memory_mb!r}")
+        if self.across not in ACROSS:
+            raise ConfigError(f"--across must be one of {', '.join(ACROSS)}, got {self.across!r}")
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The record of one evaluation: a status, and metrics per window when it ran."""
+    """The record of one evaluation: a status, and metrics per window when it ran.
+
+    An evaluation of several parts (assets × folds, `data.plan`) keeps each part's metrics in `parts` and its
+    curves in `part_curves`; `windows` then holds every metric aggregated `across` them (the headline).
+    """
 
     status: Status
     message: str = ""
@@ -79,13 +88,31 @@ class Evaluation:
     warnings: tuple[str, ...] = ()  # mistakes the sandbox forgave, e.g. a generate_features without `return df`
     suspicious: tuple[str, ...] = ()  # why the result is implausible for its data (a warning, never a gate)
     deferred_cuts: tuple[int, ...] = ()  # look-ahead cuts still to check (finish_gate) before the result is trusted
+    deferred_other: tuple[tuple[int, ...], ...] = ()  # the same for the second, third, … asset of a set
     output: str = ""  # what the candidate printed, truncated by the sandbox
     timings: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    part_curves: dict[str, dict[str, WindowResult]] = field(default_factory=dict, repr=False, compare=False)
+    across: str = DEFAULT_ACROSS
 
     @property
     def ok(self) -> bool:
         """True when the candidate passed every gate."""
         return self.status is Status.OK
+
+    @property
+    def pending_cuts(self) -> int:
+        """How many look-ahead cuts are still to check on any asset."""
+        return len(self.deferred_cuts) + sum(len(cuts) for cuts in self.deferred_other)
+
+    def part_views(self) -> list[tuple[str, Evaluation]]:
+        """Each part as an evaluation of its own (label, view); a single-part evaluation is its own only part."""
+        if not self.parts:
+            return [("", self)]
+        return [
+            (label, replace(self, windows=windows, curves=self.part_curves.get(label, {}), parts={}, part_curves={}))
+            for label, windows in self.parts.items()
+        ]
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-safe dict (non-finite numbers become null); equity curves are left out."""
@@ -98,10 +125,10 @@ class Evaluation:
             "columns": list(self.columns),
             "warnings": list(self.warnings),
             "suspicious": list(self.suspicious),
-            "deferred_cuts": len(self.deferred_cuts),
+            "deferred_cuts": self.pending_cuts,
             "output": self.output,
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
-        }
+        } | ({"parts": json_safe(self.parts), "across": self.across} if self.parts else {})
 
 
 def _failure(
@@ -163,15 +190,19 @@ def finish_gate(
     pool: SandboxPool | None = None,
 ) -> Evaluation:
     """Check the cuts a loop-heavy candidate's evaluation (of `windows`) deferred; the evaluation, or its failure."""
-    if not evaluation.deferred_cuts:
+    if not evaluation.pending_cuts:
         return evaluation
-    bars = EvalPlan.single(data, windows).bars()
+    bars = EvalPlan.of(data, windows, settings.folds).bars()
     limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
-    try:
-        run_gated(block, bars.frame, bars.val_position, 0, limits, cuts=evaluation.deferred_cuts, pool=pool)
-    except CandidateError as exc:
-        return _failure(exc.status, str(exc), dict(evaluation.timings), exc.error_type, exc.traceback)
-    return replace(evaluation, deferred_cuts=())
+    for asset, cuts in zip(bars, (evaluation.deferred_cuts, *evaluation.deferred_other), strict=False):
+        if not cuts:
+            continue
+        try:
+            run_gated(block, asset.frame, asset.val_position, 0, limits, cuts=cuts, pool=pool)
+        except CandidateError as exc:
+            message = f"on {asset.name}: {exc}" if len(bars) > 1 else str(exc)
+            return _failure(exc.status, message, dict(evaluation.timings), exc.error_type, exc.traceback)
+    return replace(evaluation, deferred_cuts=(), deferred_other=())
 
 
 def evaluate_block(
@@ -187,11 +218,12 @@ def evaluate_block(
     held-out bars (EvalPlan.bars), so nothing the candidate prints or raises during research can reveal
     the test window. ConfigError for a window name that is not a Window, before any candidate code runs.
     `pool` runs the sandboxed children; a caller evaluating more than once passes its own (None starts
-    and stops a server for this one evaluation).
+    and stops a server for this one evaluation). A set of assets runs the candidate once per asset; folds
+    (settings.folds) score each asset's one run on every fold's spans.
     """
     settings = settings or EvalSettings()
-    bars = EvalPlan.single(data, windows).bars()
-    frame = bars.frame
+    assets = EvalPlan.of(data, windows, settings.folds).bars()
+    several = len(assets) > 1
     timings: dict[str, float] = {}
     started = time.perf_counter()
     try:
@@ -204,63 +236,85 @@ def evaluate_block(
 
     secret = settings.gate_secret if settings.gate_secret is not None else secrets.randbits(64)
     limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
-    mark = time.perf_counter()
-    try:
-        output, deferred = run_gated(
-            vetted.source,
-            frame,
-            bars.val_position,
-            seed_for(vetted.source, secret),
-            limits,
-            settings.lookahead,
-            budget_s=settings.gate_budget_s,
-            pool=pool,
-        )
-        timings["run_s"] = output.timings["run_s"]
-        timings["lookahead_s"] = time.perf_counter() - mark - output.timings["run_s"]
-        timings["gate_cuts"] = float(len(output.steps))
-    except CandidateError as exc:
-        timings["total_s"] = time.perf_counter() - started
-        return _failure(exc.status, str(exc), timings, exc.error_type, exc.traceback)
-    except SandboxError:
-        raise  # the machine's problem: no candidate code ran, so it is no candidate's outcome
-    except Exception as exc:  # noqa: BLE001 - whatever a candidate provokes is its outcome, never the end of a run
-        timings["total_s"] = time.perf_counter() - started
-        return _failure(
-            "runtime_error",
-            f"the harness could not evaluate this candidate ({type(exc).__name__}: {exc})",
-            timings,
-            "HarnessError",
-            traceback.format_exc(limit=-8),
-        )
+    outputs: list[tuple[CandidateOutput, tuple[int, ...]]] = []
+    for number, asset in enumerate(assets):
+        mark = time.perf_counter()
+        try:
+            output, deferred = run_gated(
+                vetted.source,
+                asset.frame,
+                asset.val_position,
+                # One seed per asset: the cuts a candidate could learn on one asset say nothing of the next.
+                seed_for(vetted.source, secret) + number,
+                limits,
+                settings.lookahead,
+                budget_s=settings.gate_budget_s,
+                pool=pool,
+            )
+            timings["run_s"] = timings.get("run_s", 0.0) + output.timings["run_s"]
+            spent = time.perf_counter() - mark - output.timings["run_s"]
+            timings["lookahead_s"] = timings.get("lookahead_s", 0.0) + spent
+            timings["gate_cuts"] = timings.get("gate_cuts", 0.0) + float(len(output.steps))
+        except CandidateError as exc:
+            timings["total_s"] = time.perf_counter() - started
+            message = f"on {asset.name}: {exc}" if several else str(exc)
+            return _failure(exc.status, message, timings, exc.error_type, exc.traceback)
+        except SandboxError:
+            raise  # the machine's problem: no candidate code ran, so it is no candidate's outcome
+        except Exception as exc:  # noqa: BLE001 - whatever a candidate provokes is its outcome, never the end of a run
+            timings["total_s"] = time.perf_counter() - started
+            return _failure(
+                "runtime_error",
+                f"the harness could not evaluate this candidate ({type(exc).__name__}: {exc})",
+                timings,
+                "HarnessError",
+                traceback.format_exc(limit=-8),
+            )
+        outputs.append((output, deferred))
 
     mark = time.perf_counter()
-    curves: dict[Window, WindowResult] = {}
-    for name, rows in bars.windows.items():
-        if rows.stop <= rows.start:
-            raise AutotradeError(f"window '{name}' has no bars in the prepared data")
-        curves[name] = run_window(frame.iloc[rows], output.signals[rows], settings.backtest)
+    part_curves: dict[str, dict[str, WindowResult]] = {}
+    found: list[str] = []
+    for asset, (output, _) in zip(assets, outputs, strict=True):
+        for label, spans in asset.parts.items():
+            part_curves[label] = {}
+            for name, rows in spans.items():
+                if rows.stop <= rows.start:
+                    raise AutotradeError(f"window '{name}' has no bars in the prepared data")
+                part_curves[label][name] = run_window(asset.frame.iloc[rows], output.signals[rows], settings.backtest)
+            prefix = f"{label}: " if label else ""
+            found += [prefix + why for why in sharpe_suspicions(asset.frame, part_curves[label])]
+        found += [(f"{asset.name}: " if several else "") + why for why in hit_suspicions(asset.frame, output.signals)]
     timings["backtest_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
 
-    metrics = {name: result.metrics for name, result in curves.items()}
+    parts = {label: {name: r.metrics for name, r in curves.items()} for label, curves in part_curves.items()}
+    single = len(parts) == 1
+    metrics = next(iter(parts.values())) if single else aggregate_windows(parts, settings.across)
     status, message = Status.OK, ""
-    if any(not np.isfinite(result.equity.to_numpy()).all() for result in curves.values()):
+    if any(not np.isfinite(r.equity.to_numpy()).all() for curves in part_curves.values() for r in curves.values()):
         status, message = Status.NAN_EQUITY, "the equity curve holds NaN or infinite values"
     elif Window.VAL in metrics and metrics[Window.VAL]["num_trades"] == 0:
         status = Status.NO_TRADES
-        message = "the strategy never trades in the validation window (a do-nothing strategy scores nothing)"
+        idle = [label for label, part in parts.items() if part.get(Window.VAL, {}).get("num_trades") == 0]
+        where = "" if single else f" of {', '.join(idle)}"
+        message = f"the strategy never trades in the validation window{where} (a do-nothing strategy scores nothing)"
+    first, _ = outputs[0]
     return Evaluation(
         status=status,
         message=message,
         windows=metrics,
-        curves=curves,
-        columns=tuple(output.columns),
-        warnings=tuple(output.warnings),
-        suspicious=suspicions(frame, output.signals, metrics),
-        deferred_cuts=deferred,
-        output=output.output,
+        curves=next(iter(part_curves.values())) if single else {},
+        columns=tuple(first.columns),
+        warnings=tuple(dict.fromkeys(w for output, _ in outputs for w in output.warnings)),
+        suspicious=tuple(dict.fromkeys(found)),
+        deferred_cuts=outputs[0][1],
+        deferred_other=tuple(deferred for _, deferred in outputs[1:]),
+        output=first.output,
         timings=timings,
+        parts={} if single else parts,
+        part_curves={} if single else part_curves,
+        across=settings.across,
     )
 
 
@@ -275,25 +329,40 @@ def suspicions(frame: Any, signals: np.ndarray, metrics: dict[str, dict[str, flo
     Checked: a validation Sharpe above SUSPICIOUS_SHARPE, and position changes whose next bar moved their
     way (up after a buy, down after a sell) far more often than a coin flip would.
     """
-    found = []
     sharpe = (metrics.get(Window.VAL) or {}).get("sharpe")
+    return (*_sharpe_suspicion(frame, sharpe), *hit_suspicions(frame, signals))
+
+
+def sharpe_suspicions(frame: Any, curves: dict[str, WindowResult]) -> tuple[str, ...]:
+    """The Sharpe check of `suspicions` on one part's curves."""
+    val = curves.get(Window.VAL)
+    return _sharpe_suspicion(frame, val.metrics.get("sharpe") if val is not None else None)
+
+
+def _sharpe_suspicion(frame: Any, sharpe: float | None) -> tuple[str, ...]:
     daily = periods_per_year(frame.index) <= 366
     if daily and sharpe is not None and math.isfinite(sharpe) and sharpe > SUSPICIOUS_SHARPE:
-        found.append(f"validation Sharpe {sharpe:.1f} is implausible for daily data")
+        return (f"validation Sharpe {sharpe:.1f} is implausible for daily data",)
+    return ()
+
+
+def hit_suspicions(frame: Any, signals: np.ndarray) -> tuple[str, ...]:
+    """The next-bar hit check of `suspicions` on one asset's signals."""
     changes = position_changes(signals)
     changes = changes[changes < len(frame) - 1]
-    if len(changes) >= MIN_DECISIONS:
-        close = frame["Close"].to_numpy(dtype=float)
-        moved_up = close[changes + 1] > close[changes]
-        bought = signals[changes] == 1.0
-        hits = int((moved_up == bought).sum())
-        z = (hits - len(changes) / 2) / math.sqrt(len(changes) / 4)
-        if z > SUSPICIOUS_HITS:
-            found.append(
-                f"{hits} of {len(changes)} position changes ({hits / len(changes):.0%}) were followed by a "
-                "next bar moving their way, far above chance: check for look-ahead"
-            )
-    return tuple(found)
+    if len(changes) < MIN_DECISIONS:
+        return ()
+    close = frame["Close"].to_numpy(dtype=float)
+    moved_up = close[changes + 1] > close[changes]
+    bought = signals[changes] == 1.0
+    hits = int((moved_up == bought).sum())
+    z = (hits - len(changes) / 2) / math.sqrt(len(changes) / 4)
+    if z <= SUSPICIOUS_HITS:
+        return ()
+    return (
+        f"{hits} of {len(changes)} position changes ({hits / len(changes):.0%}) were followed by a "
+        "next bar moving their way, far above chance: check for look-ahead",
+    )
 
 
 def check_sandbox(pool: SandboxPool) -> float:

@@ -20,8 +20,10 @@ from autotrade.candidate import extract_block, has_delimiters
 from autotrade.data.prepared import PreparedData
 from autotrade.data.windows import RESEARCH_WINDOWS
 from autotrade.engine.metrics import periods_per_year
+from autotrade.evaluation.across import aggregate_totals
 from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block, finish_gate
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, OBJECTIVES
+from autotrade.evaluation.objectives.base import Measure, Objective
 from autotrade.evaluation.objectives.rubric import rubric_score
 from autotrade.sandbox.pool import SandboxPool
 
@@ -56,7 +58,7 @@ def score_evaluation(
     """Score an evaluation of train and validation under a registered objective; ``periods`` = bars per year."""
     chosen = OBJECTIVES.get(objective)
     gates = dict(rubric_score(evaluation.windows.get("val", {}), str(evaluation.status)).gates)
-    measure = chosen.measure(evaluation, robust_k=robust_k, periods=periods)
+    measure = measure_parts(chosen, evaluation, robust_k=robust_k, periods=periods)
     total = measure.total
     if not all(gates.values()) or not evaluation.ok or not math.isfinite(total):
         total = chosen.gated
@@ -69,6 +71,19 @@ def score_evaluation(
         windows={name: dict(metrics) for name, metrics in evaluation.windows.items()},
         objective=objective,
     )
+
+
+def measure_parts(chosen: Objective, evaluation: Evaluation, *, robust_k: int, periods: float) -> Measure:
+    """The objective of an evaluation; of several parts, each part's total aggregated as `evaluation.across` says.
+
+    The components of a multi-part measure are the part totals, by label, so a prompt or table can show which
+    asset or fold set the worst case.
+    """
+    views = evaluation.part_views()
+    if len(views) == 1:
+        return chosen.measure(evaluation, robust_k=robust_k, periods=periods)
+    totals = {label: chosen.measure(view, robust_k=robust_k, periods=periods).total for label, view in views}
+    return Measure(totals, aggregate_totals(list(totals.values()), evaluation.across))
 
 
 def score_code(

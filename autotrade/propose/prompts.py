@@ -49,6 +49,8 @@ class Shown(Protocol):
     @property
     def windows(self) -> Mapping[str, Mapping[str, float | None]]: ...
     @property
+    def parts(self) -> Mapping[str, Mapping[str, Mapping[str, float | None]]]: ...
+    @property
     def objective(self) -> float | None: ...
     @property
     def entered_population(self) -> bool: ...
@@ -172,10 +174,27 @@ def _metric_line(metrics: Mapping[str, Any]) -> str:
     )
 
 
-def describe_population(members: Sequence[Shown], objective: str, score_text: Callable[[float | None], str]) -> str:
-    """The population, best first, each with train and validation metrics, then buy-and-hold.
+def _headline(shown: Shown, window: str, across: str) -> str:
+    """'validation' of one part, or 'validation (worst of 6 parts)' of an aggregate."""
+    name = {"train": "train", "val": "validation"}[window]
+    return f"{name} ({across} of {len(shown.parts)} parts)" if shown.parts else name
 
-    ``score_text`` writes an objective value as the objective formats it (the research stage passes the registry's).
+
+def _part_lines(shown: Shown, indent: str) -> str:
+    """Each part's validation line (assets × folds), so the model sees where a strategy fails."""
+    return "".join(
+        f"\n{indent}{label} validation: {_metric_line(windows.get('val', {}))}"
+        for label, windows in shown.parts.items()
+    )
+
+
+def describe_population(
+    members: Sequence[Shown], objective: str, score_text: Callable[[float | None], str], across: str = "worst"
+) -> str:
+    """The population, best first, each with train and validation metrics (and each part's), then buy-and-hold.
+
+    ``score_text`` writes an objective value as the objective formats it (the research stage passes the registry's);
+    ``across`` names how a multi-part evaluation's headline metrics were aggregated.
     """
     if not members:
         return "(empty: no iteration has passed every check yet)"
@@ -184,9 +203,10 @@ def describe_population(members: Sequence[Shown], objective: str, score_text: Ca
         windows = member.windows
         lines.append(
             f"{rank}. iteration {member.iteration} — {objective} {score_text(member.objective)}\n"
-            f"   train: {_metric_line(windows.get('train', {}))}\n"
-            f"   validation: {_metric_line(windows.get('val', {}))}\n"
-            f"   hypothesis: {first_line(member.hypothesis or 'baseline', 160)}"
+            f"   {_headline(member, 'train', across)}: {_metric_line(windows.get('train', {}))}\n"
+            f"   {_headline(member, 'val', across)}: {_metric_line(windows.get('val', {}))}"
+            + _part_lines(member, "   ")
+            + f"\n   hypothesis: {first_line(member.hypothesis or 'baseline', 160)}"
             + "".join(f"\n   SUSPICIOUS: {why}" for why in member.suspicious)
         )
     windows = members[0].windows
@@ -205,7 +225,7 @@ def trim_traceback(text: str, lines: int = TRACEBACK_LINES, chars: int = TRACEBA
     return out[-chars:]
 
 
-def describe_outcome(last: Shown | None) -> str:
+def describe_outcome(last: Shown | None, across: str = "worst") -> str:
     """The previous iteration's outcome: results when ok, else status, message and trimmed traceback."""
     if last is None:
         return "(none yet)"
@@ -224,13 +244,14 @@ def describe_outcome(last: Shown | None) -> str:
         )
         warning = "".join(f"\nSUSPICIOUS: {why}." for why in last.suspicious)
         return (
-            f"{who}: ok.\n- train: {_metric_line(windows.get('train', {}))}\n"
-            f"- validation: {_metric_line(windows.get('val', {}))}\n{entered}{warning}"
+            f"{who}: ok.\n- {_headline(last, 'train', across)}: {_metric_line(windows.get('train', {}))}\n"
+            f"- {_headline(last, 'val', across)}: {_metric_line(windows.get('val', {}))}"
+            f"{_part_lines(last, '- ')}\n{entered}{warning}"
         )
     kind = f" ({last.error_type})" if last.error_type else ""
     parts = [f"{who} FAILED with status `{last.status}`{kind}: {last.message or '(no message)'}"]
     if windows.get("val"):
-        parts.append(f"- validation: {_metric_line(windows['val'])}")
+        parts.append(f"- {_headline(last, 'val', across)}: {_metric_line(windows['val'])}{_part_lines(last, '- ')}")
     if last.traceback:
         parts.append("Traceback (last lines):\n```\n" + trim_traceback(last.traceback) + "\n```")
     parts.append("Fix the cause; it counts as a failed iteration.")

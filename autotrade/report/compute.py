@@ -179,6 +179,8 @@ class Report:
     spend: Spend
     curves: Curves
     notes: tuple[str, ...]
+    assets: tuple[str, ...] = ()  # the research assets of a set (one name for a single series)
+    held_out_asset: str | None = None  # prepare --holdout-asset: the asset research never saw
 
     @property
     def iterations(self) -> int:
@@ -528,11 +530,19 @@ def build_report(
     notes: list[str] = []
 
     # Re-evaluate ok trials on train and validation for their per-bar curves; they passed the look-ahead gate already.
-    quick = replace(evaluation_settings, lookahead=False)
+    # The statistics read one series: the first asset's prepared split, even when the objective aggregated parts.
+    quick = replace(evaluation_settings, lookahead=False, folds=None)
+    first = data.assets[0]
+    if len(data.assets) > 1 or settings.folds > 1:
+        parts = f"{len(data.assets)} asset(s) × {settings.folds} fold(s)"
+        notes.append(
+            f"the objective aggregated {parts} ({settings.across}); the overfitting statistics and curves below read "
+            f"{first.name}'s train/validation split alone"
+        )
     with SandboxPool() as pool:  # one fork server for every evaluation of the report
         research: dict[int, Evaluation] = {}
         for i in _select_trials(ok, population, max_trials):
-            evaluation = evaluate_block(str(blocks[i]), data, RESEARCH_WINDOWS, quick, pool)
+            evaluation = evaluate_block(str(blocks[i]), first, RESEARCH_WINDOWS, quick, pool)
             if evaluation.ok:
                 research[i] = evaluation
             else:
@@ -588,8 +598,10 @@ def build_report(
     members: dict[int, pd.Series] = {}
     for i in population:
         source = seen.evaluations.get(i) if seen.looked else research.get(i)
-        if source is not None and source.ok and all(w in source.curves for w in windows):
-            members[i] = chain_windows([source.curves[w].equity for w in windows], cash)
+        # A set's test evaluation has a part per asset: the plot shows the first, as its buy-and-hold does.
+        chosen = source.part_views()[0][1].curves if source is not None else {}
+        if source is not None and source.ok and all(w in chosen for w in windows):
+            members[i] = chain_windows([chosen[w].equity for w in windows], cash)
     buy_and_hold = chain_windows([seen.buy_and_hold[w].equity for w in windows], cash)
     if view is not None:
         members = {i: curve.set_axis(view.real_index(curve.index)) for i, curve in members.items()}
@@ -635,6 +647,8 @@ def build_report(
         spend=spend_of(attempts, run.read_journal(), state, run.is_active(), run_policy(config)),
         curves=curves,
         notes=tuple(notes),
+        assets=tuple(asset.name for asset in data.assets),
+        held_out_asset=data.held_out.name if data.held_out is not None else None,
     )
 
 

@@ -87,6 +87,8 @@ class Holdout:
 
     reveals: tuple[Reveal, ...]
     evaluations: Mapping[int, Evaluation] = field(default_factory=dict, repr=False, compare=False)
+    # The same members on the asset research never saw (prepare --holdout-asset), every window of it.
+    held_out: Mapping[int, Evaluation] = field(default_factory=dict, repr=False, compare=False)
     buy_and_hold: Mapping[str, WindowResult] = field(default_factory=dict, repr=False, compare=False)
     withheld: str = ""
 
@@ -192,12 +194,23 @@ def reveal_holdout(
         )
         for i in members
     }
+    held_out = {}
+    if data.held_out is not None:
+        asset = data.held_out
+        held_out = {
+            i: finish_gate(
+                evaluate_block(blocks[i], asset, ALL_WINDOWS, gated, pool), blocks[i], asset, gated, pool=pool
+            )
+            for i in members
+        }
     buy_and_hold = buy_and_hold_windows(data, settings, ALL_WINDOWS)
     bh_test = buy_and_hold[Window.TEST].metrics
     reveal = Reveal(
         at=at or now_iso(),
         iterations=tuple(members),
-        test={i: _kept(e) for i, e in evaluations.items()},
+        test={
+            i: _kept(e) | ({"held_out_asset": _kept(held_out[i])} if held_out else {}) for i, e in evaluations.items()
+        },
         buy_and_hold={k: float(bh_test[k]) for k in ("total_return", "cagr", "sharpe", "max_drawdown")},
     )
     reveals = (*earlier, reveal)
@@ -212,4 +225,4 @@ def reveal_holdout(
         },
     )
     run.journal("holdout_revealed", at=reveal.at, iterations=list(reveal.iterations), looks=len(reveals))
-    return Holdout(reveals=reveals, evaluations=evaluations, buy_and_hold=buy_and_hold)
+    return Holdout(reveals=reveals, evaluations=evaluations, held_out=held_out, buy_and_hold=buy_and_hold)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +160,19 @@ def leaderboard(report: Report) -> Section:
     return Section("Leaderboard: every iteration", headers, tuple(rows), note, right, tuple(marks))
 
 
+def _test_row(label: str, w: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:
+    """One line of the held-out table: returns of train, validation and test, then test's risk figures."""
+    return (
+        label,
+        pct(w["train"]["total_return"]),
+        pct(w["val"]["total_return"]),
+        pct(w["test"]["total_return"]),
+        num(w["test"]["sharpe"]),
+        pct(w["test"]["max_drawdown"], 1),
+        num(w["test"]["num_trades"], 0),
+    )
+
+
 def holdout_section(report: Report) -> Section:
     """The population and buy-and-hold on train, validation and the held-out test."""
     seen = report.holdout
@@ -210,22 +223,16 @@ def holdout_section(report: Report) -> Section:
                 )
             )
             continue
-        w = evaluation.windows
-        rows.append(
-            (
-                f"★{report.population.index(i) + 1} iter {i}",
-                pct(w["train"]["total_return"]),
-                pct(w["val"]["total_return"]),
-                pct(w["test"]["total_return"]),
-                num(w["test"]["sharpe"]),
-                pct(w["test"]["max_drawdown"], 1),
-                num(w["test"]["num_trades"], 0),
-            )
-        )
+        rows.append(_test_row(f"★{report.population.index(i) + 1} iter {i}", evaluation.windows))
+        rows += [_test_row(f"   {label}", windows) for label, windows in evaluation.parts.items()]
+        held = seen.held_out.get(i)
+        if held is not None:
+            name = f"   {report.held_out_asset} (held-out asset)"
+            rows.append(_test_row(name, held.windows) if held.ok else (name, "", "", str(held.status), "", "", ""))
     bh = {name: result.metrics for name, result in seen.buy_and_hold.items()}
     rows.append(
         (
-            "buy and hold",
+            f"buy and hold ({report.assets[0]})" if len(report.assets) > 1 else "buy and hold",
             pct(bh["train"]["total_return"]),
             pct(bh["val"]["total_return"]),
             pct(bh["test"]["total_return"]),

@@ -93,7 +93,8 @@ class Attempt:
     message: str = ""
     error_type: str | None = None
     traceback: str = ""
-    windows: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    windows: dict[str, dict[str, float | None]] = field(default_factory=dict)  # aggregated over parts when several
+    parts: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)  # asset/fold -> windows
     columns: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # mistakes the sandbox forgave
     suspicious: tuple[str, ...] = ()  # why the result is implausible for its data (a warning, never a gate)
@@ -174,6 +175,7 @@ class Attempt:
             "error_type": self.error_type,
             "traceback": self.traceback,
             "windows": self.windows,
+            **({"parts": self.parts} if self.parts else {}),
             "columns": list(self.columns),
             **(evaluated if self.block is not None else {}),
             "timings": self.timings,

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from autotrade.data.windows import MAX_FOLDS, WINDOW_MODES
 from autotrade.durations import parse_duration
 from autotrade.errors import ConfigError
+from autotrade.evaluation.across import ACROSS, DEFAULT_ACROSS
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, OBJECTIVES
 from autotrade.propose.client import ModelSettings, display_url, endpoint_urls
 from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
@@ -207,6 +209,9 @@ class RunSettings:
     parallel: int = 1  # proposals in flight at once; iteration i is asked from the committed state after i - parallel
     reply_format: str = TEXT  # a name in REPLY_FORMATS: how the model is asked to reply (configs before it: text)
     repair: int = 1  # turns a failed reply gets in the same conversation, its error sent back, before it counts
+    folds: int = 1  # walk-forward folds over the research period (data.plan.Folds); 1: the prepared split
+    window_mode: str = "expanding"  # a name in WINDOW_MODES: each fold's train span
+    across: str = DEFAULT_ACROSS  # a name in ACROSS: how assets and folds aggregate into the objective
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""
@@ -258,5 +263,8 @@ def _broken_rule(values: Mapping[str, Any]) -> tuple[str, str] | None:
             f"json is how a model is asked to reply: the {values['policy']} policy asks none",
         ),
         ("repair", 0 <= values["repair"] <= MAX_REPAIR, f"must be 0 to {MAX_REPAIR}"),
+        ("folds", 1 <= values["folds"] <= MAX_FOLDS, f"must be 1 (no walk-forward) to {MAX_FOLDS}"),
+        ("window_mode", values["window_mode"] in WINDOW_MODES, f"choose one of {', '.join(WINDOW_MODES)}"),
+        ("across", values["across"] in ACROSS, f"choose one of {', '.join(ACROSS)}"),
     )
     return next(((key, rule) for key, holds, rule in rules if not holds), None)

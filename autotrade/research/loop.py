@@ -24,7 +24,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -42,6 +42,7 @@ from autotrade.candidate import (
     runnable_source,
     splice_block,
 )
+from autotrade.data.plan import Folds
 from autotrade.data.prepared import PreparedData, load_prepared
 from autotrade.data.windows import RESEARCH_WINDOWS
 from autotrade.engine.metrics import periods_per_year
@@ -219,31 +220,60 @@ def render_proposal(
     iteration: int,
     parent: int,
     parent_block: str,
+    assets: Sequence[str] = (),
 ) -> str:
-    """The prompt of one proposal from the committed attempts (never test-window data)."""
+    """The prompt of one proposal from the committed attempts (never test-window data); `assets`: a set's names."""
     objective = settings.objective
     context = PromptContext(
         iteration=str(iteration),
         last_iteration=str(settings.max_iter - 1),
         objective=objective,
-        objective_description=OBJECTIVES.get(objective).describe(settings.robust_k),
+        objective_description=OBJECTIVES.get(objective).describe(settings.robust_k)
+        + describe_plan(settings, assets, research_frame.index),
         columns=describe_columns(research_frame),
         sample_rows=sample_rows(research_frame),
         engine_rules=engine_rules(settings.fill, settings.cost_bps),
         parent_iteration=str(parent),
         parent_code=parent_block.strip("\n"),
-        population=describe_population(members, objective, lambda value: format_score(objective, value, "n/a")),
-        last_outcome=describe_outcome(attempts[-1] if attempts else None),
+        population=describe_population(
+            members, objective, lambda value: format_score(objective, value, "n/a"), settings.across
+        ),
+        last_outcome=describe_outcome(attempts[-1] if attempts else None, settings.across),
         learnings=for_prompt([Lesson.from_attempt(a) for a in attempts], settings.learnings_budget) or "(none yet)",
     )
     return with_reply_format(build_prompt(prompts, context), settings.reply_format)
 
 
-def estimate_prompt_chars(prompts: PromptFiles, settings: RunSettings, research_frame: Any, start_block: str) -> int:
+def describe_plan(settings: RunSettings, assets: Sequence[str], research_index: Any) -> str:
+    """What a multi-part evaluation adds to the objective's sentence: the assets, the folds and their dates."""
+    if len(assets) < 2 and settings.folds < 2:
+        return ""
+    pieces = []
+    if len(assets) > 1:
+        pieces.append(f"on each of {len(assets)} assets ({', '.join(assets)})")
+    if settings.folds > 1:
+        folds = Folds(settings.folds, settings.window_mode)
+        pieces.append(
+            f"on {settings.folds} walk-forward folds of the research period ({settings.window_mode} train spans: "
+            + "; ".join(folds.describe(research_index))
+            + ")"
+        )
+    count = max(1, len(assets)) * settings.folds
+    rule = "the worst" if settings.across == "worst" else "the mean"
+    return f". Every strategy is scored {' and '.join(pieces)}: the objective is {rule} of these {count} parts' values"
+
+
+def estimate_prompt_chars(
+    prompts: PromptFiles, settings: RunSettings, research_frame: Any, start_block: str, assets: Sequence[str] = ()
+) -> int:
     """A generous size in characters for a proposal prompt once learnings and population fill up."""
-    chars = len(render_proposal(prompts, settings, research_frame, [], [], 1, 0, start_block))
-    # Learnings up to their budget; population lines, a failure's traceback and a longer parent add the rest.
-    return chars + settings.learnings_budget + 2500 + 600 * settings.population
+    chars = len(render_proposal(prompts, settings, research_frame, [], [], 1, 0, start_block, assets))
+    # Learnings up to their budget; population lines, a failure's traceback and a longer parent add the rest,
+    # and a multi-part evaluation a line per part for each member and the last outcome.
+    parts = max(1, len(assets)) * settings.folds if len(assets) > 1 or settings.folds > 1 else 0
+    return (
+        chars + settings.learnings_budget + 2500 + 600 * settings.population + 110 * parts * (settings.population + 1)
+    )
 
 
 def check_endpoint(model: ModelSettings, prompt_chars: int, reporter: Reporter) -> ModelSettings:
@@ -457,6 +487,7 @@ class Research:
                 iteration,
                 parent,
                 self.block_of(parent),
+                [asset.name for asset in self.data.assets],
             )
         self.run.journal("iteration_started", iteration=iteration, parent=parent)
         # One proposal at a time: one seeded stream for the proposer's draws and then the reversion, committed with
@@ -648,7 +679,7 @@ class Research:
             evaluation = flight.evaluation
             value = self.score_of(evaluation)
             mark = time.monotonic()
-            if value is not None and evaluation.deferred_cuts and self.population.admit(i, value)[1]:
+            if value is not None and evaluation.pending_cuts and self.population.admit(i, value)[1]:
                 # No unchecked cut enters the population (decided here, against the population as committed).
                 self.reporter.phase(i, "checking the deferred look-ahead cuts")
                 evaluation = finish_gate(evaluation, block, self.data, self.eval, RESEARCH_WINDOWS, self.pool)
@@ -668,10 +699,11 @@ class Research:
             error_type=evaluation.error_type,
             traceback=evaluation.traceback,
             windows=figures["windows"],
+            parts=figures.get("parts", {}),
             columns=evaluation.columns,
             warnings=evaluation.warnings,
             suspicious=evaluation.suspicious,
-            deferred_cuts=len(evaluation.deferred_cuts),
+            deferred_cuts=evaluation.pending_cuts,
             output=evaluation.output,
             timings=figures["timings"],
             eval_s=eval_s,
@@ -866,7 +898,9 @@ def start_run(
     # Before anything is written: prompts that cannot render (they are pinned in config.json, so resume could not
     # get past them either), a wrong URL or a wrong model must not leave a run behind.
     chars = (
-        estimate_prompt_chars(prompts, settings, data.research_frame(), extract_block(source))
+        estimate_prompt_chars(
+            prompts, settings, data.research_frame(), extract_block(source), [a.name for a in data.assets]
+        )
         if settings.max_iter > 1
         else 0
     )
@@ -1013,7 +1047,13 @@ def resume_run(
         reporter.end(result)
         return result
     if research.model is not None and research.stop_reason() is None and settings.max_iter > 1:
-        chars = estimate_prompt_chars(research.prompts, settings, research.research, research.start_block)
+        chars = estimate_prompt_chars(
+            research.prompts,
+            settings,
+            research.research,
+            research.start_block,
+            [asset.name for asset in research.data.assets],
+        )
         research.model = check_endpoint(research.model, chars, reporter)
     if moved or raised:
         # Recorded once the new endpoint answered, so the run's own lines and every later resume use them.

@@ -29,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from autotrade.data.plan import Folds
 from autotrade.data.prepared import Anonymization, PreparedData
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.errors import AutotradeError, ConfigError
@@ -46,7 +47,17 @@ ITER_FILE = re.compile(r"iter_(\d+)_(trade\.py|rejected\.txt|results\.json|respo
 
 # What decides an iteration's evaluation and score: kept in every results record (`evaluated_with`), so that
 # a hand edit of config.json is refused instead of mixing the rules within one run.
-EVALUATION_SETTINGS = ("fill", "cost_bps", "eval_timeout", "objective", "robust_k", "anonymize")
+EVALUATION_SETTINGS = (
+    "fill",
+    "cost_bps",
+    "eval_timeout",
+    "objective",
+    "robust_k",
+    "anonymize",
+    "folds",
+    "window_mode",
+    "across",
+)
 EVALUATION_DATA = ("sha256", "val_start", "test_start")
 
 _NULL = type(None)
@@ -173,6 +184,8 @@ def eval_settings(settings: RunSettings, state: RunState | None = None) -> EvalS
         backtest=BacktestSettings(fill=Fill(settings.fill), cost_bps=settings.cost_bps),
         timeout_s=settings.eval_timeout,
         gate_secret=secret,
+        folds=Folds(settings.folds, settings.window_mode) if settings.folds > 1 else None,
+        across=settings.across,
     )
 
 
