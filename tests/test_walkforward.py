@@ -221,3 +221,33 @@ def test_the_prompt_shows_every_parts_validation_result_and_how_they_aggregate()
     plan = describe_plan(RunSettings(folds=2), ["sp500", "nasdaq"], pd.bdate_range("2000-01-03", periods=900))
     assert "on each of 2 assets (sp500, nasdaq) and on 2 walk-forward folds" in plan
     assert plan.endswith("the objective is the worst of these 4 parts' values")
+
+
+def test_a_run_on_a_set_reveals_the_held_out_asset_only_in_the_report(tmp_path: Path) -> None:
+    from test_report import make_run
+
+    from autotrade.data.sources import load_bundled
+    from autotrade.report.compute import build_report
+    from autotrade.report.render import holdout_section
+    from autotrade.research.rundir import RunDir
+
+    for name in ("sp500", "nasdaq"):
+        frame = load_bundled(name)
+        frame[frame.index >= "2018-02-01"].to_csv(tmp_path / f"{name}.csv")  # few bars: the gate's cost grows fast
+    synthetic_ohlcv(230, 9, "2018-02-01").to_csv(tmp_path / "secret.csv")
+    files = [tmp_path / f"{name}.csv" for name in ("sp500", "nasdaq", "secret")]
+    data = prepare_data(
+        csv=files, data_dir=tmp_path / "data", val_start="2018-07-01", test_start="2018-10-01", holdout_asset="secret"
+    )
+    assert [a.name for a in data.assets] == ["sp500", "nasdaq"] and data.held_out.name == "secret"
+    run = make_run(tmp_path, tmp_path / "data", "set", [])  # the baseline alone
+    baseline = json.loads((run / "iter_0_results.json").read_text())
+    assert set(baseline["parts"]) == {"sp500", "nasdaq"}  # research ran on both, never on the held-out asset
+    assert "secret" not in (run / "journal.jsonl").read_text() + (run / "learnings.md").read_text()
+    report = build_report(RunDir.open(tmp_path / "train", "set"))
+    rows = [row[0].strip() for row in holdout_section(report).rows]
+    assert rows[:4] == ["★1 iter 0", "sp500", "nasdaq", "secret (held-out asset)"]
+    held = report.holdout.held_out[0]
+    assert held.ok and held.windows["test"]["bars"] == len(data.held_out.window("test"))
+    recorded = json.loads((run / "holdout.json").read_text())["reveals"][0]["test"]["0"]
+    assert recorded["held_out_asset"]["total_return"] == pytest.approx(held.windows["test"]["total_return"])

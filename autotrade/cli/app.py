@@ -7,6 +7,7 @@ so `autotrade --help` stays fast.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -79,7 +80,10 @@ def prepare(
         str, typer.Option(help="First date to download (YYYY-MM-DD); bundled and CSV data are used whole.")
     ] = "2000-01-01",
     end: Annotated[str | None, typer.Option(help="Last date to download (default: today).")] = None,
-    csv: Annotated[Path | None, typer.Option("--csv", help="Import this OHLCV CSV instead of downloading.")] = None,
+    csv: Annotated[
+        list[Path] | None,
+        typer.Option("--csv", help="Import this OHLCV CSV instead of downloading; repeat it for a set of assets."),
+    ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Use the bundled real data; no network.")] = False,
     val_start: Annotated[str | None, typer.Option(help="First date of the validation window.")] = None,
     test_start: Annotated[str | None, typer.Option(help="First date of the held-out test window.")] = None,
@@ -188,18 +192,26 @@ _ROWS = (
 
 
 def _render_evaluation(evaluation: Evaluation, title: str) -> None:
-    """A table of each window's metrics, buy-and-hold beside it."""
-    if not evaluation.windows:
+    """A table of each window's metrics, buy-and-hold beside it: one per part (asset) of a set, then their aggregate."""
+    views = evaluation.part_views()
+    if evaluation.parts:
+        views.append((f"{evaluation.across} of {len(evaluation.parts)} assets", evaluation))
+    for label, view in views:
+        _window_table(view.windows, f"{title} · {label}" if label else title)
+
+
+def _window_table(windows: Mapping[str, Mapping[str, float]], title: str) -> None:
+    if not windows:
         return
     table = Table(title=title)
     table.add_column("metric")
-    for name in evaluation.windows:
+    for name in windows:
         table.add_column(name, justify="right")
         table.add_column(f"{name} B&H", justify="right", style="dim")
     buy_and_hold = {"total_return": "buy_and_hold_return", "sharpe": "buy_and_hold_sharpe"}
     for key, label, fmt in _ROWS:
         cells = []
-        for metrics in evaluation.windows.values():
+        for metrics in windows.values():
             cells.append(fmt.format(metrics[key]))
             bh_key = buy_and_hold.get(key)
             cells.append(fmt.format(metrics[bh_key]) if bh_key else "")

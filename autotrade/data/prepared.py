@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,7 +121,7 @@ def prepare_data(
     ticker: str | None = "SPY",
     start: str = DEFAULT_START,
     end: str | None = None,
-    csv: Path | str | None = None,
+    csv: Path | str | Sequence[Path | str] | None = None,
     offline: bool = False,
     val_start: str | None = None,
     test_start: str | None = None,
@@ -137,8 +138,8 @@ def prepare_data(
     `notify`, unless `no_fallback`.
     Writes are atomic, and a rerun with the same result rewrites nothing.
 
-    Several comma-separated tickers make a set (`_prepare_set`); `holdout_asset` names one of them to keep
-    out of research entirely.
+    Several comma-separated tickers, or several CSV files, make a set (`_prepare_set`); `holdout_asset` names
+    one of them (by name, ticker or file) to keep out of research entirely.
     """
     ticker = ticker or "SPY"
     start_at = _date_flag("--start", start) or pd.Timestamp(DEFAULT_START)  # None only from a caller's start=None
@@ -151,17 +152,21 @@ def prepare_data(
         notify(message)
 
     tickers = [part.strip() for part in ticker.split(",") if part.strip()]
-    if csv is None and len(tickers) > 1:
-        sources: list[Source] = [
-            BundledSource(name) if offline else YahooSource(name, start_at, end_at) for name in tickers
-        ]
-        return _prepare_set(tickers, sources, val_at, test_at, holdout_asset, Path(data_dir), tell, notes)
+    files = [Path(csv)] if isinstance(csv, str | Path) else [Path(c) for c in csv or ()]
+    if len(files) > 1 or (not files and len(tickers) > 1):
+        sources: list[Source] = (
+            [CsvSource(file) for file in files]
+            if files
+            else [BundledSource(name) if offline else YahooSource(name, start_at, end_at) for name in tickers]
+        )
+        names = [str(file) for file in files] or tickers
+        return _prepare_set(names, sources, val_at, test_at, holdout_asset, Path(data_dir), tell, notes)
     if holdout_asset is not None:
-        raise ConfigError("--holdout-asset needs several assets: give --ticker a comma-separated list")
+        raise ConfigError("--holdout-asset needs several assets: give --ticker a comma-separated list or --csv twice")
 
     source: Source
-    if csv is not None:
-        source = CsvSource(Path(csv))
+    if files:
+        source = CsvSource(files[0])
     elif offline:
         source = BundledSource(ticker)
     else:
@@ -182,7 +187,7 @@ def prepare_data(
 
 
 def _prepare_set(
-    tickers: list[str],
+    asked: list[str],
     sources: list[Source],
     val_at: pd.Timestamp | None,
     test_at: pd.Timestamp | None,
@@ -191,19 +196,20 @@ def _prepare_set(
     tell: Notify,
     notes: list[str],
 ) -> PreparedData:
-    """Several assets as one set: one frequency, shared split dates, each published under `assets/<name>/`.
+    """Several assets (`asked`: the tickers or files, as given) as one set: one frequency, shared split dates,
+    each published under `assets/<name>/`.
 
     No download falls back to the bundled sample here: a stand-in asset would silently count twice.
     """
     loaded: list[SourceFrame] = []
-    for name, source in zip(tickers, sources, strict=True):
+    for name, source in zip(asked, sources, strict=True):
         try:
             loaded.append(source.load(tell))
         except DataError as exc:
             raise DataError(f"could not get {name}: {exc}") from None
     names = [item.name for item in loaded]
     if len(set(names)) < len(names):
-        raise DataError(f"--ticker names the same data twice ({', '.join(tickers)} are {', '.join(names)})")
+        raise DataError(f"the same data is asked for twice ({', '.join(asked)} are {', '.join(names)})")
     frequencies = {item.name: bar_frequency(item.frame.index) for item in loaded}
     if len(set(frequencies.values())) > 1:
         listed = ", ".join(f"{name} is {kind}" for name, kind in frequencies.items())
@@ -213,7 +219,7 @@ def _prepare_set(
         wanted = holdout_asset.strip().lower()
         matches = [
             item.name
-            for item, given in zip(loaded, tickers, strict=True)
+            for item, given in zip(loaded, asked, strict=True)
             if wanted in (item.name.lower(), given.lower(), (item.ticker or "").lower())
         ]
         if not matches:

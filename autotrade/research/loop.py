@@ -894,6 +894,8 @@ def start_run(
     if name is not None:
         check_name(name)  # before anything slow
     data = load_prepared(Path(settings.data_dir))
+    if settings.folds > 1:  # folds too many for the history: refused before anything is written
+        Folds(settings.folds, settings.window_mode).boundaries(data.research_frame().index)
     source = start_source(Path(settings.start_from) if settings.start_from else None)
     # Before anything is written: prompts that cannot render (they are pinned in config.json, so resume could not
     # get past them either), a wrong URL or a wrong model must not leave a run behind.
