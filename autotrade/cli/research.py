@@ -465,6 +465,17 @@ def run(
             ),
         ),
     ] = False,
+    novelty: Annotated[
+        bool,
+        typer.Option(
+            "--novelty/--no-novelty",
+            help=(
+                "Refuse duplicates (a failure): a proposal with an earlier ok attempt's structure (up to names, "
+                "comments, line order and argument style) is not evaluated, its twin's result reused; one whose "
+                "validation positions correlate 0.99 with a population member's is refused after evaluation."
+            ),
+        ),
+    ] = True,
     data_dir: DataDirOpt = Path("data"),
     fill: FillOpt = FillChoice.NEXT_OPEN,
     cost_bps: CostOpt = 2.0,
@@ -557,6 +568,7 @@ def run(
         parallel=parallel,
         reply_format=reply_format.value,
         repair=repair,
+        novelty=novelty,
     )
     if not chosen.needs_endpoint:
         given = [

@@ -233,7 +233,12 @@ def describe_outcome(last: Shown | None) -> str:
         parts.append(f"- validation: {_metric_line(windows['val'])}")
     if last.traceback:
         parts.append("Traceback (last lines):\n```\n" + trim_traceback(last.traceback) + "\n```")
-    parts.append("Fix the cause; it counts as a failed iteration.")
+    # A duplicate has nothing to fix: the same idea again would repeat it again.
+    parts.append(
+        "Try a different idea; it counts as a failed iteration."
+        if last.status == "duplicate"
+        else "Fix the cause; it counts as a failed iteration."
+    )
     return "\n".join(parts)
 
 

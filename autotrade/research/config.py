@@ -34,7 +34,8 @@ MAX_PARALLEL = 64  # proposals in flight; beyond this a server's batch is full a
 MAX_REPAIR = 5  # repair turns per iteration; beyond a few, a model that keeps failing is better asked afresh
 DEFAULT_PATIENCE_S = 1800.0  # a model server restarted overnight (model swap, crash, OOM) is back well within it
 # What a setting means in a config.json written before it existed, where that is not today's default.
-BEFORE_THE_KEY: dict[str, Any] = {"repair": 0}  # older runs never repaired: they resume exactly as they ran
+# Older runs never repaired nor refused duplicates: they resume exactly as they ran.
+BEFORE_THE_KEY: dict[str, Any] = {"repair": 0, "novelty": False}
 
 
 def load_env_file(cwd: Path | None = None) -> None:
@@ -207,6 +208,7 @@ class RunSettings:
     parallel: int = 1  # proposals in flight at once; iteration i is asked from the committed state after i - parallel
     reply_format: str = TEXT  # a name in REPLY_FORMATS: how the model is asked to reply (configs before it: text)
     repair: int = 1  # turns a failed reply gets in the same conversation, its error sent back, before it counts
+    novelty: bool = True  # a repeat of an earlier strategy (structure, or a member's positions) is a duplicate
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""
