@@ -85,6 +85,9 @@ class Taxonomy:
     failures: int
     by_status: tuple[Share, ...]
     by_error: tuple[Share, ...]
+    structure_twins: int = 0  # duplicates of an earlier ok attempt's structure
+    position_twins: int = 0  # duplicates of a population member's validation positions
+    saved_s: float = 0.0  # evaluation seconds the structure twins reused instead of spending
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,9 @@ def failure_taxonomy(attempts: Sequence[Attempt]) -> Taxonomy:
         failures=len(failures),
         by_status=tuple(Share(s, n, n / total) for s, n in sorted(statuses.items(), key=lambda t: (-t[1], t[0]))),
         by_error=tuple(Share(k, n, n / len(failures)) for k, n in sorted(kinds.items(), key=lambda t: (-t[1], t[0]))),
+        structure_twins=sum(a.structure_twin for a in attempts),
+        position_twins=sum(a.position_twin for a in attempts),
+        saved_s=sum(a.saved_s for a in attempts),
     )
 
 
