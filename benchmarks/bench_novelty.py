@@ -6,6 +6,7 @@ leaves it (default 60 iterations, seed 1), then what its records say about dupli
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
 import tempfile
@@ -18,6 +19,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from recording import RecordingReporter  # noqa: E402 - the tests folder is on the path now
 
 from autotrade.data.prepared import prepare_data  # noqa: E402
+from autotrade.evaluation.novelty import structure_hash  # noqa: E402
 from autotrade.propose.prompts import load_prompt_files  # noqa: E402
 from autotrade.research.config import RunSettings  # noqa: E402
 from autotrade.research.loop import start_run  # noqa: E402
@@ -25,7 +27,8 @@ from autotrade.research.loop import start_run  # noqa: E402
 
 def bench_novelty(tmp: Path, iterations: int) -> dict[str, float | int]:
     """Share of the random policy's proposals caught as structure and position twins, and the evaluation seconds
-    the structure twins did not spend (their twins' evaluation times)."""
+    the structure twins did not spend (their twins' evaluation times); and, for comparison, how many proposals a
+    rule that also blanked numbers would have refused (the report's families), with the seconds they took."""
     data = tmp / "data"
     prepare_data(offline=True, data_dir=data)
     settings = RunSettings(max_iter=iterations, max_fails=iterations, seed=1, policy="random", data_dir=str(data))
@@ -38,6 +41,15 @@ def bench_novelty(tmp: Path, iterations: int) -> dict[str, float | int]:
     positions = [r for r in proposals if r.get("twin_correlation") is not None]
     saved = sum(r["saved_s"] for r in structure)
     spent = sum(r["eval_s"] for r in records)
+    # What a rule blanking numbers too would have refused: a proposal in the family of an earlier ok attempt.
+    families: set[str] = set()
+    family_twins: list[dict] = []
+    for record in records:
+        family = structure_hash(ast.parse(record["block"])) if record["block"] else None
+        if record["iteration"] > 0 and family in families:
+            family_twins.append(record)
+        if record["status"] == "ok" and family is not None:
+            families.add(family)
     return {
         "novelty_proposals": len(proposals),
         "novelty_ok": sum(r["status"] == "ok" for r in proposals),
@@ -50,6 +62,9 @@ def bench_novelty(tmp: Path, iterations: int) -> dict[str, float | int]:
         "novelty_saved_s": round(saved, 1),
         "novelty_saved_share_of_evaluation": round(saved / (spent + saved), 3) if spent + saved else 0.0,
         "novelty_wall_s": round(wall, 1),
+        "novelty_family_twins_numbers_blanked": len(family_twins),
+        "novelty_family_twin_share": round(len(family_twins) / max(len(proposals), 1), 3),
+        "novelty_family_twins_eval_s": round(sum(r["eval_s"] for r in family_twins), 1),
     }
 
 

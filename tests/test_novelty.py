@@ -9,11 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from openai_server import OpenAIServer, Reply
 from recording import RecordingReporter
 
 from autotrade.candidate import baseline_source, extract_block
+from autotrade.data.windows import Window
+from autotrade.engine.backtest import WindowResult
+from autotrade.evaluation.evaluate import Evaluation
 from autotrade.evaluation.novelty import (
     block_structure,
     correlation,
@@ -27,6 +31,7 @@ from autotrade.report.compute import failure_taxonomy
 from autotrade.research.attempt import Attempt
 from autotrade.research.config import RunSettings, model_settings
 from autotrade.research.loop import start_run
+from autotrade.research.twins import judge
 from autotrade.status import Status
 
 SMA = extract_block(baseline_source())  # the baseline: a 20/50 moving-average crossover
@@ -246,3 +251,29 @@ def test_a_position_twin_of_a_population_member_is_a_duplicate(twin_run: tuple[l
     assert (twin["status"], twin["twin"]) == ("duplicate", 0) and twin["twin_correlation"] >= 0.99
     assert "validation positions correlate" in twin["message"] and twin["eval_s"] > 0
     assert twin["structure"] != records[0]["structure"] and "positions" not in twin and "positions" in records[0]
+
+
+def positions_evaluation(positions: np.ndarray) -> Evaluation:
+    """An ok evaluation holding only validation positions."""
+    series = pd.Series(positions)
+    return Evaluation(Status.OK, curves={Window.VAL: WindowResult(metrics={}, equity=series, position=series)})
+
+
+def test_an_ok_result_with_an_earlier_ok_structure_is_a_duplicate_at_commit() -> None:
+    # With --parallel the twin may commit while this one is already being evaluated: the verdict is the same.
+    records = [Attempt(iteration=0, status=Status.OK, structure="abc"), Attempt(iteration=1, status=Status.OK)]
+    judged, twin = judge(positions_evaluation(np.tile([0.0, 1.0], 50)), "abc", records, [0, 1])
+    assert (judged.status, twin) == (Status.DUPLICATE, (0, None)) and "before its twin had committed" in judged.message
+
+
+def test_only_population_members_positions_make_a_twin_and_only_for_an_ok_result() -> None:
+    positions = np.tile([0.0, 1.0], 50)
+    records = [Attempt(iteration=0, status=Status.OK, positions=encode_positions(positions))]
+    judged, twin = judge(positions_evaluation(positions), "new", records, [0])
+    assert (judged.status, twin) == (
+        Status.DUPLICATE,
+        (0, 1.0),
+    ) and "correlate 1.000 with iteration 0's" in judged.message
+    assert judge(positions_evaluation(positions), "new", records, [])[1] is None  # no longer a member
+    failed = Evaluation(Status.NO_TRADES)
+    assert judge(failed, "abc", [Attempt(iteration=0, status=Status.OK, structure="abc")], [0]) == (failed, None)

@@ -27,7 +27,8 @@ def structure_twins(attempts: Iterable[Attempt]) -> dict[str, int]:
 
 def structure_message(twin: int, reused: bool) -> str:
     """Why a structure twin failed, as the record and the next prompt say it."""
-    result = "its result is reused, not run again" if reused else "it ran alongside it, so nothing was saved"
+    # Not reused: with --parallel it was proposed before its twin committed, and evaluated meanwhile.
+    result = "its result is reused, not run again" if reused else "evaluated before its twin had committed"
     return (
         f"repeats iteration {twin}: the same strategy up to names, comments, line order and argument style "
         f"({result}); propose a different idea"
