@@ -91,6 +91,11 @@ def test_reordered_independent_lines_are_the_same_strategy() -> None:
     assert swapped != SMA and same(SMA, swapped)
 
 
+def test_functions_defined_in_the_other_order_are_the_same_strategy() -> None:
+    features, logic = SMA.split("\n\n\ndef strategy_logic")
+    assert same(SMA, f"def strategy_logic{logic.rstrip()}\n\n\n{features}\n")
+
+
 def test_all_cosmetic_edits_at_once_are_the_same_strategy() -> None:
     assert same(SMA, COSMETIC_COPY)
 

@@ -4,11 +4,11 @@ The report counts distinct strategies with the structure; the research loop refu
 already tried with it (before evaluating) and with the positions (after). Both live with the fixed metric, so the
 proposer cannot redefine what counts as new.
 
-Cosmetics are names (variables, functions, feature columns), comments, docstrings, the order of independent
-assignments, and whether a pandas parameter is passed by position or by keyword (`rolling(20)` is
-`rolling(window=20)`). Numbers are cosmetic for the report's families (an SMA 10/30 and an SMA 20/50 crossover
-are one strategy) and kept for the loop's twins, whose result is reused as is: only a block that would compute
-the same positions may borrow another's.
+Cosmetics are names (variables, functions, feature columns), comments, docstrings, the order of function
+definitions and of independent assignments, and whether a pandas parameter is passed by position or by keyword
+(`rolling(20)` is `rolling(window=20)`). Numbers are cosmetic for the report's families (an SMA 10/30 and an SMA
+20/50 crossover are one strategy) and kept for the loop's twins, whose result is reused as is: only a block that
+would compute the same positions may borrow another's.
 """
 
 from __future__ import annotations
@@ -235,12 +235,24 @@ def _variants(tree: ast.Module, keep_numbers: bool) -> Iterator[ast.Module]:
         yield copy.deepcopy(tree)
 
 
+def _sorted_definitions(body: list[ast.stmt], keep_numbers: bool) -> list[ast.stmt]:
+    """Module-level statements with each run of consecutive function definitions in canonical order: a `def` runs
+    nothing, so their order never changes what a block computes (unless a name is defined twice: then as given)."""
+    names = [s.name for s in body if isinstance(s, ast.FunctionDef)]
+    if len(names) != len(set(names)):
+        return body
+    runs = itertools.groupby(body, key=lambda s: isinstance(s, ast.FunctionDef))
+    return [
+        s for is_def, run in runs for s in (sorted(run, key=lambda d: _local_key(d, keep_numbers)) if is_def else run)
+    ]
+
+
 def structure_hash(tree: ast.Module, keep_numbers: bool = False) -> str:
     """sha256 (first 12 hex digits) of the normalised syntax tree: docstrings and bare constants dropped, names and
-    (unless `keep_numbers`) numbers blanked, pandas parameters as keywords, independent assignments in canonical
-    order."""
+    (unless `keep_numbers`) numbers blanked, pandas parameters as keywords, functions and independent assignments
+    in canonical order."""
     module = ast.parse(ast.unparse(tree))
-    module.body = [s for s in module.body if not _is_docstring(s)]
+    module.body = _sorted_definitions([s for s in module.body if not _is_docstring(s)], keep_numbers)
     dumped = min(
         ast.dump(_Normaliser(keep_numbers).visit(variant), annotate_fields=False, include_attributes=False)
         for variant in _variants(module, keep_numbers)
