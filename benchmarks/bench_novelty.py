@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from recording import RecordingReporter  # noqa: E402 - the tests folder is on the path now
 
 from autotrade.data.prepared import prepare_data  # noqa: E402
-from autotrade.evaluation.novelty import structure_hash  # noqa: E402
+from autotrade.evaluation.novelty import correlation, decode_positions, structure_hash  # noqa: E402
 from autotrade.propose.prompts import load_prompt_files  # noqa: E402
 from autotrade.research.config import RunSettings  # noqa: E402
 from autotrade.research.loop import start_run  # noqa: E402
@@ -42,14 +42,29 @@ def bench_novelty(tmp: Path, iterations: int) -> dict[str, float | int]:
     saved = sum(r["saved_s"] for r in structure)
     spent = sum(r["eval_s"] for r in records)
     # What a rule blanking numbers too would have refused: a proposal in the family of an earlier ok attempt.
-    families: set[str] = set()
-    family_twins: list[dict] = []
+    # Reusing a family twin's result would misstate it whenever the numbers change what it earns.
+    families: dict[str, dict] = {}
+    family_twins: list[tuple[dict, dict]] = []
     for record in records:
         family = structure_hash(ast.parse(record["block"])) if record["block"] else None
         if record["iteration"] > 0 and family in families:
-            family_twins.append(record)
+            family_twins.append((record, families[family]))
         if record["status"] == "ok" and family is not None:
-            families.add(family)
+            families.setdefault(family, record)
+    misstated = [
+        (own, first)
+        for own, first in family_twins
+        if own["val_return"] is None or abs(own["val_return"] - first["val_return"]) > 0.001
+    ]
+    # How close the ok proposals came to the 0.99 bar: each one's highest correlation with the members before it.
+    closest = []
+    for record in proposals:
+        if record.get("positions") is None:
+            continue
+        mine = decode_positions(record["positions"])
+        members = records[record["iteration"] - 1]["population"]
+        values = [correlation(mine, decode_positions(records[m]["positions"])) for m in members]
+        closest.append(max((v for v in values if v is not None), default=0.0))
     return {
         "novelty_proposals": len(proposals),
         "novelty_ok": sum(r["status"] == "ok" for r in proposals),
@@ -64,7 +79,10 @@ def bench_novelty(tmp: Path, iterations: int) -> dict[str, float | int]:
         "novelty_wall_s": round(wall, 1),
         "novelty_family_twins_numbers_blanked": len(family_twins),
         "novelty_family_twin_share": round(len(family_twins) / max(len(proposals), 1), 3),
-        "novelty_family_twins_eval_s": round(sum(r["eval_s"] for r in family_twins), 1),
+        "novelty_family_twins_eval_s": round(sum(r["eval_s"] for r, _ in family_twins), 1),
+        "novelty_family_twins_val_return_differs": len(misstated),
+        "novelty_closest_member_correlation_max": round(max(closest, default=0.0), 3),
+        "novelty_closest_member_correlation_at_least_0_9": sum(v >= 0.9 for v in closest),
     }
 
 
