@@ -27,6 +27,7 @@ class Status(StrEnum):
     LOOKAHEAD = "lookahead"  # features or signals change when later bars are removed
     NO_TRADES = "no_trades"  # never trades in the validation window: a do-nothing strategy
     NAN_EQUITY = "nan_equity"  # the equity curve is not finite
+    DUPLICATE = "duplicate"  # repeats an earlier strategy: its structure, or a population member's positions
 
     @property
     def label(self) -> str:
@@ -73,4 +74,5 @@ _TRAITS: dict[Status, _Traits] = {
     Status.LOOKAHEAD: _Traits("look-ahead", False, True, False),
     Status.NO_TRADES: _Traits("no trades", False, False, False),
     Status.NAN_EQUITY: _Traits("NaN equity", False, False, False),
+    Status.DUPLICATE: _Traits("duplicate", False, False, False),
 }

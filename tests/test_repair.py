@@ -120,8 +120,10 @@ def test_the_random_policy_is_never_repaired(tmp_path: Path, small_data: Path, m
 
 
 def repair_then_good(request: Recorded) -> Reply:
-    """A reply that does not parse, then (in its repair turn) a good one."""
-    return Reply(good() if len(request.body["messages"]) > 1 else NO_CODE)
+    """A reply that does not parse, then (in its repair turn) a good one: a different strategy in each iteration (the
+    same one twice would be a duplicate); iteration 2's is good()."""
+    windows = ((10, 30), (5, 20))[iteration_of(request) % 2]
+    return Reply(good(*windows) if len(request.body["messages"]) > 1 else NO_CODE)
 
 
 def test_parallel_flights_are_each_repaired_in_their_own_conversation(

@@ -286,7 +286,8 @@ def test_a_single_iteration_run_has_no_selection_to_deflate(lab: Path) -> None:
 def test_a_model_copying_one_strategy_shows_collapse(lab: Path) -> None:
     start = lab / "copy_start.py"
     start.write_text(sma_block(20, 100))
-    path = make_run(lab, lab / "small" / "data", "copies", [good(20, 100)] * 3, start_from=str(start))
+    # Novelty off: with it, the copies would be refused as duplicates before they could fill the population.
+    path = make_run(lab, lab / "small" / "data", "copies", [good(20, 100)] * 3, start_from=str(start), novelty=False)
     report = build_report(RunDir(path), holdout=False)
     d = report.diversity
     assert (d.candidates, d.distinct, d.copies_of_start) == (4, 1, 3)

@@ -466,6 +466,17 @@ def run(
             ),
         ),
     ] = False,
+    novelty: Annotated[
+        bool,
+        typer.Option(
+            "--novelty/--no-novelty",
+            help=(
+                "Refuse duplicates (a failure): a proposal with an earlier ok attempt's structure (up to names, "
+                "comments, line order and argument style) is not evaluated, its twin's result reused; one whose "
+                "validation positions correlate 0.99 with a population member's is refused after evaluation."
+            ),
+        ),
+    ] = True,
     data_dir: DataDirOpt = Path("data"),
     fill: FillOpt = FillChoice.NEXT_OPEN,
     cost_bps: CostOpt = 2.0,
@@ -585,6 +596,7 @@ def run(
         folds=folds,
         window_mode=window_mode,
         across=across,
+        novelty=novelty,
     )
     if not chosen.needs_endpoint:
         given = [

@@ -254,7 +254,12 @@ def describe_outcome(last: Shown | None, across: str = "worst") -> str:
         parts.append(f"- {_headline(last, 'val', across)}: {_metric_line(windows['val'])}{_part_lines(last, '- ')}")
     if last.traceback:
         parts.append("Traceback (last lines):\n```\n" + trim_traceback(last.traceback) + "\n```")
-    parts.append("Fix the cause; it counts as a failed iteration.")
+    # A duplicate has nothing to fix: the same idea again would repeat it again.
+    parts.append(
+        "Try a different idea; it counts as a failed iteration."
+        if last.status == "duplicate"
+        else "Fix the cause; it counts as a failed iteration."
+    )
     return "\n".join(parts)
 
 

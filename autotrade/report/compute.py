@@ -85,6 +85,9 @@ class Taxonomy:
     failures: int
     by_status: tuple[Share, ...]
     by_error: tuple[Share, ...]
+    structure_twins: int = 0  # duplicates of an earlier ok attempt's structure
+    position_twins: int = 0  # duplicates of a population member's validation positions
+    saved_s: float = 0.0  # evaluation seconds the structure twins reused instead of spending
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,9 @@ def failure_taxonomy(attempts: Sequence[Attempt]) -> Taxonomy:
         failures=len(failures),
         by_status=tuple(Share(s, n, n / total) for s, n in sorted(statuses.items(), key=lambda t: (-t[1], t[0]))),
         by_error=tuple(Share(k, n, n / len(failures)) for k, n in sorted(kinds.items(), key=lambda t: (-t[1], t[0]))),
+        structure_twins=sum(a.structure_twin for a in attempts),
+        position_twins=sum(a.position_twin for a in attempts),
+        saved_s=sum(a.saved_s for a in attempts),
     )
 
 
@@ -692,6 +698,9 @@ def summary(report: Report) -> dict[str, Any]:
         "failures": t.failures,
         "failure_share": t.failures / t.iterations if t.iterations else None,
         "top_failure": f"{top_error.label} {top_error.share:.0%}" if top_error else None,
+        "structure_twins": t.structure_twins,
+        "position_twins": t.position_twins,
+        "duplicate_saved_s": t.saved_s,
         "distinct_strategies": d.distinct,
         "candidates": d.candidates,
         "repeat_share": d.repeat_share,

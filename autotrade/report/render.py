@@ -284,7 +284,13 @@ def failure_sections(report: Report) -> list[Section]:
         "Outcomes by status",
         ("status", "count", "share"),
         tuple((s.label, str(s.count), share(s.share)) for s in t.by_status),
-        f"{t.iterations} iterations.",
+        f"{t.iterations} iterations."
+        + (
+            f" Duplicates: {t.structure_twins} repeated an earlier strategy's structure (its result reused: "
+            f"{t.saved_s:.1f} s of evaluation saved), {t.position_twins} moved with a population member's positions."
+            if t.structure_twins or t.position_twins
+            else ""
+        ),
         (False, True, True),
     )
     errors = Section(

@@ -9,7 +9,8 @@ each holding a turn's keys and the error that prompted it (`error_status`, `erro
 
 Which keys a record holds says what happened: the evaluation's own keys (`warnings`, `suspicious`,
 `deferred_cuts`, `output`) only when a block was evaluated, the model call's keys only when there was one,
-and `reply_source` / `kept_from_parent` only when its reply held usable code.
+and `reply_source` / `kept_from_parent` only when its reply held usable code; `structure` when its block parsed,
+`twin`, `twin_correlation` and `saved_s` only for a duplicate, and `positions` only for an ok one.
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ class Attempt:
     timings: dict[str, float] = field(default_factory=dict)
     eval_s: float = 0.0
     block: str | None = None  # the agent block evaluated; None when the reply held none
+    structure: str | None = None  # the block's structure up to cosmetics (novelty.block_structure); None: no block
+    twin: int | None = None  # a duplicate: the earlier iteration it repeats
+    twin_correlation: float | None = None  # a duplicate by positions: their correlation; None: by structure
+    saved_s: float = 0.0  # a structure twin's evaluation seconds its result reused instead of running again
+    positions: str | None = None  # ok: the validation positions (novelty.encode_positions), what later ones must beat
     train_return: float | None = None
     val_return: float | None = None
     objective_name: str = "val_return"
@@ -120,6 +126,16 @@ class Attempt:
     def ok(self) -> bool:
         """True when the candidate passed every gate."""
         return self.status is Status.OK
+
+    @property
+    def structure_twin(self) -> bool:
+        """A duplicate of an earlier strategy's structure (its result reused unless it was already running)."""
+        return self.twin is not None and self.twin_correlation is None
+
+    @property
+    def position_twin(self) -> bool:
+        """A duplicate whose validation positions move with a population member's."""
+        return self.twin is not None and self.twin_correlation is not None
 
     @property
     def prompt_tokens(self) -> int:
@@ -159,6 +175,7 @@ class Attempt:
         """iter_<i>_results.json: the keys, values and order every version has written (and `repairs` after the
         first turn's keys when there were repair turns)."""
         repairs = {"repairs": [turn.to_json() for turn in self.repair_turns]}
+        twinned = {"twin": self.twin, "twin_correlation": self.twin_correlation, "saved_s": self.saved_s}
         evaluated = {
             "warnings": list(self.warnings),
             "suspicious": list(self.suspicious),
@@ -181,6 +198,9 @@ class Attempt:
             "timings": self.timings,
             "eval_s": self.eval_s,
             "block": self.block,
+            **({"structure": self.structure} if self.structure is not None else {}),
+            **(twinned if self.twin is not None else {}),
+            **({"positions": self.positions} if self.positions is not None else {}),
             "train_return": self.train_return,
             "val_return": self.val_return,
             "objective_name": self.objective_name,

@@ -36,7 +36,8 @@ MAX_PARALLEL = 64  # proposals in flight; beyond this a server's batch is full a
 MAX_REPAIR = 5  # repair turns per iteration; beyond a few, a model that keeps failing is better asked afresh
 DEFAULT_PATIENCE_S = 1800.0  # a model server restarted overnight (model swap, crash, OOM) is back well within it
 # What a setting means in a config.json written before it existed, where that is not today's default.
-BEFORE_THE_KEY: dict[str, Any] = {"repair": 0}  # older runs never repaired: they resume exactly as they ran
+# Older runs never repaired nor refused duplicates: they resume exactly as they ran.
+BEFORE_THE_KEY: dict[str, Any] = {"repair": 0, "novelty": False}
 
 
 def load_env_file(cwd: Path | None = None) -> None:
@@ -212,6 +213,7 @@ class RunSettings:
     folds: int = 1  # walk-forward folds over the research period (data.plan.Folds); 1: the prepared split
     window_mode: str = "expanding"  # a name in WINDOW_MODES: each fold's train span
     across: str = DEFAULT_ACROSS  # a name in ACROSS: how assets and folds aggregate into the objective
+    novelty: bool = True  # a repeat of an earlier strategy (structure, or a member's positions) is a duplicate
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""

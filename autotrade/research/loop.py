@@ -56,6 +56,7 @@ from autotrade.errors import (
     UnsafeCodeError,
 )
 from autotrade.evaluation.evaluate import Evaluation, evaluate_block, finish_gate
+from autotrade.evaluation.novelty import block_structure, encode_positions, validation_positions
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, OBJECTIVES, format_score
 from autotrade.evaluation.score import score_evaluation
 from autotrade.propose.client import (
@@ -98,6 +99,7 @@ from autotrade.research.rundir import (
     evaluation_rules,
     now_iso,
 )
+from autotrade.research.twins import judge, structure_message, structure_twins
 from autotrade.sandbox.pool import SandboxPool
 from autotrade.sandbox.vet import vet_block
 from autotrade.status import Status
@@ -170,6 +172,8 @@ class Flight:
     exchanges: list[Exchange] = field(default_factory=list)  # the model turns, oldest first; none for the baseline
     evaluation: Evaluation | None = None
     eval_s: float = 0.0  # over every turn's evaluation
+    twins: Mapping[str, int] = field(default_factory=dict)  # ok structures committed up to its basis (--novelty)
+    twin: int | None = None  # its last turn repeated this iteration's structure: not evaluated, its result reused
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -471,6 +475,7 @@ class Research:
         """Start an iteration on its own thread: its parent and prompt from its basis, then propose and evaluate."""
         parent: int | None = None
         prompt = ""
+        twins: dict[str, int] = {}
         if iteration > 0:
             basis = self.basis(iteration)
             latest = basis == self.state.next_iteration - 1  # the committed state speaks for it (and for old runs)
@@ -489,6 +494,7 @@ class Research:
                 self.block_of(parent),
                 [asset.name for asset in self.data.assets],
             )
+            twins = structure_twins(seen) if self.settings.novelty else {}
         self.run.journal("iteration_started", iteration=iteration, parent=parent)
         # One proposal at a time: one seeded stream for the proposer's draws and then the reversion, committed with
         # the state, so a redone iteration proposes the same candidate. In parallel the proposer draws from a stream
@@ -498,7 +504,7 @@ class Research:
             if self.settings.parallel == 1
             else random.Random(f"{self.settings.seed}:{iteration}")
         )
-        flight = Flight(iteration, parent, prompt, rng, now_iso())
+        flight = Flight(iteration, parent, prompt, rng, now_iso(), twins=twins)
         if parent is not None and self.proposer is None:
             self.proposer = POLICIES.get(self.settings.policy).proposer(
                 self.model,
@@ -559,8 +565,13 @@ class Research:
             events.put(("done", flight))
 
     def evaluate(self, flight: Flight, block: str, events: queue.SimpleQueue) -> None:
-        """Evaluate a flight's block (on its thread), unless the flight was abandoned meanwhile."""
+        """Evaluate a flight's block (on its thread), unless the flight was abandoned meanwhile or the block repeats
+        a structure committed up to its basis (then the twin's result is reused at commit)."""
         if flight.cancelled.is_set():
+            return
+        flight.twin = flight.twins.get(block_structure(block) or "")
+        if flight.twin is not None:
+            flight.evaluation = Evaluation(Status.DUPLICATE, structure_message(flight.twin, reused=True))
             return
         events.put(("phase", (flight, "evaluating")))
         mark = time.monotonic()
@@ -670,6 +681,8 @@ class Research:
         turns = tuple(self.turn_of(i, k, exchange) for k, exchange in enumerate(flight.exchanges))
         hypothesis = reply.learnings if isinstance(reply, ParsedReply) else ""
         block = reply.block if isinstance(reply, ParsedReply) else (self.start_block if parent is None else None)
+        structure = block_structure(block) if block is not None else None
+        twin, reused = None, None
         if isinstance(reply, ReplyError):
             evaluation = Evaluation(status=Status(reply.status), message=str(reply))
             value, eval_s = None, round(flight.eval_s, 3)  # what evaluating its earlier turns took
@@ -677,6 +690,10 @@ class Research:
             assert block is not None and flight.evaluation is not None
             self.write_attempt(i, block)
             evaluation = flight.evaluation
+            if flight.twin is not None:
+                twin, reused = (flight.twin, None), self.records[flight.twin]
+            elif self.settings.novelty:  # against all committed before it, in iteration order: timing never decides
+                evaluation, twin = judge(evaluation, structure, self.records, self.population.iterations)
             value = self.score_of(evaluation)
             mark = time.monotonic()
             if value is not None and evaluation.pending_cuts and self.population.admit(i, value)[1]:
@@ -689,6 +706,7 @@ class Research:
         step = record_outcome(self.population, self.state.fail_streak, i, value)
         next_parent = choose_parent(step.population, i, step.entered, rng)
         figures = evaluation.to_record()  # JSON-safe: a non-finite metric is None, timings rounded
+        windows = reused.windows if reused is not None else figures["windows"]
         attempt = Attempt(
             iteration=i,
             parent=parent,
@@ -698,9 +716,9 @@ class Research:
             message=evaluation.message,
             error_type=evaluation.error_type,
             traceback=evaluation.traceback,
-            windows=figures["windows"],
-            parts=figures.get("parts", {}),
-            columns=evaluation.columns,
+            windows=windows,
+            parts=reused.parts if reused is not None else figures.get("parts", {}),
+            columns=reused.columns if reused is not None else evaluation.columns,
             warnings=evaluation.warnings,
             suspicious=evaluation.suspicious,
             deferred_cuts=evaluation.pending_cuts,
@@ -708,8 +726,13 @@ class Research:
             timings=figures["timings"],
             eval_s=eval_s,
             block=block,
-            train_return=window_return(figures["windows"], "train"),
-            val_return=window_return(figures["windows"], "val"),
+            structure=structure,
+            twin=twin[0] if twin is not None else None,
+            twin_correlation=None if twin is None or twin[1] is None else round(twin[1], 4),
+            saved_s=reused.eval_s if reused is not None else 0.0,
+            positions=encode_positions(validation_positions(evaluation)) if evaluation.ok else None,
+            train_return=window_return(windows, "train"),
+            val_return=window_return(windows, "val"),
             objective_name=self.settings.objective,
             objective=value,
             entered_population=step.entered,
