@@ -39,6 +39,7 @@ from autotrade.fmt import num
 from autotrade.report.diversity import Diversity, measure_diversity
 from autotrade.report.holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
 from autotrade.report.plots import chain_windows
+from autotrade.report.trials import TrialCount, count_trials
 from autotrade.research.attempt import Attempt
 from autotrade.research.rundir import RunDir, RunState, anonymization, data_identity, eval_settings, now_iso
 from autotrade.sandbox.pool import SandboxPool
@@ -113,7 +114,8 @@ class Overfitting:
     """
 
     best_iteration: int | None
-    n_trials: int  # ok trials: N of the DSR
+    n_trials: int  # N of the DSR: distinct strategies that ran, failures included (report.trials)
+    n_ok_trials: int  # of them, the ok ones: the N a count of ok trials alone would give
     sharpe: float | None  # the best's validation Sharpe, annualised
     n_obs: int  # its validation returns
     skew: float | None
@@ -121,7 +123,8 @@ class Overfitting:
     trials_sharpe_var: float | None  # variance of the ok trials' annualised validation Sharpe ratios
     expected_max_sharpe: float | None  # annualised: what N unskilled trials would reach
     psr: float | None
-    dsr: float | None
+    dsr: float | None  # with n_trials: the one the verdict uses
+    dsr_ok_only: float | None  # with n_ok_trials, shown beside it: what counting only ok trials would claim
     pbo: float | None
     pbo_trials: int
     pbo_oos_loss: float | None  # share of splits where the in-sample best lost money out of sample
@@ -342,14 +345,19 @@ def overfitting_of(
     research: Mapping[int, Evaluation],
     holdout: Holdout,
     ppy: float,
+    trials: TrialCount,
 ) -> Overfitting:
-    """DSR, PSR, PBO and degradation for the best iteration (figures that cannot be computed are None, with a note)."""
+    """DSR, PSR, PBO and degradation for the best iteration (figures that cannot be computed are None, with a note).
+
+    The DSR's N is `trials.ran`; the variance of Sharpe ratios across trials comes from the ok ones, the only ones
+    with a validation Sharpe.
+    """
     notes: list[str] = []
     ok = [a for a in attempts if a.ok]
     sharpes = [s for a in ok if (s := _window(a, "val").get("sharpe")) is not None]
-    n_trials = len(ok)
+    n_trials = trials.ran
     var = float(np.var(sharpes, ddof=1)) if len(sharpes) >= 2 else 0.0
-    sharpe = skew = kurt = psr = dsr = emax = None
+    sharpe = skew = kurt = psr = dsr = dsr_ok = emax = None
     n_obs = 0
     if best is None:
         notes.append("no ok iteration: there is no best strategy to test")
@@ -362,6 +370,7 @@ def overfitting_of(
         try:
             psr = probabilistic_sharpe_ratio(moments.sr, 0.0, n_obs, skew, kurt)
             dsr = deflated_sharpe_ratio(moments.sr, n_obs, skew, kurt, max(n_trials, 1), var / ppy)
+            dsr_ok = deflated_sharpe_ratio(moments.sr, n_obs, skew, kurt, max(trials.ok, 1), var / ppy)
         except ValueError as exc:
             notes.append(f"PSR/DSR undefined for these returns ({exc})")
 
@@ -377,8 +386,8 @@ def overfitting_of(
             notes.append(f"PBO needs at least {2 * PBO_BLOCKS} bars of returns")
     else:
         notes.append(f"PBO needs at least {PBO_MIN_TRIALS} ok trials (this run has {len(columns)})")
-    if len(columns) < n_trials and len(columns) >= PBO_MIN_TRIALS:
-        notes.append(f"PBO over {len(columns)} of the {n_trials} ok trials (evenly spaced, population included)")
+    if len(columns) < len(ok) and len(columns) >= PBO_MIN_TRIALS:
+        notes.append(f"PBO over {len(columns)} of the {len(ok)} ok trials (evenly spaced, population included)")
 
     sharpe_path = cagr_path = None
     if best is not None:
@@ -398,14 +407,16 @@ def overfitting_of(
     return Overfitting(
         best_iteration=best,
         n_trials=n_trials,
+        n_ok_trials=trials.ok,
         sharpe=sharpe,
         n_obs=n_obs,
         skew=skew,
         kurtosis=kurt,
-        trials_sharpe_var=var if n_trials else None,
+        trials_sharpe_var=var if ok else None,
         expected_max_sharpe=emax,
         psr=psr,
         dsr=dsr,
+        dsr_ok_only=dsr_ok,
         pbo=pbo,
         pbo_trials=len(columns) if pbo is not None else 0,
         pbo_oos_loss=oos_loss,
@@ -430,7 +441,9 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 f"{num(o.expected_max_sharpe)} that the best of {o.n_trials} skill-less strategies would reach by "
                 "luck "
                 f"(Sharpe variance across trials {num(o.trials_sharpe_var, 3)}); "
-                f"at {num(o.dsr)} the result {verdict} (0.95 is the usual bar).",
+                f"at {num(o.dsr)} the result {verdict} (0.95 is the usual bar). "
+                f"{TrialCount(o.n_trials, o.n_ok_trials).how}: failures that ran were trials too; counting only the "
+                f"ok ones would give {num(o.dsr_ok_only)}.",
             )
         )
     if o.psr is not None:
@@ -577,7 +590,7 @@ def build_report(
         )
         for a in attempts
     )
-    overfitting = overfitting_of(attempts, best, research, seen, ppy)
+    overfitting = overfitting_of(attempts, best, research, seen, ppy, count_trials(attempts, blocks))
     positions = {
         i: np.concatenate([e.curves[w].position.to_numpy() for w in RESEARCH_WINDOWS]) for i, e in research.items()
     }
@@ -671,6 +684,8 @@ def summary(report: Report) -> dict[str, Any]:
         "dsr": o.dsr,
         "psr": o.psr,
         "n_trials": o.n_trials,
+        "n_ok_trials": o.n_ok_trials,
+        "dsr_ok_only": o.dsr_ok_only,
         "skew": o.skew,
         "kurtosis": o.kurtosis,
         "pbo": o.pbo,

@@ -256,9 +256,18 @@ def overfitting_section(report: Report) -> Section:
         rows.append(
             (
                 "Trials (N)",
-                str(o.n_trials),
-                "The ok strategies the validation window chose among: the more were tried, the higher the best scores "
-                "by luck alone.",
+                f"{o.n_trials} ({o.n_ok_trials} ok)",
+                "The distinct strategies whose code ran, failures included, that the validation window chose among: "
+                "the more were tried, the higher the best scores by luck alone.",
+            )
+        )
+    if o.dsr_ok_only is not None:
+        rows.append(
+            (
+                "DSR counting ok trials only",
+                num(o.dsr_ok_only),
+                f"The DSR with N = {o.n_ok_trials}, as if the failures that ran had not been tried: less deflated, "
+                "and not the one the verdict uses.",
             )
         )
     return Section(
