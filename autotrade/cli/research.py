@@ -32,6 +32,8 @@ from rich.text import Text
 
 from autotrade.cli.common import RUNS_ROOT, note_on_stderr
 from autotrade.cli.options import (
+    BudgetMinutesOpt,
+    BudgetTokensOpt,
     CostOpt,
     DataDirOpt,
     EvalTimeoutOpt,
@@ -45,6 +47,7 @@ from autotrade.cli.options import (
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, format_score, has_own_column
 from autotrade.fmt import hms, pct
 from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
+from autotrade.research import budget
 from autotrade.research.config import MAX_PARALLEL, MAX_REPAIR
 
 if TYPE_CHECKING:
@@ -214,13 +217,20 @@ def ending_lines(result: RunResult) -> list[str]:
             f"run {result.name} already finished ({result.stop_reason}, {result.iterations} iterations): nothing to do"
         ]
     if result.status == "finished":
-        why = "reached --max-iter" if result.stop_reason == "max_iter" else "reached --max-fails"
+        why = {"max_iter": "reached --max-iter", "max_fails": "reached --max-fails"}.get(
+            str(result.stop_reason),
+            result.message,  # a budget: which one, what it spent, how to extend it
+        )
         best = (
             f"best in {result.path}/best_trade.py"
             if result.population
             else "no iteration entered the population, so there is no best strategy"
         )
-        return [f"run {result.name} finished: {why} after {result.iterations} iterations; {best}"]
+        line = f"run {result.name} finished: {why} after {result.iterations} iterations; {best}"
+        if result.stop_reason in (budget.TOKENS, budget.MINUTES):
+            flag = "--" + str(result.stop_reason).replace("_", "-")
+            line += f"; to go on: `autotrade resume {result.name} {flag} N` with a larger N"
+        return [line]
     return []
 
 
@@ -524,6 +534,8 @@ def run(
         str | None, typer.Option("--endpoint-patience", metavar="DURATION", help=PATIENCE_HELP)
     ] = None,
     reply_format: ReplyFormatOpt = ReplyFormatChoice.TEXT,
+    budget_tokens: BudgetTokensOpt = None,
+    budget_minutes: BudgetMinutesOpt = None,
 ) -> None:
     """Let the model (or --policy random) rewrite the strategy, evaluating every attempt.
 
@@ -557,6 +569,8 @@ def run(
         parallel=parallel,
         reply_format=reply_format.value,
         repair=repair,
+        budget_tokens=budget_tokens,
+        budget_minutes=budget_minutes,
     )
     if not chosen.needs_endpoint:
         given = [
@@ -604,6 +618,8 @@ def resume(
             "--max-iter", min=1, help="Raise the run's --max-iter, so that a run which reached it goes on (recorded)."
         ),
     ] = None,
+    budget_tokens: BudgetTokensOpt = None,
+    budget_minutes: BudgetMinutesOpt = None,
 ) -> None:
     """Continue a stopped or killed run exactly where it left off (settings, model and data are the run's own)."""
     from autotrade.research.config import check_base_url, load_env_file, model_settings
@@ -633,6 +649,8 @@ def resume(
         timeout_s=timeout_s,
         patience_s=patience_s,
         max_iter=max_iter,
+        budget_tokens=budget_tokens,
+        budget_minutes=budget_minutes,
     )
     finish(result)
 

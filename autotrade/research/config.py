@@ -207,6 +207,8 @@ class RunSettings:
     parallel: int = 1  # proposals in flight at once; iteration i is asked from the committed state after i - parallel
     reply_format: str = TEXT  # a name in REPLY_FORMATS: how the model is asked to reply (configs before it: text)
     repair: int = 1  # turns a failed reply gets in the same conversation, its error sent back, before it counts
+    budget_tokens: int | None = None  # stop once the committed iterations spent this many tokens; None: no budget
+    budget_minutes: float | None = None  # stop after this much research time, over every resume; None: no budget
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""
@@ -258,5 +260,12 @@ def _broken_rule(values: Mapping[str, Any]) -> tuple[str, str] | None:
             f"json is how a model is asked to reply: the {values['policy']} policy asks none",
         ),
         ("repair", 0 <= values["repair"] <= MAX_REPAIR, f"must be 0 to {MAX_REPAIR}"),
+        ("budget_tokens", values["budget_tokens"] is None or values["budget_tokens"] >= 1, "must be at least 1"),
+        (
+            "budget_minutes",
+            values["budget_minutes"] is None
+            or (values["budget_minutes"] > 0 and math.isfinite(values["budget_minutes"])),
+            "must be a positive number",
+        ),
     )
     return next(((key, rule) for key, holds, rule in rules if not holds), None)
