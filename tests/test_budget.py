@@ -48,10 +48,10 @@ def test_resume_raises_a_budget_but_never_lowers_or_invents_one() -> None:
 
 
 def test_a_token_budget_ends_the_run_between_iterations_and_resume_extends_it(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.default = priced
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=20, parallel=2, budget_tokens=1000)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=20, parallel=2, budget_tokens=1000)
     # The baseline costs nothing, iteration 1 1,200 tokens: the run ends there, with iteration 2 in flight.
     assert (result.status, result.stop_reason, result.iterations) == ("finished", "budget_tokens", 2)
     assert ending_lines(result) == [
@@ -71,10 +71,10 @@ def test_a_token_budget_ends_the_run_between_iterations_and_resume_extends_it(
     assert state["totals"]["prompt_tokens"] + state["totals"]["completion_tokens"] == 2400
 
 
-def test_research_time_adds_up_over_resumes_and_ends_the_run(tmp_path: Path, small_data: Path) -> None:
+def test_research_time_adds_up_over_resumes_and_ends_the_run(tmp_path: Path, tiny_data: Path) -> None:
     tiny = 1e-9  # minutes: less than any commit takes
     result = start_run(
-        settings(small_data, policy="random", max_iter=2, budget_minutes=tiny),
+        settings(tiny_data, policy="random", max_iter=2, budget_minutes=tiny),
         None,
         RecordingReporter(),
         prompts=load_prompt_files(tmp_path),

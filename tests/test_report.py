@@ -23,8 +23,8 @@ from autotrade.data.sources import load_bundled
 from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.engine.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
 from autotrade.errors import DataError
-from autotrade.fmt import num
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
+from autotrade.fmt import num
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.report.compute import build_report, spend_of, summary
 from autotrade.report.plots import PNG_SIGNATURE

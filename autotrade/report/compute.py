@@ -14,14 +14,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 
 from autotrade.candidate import extract_block
-from autotrade.data.prepared import PreparedData, load_prepared
+from autotrade.data.prepared import Anonymization, PreparedData, load_prepared
 from autotrade.data.windows import RESEARCH_WINDOWS, SPLIT_WINDOWS
 from autotrade.engine.metrics import periods_per_year
 from autotrade.engine.stats import (
@@ -44,9 +44,13 @@ from autotrade.research.attempt import Attempt
 from autotrade.research.rundir import RunDir, RunState, anonymization, data_identity, eval_settings, now_iso
 from autotrade.sandbox.pool import SandboxPool
 
+if TYPE_CHECKING:
+    from autotrade.research.config import RunSettings
+
 MAX_TRIALS = 200  # ok trials re-evaluated for PBO (about 0.1 s each); beyond it an evenly spaced subset
 PBO_BLOCKS = 16
 PBO_MIN_TRIALS = 4
+DSR_BAR = 0.95  # the usual bar: a DSR at or above it says the best is likely more than luck
 REPORT_JSON = "report.json"
 
 # Failures without an exception type, named for the failure table.
@@ -227,7 +231,7 @@ def _window(attempt: Attempt, name: str) -> dict[str, float | None]:
     return {k: _float(v) for k, v in (attempt.windows.get(name) or {}).items()}
 
 
-def _block(run: RunDir, attempt: Attempt) -> str | None:
+def evaluated_block(run: RunDir, attempt: Attempt) -> str | None:
     """The agent block an iteration evaluated: from its record, else from iter_<i>_trade.py."""
     if attempt.block:
         return attempt.block
@@ -431,7 +435,7 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
     figures: list[Figure] = []
     b = o.best_iteration
     if o.dsr is not None:
-        verdict = "is likely more than luck" if o.dsr >= 0.95 else "could well be luck"
+        verdict = "is likely more than luck" if o.dsr >= DSR_BAR else "could well be luck"
         figures.append(
             Figure(
                 "dsr",
@@ -441,7 +445,7 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 f"{num(o.expected_max_sharpe)} that the best of {o.n_trials} skill-less strategies would reach by "
                 "luck "
                 f"(Sharpe variance across trials {num(o.trials_sharpe_var, 3)}); "
-                f"at {num(o.dsr)} the result {verdict} (0.95 is the usual bar). "
+                f"at {num(o.dsr)} the result {verdict} ({DSR_BAR:g} is the usual bar). "
                 f"{TrialCount(o.n_trials, o.n_ok_trials).how}: failures that ran were trials too; counting only the "
                 f"ok ones would give {num(o.dsr_ok_only)}.",
             )
@@ -497,6 +501,39 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
     return tuple(figures)
 
 
+def research_data(
+    run: RunDir, config: Mapping[str, Any], settings: RunSettings, state: RunState, data_dir: Path | None = None
+) -> tuple[PreparedData, Anonymization | None, PreparedData]:
+    """The run's real data (checked against its record), its anonymisation (None when off), and the data as the run
+    saw it (what its strategies are evaluated on; the real dates are what a report shows)."""
+    real = load_run_data(run, config, data_dir)
+    view = anonymization(settings, state, real)
+    return real, view, view.apply(real) if view is not None else real
+
+
+def reevaluate(
+    blocks: Mapping[int, str | None],
+    ok: Sequence[int],
+    keep: Sequence[int],
+    data: PreparedData,
+    settings: EvalSettings,
+    pool: SandboxPool,
+    max_trials: int,
+    notes: list[str],
+) -> dict[int, Evaluation]:
+    """Per-bar curves on train and validation of at most `max_trials` ok iterations (`keep` among them); a note for
+    each that no longer evaluates ok. They passed the look-ahead gate already, so it is not run again."""
+    quick = replace(settings, lookahead=False)
+    research: dict[int, Evaluation] = {}
+    for i in _select_trials(ok, keep, max_trials):
+        evaluation = evaluate_block(str(blocks[i]), data, RESEARCH_WINDOWS, quick, pool)
+        if evaluation.ok:
+            research[i] = evaluation
+        else:
+            notes.append(f"iteration {i} did not re-evaluate ok ({evaluation.status}: {evaluation.message[:120]})")
+    return research
+
+
 def _select_trials(ok: Sequence[int], keep: Sequence[int], limit: int) -> list[int]:
     """At most `limit` ok iterations: all when few, else evenly spaced plus the ones to keep (population)."""
     if len(ok) <= limit:
@@ -527,29 +564,19 @@ def build_report(
     config = run.read_config()
     settings = RunSettings.from_dict(config["settings"])
     state, attempts = _committed(run)
-    real = load_run_data(run, config, data_dir)
-    view = anonymization(settings, state, real)
-    data = view.apply(real) if view is not None else real  # evaluated as the run saw it; real dates shown
+    real, view, data = research_data(run, config, settings, state, data_dir)  # evaluated as the run saw it
     evaluation_settings: EvalSettings = eval_settings(settings, state)
     research_index = data.research_frame().index
     ppy = periods_per_year(research_index)
 
-    blocks = {a.iteration: _block(run, a) for a in attempts}
+    blocks = {a.iteration: evaluated_block(run, a) for a in attempts}
     ok = [a.iteration for a in attempts if a.ok and blocks.get(a.iteration)]
     population = tuple(int(m["iteration"]) for m in state.population)
     best = state.best_iteration
     notes: list[str] = []
 
-    # Re-evaluate ok trials on train and validation for their per-bar curves; they passed the look-ahead gate already.
-    quick = replace(evaluation_settings, lookahead=False)
     with SandboxPool() as pool:  # one fork server for every evaluation of the report
-        research: dict[int, Evaluation] = {}
-        for i in _select_trials(ok, population, max_trials):
-            evaluation = evaluate_block(str(blocks[i]), data, RESEARCH_WINDOWS, quick, pool)
-            if evaluation.ok:
-                research[i] = evaluation
-            else:
-                notes.append(f"iteration {i} did not re-evaluate ok ({evaluation.status}: {evaluation.message[:120]})")
+        research = reevaluate(blocks, ok, population, data, evaluation_settings, pool, max_trials, notes)
 
         withheld = ""
         if holdout and run.is_active() and not reveal_running:
@@ -741,8 +768,6 @@ class RunSummary:
     model_s: float
     eval_s: float
     wall_s: float
-    dsr: float | None  # from report.json when it covers every committed iteration
-    pbo: float | None
     problem: str | None = None  # why the run could not be read, when it could not
 
     @property
@@ -764,11 +789,10 @@ def summarize_run(run: RunDir) -> RunSummary:
     best_attempt = attempts[best] if best is not None and best < len(attempts) else None
     test_return = next((r.test_return(best) for r in reversed(reveals) if best is not None and best in r.test), None)
     taxonomy = failure_taxonomy(attempts)
-    blocks = {a.iteration: _block(run, a) for a in attempts}
+    blocks = {a.iteration: evaluated_block(run, a) for a in attempts}
     ok = [a.iteration for a in attempts if a.ok]
     diversity = measure_diversity(blocks, ok, [], {})
     spend = spend_of(attempts, journal, state, run.is_active(), run_policy(config))
-    saved = _saved_summary(run, len(attempts))
     top = taxonomy.by_error[0] if taxonomy.by_error else None
     return RunSummary(
         name=run.name,
@@ -795,22 +819,7 @@ def summarize_run(run: RunDir) -> RunSummary:
         model_s=spend.model_s,
         eval_s=spend.eval_s,
         wall_s=spend.wall_s,
-        dsr=_float(saved.get("dsr")),
-        pbo=_float(saved.get("pbo")),
     )
-
-
-def _saved_summary(run: RunDir, iterations: int) -> dict[str, Any]:
-    """report.json's summary when it was made from the same committed iterations, else {}."""
-    path = run.path / REPORT_JSON
-    if not path.is_file():
-        return {}
-    try:
-        saved = run.read_json(path)
-    except AutotradeError:
-        return {}
-    values = saved.get("summary") if isinstance(saved, dict) else None
-    return values if isinstance(values, dict) and values.get("iterations") == iterations else {}
 
 
 def _damaged(run: RunDir, problem: str) -> RunSummary:
@@ -840,7 +849,5 @@ def _damaged(run: RunDir, problem: str) -> RunSummary:
         model_s=0.0,
         eval_s=0.0,
         wall_s=0.0,
-        dsr=None,
-        pbo=None,
         problem=problem,
     )
