@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from legacy_run import FIXTURE
 from openai_server import OpenAIServer, Recorded, Reply
 from recording import RecordingReporter
 from test_loop import CANARY, good, iteration_of, settings, start
@@ -35,6 +36,13 @@ def test_a_budget_is_reached_by_the_committed_totals() -> None:
     assert exhausted(RunSettings(budget_tokens=2000), spent) == "budget_tokens"
     assert exhausted(RunSettings(budget_minutes=119 / 60), spent) == "budget_minutes"
     assert exhausted(RunSettings(), spent) is None  # an old config.json: no budget
+
+
+def test_a_config_written_before_budgets_reads_as_no_budget() -> None:
+    raw = json.loads((FIXTURE / "config.json").read_text())["settings"]
+    assert "budget_tokens" not in raw and "budget_minutes" not in raw
+    pinned = RunSettings.from_dict(raw)
+    assert (pinned.budget_tokens, pinned.budget_minutes) == (None, None)
 
 
 def test_resume_raises_a_budget_but_never_lowers_or_invents_one() -> None:

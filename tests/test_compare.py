@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
+from legacy_run import legacy_copy
 from openai_server import OpenAIServer, Reply
 from recording import RecordingReporter
 from rich.console import Console
@@ -14,12 +15,13 @@ from test_loop import KEY_ERROR, NO_CODE, good
 
 from autotrade.errors import ConfigError
 from autotrade.propose.prompts import load_prompt_files
-from autotrade.report.compare import Footing, compare_runs, counted
+from autotrade.report.compare import Footing, compare_run, counted
 from autotrade.report.render import footing_table
 from autotrade.research.attempt import Attempt, Turn
 from autotrade.research.config import RunSettings, model_settings
 from autotrade.research.loop import start_run
 from autotrade.research.rundir import RunDir
+from autotrade.sandbox.pool import SandboxPool
 from autotrade.status import Status
 
 
@@ -62,7 +64,17 @@ def loopback_run(root: Path, data: Path, name: str, model: str, replies: list[Re
     return RunDir(result.path)
 
 
-def test_compare_cuts_the_longer_run_to_the_iterations_of_the_shorter_one(tmp_path: Path, tiny_data: Path) -> None:
+def test_a_run_written_before_research_time_was_recorded_cannot_be_cut_by_minutes(
+    tmp_path: Path, sandbox_pool: SandboxPool
+) -> None:
+    leg = compare_run(RunDir(legacy_copy(tmp_path)), Footing(minutes=5), sandbox_pool)
+    assert (leg.committed, leg.counted) == (6, 0)
+    assert leg.problem is not None and "iteration 0 has no research time" in leg.problem
+
+
+def test_compare_cuts_the_longer_run_to_the_iterations_of_the_shorter_one(
+    tmp_path: Path, tiny_data: Path, sandbox_pool: SandboxPool
+) -> None:
     thinking = "Let me weigh a faster average. " * 10
     local = loopback_run(
         tmp_path,
@@ -74,7 +86,7 @@ def test_compare_cuts_the_longer_run_to_the_iterations_of_the_shorter_one(tmp_pa
     frontier = loopback_run(
         tmp_path, tiny_data, "frontier", "frontier-x", [Reply(KEY_ERROR, reasoning=thinking, usage=(800, 300))]
     )
-    legs = compare_runs([local, frontier], Footing(iterations=2))
+    legs = [compare_run(run, Footing(iterations=2), sandbox_pool) for run in (local, frontier)]
     cut, other = legs
     # local's third iteration (its only new strategy) lies beyond the cut: its best is the baseline, one trial.
     assert (cut.committed, cut.counted, cut.best_iteration, cut.tokens) == (3, 2, 0, 1000)

@@ -77,6 +77,12 @@ def who_proposes(settings: RunSettings, model: Mapping[str, Any]) -> str:
     return f"model {model.get('model')} at {model.get('base_url')}"
 
 
+def budgets(settings: RunSettings) -> dict[str, str]:
+    """The run's budgets that are set, by setting name: tokens whole, minutes as given."""
+    given = {budget.TOKENS: settings.budget_tokens, budget.MINUTES: settings.budget_minutes}
+    return {key: f"{value:g}" if isinstance(value, float) else str(value) for key, value in given.items() if value}
+
+
 # -- rendering -------------------------------------------------------------------------------------
 
 
@@ -253,6 +259,7 @@ class PlainReporter:
             f"base_url={model.get('base_url')} "
             f"objective={settings.objective} max_iter={settings.max_iter} max_fails={settings.max_fails} "
             f"population={settings.population} seed={settings.seed} next_iteration={standing.done}"
+            + "".join(f" {key}={value}" for key, value in budgets(settings).items())
         )
 
     def phase(self, iteration: int, text: str) -> None:
@@ -312,7 +319,8 @@ class RichReporter:
         self.console.print(
             f"objective {settings.objective} · max-iter {settings.max_iter} · max-fails {settings.max_fails} · "
             f"population {settings.population} · seed {settings.seed} · fill {settings.fill} · cost "
-            f"{settings.cost_bps:g} bp",
+            f"{settings.cost_bps:g} bp"
+            + "".join(f" · {key.replace('_', '-')} {value}" for key, value in budgets(settings).items()),
             style="dim",
         )
         self.progress = Progress(
