@@ -15,7 +15,7 @@ from test_loop import KEY_ERROR, NO_CODE, good
 
 from autotrade.errors import ConfigError
 from autotrade.propose.prompts import load_prompt_files
-from autotrade.report.compare import Footing, compare_run, counted
+from autotrade.report.compare import Footing, compare_run, counted, fell_short
 from autotrade.report.render import footing_table
 from autotrade.research.attempt import Attempt, Turn
 from autotrade.research.config import RunSettings, model_settings
@@ -34,6 +34,7 @@ def test_a_token_footing_counts_the_iterations_completed_within_it() -> None:
     assert counted(attempts, Footing(tokens=1000), {}) == 3  # 1,000 exactly: iteration 2 is within
     assert counted(attempts, Footing(tokens=999), {}) == 2
     assert counted(attempts, Footing(iterations=9), {}) == 4 == counted(attempts, Footing(), {})
+    assert fell_short(attempts, Footing(tokens=1501), {}) and not fell_short(attempts, Footing(tokens=1500), {})
 
 
 def test_a_time_footing_reads_each_commits_research_time_and_says_when_a_run_lacks_it() -> None:

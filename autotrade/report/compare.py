@@ -136,6 +136,18 @@ def counted(attempts: Sequence[Attempt], footing: Footing, times: Mapping[int, f
     return len(attempts)
 
 
+def fell_short(attempts: Sequence[Attempt], footing: Footing, times: Mapping[int, float]) -> bool:
+    """True when the run stopped before it reached the footing: all of it is counted, and that is less than the
+    footing allows (so beside a run that reached it, it had fewer chances)."""
+    if footing.iterations is not None:
+        return len(attempts) < footing.iterations
+    if footing.tokens is not None:
+        return sum(a.prompt_tokens + a.completion_tokens for a in attempts) < footing.tokens
+    if footing.minutes is not None and attempts:
+        return times.get(attempts[-1].iteration, 0.0) < footing.minutes * 60
+    return False
+
+
 def cut_figures(attempts: Sequence[Attempt]) -> dict[str, Any]:
     """What the counted iterations' replies cost and how they read (Leg's fields)."""
     turns = [t for a in attempts for t in a.turns]
@@ -171,8 +183,9 @@ def compare_run(
         "objective": settings.objective,
         "committed": len(attempts),
     }
+    times = research_times(journal)
     try:
-        cut = attempts[: counted(attempts, footing, research_times(journal))]
+        cut = attempts[: counted(attempts, footing, times)]
     except ConfigError as exc:
         return Leg(**who, counted=0, problem=str(exc))
     members = cut[-1].population if cut else ()
@@ -182,7 +195,11 @@ def compare_run(
     figures = {**who, "counted": len(cut), "trials": trials, **cut_figures(cut)}
     if best is not None:
         figures |= {"best_iteration": best, "best_objective": cut[best].objective}
-    notes: list[str] = []
+    notes = (
+        [f"it ended short of the footing ({footing.text}): all of it is counted"]
+        if fell_short(attempts, footing, times)
+        else []
+    )
     try:
         _, _, data = research_data(run, config, settings, state, data_dir)
     except AutotradeError as exc:
