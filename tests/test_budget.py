@@ -9,7 +9,7 @@ import pytest
 from legacy_run import FIXTURE
 from openai_server import OpenAIServer, Recorded, Reply
 from recording import RecordingReporter
-from test_loop import CANARY, good, iteration_of, settings, start
+from test_loop import CANARY, KEY_ERROR, iteration_of, settings, start
 
 from autotrade.cli.research import ending_lines
 from autotrade.errors import ConfigError
@@ -21,9 +21,8 @@ from autotrade.research.rundir import RunDir
 
 
 def priced(request: Recorded) -> Reply:
-    """A distinct strategy per iteration, each reply 1,200 tokens."""
-    i = iteration_of(request)
-    return Reply(good(3 + i, 20 + 5 * i), usage=(1000, 200))
+    """Each reply 1,200 tokens; its strategy raises at once (what it costs is under test, not what it finds)."""
+    return Reply(KEY_ERROR, usage=(1000, 200))
 
 
 def journal(run: Path) -> list[dict]:
@@ -65,7 +64,7 @@ def test_a_token_budget_ends_the_run_between_iterations_and_resume_extends_it(
     assert ending_lines(result) == [
         "run t finished: spent its token budget (1,200 of 1,000 tokens, prompt + completion) after 2 iterations; "
         f"best in {result.path}/best_trade.py; to go on: `autotrade resume t --budget-tokens N` with a larger N"
-    ]
+    ]  # the baseline is the best
     run = RunDir(tmp_path / "train" / "t")
     assert resume_run(run, RecordingReporter(), api_key=CANARY).already_finished  # the same budget: nothing to do
 

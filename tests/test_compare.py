@@ -11,7 +11,7 @@ from openai_server import OpenAIServer, Reply
 from recording import RecordingReporter
 from rich.console import Console
 from test_cli_report import invoke, text_of
-from test_loop import KEY_ERROR, NO_CODE, good
+from test_loop import KEY_ERROR, NO_CODE
 
 from autotrade.errors import ConfigError
 from autotrade.propose.prompts import load_prompt_files
@@ -82,14 +82,14 @@ def test_compare_cuts_the_longer_run_to_the_iterations_of_the_shorter_one(
         tiny_data,
         "local",
         "local-30b",
-        [Reply(NO_CODE, usage=(900, 100)), Reply(good(5, 20), usage=(1000, 200))],
+        [Reply(NO_CODE, usage=(900, 100)), Reply(KEY_ERROR, usage=(1000, 200))],
     )
     frontier = loopback_run(
         tmp_path, tiny_data, "frontier", "frontier-x", [Reply(KEY_ERROR, reasoning=thinking, usage=(800, 300))]
     )
     legs = [compare_run(run, Footing(iterations=2), sandbox_pool) for run in (local, frontier)]
     cut, other = legs
-    # local's third iteration (its only new strategy) lies beyond the cut: its best is the baseline, one trial.
+    # local's third iteration (its only strategy that ran) lies beyond the cut: one trial, the baseline, is left.
     assert (cut.committed, cut.counted, cut.best_iteration, cut.tokens) == (3, 2, 0, 1000)
     assert cut.overfitting is not None and (cut.overfitting.n_trials, cut.overfitting.best_iteration) == (1, 0)
     assert (cut.turns, cut.parse_failures, cut.ok_proposals) == (1, 1, 0)
