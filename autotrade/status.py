@@ -52,27 +52,34 @@ class Status(StrEnum):
         limit), nor a strategy that ran but does nothing useful."""
         return _TRAITS[self].repairable
 
+    @property
+    def ran(self) -> bool:
+        """The candidate's code ran on the data (and failed or not): a trial the Deflated Sharpe Ratio's N counts.
+        Not a reply without code, a block refused or that does not compile, nor one reused without running."""
+        return _TRAITS[self].ran
+
 
 class _Traits(NamedTuple):
     label: str
     invalid_code: bool
     from_worker: bool
     repairable: bool
+    ran: bool = False  # unless a status says so it adds no trial: a twin reused without running must not inflate N
 
 
 _TRAITS: dict[Status, _Traits] = {
-    Status.OK: _Traits("ok", False, True, False),
+    Status.OK: _Traits("ok", False, True, False, ran=True),
     Status.EMPTY: _Traits("empty reply", True, False, True),
     Status.TRUNCATED: _Traits("truncated reply", True, False, False),
     Status.PARSE_ERROR: _Traits("unparseable reply", True, False, True),
     Status.SYNTAX_ERROR: _Traits("SyntaxError", True, True, True),
     Status.REJECTED: _Traits("rejected by vetting", True, False, True),
-    Status.RUNTIME_ERROR: _Traits("runtime error", True, True, True),
-    Status.TIMEOUT: _Traits("timeout", True, True, False),
-    Status.MEMORY: _Traits("out of memory", True, True, False),
-    Status.BAD_SIGNAL: _Traits("bad signal", True, True, True),
-    Status.LOOKAHEAD: _Traits("look-ahead", False, True, False),
-    Status.NO_TRADES: _Traits("no trades", False, False, False),
-    Status.NAN_EQUITY: _Traits("NaN equity", False, False, False),
+    Status.RUNTIME_ERROR: _Traits("runtime error", True, True, True, ran=True),
+    Status.TIMEOUT: _Traits("timeout", True, True, False, ran=True),
+    Status.MEMORY: _Traits("out of memory", True, True, False, ran=True),
+    Status.BAD_SIGNAL: _Traits("bad signal", True, True, True, ran=True),
+    Status.LOOKAHEAD: _Traits("look-ahead", False, True, False, ran=True),
+    Status.NO_TRADES: _Traits("no trades", False, False, False, ran=True),
+    Status.NAN_EQUITY: _Traits("NaN equity", False, False, False, ran=True),
     Status.DUPLICATE: _Traits("duplicate", False, False, False),
 }

@@ -47,6 +47,20 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Bundled S&P 500 from 2017-07 (train to 2017-12, validation 2018-H1, test 2018-H2): for runs whose
+    iterations matter, not their strategies, a quarter of small_data's bars to gate and evaluate."""
+    from autotrade.data.prepared import prepare_data
+    from autotrade.data.sources import load_bundled
+
+    folder = tmp_path_factory.mktemp("tiny")
+    frame = load_bundled("sp500")
+    frame[(frame.index >= "2017-07-01") & (frame.index < "2019-01-01")].to_csv(folder / "spx.csv")
+    prepare_data(csv=folder / "spx.csv", data_dir=folder / "data", val_start="2018-01-01", test_start="2018-07-01")
+    return folder / "data"
+
+
+@pytest.fixture(scope="session")
 def sandbox_pool() -> Iterator[SandboxPool]:
     """One sandbox pool for the tests that evaluate directly, as one command shares one (a pool per call would
     start a fork server each time)."""

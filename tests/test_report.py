@@ -24,6 +24,7 @@ from autotrade.engine.backtest import BacktestSettings, Fill
 from autotrade.engine.stats import deflated_sharpe_ratio, pbo_cscv, probabilistic_sharpe_ratio, sharpe_moments
 from autotrade.errors import DataError
 from autotrade.evaluation.evaluate import EvalSettings, evaluate_block
+from autotrade.fmt import num
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.report.compute import build_report, spend_of, summary
 from autotrade.report.plots import PNG_SIGNATURE
@@ -151,7 +152,7 @@ def test_failure_taxonomy_counts_and_shares_by_status_and_exception_type(mixed: 
     assert taxonomy.by_error[0].label == "KeyError"
 
 
-def test_dsr_and_psr_use_the_best_daily_validation_returns_and_all_ok_trials(
+def test_dsr_and_psr_use_the_best_daily_validation_returns_and_every_strategy_that_ran(
     mixed: tuple, lab: Path, sandbox_pool: SandboxPool
 ) -> None:
     report, _ = mixed
@@ -164,15 +165,23 @@ def test_dsr_and_psr_use_the_best_daily_validation_returns_and_all_ok_trials(
     moments = sharpe_moments(evaluation.curves["val"].equity.pct_change().to_numpy())
     var = float(np.var([r["windows"]["val"]["sharpe"] for r in ok], ddof=1)) / 252  # annualised → per day
     o = report.overfitting
-    assert o.n_trials == 5 and o.n_obs == moments.n_obs == 250
+    # Ran: 5 ok, the KeyError block (twice, one program) and the look-ahead; not the SyntaxError nor the reply
+    # without code.
+    assert (o.n_trials, o.n_ok_trials) == (7, 5) and o.n_obs == moments.n_obs == 250
     assert o.dsr == pytest.approx(
+        deflated_sharpe_ratio(moments.sr, moments.n_obs, moments.skew, moments.kurtosis, 7, var)
+    )
+    assert o.dsr_ok_only == pytest.approx(
         deflated_sharpe_ratio(moments.sr, moments.n_obs, moments.skew, moments.kurtosis, 5, var)
     )
+    assert o.dsr < o.dsr_ok_only  # the failures that ran deflate it further
     assert o.psr == pytest.approx(
         probabilistic_sharpe_ratio(moments.sr, 0.0, moments.n_obs, moments.skew, moments.kurtosis)
     )
     assert o.sharpe == pytest.approx(best["windows"]["val"]["sharpe"])
-    assert o.kurtosis > 0 and o.dsr < o.psr  # five trials deflate the Sharpe's credibility
+    assert o.kurtosis > 0 and o.dsr < o.psr  # seven trials deflate the Sharpe's credibility
+    said = next(f.meaning for f in report.figures if f.key == "dsr")
+    assert "N = 7 distinct strategies that ran, of which 5 ok" in said and num(o.dsr_ok_only) in said
 
 
 def test_pbo_is_computed_over_the_train_and_validation_returns_of_every_ok_trial(

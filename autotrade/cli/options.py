@@ -110,3 +110,23 @@ PolicyOpt = Annotated[
         "--policy", parser=registered(POLICIES), metavar=choices(POLICIES), help=f"Who proposes: {POLICIES.help()}."
     ),
 ]
+BudgetTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--budget-tokens",
+        min=1,
+        metavar="N",
+        help=(
+            "Stop once the committed iterations spent N tokens (prompt + completion), between iterations; resume "
+            "can raise it."
+        ),
+    ),
+]
+BudgetMinutesOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--budget-minutes",
+        metavar="M",
+        help="Stop after M minutes of research time (summed over resumes), between iterations; resume can raise it.",
+    ),
+]

@@ -75,18 +75,48 @@ def runs() -> None:
 
 def compare(
     names: Annotated[list[str], typer.Argument(help="Two or more run names.")],
+    iterations: Annotated[
+        int | None,
+        typer.Option(
+            "--iterations", min=1, metavar="N", help="Cut every run at its first N iterations (baseline included)."
+        ),
+    ] = None,
+    tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--tokens", min=1, metavar="N", help="Cut every run at the iterations it completed within N tokens."
+        ),
+    ] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--minutes",
+            metavar="M",
+            help="Cut every run at the iterations it completed within M minutes of research time.",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data", help="Prepared data directory (default: each run's own; its sha256 must match)."),
+    ] = None,
 ) -> None:
-    """Compare runs side by side: ok share, failures, diversity, best validation, test once revealed, DSR, PBO,
-    tokens and time."""
+    """Compare runs side by side, whole and on equal footing (the same iterations, tokens or minutes): the best
+    within the cut and its DSR and PBO, parse failures, repair rate, thinking, tokens per ok strategy."""
+    from autotrade.report.compare import Footing, compare_runs
     from autotrade.report.compute import summarize_run
-    from autotrade.report.render import compare_table
+    from autotrade.report.render import compare_table, footing_table
     from autotrade.research.rundir import RunDir
 
+    footing = Footing(iterations=iterations, tokens=tokens, minutes=minutes)
     if len(set(names)) < 2:
         raise ConfigError("compare needs at least two different run names (see `autotrade runs`)")
-    rows = [summarize_run(RunDir.open(RUNS_ROOT, n)) for n in dict.fromkeys(names)]
+    runs = [RunDir.open(RUNS_ROOT, n) for n in dict.fromkeys(names)]
+    rows = [summarize_run(run) for run in runs]
     console = Console()
     console.print(compare_table(rows))
+    with console.status("re-evaluating the ok trials within the cut…"):
+        legs = compare_runs(runs, footing, data_dir=data_dir)
+    console.print(footing_table(legs, footing))
     datasets = {r.data_sha256 for r in rows if r.data_sha256}
     if len(datasets) > 1:
         console.print(
@@ -99,3 +129,8 @@ def compare(
             console.print(
                 f"note: run {r.name} could not be read: {r.problem}", style="yellow", markup=False
             )  # errors quote files
+    for leg in legs:
+        if leg.problem and not any(r.problem and r.name == leg.name for r in rows):
+            console.print(f"note: run {leg.name}: {leg.problem}", style="yellow", markup=False)
+        if leg.notes:
+            console.print(f"{leg.name}: {' '.join(leg.notes)}", style="dim", markup=False)

@@ -32,6 +32,8 @@ from rich.text import Text
 
 from autotrade.cli.common import RUNS_ROOT, note_on_stderr
 from autotrade.cli.options import (
+    BudgetMinutesOpt,
+    BudgetTokensOpt,
     CostOpt,
     DataDirOpt,
     EvalTimeoutOpt,
@@ -46,6 +48,7 @@ from autotrade.data.windows import MAX_FOLDS
 from autotrade.evaluation.objectives import DEFAULT_OBJECTIVE, DEFAULT_ROBUST_K, format_score, has_own_column
 from autotrade.fmt import hms, pct
 from autotrade.propose.policies import DEFAULT_POLICY, POLICIES
+from autotrade.research import budget
 from autotrade.research.config import MAX_PARALLEL, MAX_REPAIR
 
 if TYPE_CHECKING:
@@ -73,6 +76,12 @@ def who_proposes(settings: RunSettings, model: Mapping[str, Any]) -> str:
     if not POLICIES.get(settings.policy).needs_endpoint:
         return f"{settings.policy} policy (no model)"
     return f"model {model.get('model')} at {model.get('base_url')}"
+
+
+def budgets(settings: RunSettings) -> dict[str, str]:
+    """The run's budgets that are set, by setting name: tokens whole, minutes as given."""
+    given = {budget.TOKENS: settings.budget_tokens, budget.MINUTES: settings.budget_minutes}
+    return {key: f"{value:g}" if isinstance(value, float) else str(value) for key, value in given.items() if value}
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -215,13 +224,20 @@ def ending_lines(result: RunResult) -> list[str]:
             f"run {result.name} already finished ({result.stop_reason}, {result.iterations} iterations): nothing to do"
         ]
     if result.status == "finished":
-        why = "reached --max-iter" if result.stop_reason == "max_iter" else "reached --max-fails"
+        why = {"max_iter": "reached --max-iter", "max_fails": "reached --max-fails"}.get(
+            str(result.stop_reason),
+            result.message,  # a budget: which one, what it spent, how to extend it
+        )
         best = (
             f"best in {result.path}/best_trade.py"
             if result.population
             else "no iteration entered the population, so there is no best strategy"
         )
-        return [f"run {result.name} finished: {why} after {result.iterations} iterations; {best}"]
+        line = f"run {result.name} finished: {why} after {result.iterations} iterations; {best}"
+        if result.stop_reason in (budget.TOKENS, budget.MINUTES):
+            flag = "--" + str(result.stop_reason).replace("_", "-")
+            line += f"; to go on: `autotrade resume {result.name} {flag} N` with a larger N"
+        return [line]
     return []
 
 
@@ -244,6 +260,7 @@ class PlainReporter:
             f"base_url={model.get('base_url')} "
             f"objective={settings.objective} max_iter={settings.max_iter} max_fails={settings.max_fails} "
             f"population={settings.population} seed={settings.seed} next_iteration={standing.done}"
+            + "".join(f" {key}={value}" for key, value in budgets(settings).items())
         )
 
     def phase(self, iteration: int, text: str) -> None:
@@ -303,7 +320,8 @@ class RichReporter:
         self.console.print(
             f"objective {settings.objective} · max-iter {settings.max_iter} · max-fails {settings.max_fails} · "
             f"population {settings.population} · seed {settings.seed} · fill {settings.fill} · cost "
-            f"{settings.cost_bps:g} bp",
+            f"{settings.cost_bps:g} bp"
+            + "".join(f" · {key.replace('_', '-')} {value}" for key, value in budgets(settings).items()),
             style="dim",
         )
         self.progress = Progress(
@@ -560,6 +578,8 @@ def run(
             help="How assets (prepare --ticker a,b) and folds aggregate into the objective: worst or mean.",
         ),
     ] = "worst",
+    budget_tokens: BudgetTokensOpt = None,
+    budget_minutes: BudgetMinutesOpt = None,
 ) -> None:
     """Let the model (or --policy random) rewrite the strategy, evaluating every attempt.
 
@@ -597,6 +617,8 @@ def run(
         window_mode=window_mode,
         across=across,
         novelty=novelty,
+        budget_tokens=budget_tokens,
+        budget_minutes=budget_minutes,
     )
     if not chosen.needs_endpoint:
         given = [
@@ -644,6 +666,8 @@ def resume(
             "--max-iter", min=1, help="Raise the run's --max-iter, so that a run which reached it goes on (recorded)."
         ),
     ] = None,
+    budget_tokens: BudgetTokensOpt = None,
+    budget_minutes: BudgetMinutesOpt = None,
 ) -> None:
     """Continue a stopped or killed run exactly where it left off (settings, model and data are the run's own)."""
     from autotrade.research.config import check_base_url, load_env_file, model_settings
@@ -673,6 +697,8 @@ def resume(
         timeout_s=timeout_s,
         patience_s=patience_s,
         max_iter=max_iter,
+        budget_tokens=budget_tokens,
+        budget_minutes=budget_minutes,
     )
     finish(result)
 

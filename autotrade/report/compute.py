@@ -14,14 +14,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 
 from autotrade.candidate import extract_block
-from autotrade.data.prepared import PreparedData, load_prepared
+from autotrade.data.prepared import Anonymization, PreparedData, load_prepared
 from autotrade.data.windows import RESEARCH_WINDOWS, SPLIT_WINDOWS
 from autotrade.engine.metrics import periods_per_year
 from autotrade.engine.stats import (
@@ -39,13 +39,18 @@ from autotrade.fmt import num
 from autotrade.report.diversity import Diversity, measure_diversity
 from autotrade.report.holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
 from autotrade.report.plots import chain_windows
+from autotrade.report.trials import TrialCount, count_trials
 from autotrade.research.attempt import Attempt
 from autotrade.research.rundir import RunDir, RunState, anonymization, data_identity, eval_settings, now_iso
 from autotrade.sandbox.pool import SandboxPool
 
+if TYPE_CHECKING:
+    from autotrade.research.config import RunSettings
+
 MAX_TRIALS = 200  # ok trials re-evaluated for PBO (about 0.1 s each); beyond it an evenly spaced subset
 PBO_BLOCKS = 16
 PBO_MIN_TRIALS = 4
+DSR_BAR = 0.95  # the usual bar: a DSR at or above it says the best is likely more than luck
 REPORT_JSON = "report.json"
 
 # Failures without an exception type, named for the failure table.
@@ -116,7 +121,8 @@ class Overfitting:
     """
 
     best_iteration: int | None
-    n_trials: int  # ok trials: N of the DSR
+    n_trials: int  # N of the DSR: distinct strategies that ran, failures included (report.trials)
+    n_ok_trials: int  # of them, the ok ones: the N a count of ok trials alone would give
     sharpe: float | None  # the best's validation Sharpe, annualised
     n_obs: int  # its validation returns
     skew: float | None
@@ -124,7 +130,8 @@ class Overfitting:
     trials_sharpe_var: float | None  # variance of the ok trials' annualised validation Sharpe ratios
     expected_max_sharpe: float | None  # annualised: what N unskilled trials would reach
     psr: float | None
-    dsr: float | None
+    dsr: float | None  # with n_trials: the one the verdict uses
+    dsr_ok_only: float | None  # with n_ok_trials, shown beside it: what counting only ok trials would claim
     pbo: float | None
     pbo_trials: int
     pbo_oos_loss: float | None  # share of splits where the in-sample best lost money out of sample
@@ -229,7 +236,7 @@ def _window(attempt: Attempt, name: str) -> dict[str, float | None]:
     return {k: _float(v) for k, v in (attempt.windows.get(name) or {}).items()}
 
 
-def _block(run: RunDir, attempt: Attempt) -> str | None:
+def evaluated_block(run: RunDir, attempt: Attempt) -> str | None:
     """The agent block an iteration evaluated: from its record, else from iter_<i>_trade.py."""
     if attempt.block:
         return attempt.block
@@ -350,14 +357,19 @@ def overfitting_of(
     research: Mapping[int, Evaluation],
     holdout: Holdout,
     ppy: float,
+    trials: TrialCount,
 ) -> Overfitting:
-    """DSR, PSR, PBO and degradation for the best iteration (figures that cannot be computed are None, with a note)."""
+    """DSR, PSR, PBO and degradation for the best iteration (figures that cannot be computed are None, with a note).
+
+    The DSR's N is `trials.ran`; the variance of Sharpe ratios across trials comes from the ok ones, the only ones
+    with a validation Sharpe.
+    """
     notes: list[str] = []
     ok = [a for a in attempts if a.ok]
     sharpes = [s for a in ok if (s := _window(a, "val").get("sharpe")) is not None]
-    n_trials = len(ok)
+    n_trials = trials.ran
     var = float(np.var(sharpes, ddof=1)) if len(sharpes) >= 2 else 0.0
-    sharpe = skew = kurt = psr = dsr = emax = None
+    sharpe = skew = kurt = psr = dsr = dsr_ok = emax = None
     n_obs = 0
     if best is None:
         notes.append("no ok iteration: there is no best strategy to test")
@@ -370,6 +382,7 @@ def overfitting_of(
         try:
             psr = probabilistic_sharpe_ratio(moments.sr, 0.0, n_obs, skew, kurt)
             dsr = deflated_sharpe_ratio(moments.sr, n_obs, skew, kurt, max(n_trials, 1), var / ppy)
+            dsr_ok = deflated_sharpe_ratio(moments.sr, n_obs, skew, kurt, max(trials.ok, 1), var / ppy)
         except ValueError as exc:
             notes.append(f"PSR/DSR undefined for these returns ({exc})")
 
@@ -385,8 +398,8 @@ def overfitting_of(
             notes.append(f"PBO needs at least {2 * PBO_BLOCKS} bars of returns")
     else:
         notes.append(f"PBO needs at least {PBO_MIN_TRIALS} ok trials (this run has {len(columns)})")
-    if len(columns) < n_trials and len(columns) >= PBO_MIN_TRIALS:
-        notes.append(f"PBO over {len(columns)} of the {n_trials} ok trials (evenly spaced, population included)")
+    if len(columns) < len(ok) and len(columns) >= PBO_MIN_TRIALS:
+        notes.append(f"PBO over {len(columns)} of the {len(ok)} ok trials (evenly spaced, population included)")
 
     sharpe_path = cagr_path = None
     if best is not None:
@@ -406,14 +419,16 @@ def overfitting_of(
     return Overfitting(
         best_iteration=best,
         n_trials=n_trials,
+        n_ok_trials=trials.ok,
         sharpe=sharpe,
         n_obs=n_obs,
         skew=skew,
         kurtosis=kurt,
-        trials_sharpe_var=var if n_trials else None,
+        trials_sharpe_var=var if ok else None,
         expected_max_sharpe=emax,
         psr=psr,
         dsr=dsr,
+        dsr_ok_only=dsr_ok,
         pbo=pbo,
         pbo_trials=len(columns) if pbo is not None else 0,
         pbo_oos_loss=oos_loss,
@@ -428,7 +443,7 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
     figures: list[Figure] = []
     b = o.best_iteration
     if o.dsr is not None:
-        verdict = "is likely more than luck" if o.dsr >= 0.95 else "could well be luck"
+        verdict = "is likely more than luck" if o.dsr >= DSR_BAR else "could well be luck"
         figures.append(
             Figure(
                 "dsr",
@@ -438,7 +453,9 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
                 f"{num(o.expected_max_sharpe)} that the best of {o.n_trials} skill-less strategies would reach by "
                 "luck "
                 f"(Sharpe variance across trials {num(o.trials_sharpe_var, 3)}); "
-                f"at {num(o.dsr)} the result {verdict} (0.95 is the usual bar).",
+                f"at {num(o.dsr)} the result {verdict} ({DSR_BAR:g} is the usual bar). "
+                f"{TrialCount(o.n_trials, o.n_ok_trials).how}: failures that ran were trials too; counting only the "
+                f"ok ones would give {num(o.dsr_ok_only)}.",
             )
         )
     if o.psr is not None:
@@ -492,6 +509,41 @@ def figures_of(o: Overfitting, holdout: Holdout) -> tuple[Figure, ...]:
     return tuple(figures)
 
 
+def research_data(
+    run: RunDir, config: Mapping[str, Any], settings: RunSettings, state: RunState, data_dir: Path | None = None
+) -> tuple[PreparedData, Anonymization | None, PreparedData]:
+    """The run's real data (checked against its record), its anonymisation (None when off), and the data as the run
+    saw it (what its strategies are evaluated on; the real dates are what a report shows)."""
+    real = load_run_data(run, config, data_dir)
+    view = anonymization(settings, state, real)
+    return real, view, view.apply(real) if view is not None else real
+
+
+def reevaluate(
+    blocks: Mapping[int, str | None],
+    ok: Sequence[int],
+    keep: Sequence[int],
+    data: PreparedData,
+    settings: EvalSettings,
+    pool: SandboxPool,
+    max_trials: int,
+    notes: list[str],
+) -> dict[int, Evaluation]:
+    """Per-bar curves on train and validation of at most `max_trials` ok iterations (`keep` among them); a note for
+    each that no longer evaluates ok. They passed the look-ahead gate already, so it is not run again.
+
+    One series: a set's first asset on its prepared split (no folds), so the statistics read one return stream."""
+    quick = replace(settings, lookahead=False, folds=None)
+    research: dict[int, Evaluation] = {}
+    for i in _select_trials(ok, keep, max_trials):
+        evaluation = evaluate_block(str(blocks[i]), data.assets[0], RESEARCH_WINDOWS, quick, pool)
+        if evaluation.ok:
+            research[i] = evaluation
+        else:
+            notes.append(f"iteration {i} did not re-evaluate ok ({evaluation.status}: {evaluation.message[:120]})")
+    return research
+
+
 def _select_trials(ok: Sequence[int], keep: Sequence[int], limit: int) -> list[int]:
     """At most `limit` ok iterations: all when few, else evenly spaced plus the ones to keep (population)."""
     if len(ok) <= limit:
@@ -522,37 +574,26 @@ def build_report(
     config = run.read_config()
     settings = RunSettings.from_dict(config["settings"])
     state, attempts = _committed(run)
-    real = load_run_data(run, config, data_dir)
-    view = anonymization(settings, state, real)
-    data = view.apply(real) if view is not None else real  # evaluated as the run saw it; real dates shown
+    real, view, data = research_data(run, config, settings, state, data_dir)  # evaluated as the run saw it
     evaluation_settings: EvalSettings = eval_settings(settings, state)
     research_index = data.research_frame().index
     ppy = periods_per_year(research_index)
 
-    blocks = {a.iteration: _block(run, a) for a in attempts}
+    blocks = {a.iteration: evaluated_block(run, a) for a in attempts}
     ok = [a.iteration for a in attempts if a.ok and blocks.get(a.iteration)]
     population = tuple(int(m["iteration"]) for m in state.population)
     best = state.best_iteration
     notes: list[str] = []
 
-    # Re-evaluate ok trials on train and validation for their per-bar curves; they passed the look-ahead gate already.
     # The statistics read one series: the first asset's prepared split, even when the objective aggregated parts.
-    quick = replace(evaluation_settings, lookahead=False, folds=None)
-    first = data.assets[0]
     if len(data.assets) > 1 or settings.folds > 1:
         parts = f"{len(data.assets)} asset(s) × {settings.folds} fold(s)"
         notes.append(
             f"the objective aggregated {parts} ({settings.across}); the overfitting statistics and curves below read "
-            f"{first.name}'s train/validation split alone"
+            f"{data.assets[0].name}'s train/validation split alone"
         )
     with SandboxPool() as pool:  # one fork server for every evaluation of the report
-        research: dict[int, Evaluation] = {}
-        for i in _select_trials(ok, population, max_trials):
-            evaluation = evaluate_block(str(blocks[i]), first, RESEARCH_WINDOWS, quick, pool)
-            if evaluation.ok:
-                research[i] = evaluation
-            else:
-                notes.append(f"iteration {i} did not re-evaluate ok ({evaluation.status}: {evaluation.message[:120]})")
+        research = reevaluate(blocks, ok, population, data, evaluation_settings, pool, max_trials, notes)
 
         withheld = ""
         if holdout and run.is_active() and not reveal_running:
@@ -593,7 +634,7 @@ def build_report(
         )
         for a in attempts
     )
-    overfitting = overfitting_of(attempts, best, research, seen, ppy)
+    overfitting = overfitting_of(attempts, best, research, seen, ppy, count_trials(attempts, blocks))
     positions = {
         i: np.concatenate([e.curves[w].position.to_numpy() for w in RESEARCH_WINDOWS]) for i, e in research.items()
     }
@@ -691,6 +732,8 @@ def summary(report: Report) -> dict[str, Any]:
         "dsr": o.dsr,
         "psr": o.psr,
         "n_trials": o.n_trials,
+        "n_ok_trials": o.n_ok_trials,
+        "dsr_ok_only": o.dsr_ok_only,
         "skew": o.skew,
         "kurtosis": o.kurtosis,
         "pbo": o.pbo,
@@ -749,8 +792,6 @@ class RunSummary:
     model_s: float
     eval_s: float
     wall_s: float
-    dsr: float | None  # from report.json when it covers every committed iteration
-    pbo: float | None
     problem: str | None = None  # why the run could not be read, when it could not
 
     @property
@@ -772,11 +813,10 @@ def summarize_run(run: RunDir) -> RunSummary:
     best_attempt = attempts[best] if best is not None and best < len(attempts) else None
     test_return = next((r.test_return(best) for r in reversed(reveals) if best is not None and best in r.test), None)
     taxonomy = failure_taxonomy(attempts)
-    blocks = {a.iteration: _block(run, a) for a in attempts}
+    blocks = {a.iteration: evaluated_block(run, a) for a in attempts}
     ok = [a.iteration for a in attempts if a.ok]
     diversity = measure_diversity(blocks, ok, [], {})
     spend = spend_of(attempts, journal, state, run.is_active(), run_policy(config))
-    saved = _saved_summary(run, len(attempts))
     top = taxonomy.by_error[0] if taxonomy.by_error else None
     return RunSummary(
         name=run.name,
@@ -803,22 +843,7 @@ def summarize_run(run: RunDir) -> RunSummary:
         model_s=spend.model_s,
         eval_s=spend.eval_s,
         wall_s=spend.wall_s,
-        dsr=_float(saved.get("dsr")),
-        pbo=_float(saved.get("pbo")),
     )
-
-
-def _saved_summary(run: RunDir, iterations: int) -> dict[str, Any]:
-    """report.json's summary when it was made from the same committed iterations, else {}."""
-    path = run.path / REPORT_JSON
-    if not path.is_file():
-        return {}
-    try:
-        saved = run.read_json(path)
-    except AutotradeError:
-        return {}
-    values = saved.get("summary") if isinstance(saved, dict) else None
-    return values if isinstance(values, dict) and values.get("iterations") == iterations else {}
 
 
 def _damaged(run: RunDir, problem: str) -> RunSummary:
@@ -848,7 +873,5 @@ def _damaged(run: RunDir, problem: str) -> RunSummary:
         model_s=0.0,
         eval_s=0.0,
         wall_s=0.0,
-        dsr=None,
-        pbo=None,
         problem=problem,
     )

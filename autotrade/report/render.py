@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,8 @@ from rich.text import Text
 from autotrade.evaluation.objectives import format_score, has_own_column
 from autotrade.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from autotrade.fmt import hms, num, pct
-from autotrade.report.compute import REPORT_JSON, Report, RunSummary, summary
+from autotrade.report.compare import Footing, Leg
+from autotrade.report.compute import DSR_BAR, REPORT_JSON, Overfitting, Report, RunSummary, summary
 from autotrade.report.plots import equity_plot, objective_plot
 
 HTML_FILE = "report.html"
@@ -263,9 +264,18 @@ def overfitting_section(report: Report) -> Section:
         rows.append(
             (
                 "Trials (N)",
-                str(o.n_trials),
-                "The ok strategies the validation window chose among: the more were tried, the higher the best scores "
-                "by luck alone.",
+                f"{o.n_trials} ({o.n_ok_trials} ok)",
+                "The distinct strategies whose code ran, failures included, that the validation window chose among: "
+                "the more were tried, the higher the best scores by luck alone.",
+            )
+        )
+    if o.dsr_ok_only is not None:
+        rows.append(
+            (
+                "DSR counting ok trials only",
+                num(o.dsr_ok_only),
+                f"The DSR with N = {o.n_ok_trials}, as if the failures that ran had not been tried: less deflated, "
+                "and not the one the verdict uses.",
             )
         )
     return Section(
@@ -476,8 +486,6 @@ COMPARE_ROWS: tuple[tuple[str, str], ...] = (
     ("best val Sharpe", "best_val_sharpe"),
     ("best objective", "best_objective"),
     ("test return (revealed)", "test_return"),
-    ("DSR", "dsr"),
-    ("PBO", "pbo"),
     ("tokens in", "prompt_tokens"),
     ("tokens out", "completion_tokens"),
     ("tokens per ok iteration", "tokens_per_ok"),
@@ -496,9 +504,6 @@ def compare_cell(summary_row: RunSummary, key: str) -> str:
         return f"{share(r.ok_share)} ({r.ok}/{r.iterations})"
     if key == "test_return":
         return pct(r.test_return) if r.test_revealed_at else "not revealed"
-    if key in ("dsr", "pbo"):
-        value = getattr(r, key)
-        return ("—" if value is None else num(value) if key == "dsr" else share(value)) if r.iterations else "—"
     value = getattr(r, key)
     if key in ("best_val_return",):
         return pct(value)
@@ -515,17 +520,64 @@ def compare_cell(summary_row: RunSummary, key: str) -> str:
 
 def compare_table(rows: Sequence[RunSummary]) -> Table:
     """`autotrade compare`: figures down, runs across."""
-    table = Table(
-        title="Runs side by side",
-        title_justify="left",
-        caption="DSR and PBO come from each run's last `autotrade report` (— until it covers every iteration).",
-        caption_justify="left",
-    )
+    table = Table(title="Runs side by side, each whole", title_justify="left")
     table.add_column("")
     for r in rows:
         table.add_column(Text(r.name), justify="right", overflow="fold")
     for label, key in COMPARE_ROWS:
         table.add_row(*plain((label, *(compare_cell(r, key) for r in rows))))
+    return table
+
+
+def counted_share(count: int, total: int, unit: str = "") -> str:
+    """'25% (2/8 unit)', or '—' of nothing."""
+    return f"{count / total:.0%} ({count}/{total}{' ' + unit if unit else ''})" if total else "—"
+
+
+def _gate(o: Overfitting | None) -> str:
+    """Whether the best passes the DSR bar, in a word."""
+    if o is None or o.dsr is None:
+        return "—"
+    return "passes" if o.dsr >= DSR_BAR else "fails"
+
+
+FOOTING_ROWS: tuple[tuple[str, Callable[[Leg], str]], ...] = (
+    ("model", lambda g: g.model if g.policy == "model" else f"{g.policy} policy"),
+    ("endpoint", lambda g: g.endpoint),
+    ("iterations counted", lambda g: f"{g.counted} of {g.committed}"),
+    ("best iteration", lambda g: value_text(g.best_iteration)),
+    ("best objective", lambda g: objective_text(g.objective, g.best_objective)),
+    ("trials (N)", lambda g: f"{g.trials.ran} ran ({g.trials.ok} ok)"),
+    ("DSR", lambda g: num(g.overfitting.dsr) if g.overfitting else "—"),
+    ("DSR counting ok trials only", lambda g: num(g.overfitting.dsr_ok_only) if g.overfitting else "—"),
+    (f"DSR ≥ {DSR_BAR:g}", lambda g: _gate(g.overfitting)),
+    ("PBO", lambda g: share(g.overfitting.pbo) if g.overfitting else "—"),
+    ("parse failures", lambda g: counted_share(g.parse_failures, g.turns, "replies")),
+    ("repair rate", lambda g: counted_share(g.repaired, g.needed_repair, "repaired")),
+    ("thinking", lambda g: f"{g.reasoning_chars:,} chars (≈{g.reasoning_tokens:,} tokens)"),
+    ("tokens", lambda g: f"{g.tokens:,}" + (" (some estimated)" if g.usage_estimated else "")),
+    ("tokens per ok strategy", lambda g: f"{g.tokens / g.ok_proposals:,.0f}" if g.ok_proposals else "—"),
+)
+
+
+def footing_table(legs: Sequence[Leg], footing: Footing) -> Table:
+    """`autotrade compare`'s fair part: each run cut at the same footing, figures down, runs across."""
+    table = Table(
+        title=f"On equal footing: {footing.text}",
+        title_justify="left",
+        caption=(
+            f"Best and statistics within the cut; DSR's N counts every distinct strategy that ran (the verdict's, "
+            f"{DSR_BAR:g} the usual bar); thinking tokens estimated from characters; tokens per ok strategy: per ok "
+            "proposal."
+        ),
+        caption_justify="left",
+    )
+    table.add_column("")
+    for leg in legs:
+        table.add_column(Text(leg.name), justify="right", overflow="fold")
+    for k, (label, cell) in enumerate(FOOTING_ROWS):
+        # A run that could not be cut has only who it is (rows 0 and 1) to show; its note says why.
+        table.add_row(*plain((label, *(cell(g) if k < 2 or g.problem is None or g.counted else "—" for g in legs))))
     return table
 
 

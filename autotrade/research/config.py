@@ -214,6 +214,8 @@ class RunSettings:
     window_mode: str = "expanding"  # a name in WINDOW_MODES: each fold's train span
     across: str = DEFAULT_ACROSS  # a name in ACROSS: how assets and folds aggregate into the objective
     novelty: bool = True  # a repeat of an earlier strategy (structure, or a member's positions) is a duplicate
+    budget_tokens: int | None = None  # stop once the committed iterations spent this many tokens; None: no budget
+    budget_minutes: float | None = None  # stop after this much research time, over every resume; None: no budget
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""
@@ -268,5 +270,12 @@ def _broken_rule(values: Mapping[str, Any]) -> tuple[str, str] | None:
         ("folds", 1 <= values["folds"] <= MAX_FOLDS, f"must be 1 (no walk-forward) to {MAX_FOLDS}"),
         ("window_mode", values["window_mode"] in WINDOW_MODES, f"choose one of {', '.join(WINDOW_MODES)}"),
         ("across", values["across"] in ACROSS, f"choose one of {', '.join(ACROSS)}"),
+        ("budget_tokens", values["budget_tokens"] is None or values["budget_tokens"] >= 1, "must be at least 1"),
+        (
+            "budget_minutes",
+            values["budget_minutes"] is None
+            or (values["budget_minutes"] > 0 and math.isfinite(values["budget_minutes"])),
+            "must be a positive number",
+        ),
     )
     return next(((key, rule) for key, holds, rule in rules if not holds), None)

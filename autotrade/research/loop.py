@@ -83,6 +83,7 @@ from autotrade.propose.prompts import (
 )
 from autotrade.propose.reply import ParsedReply, parse_reply, strip_reasoning
 from autotrade.propose.reply_format import with_reply_format
+from autotrade.research import budget
 from autotrade.research.attempt import Attempt, Turn
 from autotrade.research.config import RunSettings, public_model_config
 from autotrade.research.learnings import Lesson, for_prompt, render_file
@@ -110,6 +111,8 @@ class StopReason(StrEnum):
 
     MAX_ITER = "max_iter"  # N iterations evaluated
     MAX_FAILS = "max_fails"  # the failure streak reached --max-fails
+    BUDGET_TOKENS = budget.TOKENS  # the committed iterations spent --budget-tokens
+    BUDGET_MINUTES = budget.MINUTES  # the run's research time reached --budget-minutes
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
     ENDPOINT = "endpoint_error"  # the model server failed after retries
     SANDBOX = "sandbox_error"  # the sandbox could not run a worker on this machine (no candidate to blame)
@@ -368,7 +371,7 @@ class Research:
             best_score=best.score if best else None,
             fail_streak=self.state.fail_streak,
             max_fails=self.settings.max_fails,
-            tokens=int(totals.get("prompt_tokens", 0) + totals.get("completion_tokens", 0)),
+            tokens=budget.spent_tokens(totals),
             elapsed_s=totals.get("wall_s", 0.0) + time.monotonic() - self.session_mark,
         )
 
@@ -411,7 +414,9 @@ class Research:
             objective=attempt.objective,
             entered=attempt.entered_population,
             fail_streak=attempt.fail_streak,
-            **({"recovered": True} if recovered else {}),
+            # The run's research time at this commit (compare cuts runs at equal time with it); a line written on
+            # resume comes after the fact and cannot say.
+            **({"recovered": True} if recovered else {"wall_s": round(budget.research_s(self.state.totals), 3)}),
         )
 
     def write_derived(self, population: Population) -> None:
@@ -773,7 +778,8 @@ class Research:
             return StopReason.MAX_ITER
         if self.state.fail_streak >= self.settings.max_fails:
             return StopReason.MAX_FAILS
-        return None
+        spent = budget.exhausted(self.settings, self.state.totals)
+        return None if spent is None else StopReason(spent)
 
     def result(self, status: str, reason: str | None, message: str = "", already: bool = False) -> RunResult:
         """The RunResult of the committed state."""
@@ -866,7 +872,9 @@ class Research:
                 self.abandon(flights, events)
             self.commit(replace(self.state, status=RunStatus.FINISHED, stop_reason=reason))
             self.run.journal("finished", reason=reason, iterations=self.state.next_iteration)
-            result = self.result(RunStatus.FINISHED, reason)
+            spent = reason in (StopReason.BUDGET_TOKENS, StopReason.BUDGET_MINUTES)
+            message = budget.spent_line(reason, self.settings, self.state.totals) if spent else ""
+            result = self.result(RunStatus.FINISHED, reason, message)
             self.reporter.end(result)
             return result
 
@@ -1034,22 +1042,23 @@ def resume_run(
     timeout_s: float | None = None,
     patience_s: float | None = None,
     max_iter: int | None = None,
+    budget_tokens: int | None = None,
+    budget_minutes: float | None = None,
 ) -> RunResult:
     """Continue a run exactly where its last commit left it; a finished run just says so.
 
-    `max_iter` raises the run's iteration limit (never an evaluation rule), so a run that reached it goes on.
+    `max_iter` and the budgets raise the run's limits (never an evaluation rule), so a run that reached one goes on.
     """
     run.check()
     config = run.read_config()
-    settings = RunSettings.from_dict(config["settings"])
-    raised = max_iter is not None and max_iter != settings.max_iter
-    if max_iter is not None and max_iter < settings.max_iter:
-        raise ConfigError(
-            f"--max-iter {max_iter}: run {run.name!r} already runs to {settings.max_iter} iterations; "
-            "it can only be raised"
-        )
+    settings, raised = budget.raise_limits(
+        RunSettings.from_dict(config["settings"]),
+        run.name,
+        max_iter=max_iter,
+        budget_tokens=budget_tokens,
+        budget_minutes=budget_minutes,
+    )
     if raised:
-        settings = replace(settings, max_iter=max_iter)
         config = {**config, "settings": settings.to_dict()}
     if base_url and not uses_model(settings):
         raise ConfigError(f"run {run.name!r} uses the {settings.policy} policy: it has no endpoint to move")
@@ -1085,8 +1094,8 @@ def resume_run(
         run.write_json(run.config_path, config)
     if moved:
         run.journal("endpoint_moved", base_url=moved)
-    if raised:
-        run.journal("max_iter_raised", max_iter=settings.max_iter)
+    for key, value in raised.items():
+        run.journal(f"{key}_raised", **{key: value})
     with SandboxPool() as pool:  # one fork server: the layer probe and every evaluation of this session
         run.journal("resumed", next_iteration=research.state.next_iteration, sandbox=sandbox_layers(reporter, pool))
         return research.drive(pool)

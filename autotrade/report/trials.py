@@ -1,0 +1,52 @@
+"""How many trials the validation window chose among: the Deflated Sharpe Ratio's N.
+
+Every distinct strategy whose code ran counts, the failures that ran included (a runtime error or a look-ahead
+was still a strategy tried on the data); a reply without code, a block that vetting refused or that does not
+compile, and a twin reused without running add nothing. Two attempts are one trial when their blocks are the same
+program: the same syntax tree, so a re-proposal that only changes comments or layout is not a new trial, while a
+change of parameters is (searching parameters is what the deflation is for).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from autotrade.research.attempt import Attempt
+
+
+@dataclass(frozen=True)
+class TrialCount:
+    """Distinct strategies that ran (the honest N) and, of them, those that were ok (N counting ok ones only)."""
+
+    ran: int
+    ok: int
+
+    @property
+    def how(self) -> str:
+        """How N was counted, in words."""
+        return f"N = {self.ran} distinct strategies that ran, of which {self.ok} ok"
+
+
+def _program(block: str) -> str:
+    """What makes two blocks the same program: their syntax tree (the text itself when it does not parse)."""
+    try:
+        return ast.dump(ast.parse(block), annotate_fields=False)
+    except (SyntaxError, ValueError):
+        return block
+
+
+def count_trials(attempts: Sequence[Attempt], blocks: Mapping[int, str | None]) -> TrialCount:
+    """The trials among `attempts`, each iteration's block from `blocks` (the record's, or its trade.py's)."""
+    ran: set[str] = set()
+    ok: set[str] = set()
+    for attempt in attempts:
+        block = blocks.get(attempt.iteration) or attempt.block
+        if not attempt.status.ran or not block:
+            continue
+        program = _program(block)
+        ran.add(program)
+        if attempt.ok:
+            ok.add(program)
+    return TrialCount(ran=len(ran), ok=len(ok))
