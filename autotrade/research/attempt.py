@@ -9,7 +9,8 @@ each holding a turn's keys and the error that prompted it (`error_status`, `erro
 
 Which keys a record holds says what happened: the evaluation's own keys (`warnings`, `suspicious`,
 `deferred_cuts`, `output`) only when a block was evaluated, the model call's keys only when there was one,
-and `reply_source` / `kept_from_parent` only when its reply held usable code.
+and `reply_source` / `kept_from_parent` only when its reply held usable code; `families` only when its block
+parsed (records before it existed have none), `nudged` only when its prompt said the search had collapsed.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class Attempt:
     timings: dict[str, float] = field(default_factory=dict)
     eval_s: float = 0.0
     block: str | None = None  # the agent block evaluated; None when the reply held none
+    families: tuple[str, ...] | None = None  # the block's indicator families (evaluation.families); None: unknown
     train_return: float | None = None
     val_return: float | None = None
     objective_name: str = "val_return"
@@ -111,6 +113,7 @@ class Attempt:
     fail_streak: int = 0  # after it
     next_parent: int | None = None
     hypothesis: str = ""
+    nudged: bool = False  # its prompt said the search had collapsed and asked for another family
     turns: tuple[Turn, ...] = ()
     started_at: str = ""
     finished_at: str = ""
@@ -179,6 +182,7 @@ class Attempt:
             "timings": self.timings,
             "eval_s": self.eval_s,
             "block": self.block,
+            **({"families": list(self.families)} if self.families is not None else {}),
             "train_return": self.train_return,
             "val_return": self.val_return,
             "objective_name": self.objective_name,
@@ -188,6 +192,7 @@ class Attempt:
             "fail_streak": self.fail_streak,
             "next_parent": self.next_parent,
             "hypothesis": self.hypothesis,
+            **({"nudged": True} if self.nudged else {}),
             **(self.turns[0].to_json() if self.turns else {}),
             **(repairs if self.repair_turns else {}),
             "started_at": self.started_at,
@@ -210,7 +215,9 @@ class Attempt:
             check_object(metrics, {}, source, f"windows.{window}.")
         values = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw and k != "turns"}  # turns: flattened
         values["status"] = Status(raw["status"])
-        for key in ("columns", "warnings", "suspicious", "population"):
+        if not all(isinstance(f, str) for f in raw.get("families") or ()):
+            raise ConfigError(f"{source}: families is {describe(raw['families'])}, not a list of family names")
+        for key in ("columns", "warnings", "suspicious", "population", "families"):
             if key in values:
                 values[key] = tuple(values[key])
         turn = Turn.from_json(raw)

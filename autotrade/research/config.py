@@ -34,7 +34,8 @@ MAX_PARALLEL = 64  # proposals in flight; beyond this a server's batch is full a
 MAX_REPAIR = 5  # repair turns per iteration; beyond a few, a model that keeps failing is better asked afresh
 DEFAULT_PATIENCE_S = 1800.0  # a model server restarted overnight (model swap, crash, OOM) is back well within it
 # What a setting means in a config.json written before it existed, where that is not today's default.
-BEFORE_THE_KEY: dict[str, Any] = {"repair": 0}  # older runs never repaired: they resume exactly as they ran
+# Older runs never repaired nor nudged a collapsed search: they resume exactly as they ran, prompts included.
+BEFORE_THE_KEY: dict[str, Any] = {"repair": 0, "collapse_window": 0}
 
 
 def load_env_file(cwd: Path | None = None) -> None:
@@ -207,6 +208,7 @@ class RunSettings:
     parallel: int = 1  # proposals in flight at once; iteration i is asked from the committed state after i - parallel
     reply_format: str = TEXT  # a name in REPLY_FORMATS: how the model is asked to reply (configs before it: text)
     repair: int = 1  # turns a failed reply gets in the same conversation, its error sent back, before it counts
+    collapse_window: int = 5  # ok attempts in a row in one structure family before a prompt asks for another; 0: off
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""
@@ -258,5 +260,6 @@ def _broken_rule(values: Mapping[str, Any]) -> tuple[str, str] | None:
             f"json is how a model is asked to reply: the {values['policy']} policy asks none",
         ),
         ("repair", 0 <= values["repair"] <= MAX_REPAIR, f"must be 0 to {MAX_REPAIR}"),
+        ("collapse_window", values["collapse_window"] >= 0, "must not be negative (0: off)"),
     )
     return next(((key, rule) for key, holds, rule in rules if not holds), None)

@@ -55,6 +55,7 @@ from autotrade.errors import (
     UnsafeCodeError,
 )
 from autotrade.evaluation.evaluate import Evaluation, evaluate_block, finish_gate
+from autotrade.evaluation.families import block_families, family_name
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, OBJECTIVES, format_score
 from autotrade.evaluation.score import score_evaluation
 from autotrade.propose.client import (
@@ -71,6 +72,7 @@ from autotrade.propose.prompts import (
     PromptContext,
     PromptFiles,
     build_prompt,
+    collapse_section,
     describe_columns,
     describe_failure,
     describe_outcome,
@@ -82,6 +84,7 @@ from autotrade.propose.prompts import (
 from autotrade.propose.reply import ParsedReply, parse_reply, strip_reasoning
 from autotrade.propose.reply_format import with_reply_format
 from autotrade.research.attempt import Attempt, Turn
+from autotrade.research.collapse import Collapse, collapse_of
 from autotrade.research.config import RunSettings, public_model_config
 from autotrade.research.learnings import Lesson, for_prompt, render_file
 from autotrade.research.population import Population, choose_parent, record_outcome, rng_from_state, rng_state
@@ -164,6 +167,7 @@ class Flight:
     prompt: str
     rng: random.Random
     started_at: str
+    nudged: bool = False  # its prompt said the search had collapsed (research.collapse)
     missed_phase: str | None = None  # a phase it entered while an older iteration was the one shown
     landed: bool = False  # the main thread has seen its thread finish
     exchanges: list[Exchange] = field(default_factory=list)  # the model turns, oldest first; none for the baseline
@@ -219,8 +223,10 @@ def render_proposal(
     iteration: int,
     parent: int,
     parent_block: str,
+    collapse: Collapse | None = None,
 ) -> str:
-    """The prompt of one proposal from the committed attempts (never test-window data)."""
+    """The prompt of one proposal from the committed attempts (never test-window data); a `collapse` of the search
+    adds the section that asks for another structure family."""
     objective = settings.objective
     context = PromptContext(
         iteration=str(iteration),
@@ -236,7 +242,10 @@ def render_proposal(
         last_outcome=describe_outcome(attempts[-1] if attempts else None),
         learnings=for_prompt([Lesson.from_attempt(a) for a in attempts], settings.learnings_budget) or "(none yet)",
     )
-    return with_reply_format(build_prompt(prompts, context), settings.reply_format)
+    prompt = build_prompt(prompts, context)
+    if collapse is not None:
+        prompt += "\n" + collapse_section(family_name(collapse.families), collapse.window, collapse.others)
+    return with_reply_format(prompt, settings.reply_format)
 
 
 def estimate_prompt_chars(prompts: PromptFiles, settings: RunSettings, research_frame: Any, start_block: str) -> int:
@@ -441,6 +450,7 @@ class Research:
         """Start an iteration on its own thread: its parent and prompt from its basis, then propose and evaluate."""
         parent: int | None = None
         prompt = ""
+        collapse: Collapse | None = None
         if iteration > 0:
             basis = self.basis(iteration)
             latest = basis == self.state.next_iteration - 1  # the committed state speaks for it (and for old runs)
@@ -448,6 +458,8 @@ class Research:
             parent = pinned if pinned is not None else 0
             members = self.population.iterations if latest else list(self.records[basis].population)
             seen = self.records[: basis + 1]
+            # Only a model reads the prompt: a nudge recorded for another policy would claim an effect it cannot have.
+            collapse = collapse_of(seen, self.settings.collapse_window) if uses_model(self.settings) else None
             prompt = render_proposal(
                 self.prompts,
                 self.settings,
@@ -457,6 +469,7 @@ class Research:
                 iteration,
                 parent,
                 self.block_of(parent),
+                collapse,
             )
         self.run.journal("iteration_started", iteration=iteration, parent=parent)
         # One proposal at a time: one seeded stream for the proposer's draws and then the reversion, committed with
@@ -467,7 +480,7 @@ class Research:
             if self.settings.parallel == 1
             else random.Random(f"{self.settings.seed}:{iteration}")
         )
-        flight = Flight(iteration, parent, prompt, rng, now_iso())
+        flight = Flight(iteration, parent, prompt, rng, now_iso(), nudged=collapse is not None)
         if parent is not None and self.proposer is None:
             self.proposer = POLICIES.get(self.settings.policy).proposer(
                 self.model,
@@ -676,6 +689,7 @@ class Research:
             timings=figures["timings"],
             eval_s=eval_s,
             block=block,
+            families=None if block is None else block_families(block),
             train_return=window_return(figures["windows"], "train"),
             val_return=window_return(figures["windows"], "val"),
             objective_name=self.settings.objective,
@@ -685,6 +699,7 @@ class Research:
             fail_streak=step.fail_streak,
             next_parent=next_parent,
             hypothesis=hypothesis,
+            nudged=flight.nudged,
             turns=turns,
             started_at=flight.started_at,
             finished_at=now_iso(),
