@@ -254,10 +254,10 @@ def block_families(block: str) -> tuple[str, ...] | None:
     except (SyntaxError, ValueError):
         return None
     operations, columns = operations_and_columns(tree)
-    return in_order(tag_families(tree, operations, columns))
+    return _in_order(tag_families(tree, operations, columns))
 
 
-def in_order(families: Iterable[str]) -> tuple[str, ...]:
+def _in_order(families: Iterable[str]) -> tuple[str, ...]:
     """Families in FAMILIES order (one spelling of a set, for records and prompts)."""
     chosen = set(families)
     return tuple(f for f in FAMILIES if f in chosen)
@@ -265,4 +265,4 @@ def in_order(families: Iterable[str]) -> tuple[str, ...]:
 
 def family_name(families: Iterable[str]) -> str:
     """A structure family in words: its indicator families joined by ' + ' ('moving average + crossover')."""
-    return " + ".join(in_order(families)) or "no recognised indicator"
+    return " + ".join(_in_order(families))

@@ -11,12 +11,14 @@ import ast
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from autotrade.evaluation.families import FAMILIES, operations_and_columns, tag_families
+from autotrade.evaluation.families import FAMILIES, block_families, operations_and_columns, tag_families
 from autotrade.evaluation.novelty import structure_hash
+from autotrade.research.attempt import Attempt
+from autotrade.research.collapse import Collapse, collapse_of
 
 
 @dataclass(frozen=True)
@@ -168,3 +170,72 @@ def measure_diversity(
         correlation=matrix,
         mean_correlation=mean_off_diagonal(matrix),
     )
+
+
+@dataclass(frozen=True)
+class CollapseEpisode:
+    """One collapse of the search (research.collapse) and what followed it.
+
+    at: the ok iteration that made `window` in a row in `family`; first_nudge: the first later iteration whose prompt
+    said so (None: none did, before the run ended or collapsed anew). after: the ok attempts from first_nudge on (at
+    most `window`, before the next collapse), escaped: those in another family. best_before: the best objective
+    before first_nudge (through `at` when none); best_after: the best from first_nudge to the next collapse or the end.
+    """
+
+    family: tuple[str, ...]
+    at: int
+    window: int
+    first_nudge: int | None
+    after: int
+    escaped: int
+    best_before: float | None
+    best_after: float | None
+
+
+def _best(attempts: Iterable[Attempt]) -> float | None:
+    """The highest objective among ok attempts; None when none has one."""
+    return max((a.objective for a in attempts if a.ok and a.objective is not None), default=None)
+
+
+def collapse_episodes(
+    attempts: Sequence[Attempt], blocks: Mapping[int, str | None], window: int
+) -> tuple[CollapseEpisode, ...]:
+    """Each time the search collapsed into one structure family, by the loop's own rule, and what its nudge did.
+
+    A record written before families were recorded takes them from its block (`blocks`: iteration → block).
+    """
+    known = [
+        a
+        if a.families is not None or not blocks.get(a.iteration)
+        else replace(a, families=block_families(str(blocks[a.iteration])))
+        for a in attempts
+    ]
+    starts: list[tuple[int, Collapse]] = []  # index in `known`, collapse
+    current: Collapse | None = None
+    for k, attempt in enumerate(known):
+        if not attempt.ok:
+            continue
+        found = collapse_of(known[: k + 1], window)
+        if found is not None and (current is None or set(found.families) != set(current.families)):
+            starts.append((k, found))
+        current = found
+    episodes = []
+    for n, (k, collapse) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(known)
+        following = known[k + 1 : end]
+        nudge = next((j for j, a in enumerate(following) if a.nudged), None)
+        since = [] if nudge is None else following[nudge:]
+        after = [a for a in since if a.ok][:window]
+        episodes.append(
+            CollapseEpisode(
+                family=collapse.families,
+                at=known[k].iteration,
+                window=window,
+                first_nudge=None if nudge is None else following[nudge].iteration,
+                after=len(after),
+                escaped=sum(a.families is not None and set(a.families) != set(collapse.families) for a in after),
+                best_before=_best(known[: k + 1] + following[: nudge or 0]),
+                best_after=None if nudge is None else _best(since),
+            )
+        )
+    return tuple(episodes)
