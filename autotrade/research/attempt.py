@@ -10,7 +10,8 @@ each holding a turn's keys and the error that prompted it (`error_status`, `erro
 Which keys a record holds says what happened: the evaluation's own keys (`warnings`, `suspicious`,
 `deferred_cuts`, `output`) only when a block was evaluated, the model call's keys only when there was one,
 and `reply_source` / `kept_from_parent` only when its reply held usable code; `families` only when its block
-parsed (records before it existed have none), `nudged` only when its prompt said the search had collapsed.
+parsed in a run that watches for a collapse (--collapse-window), `nudged` only when its prompt said it had
+collapsed.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class Attempt:
     timings: dict[str, float] = field(default_factory=dict)
     eval_s: float = 0.0
     block: str | None = None  # the agent block evaluated; None when the reply held none
-    families: tuple[str, ...] | None = None  # the block's indicator families (evaluation.families); None: unknown
+    families: tuple[str, ...] | None = None  # its block's indicator families (evaluation.families); None: not recorded
     train_return: float | None = None
     val_return: float | None = None
     objective_name: str = "val_return"

@@ -689,7 +689,8 @@ class Research:
             timings=figures["timings"],
             eval_s=eval_s,
             block=block,
-            families=None if block is None else block_families(block),
+            # Only where the run watches for a collapse: an older run's new records keep the keys of its old ones.
+            families=block_families(block) if block is not None and self.settings.collapse_window else None,
             train_return=window_return(figures["windows"], "train"),
             val_return=window_return(figures["windows"], "val"),
             objective_name=self.settings.objective,
