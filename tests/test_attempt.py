@@ -60,6 +60,17 @@ def test_a_record_with_repair_turns_round_trips_and_keeps_the_first_turns_keys_i
     assert (attempt.repaired, attempt.prompt_tokens) == (True, plain["prompt_tokens"] + 300)
 
 
+def test_a_records_families_and_nudge_round_trip_and_a_record_written_before_them_has_neither() -> None:
+    plain = fixture_records()[2]
+    old = Attempt.from_json(plain)
+    assert (old.families, old.nudged) == (None, False)
+    attempt = replace(old, families=("moving average", "crossover"), nudged=True)
+    raw = json.loads(json.dumps(attempt.to_json()))
+    assert (raw["families"], raw["nudged"]) == (["moving average", "crossover"], True)
+    assert {k: v for k, v in raw.items() if k not in ("families", "nudged")} == plain
+    assert Attempt.from_json(raw) == attempt
+
+
 @pytest.mark.parametrize(
     ("repairs", "said"),
     [
@@ -82,6 +93,8 @@ def test_a_hand_edited_repairs_list_is_one_line_naming_the_entry(repairs: object
         ("status", "great", 'status is "great", not one of ok, empty'),
         ("prompt_tokens", "100", 'prompt_tokens is "100", not a whole number'),
         ("windows", {"val": 3}, "windows.val is 3, not an object"),
+        ("families", "moving average", 'families is "moving average", not a list'),
+        ("families", [1], "families is [1], not a list of family names"),
     ],
 )
 def test_a_hand_edited_results_file_is_one_line_naming_the_file_and_the_key(

@@ -150,6 +150,12 @@ def test_a_config_written_before_repair_existed_reads_as_no_repair_so_it_resumes
     assert RunSettings.from_dict(RunSettings(repair=3).to_dict()).repair == 3
 
 
+def test_a_config_written_before_the_collapse_window_existed_reads_as_off_so_its_prompts_stay_as_they_were() -> None:
+    before = {k: v for k, v in RunSettings().to_dict().items() if k != "collapse_window"}
+    assert (RunSettings().collapse_window, RunSettings.from_dict(before).collapse_window) == (5, 0)
+    assert RunSettings.from_dict(RunSettings(collapse_window=3).to_dict()).collapse_window == 3
+
+
 @pytest.mark.parametrize(
     ("field", "value", "flag"),
     [
@@ -159,6 +165,7 @@ def test_a_config_written_before_repair_existed_reads_as_no_repair_so_it_resumes
         ("objective", "profit", "--objective"),
         ("repair", 6, "--repair"),
         ("repair", -1, "--repair"),
+        ("collapse_window", -1, "--collapse-window"),
     ],
 )
 def test_run_settings_reject_values_naming_the_flag(field: str, value: object, flag: str) -> None:

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from autotrade.candidate import baseline_source, extract_block
-from autotrade.report.diversity import measure_diversity, position_correlation, profile_block
+from autotrade.evaluation.families import FAMILIES, block_families
+from autotrade.report.diversity import (
+    CollapseEpisode,
+    collapse_episodes,
+    measure_diversity,
+    position_correlation,
+    profile_block,
+)
+from autotrade.research.attempt import Attempt
+from autotrade.status import Status
 
 
 def sma(fast: int, slow: int, fast_name: str = "fast", slow_name: str = "slow") -> str:
@@ -126,3 +135,55 @@ def test_different_strategies_are_not_collapsed() -> None:
     assert diversity.distinct == 5 and diversity.repeats == 0
     assert abs(diversity.mean_correlation) < 0.3 and not diversity.collapsed
     assert diversity.family_counts["moving average"] >= 2
+
+
+def test_a_blocks_families_come_from_the_evaluation_stage_in_vocabulary_order() -> None:
+    assert block_families(sma(10, 30)) == ("moving average", "crossover")
+    assert block_families(MACD) == tuple(f for f in FAMILIES if f in profile_block(MACD).families)
+    assert block_families("def f(:\n") is None
+
+
+CROSSOVER = ("moving average", "crossover")
+
+
+def ok(i: int, families: tuple[str, ...] | None, objective: float, nudged: bool = False) -> Attempt:
+    return Attempt(iteration=i, status=Status.OK, families=families, objective=objective, nudged=nudged)
+
+
+def test_a_collapse_is_shown_with_what_the_nudged_prompts_did_and_the_best_before_and_after() -> None:
+    records = [
+        ok(0, CROSSOVER, 0.1),
+        ok(1, CROSSOVER, 0.2),
+        Attempt(iteration=2, status=Status.RUNTIME_ERROR),
+        ok(3, CROSSOVER, 0.15),
+        ok(4, CROSSOVER, 0.1, nudged=True),
+        ok(5, ("RSI-like",), 0.3, nudged=True),
+        ok(6, ("RSI-like",), 0.25),
+        ok(7, CROSSOVER, 0.9),
+    ]
+    assert collapse_episodes(records, {}, 3) == (
+        CollapseEpisode(CROSSOVER, at=3, window=3, first_nudge=4, after=3, escaped=2, best_before=0.2, best_after=0.9),
+    )
+
+
+def test_a_run_that_never_nudged_shows_its_collapse_from_the_blocks_of_records_without_families() -> None:
+    records = [ok(i, None, 0.1 * i) for i in range(4)]
+    blocks = {i: sma(10 + i, 30) for i in range(4)}
+    (episode,) = collapse_episodes(records, blocks, 2)
+    assert (episode.family, episode.at, episode.first_nudge, episode.after) == (CROSSOVER, 1, None, 0)
+    assert (episode.best_before, episode.best_after) == (pytest.approx(0.1), None)
+    assert collapse_episodes(records, {}, 2) == ()  # neither families nor code: nothing to tell
+
+
+def test_a_relapse_is_a_second_collapse_and_bounds_what_the_first_nudge_is_credited_with() -> None:
+    rsi = ("RSI-like",)
+    records = [
+        ok(0, CROSSOVER, 0.1),
+        ok(1, CROSSOVER, 0.1),
+        ok(2, rsi, 0.2, True),
+        ok(3, rsi, 0.5),
+        ok(4, rsi, 0.4, True),
+    ]
+    first, second = collapse_episodes(records, {}, 2)
+    assert (first.at, first.first_nudge, first.after, first.escaped, first.best_after) == (1, 2, 1, 1, 0.2)
+    assert (second.family, second.at, second.first_nudge, second.best_before) == (rsi, 3, 4, 0.5)

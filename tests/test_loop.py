@@ -537,3 +537,17 @@ def test_a_candidate_with_deferred_look_ahead_cuts_enters_only_after_they_are_ch
     assert [r["status"] for r in found] == ["lookahead", "lookahead"] and not any(
         r["entered_population"] for r in found
     )
+
+
+def test_once_the_last_ok_attempts_share_one_family_the_next_prompt_asks_for_another_and_its_record_says_so(
+    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+) -> None:
+    openai_server.script([Reply(good(10, 30)), Reply(good(5, 20))])  # crossovers, like the baseline
+    result, _ = start(openai_server, tmp_path, small_data, max_iter=3, collapse_window=2)
+    prompts = {iteration_of(r): r.body["messages"][-1]["content"] for r in openai_server.chat_requests}
+    said = "Your last 2 working strategies were all built on the same indicators: moving average + crossover."
+    assert said not in prompts[1] and said in prompts[2]
+    saved = records(result.path)
+    assert [r["status"] for r in saved] == ["ok"] * 3
+    assert [r.get("nudged", False) for r in saved] == [False, False, True]
+    assert [r["families"] for r in saved] == [["moving average", "crossover"]] * 3

@@ -28,7 +28,14 @@ from autotrade.fmt import num
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.report.compute import build_report, spend_of, summary
 from autotrade.report.plots import PNG_SIGNATURE
-from autotrade.report.render import EQUITY_PNG, HTML_FILE, OBJECTIVE_PNG, header_lines, write_files
+from autotrade.report.render import (
+    EQUITY_PNG,
+    HTML_FILE,
+    OBJECTIVE_PNG,
+    collapse_sections,
+    header_lines,
+    write_files,
+)
 from autotrade.research.attempt import Attempt, Turn
 from autotrade.research.config import RunSettings, model_settings
 from autotrade.research.loop import start_run
@@ -296,12 +303,24 @@ def test_a_model_copying_one_strategy_shows_collapse(lab: Path) -> None:
     start = lab / "copy_start.py"
     start.write_text(sma_block(20, 100))
     # Novelty off: with it, the copies would be refused as duplicates before they could fill the population.
-    path = make_run(lab, lab / "small" / "data", "copies", [good(20, 100)] * 3, start_from=str(start), novelty=False)
+    path = make_run(
+        lab,
+        lab / "small" / "data",
+        "copies",
+        [good(20, 100)] * 3,
+        start_from=str(start),
+        novelty=False,
+        collapse_window=2,
+    )
     report = build_report(RunDir(path), holdout=False)
     d = report.diversity
     assert (d.candidates, d.distinct, d.copies_of_start) == (4, 1, 3)
     assert len(d.population) == 3 and d.mean_correlation == 1.0 and d.collapsed
     assert summary(report)["diversity_collapsed"] is True
+    # Two crossovers in a row (iterations 0 and 1) nudged the prompts of 2 and 3, and both stayed crossovers.
+    (section,) = collapse_sections(report)
+    assert section.rows[0][:4] == ("moving average + crossover", "1", "2", "2 of 2 ok still the same")
+    assert summary(report)["search_collapses"] == 1
 
 
 def test_data_that_is_not_the_runs_is_refused(lab: Path) -> None:

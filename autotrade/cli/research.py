@@ -534,6 +534,17 @@ def run(
             ),
         ),
     ] = 1,
+    collapse_window: Annotated[
+        int,
+        typer.Option(
+            "--collapse-window",
+            min=0,
+            help=(
+                "When this many ok attempts in a row use the same indicator families, the next prompt says the "
+                "search has collapsed and asks for another family (0: never)."
+            ),
+        ),
+    ] = 5,
     model: Annotated[
         str | None, typer.Option("--model", help="Model name (default: $OPENAI_MODEL, else the server's only model).")
     ] = None,
@@ -619,6 +630,7 @@ def run(
         novelty=novelty,
         budget_tokens=budget_tokens,
         budget_minutes=budget_minutes,
+        collapse_window=collapse_window,
     )
     if not chosen.needs_endpoint:
         given = [

@@ -281,6 +281,21 @@ class PromptContext:
     learnings: str
 
 
+def collapse_section(family: str, window: int, others: Sequence[str]) -> str:
+    """The section a prompt ends with once the search has collapsed: the last `window` working strategies were all
+    in one structure family (`family`, in words), so the model is asked for another (`others`, named as examples).
+
+    Appended after the rendered template, so a run's pinned program and template need no edit."""
+    listed = ", ".join(others[:-1]) + " or " + others[-1] if len(others) > 1 else "".join(others)
+    examples = f", for example {listed}" if others else ""
+    return (
+        "## The search has collapsed\n"
+        f"Your last {window} working strategies were all built on the same indicators: {family}. "
+        f"Propose a strategy from a different family this time{examples}, even if it departs from your starting "
+        "point's approach.\n"
+    )
+
+
 def build_prompt(files: PromptFiles, context: PromptContext) -> str:
     """program.md rendered with the context, then the template with the program and the context."""
     values = asdict(context)

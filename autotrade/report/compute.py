@@ -36,7 +36,7 @@ from autotrade.engine.stats import (
 from autotrade.errors import AutotradeError, DataError
 from autotrade.evaluation.evaluate import EvalSettings, Evaluation, evaluate_block
 from autotrade.fmt import num
-from autotrade.report.diversity import Diversity, measure_diversity
+from autotrade.report.diversity import CollapseEpisode, Diversity, collapse_episodes, measure_diversity
 from autotrade.report.holdout import Holdout, Reveal, buy_and_hold_windows, read_reveals, reveal_holdout
 from autotrade.report.plots import chain_windows
 from autotrade.report.trials import TrialCount, count_trials
@@ -186,6 +186,7 @@ class Report:
     figures: tuple[Figure, ...]
     taxonomy: Taxonomy
     diversity: Diversity
+    collapses: tuple[CollapseEpisode, ...]  # each time the search collapsed into one family, and what followed
     spend: Spend
     curves: Curves
     notes: tuple[str, ...]
@@ -639,6 +640,8 @@ def build_report(
         i: np.concatenate([e.curves[w].position.to_numpy() for w in RESEARCH_WINDOWS]) for i, e in research.items()
     }
     diversity = measure_diversity(blocks, ok, population, positions)
+    # A run that never nudged (--collapse-window 0, or older) is read with today's window: its collapses still show.
+    collapses = collapse_episodes(attempts, blocks, settings.collapse_window or RunSettings().collapse_window)
 
     windows = SPLIT_WINDOWS if seen.looked else RESEARCH_WINDOWS
     cash = evaluation_settings.backtest.cash
@@ -691,6 +694,7 @@ def build_report(
         figures=figures_of(overfitting, seen),
         taxonomy=failure_taxonomy(attempts),
         diversity=diversity,
+        collapses=collapses,
         spend=spend_of(attempts, run.read_journal(), state, run.is_active(), run_policy(config)),
         curves=curves,
         notes=tuple(notes),
@@ -749,6 +753,7 @@ def summary(report: Report) -> dict[str, Any]:
         "repeat_share": d.repeat_share,
         "population_position_correlation": d.mean_correlation,
         "diversity_collapsed": d.collapsed,
+        "search_collapses": len(report.collapses),
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,
         "interrupted_calls": s.interrupted_calls,

@@ -1,100 +1,24 @@
 """How varied a run's strategies were: indicator families from the AST, distinct strategies, correlated positions.
 
 The original experiment found its model copied the prompt's example 96% of the time; these figures make that
-kind of collapse visible. Detection reads the agent block's syntax tree only (nothing is run), so it is a
-heuristic: it recognises the usual spellings of each indicator (a call chain, a formula shape, or a telling
-name such as `rsi` or `macd`).
+kind of collapse visible. Families come from the agent block's syntax tree (`evaluation.families`, a heuristic:
+nothing is run).
 """
 
 from __future__ import annotations
 
 import ast
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from autotrade.evaluation.novelty import INPUT_COLUMNS, structure_hash
-
-# Methods and numpy functions worth counting as "operations" (anything else is plumbing: append, get, ...).
-OPERATIONS = frozenset(
-    {
-        "rolling",
-        "ewm",
-        "expanding",
-        "mean",
-        "std",
-        "var",
-        "max",
-        "min",
-        "median",
-        "sum",
-        "quantile",
-        "rank",
-        "shift",
-        "diff",
-        "pct_change",
-        "clip",
-        "where",
-        "mask",
-        "abs",
-        "cumsum",
-        "cummax",
-        "cummin",
-        "cumprod",
-        "log",
-        "sqrt",
-        "exp",
-        "sign",
-        "maximum",
-        "minimum",
-        "fillna",
-        "ffill",
-        "bfill",
-        "apply",
-        "corr",
-        "cov",
-        "skew",
-        "kurt",
-        "idxmax",
-        "idxmin",
-        "round",
-        "between",
-        "resample",
-        "groupby",
-    }
-)
-
-# Indicator families (the report's vocabulary), each recognised by the rules in `_tags`.
-FAMILIES = (
-    "moving average",
-    "crossover",
-    "ewm",
-    "RSI-like",
-    "MACD-like",
-    "breakout",
-    "volatility",
-    "mean reversion",
-    "momentum",
-    "volume",
-    "calendar",
-)
-
-_NAME_HINTS: dict[str, re.Pattern[str]] = {
-    "moving average": re.compile(r"(^|_)(s|e|w)?ma\d*($|_)|sma|ema|moving", re.I),
-    "RSI-like": re.compile(r"rsi|stoch|williams|oscillat", re.I),
-    "MACD-like": re.compile(r"macd|ppo", re.I),
-    "breakout": re.compile(r"breakout|donchian|channel|(^|_)(hh|ll)($|_)|highest|lowest", re.I),
-    "volatility": re.compile(r"atr|true_range|volatil|(^|_)vol($|_)|bollinger|(^|_)bb|std|sigma", re.I),
-    "mean reversion": re.compile(r"z_?score|revert|reversion|bollinger|(^|_)bb|band|deviation", re.I),
-    "momentum": re.compile(r"mom|roc|rate_of_change|return", re.I),
-}
-_CALENDAR_ATTRS = frozenset(
-    {"dayofweek", "day_of_week", "weekday", "month", "dayofyear", "day_of_year", "quarter", "week"}
-)
+from autotrade.evaluation.families import FAMILIES, block_families, operations_and_columns, tag_families
+from autotrade.evaluation.novelty import structure_hash
+from autotrade.research.attempt import Attempt
+from autotrade.research.collapse import Collapse, collapse_of
 
 
 @dataclass(frozen=True)
@@ -107,166 +31,17 @@ class BlockProfile:
     structure: str | None  # normalised-AST hash (12 hex digits); None when the block does not parse
 
 
-def _call_chain(node: ast.AST) -> list[str]:
-    """Method names along a call chain, outermost last: `x.rolling(5).mean()` → ['rolling', 'mean']."""
-    names: list[str] = []
-    while True:
-        if isinstance(node, ast.Call):
-            node = node.func
-        elif isinstance(node, ast.Attribute):
-            names.append(node.attr)
-            node = node.value
-        elif isinstance(node, ast.Subscript):
-            node = node.value
-        else:
-            break
-    return names[::-1]
-
-
-def _contains_call(node: ast.AST, method: str) -> bool:
-    """True when `method` is called anywhere inside node."""
-    return any(
-        isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == method
-        for sub in ast.walk(node)
-    )
-
-
-def _mentions(node: ast.AST, word: str) -> bool:
-    """True when node calls `word`, or names a variable, attribute or column holding it (`x.std()`, `row['std20']`)."""
-    for sub in ast.walk(node):
-        text = (
-            sub.id
-            if isinstance(sub, ast.Name)
-            else sub.attr
-            if isinstance(sub, ast.Attribute)
-            else sub.value
-            if isinstance(sub, ast.Constant)
-            else None
-        )
-        if isinstance(text, str) and word in text.lower():
-            return True
-    return False
-
-
-def _identifiers(tree: ast.AST) -> set[str]:
-    """Variable, function, argument and attribute names, and string constants (feature column names)."""
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            found.add(node.id)
-        elif isinstance(node, ast.arg):
-            found.add(node.arg)
-        elif isinstance(node, ast.FunctionDef):
-            found.add(node.name)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) <= 40:
-            found.add(node.value)
-    found -= {"generate_features", "strategy_logic", "df", "row"}
-    return found
-
-
-def _tags(tree: ast.AST, operations: Counter[str], columns: set[str]) -> set[str]:
-    """The indicator families a parsed block uses (see FAMILIES)."""
-    tags: set[str] = set()
-    names = _identifiers(tree)
-    for family, pattern in _NAME_HINTS.items():
-        if any(pattern.search(name) for name in names):
-            tags.add(family)
-
-    averages = 0
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        chain = _call_chain(node)
-        if len(chain) >= 2 and chain[-2] in ("rolling", "ewm") and chain[-1] == "mean":
-            averages += 1
-        if len(chain) >= 2 and chain[-2] in ("rolling", "expanding") and chain[-1] in ("max", "min"):
-            tags.add("breakout")
-        if len(chain) >= 2 and chain[-2] in ("rolling", "ewm", "expanding") and chain[-1] in ("std", "var"):
-            tags.add("volatility")
-    if averages:
-        tags.add("moving average")
-    if operations["ewm"]:
-        tags.add("ewm")
-    if operations["cummax"] or operations["cummin"]:
-        tags.add("breakout")
-    if operations["pct_change"]:
-        tags.add("momentum")
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-            # (x - mean) / std: a z-score, the usual mean-reversion signal (the std often sits in a variable).
-            if (
-                isinstance(node.left, ast.BinOp)
-                and isinstance(node.left.op, ast.Sub)
-                and (_mentions(node.right, "std") or (operations["std"] and not isinstance(node.right, ast.Constant)))
-            ):
-                tags.add("mean reversion")
-            # x / x.shift(n): a rate of change.
-            if _contains_call(node.right, "shift"):
-                tags.add("momentum")
-            # average gain / average loss: the RSI construction.
-            if (operations["clip"] or operations["where"] or operations["maximum"]) and operations["diff"]:
-                tags.add("RSI-like")
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub):
-            if _contains_call(node.left, "ewm") and _contains_call(node.right, "ewm"):
-                tags.add("MACD-like")
-            if _contains_call(node.right, "shift") or _contains_call(node.left, "shift"):
-                tags.add("momentum")
-            strings = {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-            if {"High", "Low"} <= strings:
-                tags.add("volatility")  # the high-low range behind ATR
-        if isinstance(node, ast.Attribute) and node.attr in _CALENDAR_ATTRS:
-            tags.add("calendar")
-    if operations["ewm"] >= 3:
-        tags.add("MACD-like")
-    if operations["diff"] and not {"RSI-like"} & tags:
-        tags.add("momentum")
-    if averages >= 2 and _compares_two_series(tree):
-        tags.add("crossover")
-    if "Volume" in columns:
-        tags.add("volume")
-    return tags
-
-
-def _compares_two_series(tree: ast.AST) -> bool:
-    """True when some comparison has non-constant expressions on both sides (one series against another)."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Compare):
-            sides = [node.left, *node.comparators]
-            if (
-                sum(
-                    not isinstance(side, ast.Constant)
-                    and not (isinstance(side, ast.UnaryOp) and isinstance(side.operand, ast.Constant))
-                    for side in sides
-                )
-                >= 2
-            ):
-                return True
-    return False
-
-
 def profile_block(block: str) -> BlockProfile:
     """Families, operations, columns and structure hash of one agent block (empty profile when it does not parse)."""
     try:
         tree = ast.parse(block)
     except (SyntaxError, ValueError):
         return BlockProfile(frozenset(), {}, frozenset(), None)
-    operations: Counter[str] = Counter()
-    columns: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
-            if name in OPERATIONS:
-                operations[name] += 1
-        elif isinstance(node, ast.Constant) and node.value in INPUT_COLUMNS:
-            columns.add(str(node.value))
-        elif isinstance(node, ast.Attribute) and node.attr in INPUT_COLUMNS:
-            columns.add(node.attr)  # df.Close
+    operations, columns = operations_and_columns(tree)
     return BlockProfile(
-        families=frozenset(_tags(tree, operations, columns)),
+        families=tag_families(tree, operations, columns),
         operations=dict(operations),
-        columns=frozenset(columns),
+        columns=columns,
         structure=structure_hash(tree),
     )
 
@@ -395,3 +170,72 @@ def measure_diversity(
         correlation=matrix,
         mean_correlation=mean_off_diagonal(matrix),
     )
+
+
+@dataclass(frozen=True)
+class CollapseEpisode:
+    """One collapse of the search (research.collapse) and what followed it.
+
+    at: the ok iteration that made `window` in a row in `family`; first_nudge: the first later iteration whose prompt
+    said so (None: none did, before the run ended or collapsed anew). after: the ok attempts from first_nudge on (at
+    most `window`, before the next collapse), escaped: those in another family. best_before: the best objective
+    before first_nudge (through `at` when none); best_after: the best from first_nudge to the next collapse or the end.
+    """
+
+    family: tuple[str, ...]
+    at: int
+    window: int
+    first_nudge: int | None
+    after: int
+    escaped: int
+    best_before: float | None
+    best_after: float | None
+
+
+def _best(attempts: Iterable[Attempt]) -> float | None:
+    """The highest objective among ok attempts; None when none has one."""
+    return max((a.objective for a in attempts if a.ok and a.objective is not None), default=None)
+
+
+def collapse_episodes(
+    attempts: Sequence[Attempt], blocks: Mapping[int, str | None], window: int
+) -> tuple[CollapseEpisode, ...]:
+    """Each time the search collapsed into one structure family, by the loop's own rule, and what its nudge did.
+
+    A record written before families were recorded takes them from its block (`blocks`: iteration → block).
+    """
+    known = [
+        a
+        if a.families is not None or not blocks.get(a.iteration)
+        else replace(a, families=block_families(str(blocks[a.iteration])))
+        for a in attempts
+    ]
+    starts: list[tuple[int, Collapse]] = []  # index in `known`, collapse
+    current: Collapse | None = None
+    for k, attempt in enumerate(known):
+        if not attempt.ok:
+            continue
+        found = collapse_of(known[: k + 1], window)
+        if found is not None and (current is None or set(found.families) != set(current.families)):
+            starts.append((k, found))
+        current = found
+    episodes = []
+    for n, (k, collapse) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(known)
+        following = known[k + 1 : end]
+        nudge = next((j for j, a in enumerate(following) if a.nudged), None)
+        since = [] if nudge is None else following[nudge:]
+        after = [a for a in since if a.ok][:window]
+        episodes.append(
+            CollapseEpisode(
+                family=collapse.families,
+                at=known[k].iteration,
+                window=window,
+                first_nudge=None if nudge is None else following[nudge].iteration,
+                after=len(after),
+                escaped=sum(a.families is not None and set(a.families) != set(collapse.families) for a in after),
+                best_before=_best(known[: k + 1] + following[: nudge or 0]),
+                best_after=None if nudge is None else _best(since),
+            )
+        )
+    return tuple(episodes)

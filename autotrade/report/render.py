@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from autotrade.evaluation.families import family_name
 from autotrade.evaluation.objectives import format_score, has_own_column
 from autotrade.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from autotrade.fmt import hms, num, pct
@@ -318,7 +319,8 @@ def failure_sections(report: Report) -> list[Section]:
 
 
 def diversity_sections(report: Report) -> list[Section]:
-    """Families and operations used, distinct strategies, and the population's position correlation."""
+    """Families and operations used, distinct strategies, collapses of the search, and the population's position
+    correlation."""
     d = report.diversity
     families = Section(
         "Indicators used",
@@ -341,7 +343,7 @@ def diversity_sections(report: Report) -> list[Section]:
         "",
         (False, True),
     )
-    sections = [families, operations]
+    sections = [families, operations, *collapse_sections(report)]
     if len(d.population) >= 2:
         labels = tuple(f"iter {i}" for i in d.population)
         rows = tuple(
@@ -358,6 +360,43 @@ def diversity_sections(report: Report) -> list[Section]:
             )
         )
     return sections
+
+
+def collapse_sections(report: Report) -> list[Section]:
+    """When the search collapsed into one structure family, and whether the prompt's nudge moved it (none if never)."""
+    if not report.collapses:
+        return []
+    rows = []
+    for e in report.collapses:
+        if e.first_nudge is None:
+            followed = "no prompt carried the nudge"
+        elif not e.after:
+            followed = "no ok attempt since"
+        elif e.escaped:
+            followed = f"{e.escaped} of {e.after} ok in other families"
+        else:
+            followed = f"{e.after} of {e.after} ok still the same"
+        rows.append(
+            (
+                family_name(e.family),
+                str(e.at),
+                "—" if e.first_nudge is None else str(e.first_nudge),
+                followed,
+                objective_text(report.objective, e.best_before),
+                "—" if e.first_nudge is None else objective_text(report.objective, e.best_after),
+            )
+        )
+    window = report.collapses[0].window
+    return [
+        Section(
+            "Search collapses",
+            ("collapsed into", "at iteration", "nudged from", "after the nudge", "best before", "best after"),
+            tuple(rows),
+            f"Collapsed: {window} ok attempts in a row used the same indicator families. From then on each prompt "
+            "says so and asks for another family, until an ok attempt leaves it (--collapse-window).",
+            (False, True, True, False, True, True),
+        )
+    ]
 
 
 def spend_section(report: Report) -> Section:

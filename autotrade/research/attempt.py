@@ -10,7 +10,9 @@ each holding a turn's keys and the error that prompted it (`error_status`, `erro
 Which keys a record holds says what happened: the evaluation's own keys (`warnings`, `suspicious`,
 `deferred_cuts`, `output`) only when a block was evaluated, the model call's keys only when there was one,
 and `reply_source` / `kept_from_parent` only when its reply held usable code; `structure` when its block parsed,
-`twin`, `twin_correlation` and `saved_s` only for a duplicate, and `positions` only for an ok one.
+`twin`, `twin_correlation` and `saved_s` only for a duplicate, `positions` only for an ok one;
+`families` only when its block parsed in a run that watches for a collapse (--collapse-window), `nudged` only
+when its prompt said it had collapsed.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class Attempt:
     twin_correlation: float | None = None  # a duplicate by positions: their correlation; None: by structure
     saved_s: float = 0.0  # a structure twin's evaluation seconds its result reused instead of running again
     positions: str | None = None  # ok: the validation positions (novelty.encode_positions), what later ones must beat
+    families: tuple[str, ...] | None = None  # its block's indicator families (evaluation.families); None: not recorded
     train_return: float | None = None
     val_return: float | None = None
     objective_name: str = "val_return"
@@ -118,6 +121,7 @@ class Attempt:
     fail_streak: int = 0  # after it
     next_parent: int | None = None
     hypothesis: str = ""
+    nudged: bool = False  # its prompt said the search had collapsed and asked for another family
     turns: tuple[Turn, ...] = ()
     started_at: str = ""
     finished_at: str = ""
@@ -201,6 +205,7 @@ class Attempt:
             **({"structure": self.structure} if self.structure is not None else {}),
             **(twinned if self.twin is not None else {}),
             **({"positions": self.positions} if self.positions is not None else {}),
+            **({"families": list(self.families)} if self.families is not None else {}),
             "train_return": self.train_return,
             "val_return": self.val_return,
             "objective_name": self.objective_name,
@@ -210,6 +215,7 @@ class Attempt:
             "fail_streak": self.fail_streak,
             "next_parent": self.next_parent,
             "hypothesis": self.hypothesis,
+            **({"nudged": True} if self.nudged else {}),
             **(self.turns[0].to_json() if self.turns else {}),
             **(repairs if self.repair_turns else {}),
             "started_at": self.started_at,
@@ -232,7 +238,9 @@ class Attempt:
             check_object(metrics, {}, source, f"windows.{window}.")
         values = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw and k != "turns"}  # turns: flattened
         values["status"] = Status(raw["status"])
-        for key in ("columns", "warnings", "suspicious", "population"):
+        if not all(isinstance(f, str) for f in raw.get("families") or ()):
+            raise ConfigError(f"{source}: families is {describe(raw['families'])}, not a list of family names")
+        for key in ("columns", "warnings", "suspicious", "population", "families"):
             if key in values:
                 values[key] = tuple(values[key])
         turn = Turn.from_json(raw)

@@ -36,8 +36,9 @@ MAX_PARALLEL = 64  # proposals in flight; beyond this a server's batch is full a
 MAX_REPAIR = 5  # repair turns per iteration; beyond a few, a model that keeps failing is better asked afresh
 DEFAULT_PATIENCE_S = 1800.0  # a model server restarted overnight (model swap, crash, OOM) is back well within it
 # What a setting means in a config.json written before it existed, where that is not today's default.
-# Older runs never repaired nor refused duplicates: they resume exactly as they ran.
-BEFORE_THE_KEY: dict[str, Any] = {"repair": 0, "novelty": False}
+# Older runs never repaired, refused duplicates nor nudged a collapsed search: they resume exactly as they ran,
+# prompts included.
+BEFORE_THE_KEY: dict[str, Any] = {"repair": 0, "novelty": False, "collapse_window": 0}
 
 
 def load_env_file(cwd: Path | None = None) -> None:
@@ -216,6 +217,7 @@ class RunSettings:
     novelty: bool = True  # a repeat of an earlier strategy (structure, or a member's positions) is a duplicate
     budget_tokens: int | None = None  # stop once the committed iterations spent this many tokens; None: no budget
     budget_minutes: float | None = None  # stop after this much research time, over every resume; None: no budget
+    collapse_window: int = 5  # ok attempts in a row in one structure family before a prompt asks for another; 0: off
 
     def __post_init__(self) -> None:
         """Reject settings that cannot define a run, naming the flag."""
@@ -277,5 +279,6 @@ def _broken_rule(values: Mapping[str, Any]) -> tuple[str, str] | None:
             or (values["budget_minutes"] > 0 and math.isfinite(values["budget_minutes"])),
             "must be a positive number",
         ),
+        ("collapse_window", values["collapse_window"] >= 0, "must not be negative (0: off)"),
     )
     return next(((key, rule) for key, holds, rule in rules if not holds), None)

@@ -56,6 +56,7 @@ from autotrade.errors import (
     UnsafeCodeError,
 )
 from autotrade.evaluation.evaluate import Evaluation, evaluate_block, finish_gate
+from autotrade.evaluation.families import block_families, family_name
 from autotrade.evaluation.novelty import block_structure, encode_positions, validation_positions
 from autotrade.evaluation.objectives import DEFAULT_ROBUST_K, OBJECTIVES, format_score
 from autotrade.evaluation.score import score_evaluation
@@ -73,6 +74,7 @@ from autotrade.propose.prompts import (
     PromptContext,
     PromptFiles,
     build_prompt,
+    collapse_section,
     describe_columns,
     describe_failure,
     describe_outcome,
@@ -85,6 +87,7 @@ from autotrade.propose.reply import ParsedReply, parse_reply, strip_reasoning
 from autotrade.propose.reply_format import with_reply_format
 from autotrade.research import budget
 from autotrade.research.attempt import Attempt, Turn
+from autotrade.research.collapse import Collapse, collapse_of
 from autotrade.research.config import RunSettings, public_model_config
 from autotrade.research.learnings import Lesson, for_prompt, render_file
 from autotrade.research.population import Population, choose_parent, record_outcome, rng_from_state, rng_state
@@ -170,6 +173,7 @@ class Flight:
     prompt: str
     rng: random.Random
     started_at: str
+    nudged: bool = False  # its prompt said the search had collapsed (research.collapse)
     missed_phase: str | None = None  # a phase it entered while an older iteration was the one shown
     landed: bool = False  # the main thread has seen its thread finish
     exchanges: list[Exchange] = field(default_factory=list)  # the model turns, oldest first; none for the baseline
@@ -228,8 +232,10 @@ def render_proposal(
     parent: int,
     parent_block: str,
     assets: Sequence[str] = (),
+    collapse: Collapse | None = None,
 ) -> str:
-    """The prompt of one proposal from the committed attempts (never test-window data); `assets`: a set's names."""
+    """The prompt of one proposal from the committed attempts (never test-window data); `assets`: a set's names; a
+    `collapse` of the search adds the section that asks for another structure family."""
     objective = settings.objective
     context = PromptContext(
         iteration=str(iteration),
@@ -248,7 +254,10 @@ def render_proposal(
         last_outcome=describe_outcome(attempts[-1] if attempts else None, settings.across),
         learnings=for_prompt([Lesson.from_attempt(a) for a in attempts], settings.learnings_budget) or "(none yet)",
     )
-    return with_reply_format(build_prompt(prompts, context), settings.reply_format)
+    prompt = build_prompt(prompts, context)
+    if collapse is not None:
+        prompt += "\n" + collapse_section(family_name(collapse.families), collapse.window, collapse.others)
+    return with_reply_format(prompt, settings.reply_format)
 
 
 def describe_plan(settings: RunSettings, assets: Sequence[str], research_index: Any) -> str:
@@ -481,6 +490,7 @@ class Research:
         parent: int | None = None
         prompt = ""
         twins: dict[str, int] = {}
+        collapse: Collapse | None = None
         if iteration > 0:
             basis = self.basis(iteration)
             latest = basis == self.state.next_iteration - 1  # the committed state speaks for it (and for old runs)
@@ -488,6 +498,8 @@ class Research:
             parent = pinned if pinned is not None else 0
             members = self.population.iterations if latest else list(self.records[basis].population)
             seen = self.records[: basis + 1]
+            # Only a model reads the prompt: a nudge recorded for another policy would claim an effect it cannot have.
+            collapse = collapse_of(seen, self.settings.collapse_window) if uses_model(self.settings) else None
             prompt = render_proposal(
                 self.prompts,
                 self.settings,
@@ -498,6 +510,7 @@ class Research:
                 parent,
                 self.block_of(parent),
                 [asset.name for asset in self.data.assets],
+                collapse,
             )
             twins = structure_twins(seen) if self.settings.novelty else {}
         self.run.journal("iteration_started", iteration=iteration, parent=parent)
@@ -509,7 +522,7 @@ class Research:
             if self.settings.parallel == 1
             else random.Random(f"{self.settings.seed}:{iteration}")
         )
-        flight = Flight(iteration, parent, prompt, rng, now_iso(), twins=twins)
+        flight = Flight(iteration, parent, prompt, rng, now_iso(), twins=twins, nudged=collapse is not None)
         if parent is not None and self.proposer is None:
             self.proposer = POLICIES.get(self.settings.policy).proposer(
                 self.model,
@@ -736,6 +749,8 @@ class Research:
             twin_correlation=None if twin is None or twin[1] is None else round(twin[1], 4),
             saved_s=reused.eval_s if reused is not None else 0.0,
             positions=encode_positions(validation_positions(evaluation)) if evaluation.ok else None,
+            # Only where the run watches for a collapse: an older run's new records keep the keys of its old ones.
+            families=block_families(block) if block is not None and self.settings.collapse_window else None,
             train_return=window_return(windows, "train"),
             val_return=window_return(windows, "val"),
             objective_name=self.settings.objective,
@@ -745,6 +760,7 @@ class Research:
             fail_streak=step.fail_streak,
             next_parent=next_parent,
             hypothesis=hypothesis,
+            nudged=flight.nudged,
             turns=turns,
             started_at=flight.started_at,
             finished_at=now_iso(),
