@@ -699,7 +699,8 @@ class Research:
         turns = tuple(self.turn_of(i, k, exchange) for k, exchange in enumerate(flight.exchanges))
         hypothesis = reply.learnings if isinstance(reply, ParsedReply) else ""
         block = reply.block if isinstance(reply, ParsedReply) else (self.start_block if parent is None else None)
-        structure = block_structure(block) if block is not None else None
+        # Only where the run refuses duplicates: an older run's new records keep the keys of its old ones.
+        structure = block_structure(block) if block is not None and self.settings.novelty else None
         twin, reused = None, None
         if isinstance(reply, ReplyError):
             evaluation = Evaluation(status=Status(reply.status), message=str(reply))
@@ -748,7 +749,9 @@ class Research:
             twin=twin[0] if twin is not None else None,
             twin_correlation=None if twin is None or twin[1] is None else round(twin[1], 4),
             saved_s=reused.eval_s if reused is not None else 0.0,
-            positions=encode_positions(validation_positions(evaluation)) if evaluation.ok else None,
+            positions=encode_positions(validation_positions(evaluation))
+            if evaluation.ok and self.settings.novelty
+            else None,
             # Only where the run watches for a collapse: an older run's new records keep the keys of its old ones.
             families=block_families(block) if block is not None and self.settings.collapse_window else None,
             train_return=window_return(windows, "train"),
