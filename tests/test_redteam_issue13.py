@@ -1,0 +1,55 @@
+"""Red-team checks of issue 13's novelty and trial counting: ways a proposal could be refused for a strategy it did
+not repeat, or a search look as if it had tried fewer strategies than it ran."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotrade.evaluation.novelty import block_structure
+from autotrade.report.trials import TrialCount, count_trials
+from autotrade.research.attempt import Attempt
+from autotrade.status import Status
+
+ROLLING = 'def generate_features(df):\n    df["f"] = df["Close"].{call}\n    return df\n'
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ('rolling(20, closed="left").max()', 'rolling(20, closed="right").max()'),  # which bars the window holds
+        ('rolling(20).agg("max")', 'rolling(20).agg("min")'),  # a different aggregation
+        ('fillna(method="ffill")', 'fillna(method="bfill")'),  # the past, or the future
+        ('resample("W").last()', 'resample("M").last()'),  # a different bar size
+    ],
+)
+def test_a_different_string_argument_is_not_a_structure_twin(one: str, other: str) -> None:
+    # A twin is refused without running and recorded with its twin's figures: only a block that computes the same
+    # positions may be one, and these compute something else.
+    assert block_structure(ROLLING.format(call=one)) != block_structure(ROLLING.format(call=other))
+
+
+def test_renamed_feature_columns_are_still_a_structure_twin() -> None:
+    renamed = ROLLING.format(call="rolling(20).mean()").replace('df["f"]', 'df["sma"]')
+    assert block_structure(ROLLING.format(call="rolling(20).mean()")) == block_structure(renamed)
+
+
+def test_a_position_twin_that_ran_counts_as_a_trial_but_a_reused_structure_twin_does_not() -> None:
+    sma = ROLLING.format(call="rolling({n}).mean()")
+    found = count_trials(
+        [
+            Attempt(iteration=0, status=Status.OK, block=sma.format(n=10), timings={"run_s": 0.2}),
+            # Evaluated on the data, then refused for moving with iteration 0: the validation window chose among it.
+            Attempt(
+                iteration=1,
+                status=Status.DUPLICATE,
+                block=sma.format(n=11),
+                timings={"run_s": 0.2},
+                twin=0,
+                twin_correlation=0.995,
+            ),
+            # Iteration 0's structure again: its result reused, its code never ran.
+            Attempt(iteration=2, status=Status.DUPLICATE, block=sma.format(n=10).replace("df", "frame"), twin=0),
+        ],
+        {},
+    )
+    assert found == TrialCount(ran=2, ok=1)
