@@ -2,9 +2,9 @@
 
 Every distinct strategy whose code ran counts, the failures that ran included (a runtime error or a look-ahead
 was still a strategy tried on the data); a reply without code, a block that vetting refused or that does not
-compile, and a twin reused without running add nothing. Two attempts are one trial when their blocks are the same
-program: the same syntax tree, so a re-proposal that only changes comments or layout is not a new trial, while a
-change of parameters is (searching parameters is what the deflation is for).
+compile, and a twin reused without running add nothing (a position twin ran: it counts). Two attempts are one
+trial when their blocks are the same program: the same syntax tree, so a re-proposal that only changes comments or
+layout is not a new trial, while a change of parameters is (searching parameters is what the deflation is for).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from autotrade.research.attempt import Attempt
+from autotrade.status import Status
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ def count_trials(attempts: Sequence[Attempt], blocks: Mapping[int, str | None]) 
     ok: set[str] = set()
     for attempt in attempts:
         block = blocks.get(attempt.iteration) or attempt.block
-        if not attempt.status.ran or not block:
+        # A position twin is a duplicate whose code ran (it has a run time): the validation window chose among it.
+        ran_as_twin = attempt.status is Status.DUPLICATE and "run_s" in attempt.timings
+        if not (attempt.status.ran or ran_as_twin) or not block:
             continue
         program = _program(block)
         ran.add(program)
