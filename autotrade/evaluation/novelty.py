@@ -48,8 +48,8 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
 
 
 class _Normaliser(ast.NodeTransformer):
-    """Renames identifiers and feature-column strings by order of first use, blanks numbers unless kept, and writes
-    every known pandas parameter as a keyword, keywords sorted.
+    """Renames identifiers and feature-column strings (those keying a subscript) by order of first use, blanks numbers
+    unless kept, and writes every known pandas parameter as a keyword, keywords sorted.
 
     OHLCV column names, attributes (the operations) and keyword names stay, since they change what is computed.
     """
@@ -57,6 +57,7 @@ class _Normaliser(ast.NodeTransformer):
     def __init__(self, keep_numbers: bool) -> None:
         self.aliases: dict[str, str] = {}
         self.keep_numbers = keep_numbers
+        self.columns: set[int] = set()  # the string constants that key a subscript: feature-column names
 
     def _alias(self, key: str) -> str:
         return self.aliases.setdefault(key, f"v{len(self.aliases)}")
@@ -89,10 +90,18 @@ class _Normaliser(ast.NodeTransformer):
         self.generic_visit(node)
         return node
 
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        self.columns.update(id(sub) for sub in ast.walk(node.slice) if isinstance(sub, ast.Constant))
+        self.generic_visit(node)
+        return node
+
     def visit_Constant(self, node: ast.Constant) -> ast.AST:
         value = node.value
         if isinstance(value, str):
-            node.value = value if value in INPUT_COLUMNS else self._alias("str:" + value)
+            # Only a column's name is cosmetic: any other string (`closed="left"`, `agg("max")`, a resample rule)
+            # says what is computed.
+            cosmetic = id(node) in self.columns and value not in INPUT_COLUMNS
+            node.value = self._alias("str:" + value) if cosmetic else value
         elif isinstance(value, int | float | complex) and not isinstance(value, bool) and not self.keep_numbers:
             node.value = 0
         return node
