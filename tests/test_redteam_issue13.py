@@ -1,10 +1,17 @@
-"""Red-team checks of issue 13's novelty and trial counting: ways a proposal could be refused for a strategy it did
-not repeat, or a search look as if it had tried fewer strategies than it ran."""
+"""Red-team checks of issue 13's new code: ways a proposal could be refused for a strategy it did not repeat, a search
+look as if it had tried fewer strategies than it ran, or a set's walk-forward fail in the middle of a run."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
+from conftest import synthetic_ohlcv
 
+from autotrade.data.plan import EvalPlan, Folds
+from autotrade.data.prepared import PreparedData
+from autotrade.data.splits import Splits
+from autotrade.data.windows import RESEARCH_WINDOWS
+from autotrade.errors import ConfigError
 from autotrade.evaluation.novelty import block_structure
 from autotrade.report.trials import TrialCount, count_trials
 from autotrade.research.attempt import Attempt
@@ -53,3 +60,15 @@ def test_a_position_twin_that_ran_counts_as_a_trial_but_a_reused_structure_twin_
         {},
     )
     assert found == TrialCount(ran=2, ok=1)
+
+
+def test_a_fold_that_an_assets_history_does_not_reach_is_refused_naming_the_asset() -> None:
+    # Fold dates come from the first asset; a second asset whose history starts later shares the splits (prepare
+    # accepts it) but gets a first train span too short to learn from (or none: then evaluation raised mid-run).
+    splits = Splits(pd.Timestamp("2021-01-01"), pd.Timestamp("2021-07-01"))
+    long = PreparedData(synthetic_ohlcv(700, 1, "2019-01-01"), splits, {"dataset": "long"})
+    late = PreparedData(synthetic_ohlcv(550, 2, "2019-06-03"), splits, {"dataset": "late"})
+    both = PreparedData(long.frame, splits, {"dataset": "long+late", "assets": ["long", "late"]}, (long, late))
+    assert len(EvalPlan.of(both, RESEARCH_WINDOWS, Folds(2)).bars()) == 2  # fold1 starts late enough for both
+    with pytest.raises(ConfigError, match=r"--folds 3.*late.*fold1"):
+        EvalPlan.of(both, RESEARCH_WINDOWS, Folds(3)).bars()
