@@ -111,7 +111,8 @@ class EvalPlan:
 
         Cutting the frame here is what keeps the test window out of a research candidate's reach: nothing it
         prints or raises can reveal bars it was never given. Fold dates come from the first asset's research
-        bars, so every asset is cut on the same days.
+        bars, so every asset is cut on the same days; ConfigError when an asset whose history starts later would
+        get a fold span shorter than a split needs.
         """
         held_out = any(window in HELD_OUT_WINDOWS for window in self.windows)
         spans = self.folds.boundaries(self.assets[0].research_frame().index) if self.folds else None
@@ -130,7 +131,9 @@ class EvalPlan:
                         Window.TRAIN: slice(_row(frame, train), _row(frame, val)),
                         Window.VAL: slice(_row(frame, val), len(frame) if end is None else _row(frame, end)),
                     }
-                    parts[next(labels)] = {window: rows[window] for window in self.windows if window in rows}
+                    label = next(labels)
+                    _check_span(self.folds, data.name, label, rows)
+                    parts[label] = {window: rows[window] for window in self.windows if window in rows}
                 val_position = _row(frame, spans[0][1])
             result.append(AssetBars(data.name, frame, val_position, parts))
         return result
@@ -138,3 +141,14 @@ class EvalPlan:
 
 def _row(frame: pd.DataFrame, moment: pd.Timestamp) -> int:
     return int(frame.index.searchsorted(moment))
+
+
+def _check_span(folds: Folds, asset: str, label: str, rows: dict[Window, slice]) -> None:
+    """ConfigError when a fold's train or validation span on `asset` holds fewer bars than a split needs."""
+    for window, span in rows.items():
+        if span.stop - span.start < MIN_ROWS[window]:
+            raise ConfigError(
+                f"--folds {folds.count}: {label}'s {window} span holds {span.stop - span.start} bars of {asset} "
+                f"(fold dates are the first asset's); each needs at least {MIN_ROWS[window]}: choose "
+                "fewer folds, or assets covering the same dates"
+            )

@@ -42,7 +42,7 @@ from autotrade.candidate import (
     runnable_source,
     splice_block,
 )
-from autotrade.data.plan import Folds
+from autotrade.data.plan import EvalPlan, Folds
 from autotrade.data.prepared import PreparedData, load_prepared
 from autotrade.data.windows import RESEARCH_WINDOWS
 from autotrade.engine.metrics import periods_per_year
@@ -944,8 +944,8 @@ def start_run(
     if name is not None:
         check_name(name)  # before anything slow
     data = load_prepared(Path(settings.data_dir))
-    if settings.folds > 1:  # folds too many for the history: refused before anything is written
-        Folds(settings.folds, settings.window_mode).boundaries(data.research_frame().index)
+    if settings.folds > 1:  # folds too many for any asset's history: refused before anything is written
+        EvalPlan.of(data, RESEARCH_WINDOWS, Folds(settings.folds, settings.window_mode)).bars()
     source = start_source(Path(settings.start_from) if settings.start_from else None)
     # Before anything is written: prompts that cannot render (they are pinned in config.json, so resume could not
     # get past them either), a wrong URL or a wrong model must not leave a run behind.
