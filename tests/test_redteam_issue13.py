@@ -3,15 +3,17 @@ look as if it had tried fewer strategies than it ran, or a set's walk-forward fa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from conftest import synthetic_ohlcv
 
 from autotrade.data.plan import EvalPlan, Folds
-from autotrade.data.prepared import PreparedData
+from autotrade.data.prepared import PreparedData, prepare_data
 from autotrade.data.splits import Splits
 from autotrade.data.windows import RESEARCH_WINDOWS
-from autotrade.errors import ConfigError
+from autotrade.errors import ConfigError, DataError
 from autotrade.evaluation.novelty import block_structure
 from autotrade.report.trials import TrialCount, count_trials
 from autotrade.research.attempt import Attempt
@@ -72,3 +74,12 @@ def test_a_fold_that_an_assets_history_does_not_reach_is_refused_naming_the_asse
     assert len(EvalPlan.of(both, RESEARCH_WINDOWS, Folds(2)).bars()) == 2  # fold1 starts late enough for both
     with pytest.raises(ConfigError, match=r"--folds 3.*late.*fold1"):
         EvalPlan.of(both, RESEARCH_WINDOWS, Folds(3)).bars()
+
+
+def test_the_same_bars_under_two_file_names_are_refused_as_a_set(tmp_path: Path) -> None:
+    # Counted twice they weigh double in a mean; held out, the "unseen" asset would be the researched one.
+    synthetic_ohlcv(400, 3, "2019-01-01").to_csv(tmp_path / "spy.csv")
+    (tmp_path / "copy.csv").write_bytes((tmp_path / "spy.csv").read_bytes())
+    files = [tmp_path / "spy.csv", tmp_path / "copy.csv"]
+    with pytest.raises(DataError, match="same bars"):
+        prepare_data(csv=files, data_dir=tmp_path / "data", holdout_asset="copy")
