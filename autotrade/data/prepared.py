@@ -210,6 +210,12 @@ def _prepare_set(
     names = [item.name for item in loaded]
     if len(set(names)) < len(names):
         raise DataError(f"the same data is asked for twice ({', '.join(asked)} are {', '.join(names)})")
+    # Names can differ for one series (a copied file): counted twice it weighs double, and held out it is no
+    # unseen asset at all.
+    for k, item in enumerate(loaded):
+        for j, other in enumerate(loaded[:k]):
+            if item.frame.equals(other.frame):
+                raise DataError(f"{asked[j]} and {asked[k]} hold the same bars: give each asset once")
     frequencies = {item.name: bar_frequency(item.frame.index) for item in loaded}
     if len(set(frequencies.values())) > 1:
         listed = ", ".join(f"{name} is {kind}" for name, kind in frequencies.items())
