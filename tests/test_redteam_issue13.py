@@ -15,8 +15,10 @@ from autotrade.data.splits import Splits
 from autotrade.data.windows import RESEARCH_WINDOWS
 from autotrade.errors import ConfigError, DataError
 from autotrade.evaluation.novelty import block_structure
+from autotrade.report.compare import rule_differences
 from autotrade.report.trials import TrialCount, count_trials
 from autotrade.research.attempt import Attempt
+from autotrade.research.config import RunSettings
 from autotrade.status import Status
 
 ROLLING = 'def generate_features(df):\n    df["f"] = df["Close"].{call}\n    return df\n'
@@ -83,3 +85,13 @@ def test_the_same_bars_under_two_file_names_are_refused_as_a_set(tmp_path: Path)
     files = [tmp_path / "spy.csv", tmp_path / "copy.csv"]
     with pytest.raises(DataError, match="same bars"):
         prepare_data(csv=files, data_dir=tmp_path / "data", holdout_asset="copy")
+
+
+def test_compare_names_the_evaluation_rules_its_runs_do_not_share() -> None:
+    # A worst-of-five-folds objective beside a single window's is no equal footing, though the data is the same.
+    plain, walked = RunSettings(), RunSettings(folds=5, across="mean", max_iter=9)
+    assert rule_differences({"local": plain, "frontier": walked}) == [
+        "folds: local 1, frontier 5",
+        "across: local worst, frontier mean",
+    ]
+    assert rule_differences({"local": plain, "frontier": RunSettings(max_iter=9, seed=3)}) == []
