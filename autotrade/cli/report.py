@@ -102,7 +102,7 @@ def compare(
 ) -> None:
     """Compare runs side by side, whole and on equal footing (the same iterations, tokens or minutes): the best
     within the cut and its DSR and PBO, parse failures, repair rate, thinking, tokens per ok strategy."""
-    from autotrade.report.compare import Footing, compare_runs
+    from autotrade.report.compare import Footing, compare_runs, rule_differences, settings_of
     from autotrade.report.compute import summarize_run
     from autotrade.report.render import compare_table, footing_table
     from autotrade.research.rundir import RunDir
@@ -121,6 +121,14 @@ def compare(
     if len(datasets) > 1:
         console.print(
             "note: these runs used different data, so their returns are not directly comparable",
+            style="yellow",
+            markup=False,
+        )
+    differ = rule_differences({run.name: settings for run in runs if (settings := settings_of(run)) is not None})
+    if differ:
+        console.print(
+            f"note: these runs were evaluated under different rules ({'; '.join(differ)}), so their figures are "
+            "not on equal footing",
             style="yellow",
             markup=False,
         )

@@ -34,7 +34,7 @@ from autotrade.report.holdout import Holdout
 from autotrade.report.trials import TrialCount, count_trials
 from autotrade.research.attempt import Attempt
 from autotrade.research.config import RunSettings
-from autotrade.research.rundir import RunDir, eval_settings
+from autotrade.research.rundir import EVALUATION_SETTINGS, RunDir, eval_settings
 from autotrade.sandbox.pool import SandboxPool
 
 
@@ -209,6 +209,26 @@ def compare_run(
     ppy = periods_per_year(data.research_frame().index)
     overfitting = overfitting_of(cut, best, research, Holdout(reveals=()), ppy, trials)
     return Leg(**figures, overfitting=overfitting, notes=(*notes, *overfitting.notes))
+
+
+def rule_differences(settings: Mapping[str, RunSettings]) -> list[str]:
+    """Each evaluation rule (rundir.EVALUATION_SETTINGS) the runs, by name, do not share: 'folds: a 1, b 5'.
+
+    Runs on the same data but judged under different rules (a worst-of-folds objective beside one window's, other
+    costs) are no equal footing: their bests measure different things."""
+    return [
+        f"{key}: " + ", ".join(f"{name} {getattr(one, key)}" for name, one in settings.items())
+        for key in EVALUATION_SETTINGS
+        if len({getattr(one, key) for one in settings.values()}) > 1
+    ]
+
+
+def settings_of(run: RunDir) -> RunSettings | None:
+    """The run's settings; None when its config cannot be read (compare notes that problem on its own)."""
+    try:
+        return RunSettings.from_dict(run.read_config()["settings"])
+    except AutotradeError:
+        return None
 
 
 def compare_runs(
