@@ -95,3 +95,8 @@ def test_compare_names_the_evaluation_rules_its_runs_do_not_share() -> None:
         "across: local worst, frontier mean",
     ]
     assert rule_differences({"local": plain, "frontier": RunSettings(max_iter=9, seed=3)}) == []
+
+
+def test_a_stray_comma_after_one_ticker_is_that_ticker(tmp_path: Path) -> None:
+    # `sp500,,nasdaq` drops the empty name; `sp500,` must too (online, `SPY,` would fail to download and fall back).
+    assert prepare_data(ticker="sp500,", offline=True, data_dir=tmp_path).name == "sp500"
