@@ -152,6 +152,7 @@ def prepare_data(
         notify(message)
 
     tickers = [part.strip() for part in ticker.split(",") if part.strip()]
+    ticker = tickers[0] if len(tickers) == 1 else ticker  # `SPY,` is SPY, as `a,,b` is a and b
     files = [Path(csv)] if isinstance(csv, str | Path) else [Path(c) for c in csv or ()]
     if len(files) > 1 or (not files and len(tickers) > 1):
         sources: list[Source] = (
