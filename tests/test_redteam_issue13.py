@@ -3,6 +3,7 @@ look as if it had tried fewer strategies than it ran, or a set's walk-forward fa
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ from autotrade.data.splits import Splits
 from autotrade.data.windows import RESEARCH_WINDOWS
 from autotrade.errors import ConfigError, DataError
 from autotrade.evaluation.novelty import block_structure
+from autotrade.propose.prompts import describe_population
 from autotrade.report.compare import rule_differences
 from autotrade.report.trials import TrialCount, count_trials
 from autotrade.research.attempt import Attempt
@@ -100,3 +102,36 @@ def test_compare_names_the_evaluation_rules_its_runs_do_not_share() -> None:
 def test_a_stray_comma_after_one_ticker_is_that_ticker(tmp_path: Path) -> None:
     # `sp500,,nasdaq` drops the empty name; `sp500,` must too (online, `SPY,` would fail to download and fall back).
     assert prepare_data(ticker="sp500,", offline=True, data_dir=tmp_path).name == "sp500"
+
+
+@dataclass
+class TwoAssetMember:
+    """A population member of a two-asset run: it trails buy-and-hold on sp500 and beats a falling nasdaq."""
+
+    iteration: int = 4
+    parent: int | None = 0
+    status: str = "ok"
+    message: str = ""
+    error_type: str | None = None
+    traceback: str = ""
+    windows: dict = field(
+        default_factory=lambda: {"val": {"total_return": -0.02, "buy_and_hold_return": -0.30}}  # each its worst part
+    )
+    parts: dict = field(
+        default_factory=lambda: {
+            "sp500": {"val": {"total_return": -0.02, "buy_and_hold_return": 0.10}},
+            "nasdaq": {"val": {"total_return": 0.05, "buy_and_hold_return": -0.30}},
+        }
+    )
+    objective: float | None = -0.02
+    entered_population: bool = True
+    hypothesis: str = "trend"
+    suspicious: tuple = ()
+
+
+def test_the_prompt_sets_each_parts_buy_and_hold_beside_that_parts_result() -> None:
+    # The worst return (sp500's) beside the worst buy-and-hold (nasdaq's) would read as beating the market by 28
+    # points where the strategy trailed it by 12.
+    text = describe_population([TwoAssetMember()], "val_return", lambda v: f"{v:+.2%}")
+    assert "sp500 validation: return -2.00%" in text and "buy-and-hold +10.00%" in text
+    assert "validation -30.00%" not in text
