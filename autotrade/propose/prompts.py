@@ -181,9 +181,11 @@ def _headline(shown: Shown, window: str, across: str) -> str:
 
 
 def _part_lines(shown: Shown, indent: str) -> str:
-    """Each part's validation line (assets × folds), so the model sees where a strategy fails."""
+    """Each part's validation line (assets × folds) with that part's buy-and-hold, so the model sees where a
+    strategy fails and against what."""
     return "".join(
-        f"\n{indent}{label} validation: {_metric_line(windows.get('val', {}))}"
+        f"\n{indent}{label} validation: {_metric_line(windows.get('val', {}))}; "
+        f"buy-and-hold {percent(windows.get('val', {}).get('buy_and_hold_return'))}"
         for label, windows in shown.parts.items()
     )
 
@@ -210,8 +212,11 @@ def describe_population(
             + "".join(f"\n   SUSPICIOUS: {why}" for why in member.suspicious)
         )
     windows = members[0].windows
+    # Of several parts, the worst buy-and-hold may be another part's than the worst return's.
     lines.append(
-        "Buy-and-hold for comparison: "
+        "Buy-and-hold for comparison: each part's validation line gives its own."
+        if members[0].parts
+        else "Buy-and-hold for comparison: "
         f"train {percent(windows.get('train', {}).get('buy_and_hold_return'))}, "
         f"validation {percent(windows.get('val', {}).get('buy_and_hold_return'))}."
     )

@@ -288,7 +288,7 @@ def estimate_prompt_chars(
     # and a multi-part evaluation a line per part for each member and the last outcome.
     parts = max(1, len(assets)) * settings.folds if len(assets) > 1 or settings.folds > 1 else 0
     return (
-        chars + settings.learnings_budget + 2500 + 600 * settings.population + 110 * parts * (settings.population + 1)
+        chars + settings.learnings_budget + 2500 + 600 * settings.population + 135 * parts * (settings.population + 1)
     )
 
 
