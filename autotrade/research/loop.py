@@ -622,20 +622,7 @@ class Research:
                 kind, payload = events.get(timeout=0.5)  # a timeout, so Ctrl-C is never held up
             except queue.Empty:
                 continue
-            if kind == "reply":
-                self.journal_reply(*payload)
-            elif kind == "wait":
-                self.endpoint_wait(payload)
-            elif kind == "note":
-                self.reporter.note(payload)
-            elif kind == "phase":
-                other, text = payload
-                if other is flight:
-                    self.reporter.phase(flight.iteration, text)
-                else:
-                    other.missed_phase = text
-            elif kind == "done":
-                payload.landed = True  # its thread is finished; the event that said so is spent
+            self.handle(kind, payload, flight)
         if flight.error is not None:
             raise flight.error
         return self.commit_flight(flight)
@@ -855,8 +842,29 @@ class Research:
                 kind, payload = events.get_nowait()
             except queue.Empty:
                 return dropped
-            if kind == "reply":
-                self.journal_reply(*payload)
+            self.handle(kind, payload, None)
+
+    def handle(self, kind: str, payload: Any, oldest: Flight | None) -> None:
+        """One report of the iterations in flight: a reply journaled, a note shown, and while `oldest` waits to
+        land, a wait journaled and shown and a phase shown (or kept for when its iteration is the oldest).
+
+        `oldest` None: the run is stopping, so waits and phases are spent; replies and notes still count."""
+        if kind == "reply":
+            self.journal_reply(*payload)
+        elif kind == "note":
+            self.reporter.note(payload)
+        elif oldest is None:
+            return
+        elif kind == "wait":
+            self.endpoint_wait(payload)
+        elif kind == "phase":
+            other, text = payload
+            if other is oldest:
+                self.reporter.phase(oldest.iteration, text)
+            else:
+                other.missed_phase = text
+        elif kind == "done":
+            payload.landed = True  # its thread is finished; the event that said so is spent
 
     def drive(self, pool: SandboxPool) -> RunResult:
         """Iterate until a stop rule holds, Ctrl-C, or an endpoint error; always leave a resumable state.
