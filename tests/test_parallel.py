@@ -36,10 +36,10 @@ def overlapping(requests: list[Recorded], seconds: float) -> int:
 
 
 def test_parallel_proposals_are_in_flight_together_and_commit_in_iteration_order(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.default = replies_by_iteration
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=8, parallel=3)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=8, parallel=3)
     assert (result.status, result.iterations) == ("finished", 8)
     assert overlapping(openai_server.chat_requests, 0.3) >= 2  # a second request went out before the first answered
     committed = [e["iteration"] for e in journal(tmp_path / "train" / "t") if e["event"] == "iteration_committed"]
@@ -48,10 +48,10 @@ def test_parallel_proposals_are_in_flight_together_and_commit_in_iteration_order
 
 
 def test_each_parallel_proposal_is_asked_from_the_state_committed_parallel_iterations_before(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.default = replies_by_iteration
-    start(openai_server, tmp_path, small_data, max_iter=9, parallel=3)
+    start(openai_server, tmp_path, tiny_data, max_iter=9, parallel=3)
     found = records(tmp_path / "train" / "t")
     for record in found[1:]:
         basis = found[max(0, record["iteration"] - 3)]
@@ -62,10 +62,10 @@ def test_each_parallel_proposal_is_asked_from_the_state_committed_parallel_itera
 
 
 def test_the_population_and_failure_streak_follow_the_committed_order(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.default = replies_by_iteration
-    start(openai_server, tmp_path, small_data, max_iter=8, parallel=4)
+    start(openai_server, tmp_path, tiny_data, max_iter=8, parallel=4)
     population, streak = Population(3), 0
     for record in records(tmp_path / "train" / "t"):
         step = record_outcome(population, streak, record["iteration"], record["objective"])
@@ -74,10 +74,10 @@ def test_the_population_and_failure_streak_follow_the_committed_order(
 
 
 def test_max_fails_stops_a_parallel_run_and_drops_the_iterations_still_in_flight(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.default = lambda request: Slow(0.2, Reply(KEY_ERROR))
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=20, max_fails=3, parallel=4)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=20, max_fails=3, parallel=4)
     assert (result.stop_reason, result.iterations) == ("max_fails", 4)  # the baseline, then three failures
     run = tmp_path / "train" / "t"
     assert not list(run.glob("iter_4_*")) and not list(run.glob("iter_5_*"))
@@ -85,11 +85,11 @@ def test_max_fails_stops_a_parallel_run_and_drops_the_iterations_still_in_flight
 
 
 def test_a_parallel_run_interrupted_then_resumed_equals_one_that_ran_through(
-    tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def random_run(name: str, reporter: RecordingReporter) -> None:
         start_run(
-            settings(small_data, max_iter=9, seed=4, policy="random", parallel=3),
+            settings(tiny_data, max_iter=9, seed=4, policy="random", parallel=3),
             None,
             reporter,
             prompts=load_prompt_files(tmp_path),
@@ -111,11 +111,11 @@ def test_a_parallel_run_interrupted_then_resumed_equals_one_that_ran_through(
     assert committed == list(range(9))  # nothing committed twice
 
 
-def test_requests_spread_over_several_endpoints(tmp_path: Path, small_data: Path) -> None:
+def test_requests_spread_over_several_endpoints(tmp_path: Path, tiny_data: Path) -> None:
     with OpenAIServer() as one, OpenAIServer() as two:
         one.default = two.default = replies_by_iteration
         endpoint = model_settings(base_url=f"{one.base_url},{two.base_url}", environ={"OPENAI_API_KEY": CANARY})
-        result, _ = start(one, tmp_path, small_data, endpoint=endpoint, max_iter=7, parallel=2)
+        result, _ = start(one, tmp_path, tiny_data, endpoint=endpoint, max_iter=7, parallel=2)
         assert result.status == "finished"
         assert len(one.chat_requests) >= 2 and len(two.chat_requests) >= 2
         assert len(one.chat_requests) + len(two.chat_requests) == 6
@@ -137,7 +137,7 @@ def test_an_endpoint_that_does_not_answer_at_the_start_is_skipped_with_one_line(
     assert config["model"]["base_url"].startswith(dead)  # recorded: resume tries it again
 
 
-def test_an_endpoint_that_dies_during_a_run_is_skipped_and_the_run_goes_on(tmp_path: Path, small_data: Path) -> None:
+def test_an_endpoint_that_dies_during_a_run_is_skipped_and_the_run_goes_on(tmp_path: Path, tiny_data: Path) -> None:
     with OpenAIServer() as one, OpenAIServer() as two:
         one.default = two.default = replies_by_iteration
         stopped = threading.Event()
@@ -151,7 +151,7 @@ def test_an_endpoint_that_dies_during_a_run_is_skipped_and_the_run_goes_on(tmp_p
 
         endpoint = model_settings(base_url=f"{one.base_url},{two.base_url}", environ={"OPENAI_API_KEY": CANARY})
         reporter = StopOneAfterIteration2()
-        result, _ = start(one, tmp_path, small_data, endpoint=endpoint, reporter=reporter, max_iter=7, parallel=2)
+        result, _ = start(one, tmp_path, tiny_data, endpoint=endpoint, reporter=reporter, max_iter=7, parallel=2)
         assert (result.status, result.iterations) == ("finished", 7)
         skipped = [n for n in reporter.notes if one.base_url.removesuffix("/v1") in n and "skipped" in n]
         assert len(skipped) == 1

@@ -312,7 +312,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(
 
 
 def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
-    tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
 
@@ -320,7 +320,7 @@ def test_a_random_policy_run_resumes_into_the_same_run_as_an_uninterrupted_one(
 
     def random_run(name: str, reporter: RecordingReporter) -> None:
         start_run(
-            settings(small_data, max_iter=6, seed=4, policy="random"),
+            settings(tiny_data, max_iter=6, seed=4, policy="random"),
             None,
             reporter,
             prompts=load_prompt_files(tmp_path),
