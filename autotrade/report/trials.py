@@ -3,16 +3,17 @@
 Every distinct strategy whose code ran counts, the failures that ran included (a runtime error or a look-ahead
 was still a strategy tried on the data); a reply without code, a block that vetting refused or that does not
 compile, and a twin reused without running add nothing (a position twin ran: it counts). Two attempts are one
-trial when their blocks are the same program: the same syntax tree, so a re-proposal that only changes comments or
-layout is not a new trial, while a change of parameters is (searching parameters is what the deflation is for).
+trial when their blocks are the same program up to cosmetics, the loop's own test for twins
+(`novelty.block_structure`: names, comments, layout, line order and argument style do not count), while a change
+of parameters is a new trial (searching parameters is what the deflation is for).
 """
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from autotrade.evaluation.novelty import block_structure
 from autotrade.research.attempt import Attempt
 from autotrade.status import Status
 
@@ -31,11 +32,8 @@ class TrialCount:
 
 
 def _program(block: str) -> str:
-    """What makes two blocks the same program: their syntax tree (the text itself when it does not parse)."""
-    try:
-        return ast.dump(ast.parse(block), annotate_fields=False)
-    except (SyntaxError, ValueError):
-        return block
+    """What makes two blocks the same program: their structure with its numbers (the text when it does not parse)."""
+    return block_structure(block) or block
 
 
 def count_trials(attempts: Sequence[Attempt], blocks: Mapping[int, str | None]) -> TrialCount:
