@@ -135,3 +135,16 @@ def test_the_prompt_sets_each_parts_buy_and_hold_beside_that_parts_result() -> N
     text = describe_population([TwoAssetMember()], "val_return", lambda v: f"{v:+.2%}")
     assert "sp500 validation: return -2.00%" in text and "buy-and-hold +10.00%" in text
     assert "validation -30.00%" not in text
+
+
+def test_a_different_builtin_or_module_function_is_not_a_structure_twin() -> None:
+    from autotrade.evaluation.novelty import block_structure
+
+    block = (
+        "def generate_features(df):\n    df['x'] = df['Close'].rolling(10).mean()\n    return df\n\n\n"
+        "def strategy_logic(row):\n    return 1 if max(row['x'], row['Open']) > row['Close'] else -1\n"
+    )
+    assert block_structure(block) != block_structure(block.replace("max(", "min("))
+    assert block_structure(block) != block_structure(block.replace("max(", "np.maximum("))
+    renamed = block.replace("df", "frame").replace("row", "bar")  # the block's own names stay cosmetic
+    assert block_structure(block) == block_structure(renamed)
