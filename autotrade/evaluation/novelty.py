@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import builtins
 import copy
 import hashlib
 import itertools
@@ -23,11 +24,15 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from autotrade.contract import MODULES
 from autotrade.data.ohlcv import COLUMN_ORDER
 from autotrade.data.windows import Window
 from autotrade.evaluation.evaluate import Evaluation
 
 INPUT_COLUMNS = frozenset(COLUMN_ORDER)  # input columns: their names say what is computed, so they stay
+# Names the block does not define (builtins such as max and min, the modules it is given): they say what is
+# computed, so they stay too. A block that rebinds one only hides a twin, never makes one.
+OUTSIDE_NAMES = frozenset(dir(builtins)) | frozenset(MODULES)
 TWIN_CORRELATION = 0.99  # validation positions correlated at least this much are one strategy
 MAX_VARIANTS = 24  # orderings of same-looking statements tried for the canonical form; beyond it, the given order
 
@@ -63,7 +68,8 @@ class _Normaliser(ast.NodeTransformer):
         return self.aliases.setdefault(key, f"v{len(self.aliases)}")
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
-        node.id = self._alias(node.id)
+        if node.id not in OUTSIDE_NAMES:
+            node.id = self._alias(node.id)
         return node
 
     def visit_arg(self, node: ast.arg) -> ast.AST:
