@@ -47,8 +47,3 @@ def aggregate_windows(
                 merged[metric] = max(values) if metric in LOWER_IS_BETTER else min(values)
         windows[window] = merged
     return windows
-
-
-def describe_across(across: str, labels: Sequence[str]) -> str:
-    """'worst of 5 parts (fold1, …)' as the prompt and tables name an aggregate."""
-    return f"{'worst' if across == 'worst' else 'mean'} of {len(labels)}: {', '.join(labels)}"
