@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "autotrade"
 
 # Each stage may import the foundation and any stage listed before it, never one after it.
-STAGES = ("data", "engine", "sandbox", "evaluation", "propose", "research", "report", "cli")
+STAGES = ("data", "engine", "sandbox", "evaluation", "propose", "research", "rl", "report", "cli")
 # Evaluating a strategy and proposing one are independent: research is where they meet.
 APART = {("evaluation", "propose"), ("propose", "evaluation")}
 
