@@ -56,7 +56,7 @@ def _regimes(means: list[float], bars: int = 250, seed: int = 0) -> np.ndarray:
 
 def test_default_objective_is_validation_return_as_the_original() -> None:
     assert DEFAULT_OBJECTIVE == "val_return"
-    assert OBJECTIVES.names() == ("val_return", "val_sharpe", "robust", "rubric")
+    assert OBJECTIVES.names() == ("val_return", "val_sharpe", "robust", "rubric", "composite")
 
 
 def test_val_return_and_val_sharpe_read_the_validation_window() -> None:
@@ -241,6 +241,30 @@ def test_rubric_objective_equals_the_rubric_total() -> None:
     windows = {"train": _metrics(), "val": _metrics(sharpe=1.0)}
     assert value("rubric", windows) == pytest.approx(rubric_score(windows["val"]).total)
     assert value("rubric", windows, status="lookahead") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("syntax_error", -1.0), ("rejected", -1.0), ("parse_error", -1.0), ("lookahead", -0.7), ("no_trades", -0.7)],
+)
+def test_composite_scores_invalid_code_minus_one_and_a_failed_check_minus_point_seven(
+    status: str, expected: float
+) -> None:
+    assert value("composite", {"train": _metrics(), "val": _metrics()}, status=status) == pytest.approx(expected)
+
+
+def test_composite_is_point_three_compile_plus_point_seven_squashed_sharpe() -> None:
+    windows = {"train": _metrics(), "val": _metrics(sharpe=1.0)}
+    score = score_evaluation(Evaluation(Status.OK, windows=windows), "composite")
+    assert score.components == {"compile": 0.0, "performance": pytest.approx(0.5 / 1.5)}
+    assert score.total == pytest.approx(0.7 / 3)
+
+
+def test_composite_ranks_the_worst_honest_strategy_above_every_failure() -> None:
+    """A raw Sharpe would let code that fails on purpose (-0.3) beat a bad strategy: a policy would learn to fail."""
+    worst_honest = value("composite", {"train": _metrics(), "val": _metrics(sharpe=-1e6)})
+    failures = [value("composite", {"val": _metrics()}, status=s) for s in ("syntax_error", "lookahead", "no_trades")]
+    assert worst_honest > max(failures)
 
 
 def test_statuses_mirror_the_evaluation_statuses() -> None:

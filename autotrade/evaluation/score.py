@@ -6,8 +6,9 @@ train and validation, only: the held-out test window is never touched. Scoring a
 stage's (``research.reward.score_reply``): evaluation never reads replies.
 
 Gates are the rubric's hard gates (``objectives.rubric.rubric_score``): valid_code, no_lookahead, finite_equity,
-trades. The total is the objective's value when every gate passes; otherwise the objective's ``gated`` value: 0 for
-rubric (its floor), -inf for the unbounded objectives (worse than any strategy that passed).
+trades. The total is the objective's value when every gate passes; otherwise at most the objective's ``gated`` value:
+0 for rubric (its floor), -0.7 for composite (whose invalid code scores -1), -inf for the unbounded objectives (worse
+than any strategy that passed).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class Score:
 
     gates: dict[str, bool]
     components: dict[str, float]  # rubric: each in [0, 1] before weighting; else the figures the total is read from
-    total: float  # the objective's value; the objective's gated value when a gate failed or the value is not finite
+    total: (
+        float  # the objective's value; at most its gated value when a gate failed, or it when the value is not finite
+    )
     status: str  # evaluation.Status value (or the reply's parse status)
     message: str
     windows: dict[str, dict[str, float]] = field(default_factory=dict)  # train and validation metrics; never test
@@ -61,7 +64,7 @@ def score_evaluation(
     measure = measure_parts(chosen, evaluation, robust_k=robust_k, periods=periods)
     total = measure.total
     if not all(gates.values()) or not evaluation.ok or not math.isfinite(total):
-        total = chosen.gated
+        total = min(total, chosen.gated) if math.isfinite(total) else chosen.gated
     return Score(
         gates=gates,
         components=measure.components,

@@ -29,6 +29,11 @@ OBJECTIVES: Registry[Objective] = Registry(
             "autotrade/evaluation/objectives/rubric.py",
             f"{__name__}.rubric:OBJECTIVE",
         ),
+        "composite": Entry(
+            "the seed's training reward, 0.3 x compile (0 or -1) + 0.7 x performance (validation Sharpe squashed "
+            "into (-1, 1)); -0.7 for a failed check",
+            f"{__name__}.composite:OBJECTIVE",
+        ),
     },
 )
 DEFAULT_OBJECTIVE = "val_return"  # the original harness's figure

@@ -28,7 +28,9 @@ class Objective(Protocol):
     """The figure the loop keeps the top K by; higher is always better."""
 
     name: str  # its key in OBJECTIVES
-    gated: float  # the total when a hard gate fails or the value is not finite: below every passing total
+    # The most a candidate that fails a hard gate can score (its floor, where the objective has one), and the total
+    # of a non-finite value: below every passing total.
+    gated: float
     own_column: bool  # False when tables show it already (val_return is their val return column)
 
     def describe(self, robust_k: int) -> str:
