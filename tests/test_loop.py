@@ -466,19 +466,19 @@ SCRIPTED = [(5, 20), (20, 100), (8, 40), (10, 30)]  # iterations 1-4: crossovers
 
 
 def test_the_chosen_objective_decides_the_population_order(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path, sandbox_pool: SandboxPool
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path, sandbox_pool: SandboxPool
 ) -> None:
     from autotrade.data.prepared import load_prepared
     from autotrade.evaluation.evaluate import Evaluation
     from autotrade.evaluation.score import score_code, score_evaluation
     from autotrade.status import Status
 
-    data = load_prepared(small_data)
+    data = load_prepared(tiny_data)
     orders = {}
     for objective in ("val_return", "val_sharpe", "robust", "rubric"):
         openai_server.script([Reply(good(fast, slow)) for fast, slow in SCRIPTED])
         result, _ = start(
-            openai_server, tmp_path, small_data, name=objective, max_iter=5, objective=objective, robust_k=3
+            openai_server, tmp_path, tiny_data, name=objective, max_iter=5, objective=objective, robust_k=3
         )
         found = records(result.path)
         if objective == "robust":  # needs the equity curves: score the recorded code again through score_code
