@@ -112,6 +112,6 @@ def test_a_dataset_naming_an_asset_the_reward_lacks_is_refused(reward: RewardFun
 
 def test_a_broken_sandbox_scores_the_floor_and_says_why(tiny_data: Path) -> None:
     with reward_function(load_prepared(tiny_data), "rubric", workers=1) as broken:
-        broken._pool.close()  # what a dead fork server looks like to the reward
+        broken.pool.close()  # what a dead fork server looks like to the reward
         assert broken(prompts=["…"], completions=[KNOWN["ok"]]) == [0.0]
     assert broken.last[0].status == "harness_error" and "SandboxError" in broken.last[0].message

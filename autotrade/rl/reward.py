@@ -131,6 +131,11 @@ class RewardFunction:
             )
             return Score({}, {}, self.floor, HARNESS_ERROR, f"{type(exc).__name__}: {exc}", objective=self.objective)
 
+    @property
+    def pool(self) -> SandboxPool:
+        """The sandbox pool the reward scores in (a caller evaluating alongside it may share it)."""
+        return self._pool
+
     def reward_of(self, score: Score) -> float:
         """The score's total as a reward: the floor when it is not finite (a gated unbounded objective)."""
         return score.total if math.isfinite(score.total) else self.floor

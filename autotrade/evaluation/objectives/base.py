@@ -7,6 +7,7 @@ own module, which loads only when a run or a score uses that objective.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,6 +33,9 @@ class Objective(Protocol):
     # of a non-finite value: below every passing total.
     gated: float
     own_column: bool  # False when tables show it already (val_return is their val return column)
+    # When the total is a weighted sum of its components (every gate passed): each one's weight; None otherwise.
+    # A trainer's rubric (rl.environment) shows such components as separate weighted functions.
+    weights: Mapping[str, float] | None
 
     def describe(self, robust_k: int) -> str:
         """One sentence for the prompt: what the model is judged on (``robust_k`` matters to robust only)."""
@@ -56,6 +60,7 @@ class ValidationMetric:
     as_percent: bool = False  # a fraction shown as a signed percentage, else a number
     own_column: bool = True
     gated: float = -math.inf
+    weights: Mapping[str, float] | None = None  # one figure, no sum
 
     def describe(self, robust_k: int) -> str:
         """The objective's sentence (it has no k)."""

@@ -13,7 +13,8 @@ strategy that passed more than -0.7.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from autotrade.evaluation.objectives.base import Measure
@@ -34,6 +35,9 @@ class Composite:
     name: str = "composite"
     gated: float = -PERFORMANCE_WEIGHT  # compiled (0) with no performance (-1); invalid code scores -1 by its terms
     own_column: bool = True
+    weights: Mapping[str, float] | None = field(
+        default_factory=lambda: {"compile": COMPILE_WEIGHT, "performance": PERFORMANCE_WEIGHT}
+    )
 
     def describe(self, robust_k: int) -> str:
         """The prompt's sentence: both terms and what each failure scores."""

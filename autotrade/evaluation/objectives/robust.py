@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +22,7 @@ class Robust:
     name: str = "robust"
     gated: float = -math.inf
     own_column: bool = True
+    weights: Mapping[str, float] | None = None  # the minimum of its components, not a sum
 
     def describe(self, robust_k: int) -> str:
         """The prompt's sentence, naming k."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from autotrade.evaluation.objectives.base import Measure
@@ -138,6 +138,7 @@ class Rubric:
     name: str = "rubric"
     gated: float = 0.0
     own_column: bool = True
+    weights: Mapping[str, float] | None = field(default_factory=lambda: RUBRIC_WEIGHTS)
 
     def describe(self, robust_k: int) -> str:
         """The prompt's sentence: the weights, where each component earns full marks, and the gates."""
