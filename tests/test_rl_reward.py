@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,9 @@ from test_loop import LOOKAHEAD, REJECTED, answer, good, sma_block
 
 from autotrade.data.prepared import load_prepared
 from autotrade.errors import ConfigError
+from autotrade.evaluation.score import Score
 from autotrade.rl import reward_function
+from autotrade.rl.environment import SCORE_KEY, rubric_functions
 from autotrade.rl.reward import RewardFunction, completion_text
 
 SYNTAX_ERROR = answer(
@@ -36,7 +39,7 @@ def reward(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> RewardF
 
 
 @pytest.fixture(scope="module")
-def batch(reward: RewardFunction) -> dict[str, tuple[float, str]]:
+def batch(reward: RewardFunction) -> dict[str, tuple[float, Score]]:
     """The known completions scored in one call, as TRL makes it: the truncated one has the trainer's limit of
     token ids, the others fewer."""
     ids = [[0] * (64 if name == "truncated" else 10) for name in KNOWN]
@@ -48,17 +51,18 @@ def batch(reward: RewardFunction) -> dict[str, tuple[float, str]]:
         log_metric=lambda name, value: logged.setdefault(name, []).append(value),
     )
     reward.logged = logged  # type: ignore[attr-defined]
-    return {name: (value, score.status) for name, value, score in zip(KNOWN, rewards, reward.last, strict=True)}
+    return {name: (value, score) for name, value, score in zip(KNOWN, rewards, reward.last, strict=True)}
 
 
-def test_a_working_strategy_is_rewarded_with_its_rubric_score(batch: dict[str, tuple[float, str]]) -> None:
-    value, status = batch["ok"]
-    assert status == "ok" and 0.0 < value <= 1.0
+def test_a_working_strategy_is_rewarded_with_its_rubric_score(batch: dict[str, tuple[float, Score]]) -> None:
+    value, score = batch["ok"]
+    assert score.status == "ok" and score.passed and value == score.total and 0.0 < value <= 1.0
 
 
 @pytest.mark.parametrize("name", ["lookahead", "syntax_error", "rejected", "truncated"])
-def test_a_gated_completion_scores_the_floor_with_its_status(batch: dict[str, tuple[float, str]], name: str) -> None:
-    assert batch[name] == (0.0, name)
+def test_a_gated_completion_scores_the_floor_with_its_status(batch: dict[str, tuple[float, Score]], name: str) -> None:
+    value, score = batch[name]
+    assert (value, score.status, score.passed) == (0.0, name, False)
 
 
 def test_the_components_go_to_the_trainers_log_and_the_jsonl_file(reward: RewardFunction, batch: dict) -> None:
@@ -102,6 +106,10 @@ def test_an_unbounded_objective_needs_a_floor(tiny_data: Path) -> None:
 def test_the_composite_reward_gives_invalid_code_minus_one(tiny_data: Path) -> None:
     with reward_function(load_prepared(tiny_data), "composite", workers=2) as composite:
         rewards = composite(prompts=["…"] * 2, completions=[SYNTAX_ERROR, good(5, 20)])
+        funcs, weights = rubric_functions(composite)
+        for score, expected in zip(composite.last, rewards, strict=True):  # a verifiers rubric adds up to it too
+            values = [asyncio.run(f(completion="", state={SCORE_KEY: score})) for f in funcs]
+            assert sum(w * v for w, v in zip(weights, values, strict=True)) == pytest.approx(expected)
     assert rewards[0] == -1.0 and -0.7 < rewards[1] < 0.7 and math.isfinite(rewards[1])
 
 
@@ -115,3 +123,16 @@ def test_a_broken_sandbox_scores_the_floor_and_says_why(tiny_data: Path) -> None
         broken.pool.close()  # what a dead fork server looks like to the reward
         assert broken(prompts=["…"], completions=[KNOWN["ok"]]) == [0.0]
     assert broken.last[0].status == "harness_error" and "SandboxError" in broken.last[0].message
+
+
+@pytest.mark.parametrize("name", list(KNOWN))
+def test_the_verifiers_rubrics_weighted_functions_add_up_to_the_reward(
+    reward: RewardFunction, batch: dict[str, tuple[float, Score]], name: str
+) -> None:
+    value, score = batch[name]
+    state = {SCORE_KEY: score}  # the rollout's one evaluation, as the first function leaves it
+    funcs, weights = rubric_functions(reward)
+    values = {f.__name__: asyncio.run(f(completion=KNOWN[name], state=state)) for f in funcs}
+    assert sum(w * values[f.__name__] for f, w in zip(funcs, weights, strict=True)) == pytest.approx(value)
+    assert {"sharpe", "trades", "gated", "gate_no_lookahead"} <= set(values)
+    assert values["gate_no_lookahead"] == (0.0 if name == "lookahead" else 1.0)

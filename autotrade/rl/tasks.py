@@ -24,7 +24,7 @@ from autotrade.data.prepared import PreparedData, load_prepared, prepare_data
 from autotrade.evaluation.score import score_code
 from autotrade.fileio import json_safe
 from autotrade.propose.policies.random_search import random_strategy
-from autotrade.propose.prompts import load_prompt_files, messages
+from autotrade.propose.prompts import PromptFiles, load_prompt_files, messages
 from autotrade.research.attempt import Attempt
 from autotrade.research.config import RunSettings
 from autotrade.research.loop import render_proposal, window_return
@@ -97,18 +97,21 @@ def build_tasks(
     starts: int = 4,
     seed: int = 0,
     settings: RunSettings | None = None,
+    prompts: PromptFiles | None = None,
     pool: SandboxPool | None = None,
 ) -> list[Task]:
     """One task per asset × starting strategy, each evaluated once as its run's iteration 0 would be.
 
     `settings` are the run settings the prompt describes (objective, fill, costs; default a run's defaults with the
-    rubric objective); `pool` runs the starting strategies' evaluations (None: a pool for this call).
+    rubric objective); `prompts`: the instruction and template (default: `prompts/` in the working directory, else
+    the packaged ones, as `autotrade run` reads them); `pool` runs the starting strategies' evaluations (None: a pool
+    for this call).
     """
     if starts < 1:
         raise ValueError(f"starts must be at least 1, got {starts}")
     settings = settings or RunSettings(objective="rubric")
     assets = as_assets(data)
-    files = load_prompt_files()
+    files = prompts or load_prompt_files()
     blocks = starting_blocks(starts, seed)
     tasks = []
     with SandboxPool() if pool is None else contextlib.nullcontext(pool) as sandbox:
