@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from test_loop import LOOKAHEAD, REJECTED, answer, good, sma_block
 
+from autotrade.candidate import baseline_source, extract_block
 from autotrade.data.prepared import load_prepared
 from autotrade.errors import ConfigError
 from autotrade.evaluation.score import Score
@@ -22,12 +23,15 @@ SYNTAX_ERROR = answer(
 )
 # Cut at the token limit inside its code block: what is there would even parse, but it is not the whole reply.
 TRUNCATED = "Here is my proposal.\n\n```python\n" + sma_block(5, 20)[:120]
+# The parent (by default the packaged baseline) resubmitted with a comment: it would earn the parent's own score.
+COPY = answer("# Unchanged, because it works.\n" + extract_block(baseline_source()), "Keep the baseline")
 KNOWN = {
     "ok": good(5, 20),
     "lookahead": LOOKAHEAD,
     "syntax_error": SYNTAX_ERROR,
     "rejected": REJECTED,
     "truncated": TRUNCATED,
+    "duplicate": COPY,
 }
 
 
@@ -59,7 +63,7 @@ def test_a_working_strategy_is_rewarded_with_its_rubric_score(batch: dict[str, t
     assert score.status == "ok" and score.passed and value == score.total and 0.0 < value <= 1.0
 
 
-@pytest.mark.parametrize("name", ["lookahead", "syntax_error", "rejected", "truncated"])
+@pytest.mark.parametrize("name", ["lookahead", "syntax_error", "rejected", "truncated", "duplicate"])
 def test_a_gated_completion_scores_the_floor_with_its_status(batch: dict[str, tuple[float, Score]], name: str) -> None:
     value, score = batch[name]
     assert (value, score.status, score.passed) == (0.0, name, False)
@@ -136,3 +140,9 @@ def test_the_verifiers_rubrics_weighted_functions_add_up_to_the_reward(
     assert sum(w * values[f.__name__] for f, w in zip(funcs, weights, strict=True)) == pytest.approx(value)
     assert {"sharpe", "trades", "gated", "gate_no_lookahead"} <= set(values)
     assert values["gate_no_lookahead"] == (0.0 if name == "lookahead" else 1.0)
+
+
+def test_copies_of_the_parent_are_scored_when_a_caller_allows_them(tiny_data: Path) -> None:
+    with reward_function(load_prepared(tiny_data), "rubric", workers=1, refuse_copies=False) as lenient:
+        (value,) = lenient(prompts=["…"], completions=[COPY])
+    assert lenient.last[0].status == "ok" and value > 0.0

@@ -11,6 +11,7 @@ What a trainer must be able to trust of a reward:
 - A gated failure scores the objective's floor (rubric: 0; composite: -1 for invalid code, -0.7 for a failed check),
   never a value a trainer cannot normalise: an unbounded objective needs `floor` given.
 - The look-ahead gate's random cuts are drawn afresh for every evaluation, so a policy cannot learn where they fall.
+- A completion that resubmits its parent is a gated `duplicate` (unless ``refuse_copies=False``), as in a run.
 - Components are logged: through TRL's ``log_metric``/``log_extra`` when the trainer passes them, to a JSONL file
   when `log_path` is given, and as ``last`` (the latest batch's scores) for anyone holding the reward.
 """
@@ -65,8 +66,10 @@ class RewardFunction:
         workers: int,
         log_path: Path | None = None,
         max_completion_length: int | None = None,
+        refuse_copies: bool = True,
     ) -> None:
         self.assets = dict(assets)
+        self.refuse_copies = refuse_copies
         self.objective = objective
         self.floor = floor
         self.settings = settings
@@ -124,6 +127,7 @@ class RewardFunction:
                 parent_block=parent_block or extract_block(baseline_source()),
                 finish_reason=finish_reason,
                 pool=self._pool,
+                refuse_copies=self.refuse_copies,
             )
         except Exception as exc:  # noqa: BLE001 - a trainer's step must go on; the failure is logged, not hidden
             log.warning(
@@ -257,6 +261,7 @@ def reward_function(
     workers: int | None = None,
     log_path: Path | str | None = None,
     max_completion_length: int | None = None,
+    refuse_copies: bool = True,
 ) -> RewardFunction:
     """A TRL reward ``(prompts, completions, **kwargs) -> list[float]`` scoring completions with the harness.
 
@@ -267,7 +272,10 @@ def reward_function(
     val_sharpe, robust), whose gated value is -inf. `settings`: the run settings scored under (fill, costs,
     timeout; default a run's). `workers`: completions scored at once (default one per core). `log_path`: a JSONL file
     each completion's status, components and gates are appended to. `max_completion_length`: the trainer's; a
-    completion of that many tokens was cut there, so its unclosed code is not read as code.
+    completion of that many tokens was cut there, so its unclosed code is not read as code. `refuse_copies`: a
+    completion that resubmits its parent (up to names, comments and line order) scores as a `duplicate`, gated,
+    instead of earning the parent's score: a policy rewarded for copying learns to copy (models copied the prompt's
+    example 96% of the time in one experiment).
     """
     chosen = OBJECTIVES.get(objective)
     if floor is None:
@@ -288,6 +296,7 @@ def reward_function(
         workers=workers or os.cpu_count() or 1,
         log_path=Path(log_path) if log_path is not None else None,
         max_completion_length=max_completion_length,
+        refuse_copies=refuse_copies,
     )
 
 
