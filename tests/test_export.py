@@ -185,6 +185,19 @@ def test_an_unknown_run_is_one_line_on_stderr_and_exit_1(tmp_path: Path, monkeyp
     assert outcome.stderr.strip().splitlines() == ["error: no run named 'nope' in train/ (recent: old)"]
 
 
+def test_a_run_missing_a_committed_reply_is_one_line_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "train" / "old")
+    (tmp_path / "train" / "old" / "iter_2_response.md").unlink()
+    monkeypatch.chdir(tmp_path)
+    outcome = runner.invoke(app, ["export", "old"])
+    assert outcome.exit_code == 1 and outcome.stdout == ""
+    assert outcome.stderr.strip().splitlines() == [
+        "error: train/old/iter_2_response.md: missing, though iteration 2 was committed with it"
+    ]
+
+
 def test_a_non_finite_min_reward_is_one_line_on_stderr_and_exit_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
