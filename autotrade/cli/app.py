@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from autotrade.cli import export as cli_export
 from autotrade.cli import report as cli_report
 from autotrade.cli import research as cli_research
 from autotrade.cli.options import CostOpt, DataDirOpt, EvalTimeoutOpt, FillChoice, FillOpt
@@ -225,6 +226,7 @@ app.command("doctor")(cli_research.doctor)
 app.command("report")(cli_report.report)
 app.command("runs")(cli_report.runs)
 app.command("compare")(cli_report.compare)
+app.command("export")(cli_export.export)
 
 
 def main() -> None:

@@ -628,10 +628,15 @@ class Research:
         return self.commit_flight(flight)
 
     def turn_of(self, i: int, k: int, exchange: Exchange) -> Turn:
-        """The k-th model call of iteration i (0: the first; then its repairs), as recorded; the reply file and its
-        journal line are written."""
+        """The k-th model call of iteration i (0: the first; then its repairs), as recorded; the reply file (and the
+        server's separate reasoning, when it sent any) is written."""
         proposal = exchange.proposal
-        self.run.write_text(self.run.iter_path(i, f"repair_{k}.md" if k else "response.md"), proposal.text)
+        stem = f"repair_{k}" if k else "response"
+        self.run.write_text(self.run.iter_path(i, f"{stem}.md"), proposal.text)
+        if proposal.reasoning:  # the server's reasoning field; reasoning inside think tags stays in the reply's file
+            self.run.write_text(
+                self.run.iter_path(i, f"repair_{k}_reasoning.md" if k else "reasoning.md"), proposal.reasoning
+            )
         turn = Turn(
             model=proposal.model,
             finish_reason=proposal.finish_reason,
@@ -683,6 +688,8 @@ class Research:
         """Commit the oldest iteration in flight, in iteration order: its files, record and the run's state."""
         i, parent = flight.iteration, flight.parent
         reply = flight.exchanges[-1].reply if flight.exchanges else None
+        if flight.exchanges and uses_model(self.settings):  # the prompt a model was sent, for `autotrade export`
+            self.run.write_text(self.run.iter_path(i, "prompt.md"), flight.prompt)
         turns = tuple(self.turn_of(i, k, exchange) for k, exchange in enumerate(flight.exchanges))
         hypothesis = reply.learnings if isinstance(reply, ParsedReply) else ""
         block = reply.block if isinstance(reply, ParsedReply) else (self.start_block if parent is None else None)

@@ -2,9 +2,11 @@
 
 Files: `trade.py` (the latest candidate that vets), `iter_<i>_trade.py` (a block that vets) or
 `iter_<i>_rejected.txt` (one that does not: never a .py file), `iter_<i>_results.json`,
-`iter_<i>_response.md` (the raw reply), `iter_<i>_repair_<k>.md` (the reply of its k-th repair turn),
-`best_trade.py`, `learnings.md`, `config.json` (what
-defines the run; never the API key), `state.json` and `journal.jsonl` (append-only events).
+`iter_<i>_prompt.md` (the first user turn a model was sent), `iter_<i>_response.md` (the raw reply),
+`iter_<i>_repair_<k>.md` (the reply of its k-th repair turn), `iter_<i>_reasoning.md` and
+`iter_<i>_repair_<k>_reasoning.md` (the server's separate reasoning of a turn, when it sent any), `best_trade.py`,
+`learnings.md`, `config.json` (what defines the run; never the API key), `state.json` and `journal.jsonl`
+(append-only events).
 
 Commit protocol: an iteration writes its own files first and `state.json` last, atomically.
 `state.json` is the commit point: iterations below its `next_iteration` are committed, anything
@@ -43,7 +45,9 @@ from autotrade.shapes import Kinds, check_object, describe, expect, schema_of
 DEFAULT_ROOT = Path("train")
 STATE_VERSION = 1
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-ITER_FILE = re.compile(r"iter_(\d+)_(trade\.py|rejected\.txt|results\.json|response\.md|repair_\d+\.md)")
+ITER_FILE = re.compile(
+    r"iter_(\d+)_(trade\.py|rejected\.txt|results\.json|prompt\.md|response\.md|reasoning\.md|repair_\d+(?:_reasoning)?\.md)"
+)
 
 # What decides an iteration's evaluation and score: kept in every results record (`evaluated_with`), so that
 # a hand edit of config.json is refused instead of mixing the rules within one run.
@@ -343,7 +347,8 @@ class RunDir:
         return self.path / "best_trade.py"
 
     def iter_path(self, iteration: int, kind: str) -> Path:
-        """`iter_<i>_<kind>` where kind is trade.py, rejected.txt, results.json, response.md or repair_<k>.md."""
+        """`iter_<i>_<kind>` where kind is trade.py, rejected.txt, results.json, prompt.md, response.md, reasoning.md,
+        repair_<k>.md or repair_<k>_reasoning.md."""
         return self.path / f"iter_{iteration}_{kind}"
 
     # -- files ---------------------------------------------------------------------------------
