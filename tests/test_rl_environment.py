@@ -52,7 +52,8 @@ def test_rollouts_against_the_real_server_get_finite_rewards_and_every_component
     (tmp_path / "prompts" / "prompt_template.md").write_text(SHORT_TEMPLATE, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AUTOTRADE_TEST_KEY", "sk-none")
-    env = load_environment(load_prepared(tiny_data), starts=1)
+    # By name, as `vf-eval autotrade.rl` and prime-rl load it.
+    env = vf.load_environment("autotrade.rl", data=load_prepared(tiny_data), starts=1)
     try:
         client = vf.ClientConfig(api_base_url=llama_server.base_url, api_key_var="AUTOTRADE_TEST_KEY")
         results = env.evaluate_sync(
