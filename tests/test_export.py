@@ -14,9 +14,10 @@ import pytest
 from legacy_run import FIXTURE
 from openai_server import OpenAIServer, Recorded, Reply
 from recording import RecordingReporter
-from test_loop import LOOKAHEAD, NO_CODE, good, settings, start
+from test_loop import LOOKAHEAD, NO_CODE, good, settings, sma_block, start
 from typer.testing import CliRunner
 
+from autotrade.candidate import baseline_source, extract_block
 from autotrade.cli.app import app
 from autotrade.propose.prompts import load_prompt_files
 from autotrade.propose.reply import strip_reasoning
@@ -92,6 +93,13 @@ def test_the_reply_leaves_its_reasoning_out_and_reasoning_holds_the_servers_fiel
     assert (lines[1]["reply"], lines[1]["reasoning"]) == (strip_reasoning(good()), THOUGHT)
     assert (lines[2]["reply"], lines[2]["reasoning"]) == (strip_reasoning(good(5, 20)), "shorter windows")
     assert (lines[3]["reasoning"], lines[0]["reply"], lines[0]["model"]) == ("", "", None)
+
+
+def test_each_line_holds_the_block_the_harness_evaluated(lab: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = lab
+    lines, _ = export(root, monkeypatch, "lab")
+    assert lines[0]["block"] == extract_block(baseline_source())  # iteration 0: the starting strategy, no reply
+    assert lines[1]["block"] == sma_block(10, 30)
 
 
 def test_the_reward_is_the_loops_own_score_and_a_failure_gets_the_gated_floor_with_its_gate(

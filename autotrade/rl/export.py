@@ -7,6 +7,8 @@ A line holds what the model was asked and what it answered, and what the harness
   prompt is stored: the baseline (iteration 0, no model call), a policy that is not a model (random search reads no
   prompt), and runs written before the loop kept `iter_<i>_prompt.md`. A prompt is never re-rendered: today's
   templates and code could differ from what the model read.
+- `block`: the agent block the harness evaluated (the reply's code with the functions it left out taken from its
+  parent; the starting strategy for iteration 0; None when the reply held no usable code).
 - `reply` (the last turn's text, reasoning left out), `reasoning` (the server's separate reasoning field, then any
   think-tagged reasoning of the reply; "" when none), `model`, `tokens` (prompt and completion over the turns, and
   per turn).
@@ -99,6 +101,7 @@ def attempt_line(run: RunDir, attempt: Attempt) -> dict[str, Any]:
             "messages": conversation,
             "reply": reply,
             "reasoning": reasoning,
+            "block": attempt.block,
             "status": attempt.status.value,
             "objective": attempt.objective_name,
             "reward": attempt.objective if attempt.ok else score.total,
