@@ -20,6 +20,7 @@ tokenizers = pytest.importorskip("tokenizers", reason=SKIP)
 
 from autotrade.data.prepared import load_prepared  # noqa: E402  (after the skips: nothing to import without torch)
 from autotrade.rl import build_tasks, reward_function  # noqa: E402
+from autotrade.sandbox.pool import SandboxPool  # noqa: E402
 from autotrade.status import Status  # noqa: E402
 
 COMPLETION_TOKENS = 32
@@ -66,10 +67,10 @@ def tiny_model(folder: Path) -> tuple[object, object]:
     return transformers.LlamaForCausalLM.from_pretrained(folder), fast
 
 
-def test_one_grpo_step_runs_on_the_harness_reward(tiny_data: Path, tmp_path: Path) -> None:
+def test_one_grpo_step_runs_on_the_harness_reward(tiny_data: Path, tmp_path: Path, sandbox_pool: SandboxPool) -> None:
     model, tokenizer = tiny_model(tmp_path / "model")
     data = load_prepared(tiny_data)
-    row = build_tasks(data, starts=1)[0].row()
+    row = build_tasks(data, starts=1, pool=sandbox_pool)[0].row()
     row["prompt"] = [{**turn, "content": turn["content"][:PROMPT_CHARS]} for turn in row["prompt"]]
     config = trl.GRPOConfig(
         output_dir=str(tmp_path / "out"),
