@@ -11,7 +11,8 @@ What a trainer must be able to trust of a reward:
 - A gated failure scores the objective's floor (rubric: 0; composite: -1 for invalid code, -0.7 for a failed check),
   never a value a trainer cannot normalise: an unbounded objective needs `floor` given.
 - The look-ahead gate's random cuts are drawn afresh for every evaluation, so a policy cannot learn where they fall.
-- A completion that resubmits its parent is a gated `duplicate` (unless ``refuse_copies=False``), as in a run.
+- A completion that resubmits its parent, or whose validation positions move with the parent's, is a gated
+  `duplicate` (unless ``refuse_copies=False``), as in a run.
 - Components are logged: through TRL's ``log_metric``/``log_extra`` when the trainer passes them, to a JSONL file
   when `log_path` is given, and as ``last`` (the latest batch's scores) for anyone holding the reward.
 """
@@ -312,7 +313,8 @@ def reward_function(
     timeout; default a run's). `workers`: completions scored at once (default one per core). `log_path`: a JSONL file
     each completion's status, components and gates are appended to. `max_completion_length`: the trainer's; a
     completion of that many tokens was cut there, so its unclosed code is not read as code. `refuse_copies`: a
-    completion that resubmits its parent (up to names, comments and line order) scores as a `duplicate`, gated,
+    completion that resubmits its parent (up to names, comments and line order), or whose validation positions
+    move with the parent's (evaluated once per parent and asset), scores as a `duplicate`, gated,
     instead of earning the parent's score: a policy rewarded for copying learns to copy (models copied the prompt's
     example 96% of the time in one experiment).
     """
