@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from autotrade.candidate import extract_block, has_delimiters
@@ -97,15 +98,19 @@ def score_code(
     settings: EvalSettings | None = None,
     robust_k: int = DEFAULT_ROBUST_K,
     pool: SandboxPool | None = None,
+    judge: Callable[[Evaluation], Evaluation] | None = None,
 ) -> Score:
     """Score a whole trade.py or an agent block on the research windows; candidate problems score, never raise.
 
-    `pool` runs the sandboxed children (a caller scoring many passes one); None: a pool for this call.
+    `pool` runs the sandboxed children (a caller scoring many passes one); None: a pool for this call. `judge` may
+    make the finished evaluation another before it is scored (a reply that moves with its parent: a duplicate).
     """
     block = extract_block(code) if has_delimiters(code) else code
     with contextlib.nullcontext(pool) if pool is not None else SandboxPool() as sandbox:
         evaluation = evaluate_block(block, data, RESEARCH_WINDOWS, settings, sandbox)
         evaluation = finish_gate(evaluation, block, data, settings or EvalSettings(), pool=sandbox)
+    if judge is not None:
+        evaluation = judge(evaluation)
     return score_evaluation(
         evaluation, objective, robust_k=robust_k, periods=periods_per_year(data.research_frame().index)
     )

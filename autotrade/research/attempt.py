@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autotrade.errors import ConfigError
-from autotrade.shapes import Kinds, check_object, describe, schema_of
+from autotrade.shapes import Kinds, check_object, describe, expect, schema_of
 from autotrade.status import Status
 
 
@@ -235,7 +235,10 @@ class Attempt:
         if raw["status"] not in {s.value for s in Status}:
             raise ConfigError(f"{source}: status is {describe(raw['status'])}, not one of {', '.join(Status)}")
         for window, metrics in raw.get("windows", {}).items():
-            check_object(metrics, {}, source, f"windows.{window}.")
+            _check_metrics(metrics, source, f"windows.{window}.")
+        for label, windows in raw.get("parts", {}).items():
+            for window, metrics in check_object(windows, {}, source, f"parts.{label}.").items():
+                _check_metrics(metrics, source, f"parts.{label}.{window}.")
         values = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw and k != "turns"}  # turns: flattened
         values["status"] = Status(raw["status"])
         if not all(isinstance(f, str) for f in raw.get("families") or ()):
@@ -253,6 +256,13 @@ class Attempt:
             assert repair is not None  # it holds `error`, a turn's key
             repairs.append(repair)
         return cls(**values, turns=() if turn is None else (turn, *repairs))
+
+
+def _check_metrics(metrics: Any, source: object, prefix: str) -> None:
+    """ConfigError unless `metrics` maps names to numbers or null (a non-finite figure is written as null): scoring a
+    record again (`autotrade export`) reads them as numbers."""
+    for name, value in check_object(metrics, {}, source, prefix).items():
+        expect(value, (float, type(None)), source, f"{prefix}{name}")
 
 
 TURN_SCHEMA: dict[str, Kinds] = schema_of(Turn)

@@ -16,7 +16,8 @@ A line holds what the model was asked and what it answered, and what the harness
   record's `objective`); any other attempt gets the objective's gated value (`evaluation.score.score_evaluation` of
   the evaluation rebuilt from its record), so a failure always scores below every passing attempt. Components and
   gates come from that score; an objective that reads equity curves (robust) has no components here, since records
-  keep metrics, not curves. A non-finite number (the gated -inf of an unbounded objective) is null.
+  keep metrics, not curves. A non-finite number (the gated -inf of an unbounded objective) is null. An objective
+  this version no longer has keeps an ok attempt's reward; any other attempt's is null, with no components.
 - `run`, `iteration`, `parent`, `policy`, `entered_population`, `train_return`, `val_return`.
 
 Records hold the research windows only (train and validation), and a line is built from the record's figures and the
@@ -36,7 +37,8 @@ from typing import Any
 from autotrade.errors import ConfigError
 from autotrade.evaluation.across import DEFAULT_ACROSS
 from autotrade.evaluation.evaluate import Evaluation
-from autotrade.evaluation.score import score_evaluation
+from autotrade.evaluation.objectives import OBJECTIVES
+from autotrade.evaluation.score import DEFAULT_SCORE_OBJECTIVE, score_evaluation
 from autotrade.fileio import json_safe
 from autotrade.propose.prompts import messages
 from autotrade.propose.reply import split_reasoning
@@ -90,7 +92,10 @@ def attempt_line(run: RunDir, attempt: Attempt) -> dict[str, Any]:
     separate = f"repair_{len(replies) - 1}_reasoning.md" if len(replies) > 1 else "reasoning.md"
     if replies and run.iter_path(i, separate).exists():  # the server sent reasoning apart from the reply
         reasoning = "\n\n".join(part for part in (_read(run, i, separate), reasoning) if part)
-    score = score_evaluation(_evaluation(attempt), attempt.objective_name)
+    # A run may name an objective this version no longer has: its ok attempts keep their recorded reward, and the
+    # gates (every objective's) are read again, but nothing else can be scored.
+    known = attempt.objective_name in OBJECTIVES.entries
+    score = score_evaluation(_evaluation(attempt), attempt.objective_name if known else DEFAULT_SCORE_OBJECTIVE)
     return json_safe(
         {
             "run": run.name,
@@ -104,8 +109,8 @@ def attempt_line(run: RunDir, attempt: Attempt) -> dict[str, Any]:
             "block": attempt.block,
             "status": attempt.status.value,
             "objective": attempt.objective_name,
-            "reward": attempt.objective if attempt.ok else score.total,
-            "components": score.components,
+            "reward": attempt.objective if attempt.ok else (score.total if known else None),
+            "components": score.components if known else {},
             "gates": score.gates,
             "entered_population": attempt.entered_population,
             "train_return": attempt.train_return,

@@ -11,7 +11,8 @@ What a trainer must be able to trust of a reward:
 - A gated failure scores the objective's floor (rubric: 0; composite: -1 for invalid code, -0.7 for a failed check),
   never a value a trainer cannot normalise: an unbounded objective needs `floor` given.
 - The look-ahead gate's random cuts are drawn afresh for every evaluation, so a policy cannot learn where they fall.
-- A completion that resubmits its parent is a gated `duplicate` (unless ``refuse_copies=False``), as in a run.
+- A completion that resubmits its parent, or whose validation positions move with the parent's, is a gated
+  `duplicate` (unless ``refuse_copies=False``), as in a run.
 - Components are logged: through TRL's ``log_metric``/``log_extra`` when the trainer passes them, to a JSONL file
   when `log_path` is given, and as ``last`` (the latest batch's scores) for anyone holding the reward.
 """
@@ -26,10 +27,12 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from autotrade.candidate import baseline_source, extract_block
 from autotrade.data.prepared import PreparedData
@@ -38,7 +41,7 @@ from autotrade.evaluation.objectives import OBJECTIVES
 from autotrade.evaluation.score import Score
 from autotrade.fileio import json_safe
 from autotrade.research.config import RunSettings
-from autotrade.research.reward import score_reply
+from autotrade.research.reward import parent_positions, score_reply
 from autotrade.research.rundir import eval_settings
 from autotrade.rl.tasks import as_assets
 from autotrade.sandbox.pool import SandboxPool
@@ -82,6 +85,9 @@ class RewardFunction:
         self._pool = SandboxPool()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="autotrade-reward")
         self._log_lock = threading.Lock()
+        # Each parent's validation positions, evaluated once per asset by the first completion that needs them.
+        self._parents: dict[tuple[str, str], Future[np.ndarray | None]] = {}
+        self._parents_lock = threading.Lock()
         self._calls = 0
         self._finalizer = weakref.finalize(self, _shut, self._executor, self._pool)
 
@@ -89,16 +95,17 @@ class RewardFunction:
         self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
     ) -> list[float]:
         """One reward per completion, in order; scored in parallel. Extra kwargs TRL passes are read or ignored."""
+        self._check_open()
         count = len(completions)
         asset_names = self._column(kwargs, "asset", count)
         parents = self._column(kwargs, "parent_block", count)
-        lengths = kwargs.get("completion_ids")
+        lengths = self._column(kwargs, "completion_ids", count)
         jobs = []
         for i, completion in enumerate(completions):
             asset = self._asset(asset_names[i])
             cut = (
                 self.max_completion_length is not None
-                and lengths is not None
+                and lengths[i] is not None
                 and len(lengths[i]) >= self.max_completion_length
             )
             jobs.append((completion_text(completion), asset, parents[i], "length" if cut else None))
@@ -115,19 +122,23 @@ class RewardFunction:
         parent_block: str | None = None,
         finish_reason: str | None = None,
     ) -> Score:
-        """The harness's score of one completion on one asset; never raises (a harness failure scores the floor)."""
+        """The harness's score of one completion on one asset; never raises for a completion (a harness failure scores
+        the floor), only when the reward is closed."""
+        self._check_open()
         try:
-            data = self.assets[self._asset(asset)]
+            name = self._asset(asset)
+            parent = parent_block or extract_block(baseline_source())
             return score_reply(
                 completion_text(completion),
-                data,
+                self.assets[name],
                 objective=self.objective,
                 settings=self._eval,
                 robust_k=self.settings.robust_k,
-                parent_block=parent_block or extract_block(baseline_source()),
+                parent_block=parent,
                 finish_reason=finish_reason,
                 pool=self._pool,
                 refuse_copies=self.refuse_copies,
+                parent_positions=self._parent_positions(name, parent) if self.refuse_copies else None,
             )
         except Exception as exc:  # noqa: BLE001 - a trainer's step must go on; the failure is logged, not hidden
             log.warning(
@@ -154,6 +165,30 @@ class RewardFunction:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def _parent_positions(self, asset: str, parent: str) -> np.ndarray | None:
+        """The parent's validation positions on `asset` (``research.reward.parent_positions``), evaluated once: a
+        group of completions of one prompt waits for the first to evaluate it. A failure is not kept, so the next
+        completion tries again."""
+        key = (asset, parent)
+        with self._parents_lock:
+            future = self._parents.get(key)
+            first = future is None
+            if future is None:
+                future = self._parents[key] = Future()
+        if first:
+            try:
+                future.set_result(parent_positions(parent, self.assets[asset], self._eval, self._pool))
+            except Exception as exc:
+                with self._parents_lock:
+                    del self._parents[key]
+                future.set_exception(exc)
+        return future.result()
+
+    def _check_open(self) -> None:
+        """RuntimeError once closed: with its sandbox stopped every completion would score the floor, silently."""
+        if not self._finalizer.alive:
+            raise RuntimeError("this autotrade reward is closed: make a new one with reward_function(...)")
+
     def _asset(self, name: str | None) -> str:
         """The asset a completion is scored on: the one named, or the only one."""
         if name is None:
@@ -171,9 +206,14 @@ class RewardFunction:
 
     @staticmethod
     def _column(kwargs: Mapping[str, Any], key: str, count: int) -> list[Any]:
-        """A dataset column TRL passed as a kwarg (one value per completion), or None for each."""
+        """A dataset column TRL passed as a kwarg (one value per completion), or None for each; ConfigError when it
+        does not hold one value per completion (a misaligned column would score completions on another's row)."""
         values = kwargs.get(key)
-        return list(values) if values is not None else [None] * count
+        if values is None:
+            return [None] * count
+        if len(values) != count:
+            raise ConfigError(f"the trainer passed {len(values)} value(s) of `{key}` for {count} completions")
+        return list(values)
 
     def _report(self, scores: list[Score], rewards: list[float], assets: list[str], kwargs: Mapping[str, Any]) -> None:
         """Log the batch: components' means and status shares through TRL, each completion to the JSONL file."""
@@ -273,7 +313,8 @@ def reward_function(
     timeout; default a run's). `workers`: completions scored at once (default one per core). `log_path`: a JSONL file
     each completion's status, components and gates are appended to. `max_completion_length`: the trainer's; a
     completion of that many tokens was cut there, so its unclosed code is not read as code. `refuse_copies`: a
-    completion that resubmits its parent (up to names, comments and line order) scores as a `duplicate`, gated,
+    completion that resubmits its parent (up to names, comments and line order), or whose validation positions
+    move with the parent's (evaluated once per parent and asset), scores as a `duplicate`, gated,
     instead of earning the parent's score: a policy rewarded for copying learns to copy (models copied the prompt's
     example 96% of the time in one experiment).
     """
