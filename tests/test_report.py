@@ -290,8 +290,8 @@ def test_a_run_without_any_ok_iteration_still_reports(lab: Path) -> None:
     assert (run.path / EQUITY_PNG).read_bytes().startswith(PNG_SIGNATURE)
 
 
-def test_a_single_iteration_run_has_no_selection_to_deflate(lab: Path) -> None:
-    run = RunDir(make_run(lab, lab / "small" / "data", "single", [], max_iter=1))
+def test_a_single_iteration_run_has_no_selection_to_deflate(lab: Path, tiny_data: Path) -> None:
+    run = RunDir(make_run(lab, tiny_data, "single", [], max_iter=1))
     report = build_report(run)
     write_files(report)
     o = report.overfitting
@@ -335,8 +335,10 @@ def test_data_that_is_not_the_runs_is_refused(lab: Path) -> None:
         build_report(RunDir(lab / "train" / "mixed"), data_dir=lab / "nowhere", holdout=False)
 
 
-def test_a_random_policy_run_reports_its_policy_varied_strategies_and_no_model_spend(lab: Path) -> None:
-    settings = RunSettings(max_iter=8, max_fails=50, seed=3, policy="random", data_dir=str(lab / "small" / "data"))
+def test_a_random_policy_run_reports_its_policy_varied_strategies_and_no_model_spend(
+    lab: Path, tiny_data: Path
+) -> None:
+    settings = RunSettings(max_iter=8, max_fails=50, seed=3, policy="random", data_dir=str(tiny_data))
     result = start_run(
         settings, None, RecordingReporter(), prompts=load_prompt_files(lab), name="random", root=lab / "train"
     )
