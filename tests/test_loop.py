@@ -258,12 +258,12 @@ def test_random_reversion_and_the_stop_rule_follow_the_seed(
     assert state["population"] == population.to_list() and state["next_parent"] == parent
 
 
-def test_same_seed_same_parents(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_same_seed_same_parents(openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path) -> None:
     script = [Reply(good(5, 20)), Reply(good(10, 50))] + [Reply(KEY_ERROR)] * 4
     parents = []
     for name in ("a", "b"):
         openai_server.script(script)
-        result, _ = start(openai_server, tmp_path, small_data, name=name, max_iter=7, seed=3)
+        result, _ = start(openai_server, tmp_path, tiny_data, name=name, max_iter=7, seed=3)
         parents.append([r["parent"] for r in records(result.path)])
     assert parents[0] == parents[1]
 
