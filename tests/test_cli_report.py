@@ -9,7 +9,7 @@ import pytest
 import typer
 from conftest import working_copy
 from legacy_run import fixture_records, legacy_copy
-from test_report import KEY_ERROR, MIXED, good, make_run, prepare_small
+from test_report import KEY_ERROR, MIXED, good, make_run
 from typer.testing import CliRunner, Result
 
 from autotrade.cli import app as cli
@@ -43,12 +43,12 @@ def text_of(outcome: Result) -> str:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two finished runs on small data, kept pristine: each test works on a copy."""
+def lab(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
+    """Two finished runs on tiny data (the commands' output is under test, not the figures), kept pristine: each test
+    works on a copy."""
     root = tmp_path_factory.mktemp("cli")
-    data = prepare_small(root / "small")
-    make_run(root, data, "alpha", MIXED)
-    make_run(root, data, "beta", [good(10, 50), KEY_ERROR])
+    make_run(root, tiny_data, "alpha", MIXED)
+    make_run(root, tiny_data, "beta", [good(10, 50), KEY_ERROR])
     return root
 
 

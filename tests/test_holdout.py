@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_report import MIXED, copy_run, make_run, prepare_small
+from test_report import MIXED, copy_run, make_run
 
 from autotrade.data.prepared import load_prepared
 from autotrade.engine.backtest import BacktestSettings, Fill
@@ -24,9 +24,10 @@ LATER = "2030-02-01T00:00:00+00:00"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lab(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
+    """A work folder holding a mixed run on tiny data: the reveals are under test, not the strategies' figures."""
     root = tmp_path_factory.mktemp("holdout")
-    make_run(root, prepare_small(root / "small"), "mixed", MIXED[:6])
+    make_run(root, tiny_data, "mixed", MIXED[:6])
     return root
 
 
@@ -51,7 +52,7 @@ def test_first_report_records_the_reveal_and_later_reports_show_the_same_first_t
     assert second.holdout.first.at == FIRST and len(second.holdout.reveals) == 2
     assert summary(second)["holdout_first_revealed_at"] == FIRST and summary(second)["holdout_looks"] == 2
     recorded = json.loads((run.path / HOLDOUT_FILE).read_text())
-    assert [r["at"] for r in recorded["reveals"]] == [FIRST, LATER] and recorded["test_start"] == "2018-01-01"
+    assert [r["at"] for r in recorded["reveals"]] == [FIRST, LATER] and recorded["test_start"] == "2018-07-01"
     events = [e for e in run.read_journal() if e["event"] == "holdout_revealed"]
     assert [(e["at"], e["iterations"]) for e in events] == [(FIRST, population), (LATER, population)]
     assert "first revealed " + FIRST in holdout_section(second).note
@@ -66,12 +67,14 @@ def test_a_report_without_the_holdout_still_shows_an_earlier_reveal(lab: Path) -
     assert FIRST in section.note and section.rows  # the recorded test figures, marked with when they were revealed
 
 
-def test_test_figures_match_an_independent_evaluation_beside_buy_and_hold(lab: Path, sandbox_pool: SandboxPool) -> None:
+def test_test_figures_match_an_independent_evaluation_beside_buy_and_hold(
+    lab: Path, tiny_data: Path, sandbox_pool: SandboxPool
+) -> None:
     run = copy_run(lab / "train" / "mixed", "independent")
     report = build_report(run, at=FIRST)
     best = report.best_iteration
     block = json.loads((run.path / f"iter_{best}_results.json").read_text())["block"]
-    data = load_prepared(lab / "small" / "data")
+    data = load_prepared(tiny_data)
     settings = EvalSettings(backtest=BacktestSettings(fill=Fill.NEXT_OPEN, cost_bps=2.0))
     test = evaluate_block(block, data, ("train", "val", "test"), settings, pool=sandbox_pool).windows["test"]
     assert summary(report)["best_test_return"] == pytest.approx(test["total_return"])

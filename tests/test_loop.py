@@ -131,7 +131,7 @@ def assert_no_key_anywhere(run: Path) -> None:
 
 
 def test_mixed_replies_are_recorded_with_typed_statuses_and_the_run_goes_on(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.script(
         [
@@ -145,7 +145,7 @@ def test_mixed_replies_are_recorded_with_typed_statuses_and_the_run_goes_on(
             Reply(SYNTAX),
         ]
     )
-    result, reporter = start(openai_server, tmp_path, small_data, max_iter=9)
+    result, reporter = start(openai_server, tmp_path, tiny_data, max_iter=9)
     statuses = [r["status"] for r in records(result.path)]
     assert statuses == [
         "ok",
@@ -166,12 +166,12 @@ def test_mixed_replies_are_recorded_with_typed_statuses_and_the_run_goes_on(
 
 
 def test_a_reply_cut_after_its_python_block_is_evaluated_and_keeps_its_finish_reason(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     # As a llama.cpp server sent it: a complete block, then a hypothesis cut off by the token limit.
     cut = f"SMA 10/30 crossover.\n\n```python\n{sma_block(10, 30)}```\n\n```markdown\nThe fast average leads the"
     openai_server.script([Reply(cut, finish_reason="length")])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=2)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=2)
     salvaged = records(result.path)[1]
     assert (salvaged["status"], salvaged["finish_reason"], salvaged["reply_source"]) == ("ok", "length", "python-block")
     assert salvaged["block"] == sma_block(10, 30) and salvaged["val_return"] is not None
@@ -179,9 +179,9 @@ def test_a_reply_cut_after_its_python_block_is_evaluated_and_keeps_its_finish_re
     assert (result.path / "iter_1_trade.py").is_file()
 
 
-def test_results_record_what_the_report_needs(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_results_record_what_the_report_needs(openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path) -> None:
     openai_server.script([Reply(good(), usage=(1234, 321)), Reply(KEY_ERROR)])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=3)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=3)
     base, first, failed = records(result.path)
     assert base["parent"] is None and first["parent"] == 0 and failed["parent"] == 1
     assert (first["prompt_tokens"], first["completion_tokens"], first["finish_reason"]) == (1234, 321, "stop")
@@ -194,10 +194,10 @@ def test_results_record_what_the_report_needs(openai_server: OpenAIServer, tmp_p
 
 
 def test_run_directory_holds_runnable_trade_files_and_the_best(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.script([Reply(good(5, 20)), Reply(KEY_ERROR)])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=3)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=3)
     run = result.path
     for name in (
         "trade.py",
@@ -221,10 +221,10 @@ def test_run_directory_holds_runnable_trade_files_and_the_best(
 
 
 def test_learnings_hold_each_iteration_once_with_actual_results(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.script([Reply(good()), Reply(NO_CODE)])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=3)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=3)
     text = (result.path / "learnings.md").read_text()
     for i in range(3):
         assert text.count(f"## Iteration {i} ") == 1
@@ -258,12 +258,12 @@ def test_random_reversion_and_the_stop_rule_follow_the_seed(
     assert state["population"] == population.to_list() and state["next_parent"] == parent
 
 
-def test_same_seed_same_parents(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_same_seed_same_parents(openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path) -> None:
     script = [Reply(good(5, 20)), Reply(good(10, 50))] + [Reply(KEY_ERROR)] * 4
     parents = []
     for name in ("a", "b"):
         openai_server.script(script)
-        result, _ = start(openai_server, tmp_path, small_data, name=name, max_iter=7, seed=3)
+        result, _ = start(openai_server, tmp_path, tiny_data, name=name, max_iter=7, seed=3)
         parents.append([r["parent"] for r in records(result.path)])
     assert parents[0] == parents[1]
 
@@ -283,10 +283,10 @@ def test_prompts_show_columns_population_and_last_error_but_never_the_test_windo
 
 
 def test_an_endpoint_error_stops_cleanly_and_the_run_resumes(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.script([Reply(good()), Fault(401, "bad key")])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=4)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=4)
     assert (result.status, result.stop_reason, result.iterations) == ("stopped", "endpoint_error", 2)
     assert "401" in result.message and CANARY not in result.message
     assert not (result.path / "iter_2_results.json").exists()
@@ -425,10 +425,10 @@ def test_each_objective_ranks_the_population(
 
 
 def test_a_run_in_use_by_another_process_is_refused(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.script([Reply(good())])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=3, max_fails=1)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=3, max_fails=1)
     run = RunDir(result.path)
     state = json.loads(run.state_path.read_text())
     run.write_json(run.state_path, {**state, "status": "stopped"})

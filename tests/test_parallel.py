@@ -124,12 +124,12 @@ def test_requests_spread_over_several_endpoints(tmp_path: Path, tiny_data: Path)
 
 
 def test_an_endpoint_that_does_not_answer_at_the_start_is_skipped_with_one_line(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.default = replies_by_iteration
     dead = "http://127.0.0.1:9/v1"  # nothing listens
     endpoint = model_settings(base_url=f"{dead},{openai_server.base_url}", environ={"OPENAI_API_KEY": CANARY})
-    result, reporter = start(openai_server, tmp_path, small_data, endpoint=endpoint, max_iter=3)
+    result, reporter = start(openai_server, tmp_path, tiny_data, endpoint=endpoint, max_iter=3)
     assert result.status == "finished"
     skipped = [n for n in reporter.notes if "127.0.0.1:9" in n]
     assert len(skipped) == 1 and "skipped" in skipped[0] and "connection refused" in skipped[0]

@@ -32,10 +32,10 @@ def parse_error_of(text: str) -> str:
 
 
 def test_a_reply_that_fails_to_parse_is_repaired_and_the_iteration_is_ok_with_both_turns_recorded(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.script([Reply(NO_CODE, usage=(100, 20)), Reply(good(), usage=(300, 50))])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, repair=1)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=2, repair=1)
     record = records(result.path)[1]
     assert record["status"] == "ok" and record["prompt_tokens"] == 100 and record["completion_tokens"] == 20
     assert [(r["prompt_tokens"], r["error_status"]) for r in record["repairs"]] == [(300, "parse_error")]
@@ -49,10 +49,10 @@ def test_a_reply_that_fails_to_parse_is_repaired_and_the_iteration_is_ok_with_bo
 
 
 def test_the_repair_request_is_the_same_conversation_and_the_reply_then_the_exact_error(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.script([Reply(NO_CODE, reasoning_content="my private thoughts"), Reply(good())])
-    start(openai_server, tmp_path, small_data, max_iter=2, repair=1)
+    start(openai_server, tmp_path, tiny_data, max_iter=2, repair=1)
     first, second = (r.body["messages"] for r in openai_server.chat_requests)
     assert second[0] == first[0] and len(first) == 1
     assert second[1] == {"role": "assistant", "content": NO_CODE}  # the content only, never the reasoning
@@ -61,10 +61,10 @@ def test_the_repair_request_is_the_same_conversation_and_the_reply_then_the_exac
 
 
 def test_a_candidate_that_raises_on_its_first_run_is_repaired_with_its_traceback(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.script([Reply(KEY_ERROR), Reply(good())])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, repair=1)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=2, repair=1)
     error = openai_server.chat_requests[1].body["messages"][2]["content"]
     assert "`runtime_error` (KeyError)" in error and "Traceback (last lines)" in error and "RSI_14" in error
     record = records(result.path)[1]
@@ -72,19 +72,19 @@ def test_a_candidate_that_raises_on_its_first_run_is_repaired_with_its_traceback
     assert record["repairs"][0]["error"] in error  # what the record says the model was told, it was told
 
 
-def test_repair_0_keeps_one_turn_and_the_failure(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_repair_0_keeps_one_turn_and_the_failure(openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path) -> None:
     openai_server.script([Reply(NO_CODE)])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, repair=0)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=2, repair=0)
     record = records(result.path)[1]
     assert record["status"] == "parse_error" and "repairs" not in record
     assert len(openai_server.chat_requests) == 1 and not list(result.path.glob("iter_*_repair_*"))
 
 
 def test_n_repair_turns_exhausted_is_a_failure_with_the_last_error_and_n_plus_one_turns(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.script([Reply(NO_CODE), Reply(SYNTAX), Reply(KEY_ERROR)])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, repair=2)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=2, repair=2)
     record = records(result.path)[1]
     assert (record["status"], record["error_type"]) == ("runtime_error", "KeyError")
     assert [r["error_status"] for r in record["repairs"]] == ["parse_error", "syntax_error"]
@@ -92,14 +92,14 @@ def test_n_repair_turns_exhausted_is_a_failure_with_the_last_error_and_n_plus_on
     assert result.iterations == 2 and records(result.path)[1]["fail_streak"] == 1
 
 
-def test_a_look_ahead_is_not_repaired(openai_server: OpenAIServer, tmp_path: Path, small_data: Path) -> None:
+def test_a_look_ahead_is_not_repaired(openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path) -> None:
     openai_server.script([Reply(LOOKAHEAD)])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=2, repair=2)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=2, repair=2)
     assert records(result.path)[1]["status"] == "lookahead" and "repairs" not in records(result.path)[1]
     assert len(openai_server.chat_requests) == 1
 
 
-def test_the_random_policy_is_never_repaired(tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_random_policy_is_never_repaired(tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[int] = []
 
     def unreadable(self: RandomProposer, request: object) -> Proposal:
@@ -108,7 +108,7 @@ def test_the_random_policy_is_never_repaired(tmp_path: Path, small_data: Path, m
 
     monkeypatch.setattr(RandomProposer, "propose", unreadable)
     result = start_run(
-        settings(small_data, max_iter=3, policy="random", repair=2),
+        settings(tiny_data, max_iter=3, policy="random", repair=2),
         None,
         RecordingReporter(),
         prompts=load_prompt_files(tmp_path),
@@ -127,10 +127,10 @@ def repair_then_good(request: Recorded) -> Reply:
 
 
 def test_parallel_flights_are_each_repaired_in_their_own_conversation(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.default = repair_then_good
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=3, parallel=2, repair=1)
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=3, parallel=2, repair=1)
     assert [(r["status"], len(r["repairs"])) for r in records(result.path)[1:]] == [("ok", 1), ("ok", 1)]
     repairs = [r for r in openai_server.chat_requests if len(r.body["messages"]) > 1]
     assert sorted(iteration_of(r) for r in repairs) == [1, 2]
@@ -138,13 +138,13 @@ def test_parallel_flights_are_each_repaired_in_their_own_conversation(
 
 
 def test_resume_after_an_interrupt_during_a_repair_turn_redoes_the_iteration_once_and_duplicates_nothing(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.default = repair_then_good
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
     with pytest.raises(Crash):
         start_run(
-            settings(small_data, max_iter=3, repair=1),
+            settings(tiny_data, max_iter=3, repair=1),
             endpoint,
             CrashingReporter(2, "repairing (parse_error, turn 1 of 1)"),
             prompts=load_prompt_files(tmp_path),
@@ -166,14 +166,12 @@ def test_resume_after_an_interrupt_during_a_repair_turn_redoes_the_iteration_onc
     assert (run.path / "learnings.md").read_text().count("## Iteration 2 ") == 1
 
 
-def test_the_report_counts_the_iterations_repair_saved_and_what_its_turns_cost(
-    tmp_path: Path, small_data: Path
-) -> None:
+def test_the_report_counts_the_iterations_repair_saved_and_what_its_turns_cost(tmp_path: Path, tiny_data: Path) -> None:
     from test_report import make_run
 
     replies = [Reply(NO_CODE, usage=(1000, 20)), Reply(good(), usage=(1500, 200))]  # iteration 1: saved
     replies += [Reply(KEY_ERROR, usage=(1000, 100)), Reply(KEY_ERROR, usage=(1600, 100))]  # iteration 2: not
-    run = make_run(tmp_path, small_data, "rep", replies, max_iter=3, repair=1)
+    run = make_run(tmp_path, tiny_data, "rep", replies, max_iter=3, repair=1)
     report = build_report(RunDir(run), holdout=False)
     s = report.spend
     assert (s.repaired, s.repair_calls, s.repair_tokens) == (1, 2, 1700 + 1700)

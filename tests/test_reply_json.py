@@ -155,10 +155,10 @@ def test_json_reply_format_is_refused_with_the_random_policy() -> None:
 
 
 def test_a_json_run_asks_with_the_schema_and_reads_json_replies(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.script([Reply(json_reply(sma_block(5, 20))), Reply(json_reply(sma_block(10, 50)))])
-    result, _ = start(openai_server, tmp_path, small_data, max_iter=3, reply_format="json")
+    result, _ = start(openai_server, tmp_path, tiny_data, max_iter=3, reply_format="json")
     assert result.status == "finished"
     found = records(result.path)
     assert [(r["status"], r.get("reply_source")) for r in found[1:]] == [("ok", "json"), ("ok", "json")]

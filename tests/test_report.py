@@ -1,7 +1,7 @@
 """The report on real runs produced against the loopback server: leaderboard, statistics, taxonomy, diversity,
 spend, files.
 
-The helpers at the top (replies, small data, `make_run`) are shared with test_holdout.py and test_cli_report.py.
+The helpers at the top (replies, `make_run`, `copy_run`) are shared with test_holdout.py and test_cli_report.py.
 """
 
 from __future__ import annotations
@@ -59,15 +59,6 @@ NO_CODE = Reply("I would add an RSI filter.", usage=(1000, 20))
 MIXED = [good(5, 20), KEY_ERROR, good(10, 50), LOOKAHEAD, SYNTAX, good(20, 100), NO_CODE, good(15, 40), KEY_ERROR]
 
 
-def prepare_small(folder: Path) -> Path:
-    """Bundled S&P 500 cut to 2014-2018: train 2014-2016, validation 2017, test 2018."""
-    folder.mkdir(parents=True, exist_ok=True)
-    frame = load_bundled("sp500")
-    frame[frame.index >= "2014-01-01"].to_csv(folder / "spx.csv")
-    prepare_data(csv=folder / "spx.csv", data_dir=folder / "data", val_start="2017-01-01", test_start="2018-01-01")
-    return folder / "data"
-
-
 def make_run(root: Path, data: Path, name: str, replies: list[Reply], **overrides: object) -> Path:
     """Run the loop in-process against a fresh loopback server; return the run directory."""
     values: dict = {
@@ -103,11 +94,10 @@ def copy_run(run: Path, name: str) -> RunDir:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A work folder holding small data and the mixed run."""
+def lab(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> Path:
+    """A work folder holding the mixed run, on small data: its statistics need the longer sample."""
     root = tmp_path_factory.mktemp("report")
-    data = prepare_small(root / "small")
-    make_run(root, data, "mixed", MIXED)
+    make_run(root, small_data, "mixed", MIXED)
     return root
 
 
@@ -160,14 +150,14 @@ def test_failure_taxonomy_counts_and_shares_by_status_and_exception_type(mixed: 
 
 
 def test_dsr_and_psr_use_the_best_daily_validation_returns_and_every_strategy_that_ran(
-    mixed: tuple, lab: Path, sandbox_pool: SandboxPool
+    mixed: tuple, lab: Path, small_data: Path, sandbox_pool: SandboxPool
 ) -> None:
     report, _ = mixed
     run = lab / "train" / "mixed"
     found = records(run)
     ok = [r for r in found if r["status"] == "ok"]
     best = found[report.best_iteration]
-    data = load_prepared(lab / "small" / "data")
+    data = load_prepared(small_data)
     evaluation = evaluate_block(best["block"], data, ("train", "val"), settings_of(run), pool=sandbox_pool)
     moments = sharpe_moments(evaluation.curves["val"].equity.pct_change().to_numpy())
     var = float(np.var([r["windows"]["val"]["sharpe"] for r in ok], ddof=1)) / 252  # annualised → per day
@@ -192,11 +182,11 @@ def test_dsr_and_psr_use_the_best_daily_validation_returns_and_every_strategy_th
 
 
 def test_pbo_is_computed_over_the_train_and_validation_returns_of_every_ok_trial(
-    mixed: tuple, lab: Path, sandbox_pool: SandboxPool
+    mixed: tuple, lab: Path, small_data: Path, sandbox_pool: SandboxPool
 ) -> None:
     report, _ = mixed
     run = lab / "train" / "mixed"
-    data = load_prepared(lab / "small" / "data")
+    data = load_prepared(small_data)
     columns = []
     for record in (r for r in records(run) if r["status"] == "ok"):
         curves = evaluate_block(record["block"], data, ("train", "val"), settings_of(run), pool=sandbox_pool).curves
@@ -275,13 +265,13 @@ def test_lost_reply_of_a_redone_iteration_counts_once() -> None:
     assert (spend.prompt_tokens, spend.completion_tokens, spend.interrupted_calls, spend.model_calls) == (21, 11, 1, 2)
 
 
-def test_a_run_without_any_ok_iteration_still_reports(lab: Path) -> None:
+def test_a_run_without_any_ok_iteration_still_reports(lab: Path, tiny_data: Path) -> None:
     broken = lab / "broken_block.py"
     broken.write_text(
         "def generate_features(df):\n    return df\n\n\n"
         "def strategy_logic(row):\n    return 1 if row['nope'] > 0 else 0\n"
     )
-    run = RunDir(make_run(lab, lab / "small" / "data", "no-ok", [], max_iter=1, start_from=str(broken)))
+    run = RunDir(make_run(lab, tiny_data, "no-ok", [], max_iter=1, start_from=str(broken)))
     report = build_report(run)
     write_files(report)
     assert (report.ok, report.best_iteration, report.overfitting.dsr, report.overfitting.pbo) == (0, None, None, None)
@@ -290,8 +280,8 @@ def test_a_run_without_any_ok_iteration_still_reports(lab: Path) -> None:
     assert (run.path / EQUITY_PNG).read_bytes().startswith(PNG_SIGNATURE)
 
 
-def test_a_single_iteration_run_has_no_selection_to_deflate(lab: Path) -> None:
-    run = RunDir(make_run(lab, lab / "small" / "data", "single", [], max_iter=1))
+def test_a_single_iteration_run_has_no_selection_to_deflate(lab: Path, tiny_data: Path) -> None:
+    run = RunDir(make_run(lab, tiny_data, "single", [], max_iter=1))
     report = build_report(run)
     write_files(report)
     o = report.overfitting
@@ -299,13 +289,13 @@ def test_a_single_iteration_run_has_no_selection_to_deflate(lab: Path) -> None:
     assert o.pbo is None and any("PBO needs at least 4" in n for n in o.notes)
 
 
-def test_a_model_copying_one_strategy_shows_collapse(lab: Path) -> None:
+def test_a_model_copying_one_strategy_shows_collapse(lab: Path, tiny_data: Path) -> None:
     start = lab / "copy_start.py"
     start.write_text(sma_block(20, 100))
     # Novelty off: with it, the copies would be refused as duplicates before they could fill the population.
     path = make_run(
         lab,
-        lab / "small" / "data",
+        tiny_data,
         "copies",
         [good(20, 100)] * 3,
         start_from=str(start),
@@ -335,8 +325,10 @@ def test_data_that_is_not_the_runs_is_refused(lab: Path) -> None:
         build_report(RunDir(lab / "train" / "mixed"), data_dir=lab / "nowhere", holdout=False)
 
 
-def test_a_random_policy_run_reports_its_policy_varied_strategies_and_no_model_spend(lab: Path) -> None:
-    settings = RunSettings(max_iter=8, max_fails=50, seed=3, policy="random", data_dir=str(lab / "small" / "data"))
+def test_a_random_policy_run_reports_its_policy_varied_strategies_and_no_model_spend(
+    lab: Path, tiny_data: Path
+) -> None:
+    settings = RunSettings(max_iter=8, max_fails=50, seed=3, policy="random", data_dir=str(tiny_data))
     result = start_run(
         settings, None, RecordingReporter(), prompts=load_prompt_files(lab), name="random", root=lab / "train"
     )

@@ -100,7 +100,7 @@ CRASH_POINTS = [
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_an_iteration_cut_short_anywhere_is_redone_once(
-    point: str, openai_server: OpenAIServer, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+    point: str, openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     openai_server.default = per_iteration_replies
     reporter = RecordingReporter()
@@ -131,7 +131,7 @@ def test_an_iteration_cut_short_anywhere_is_redone_once(
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
     with pytest.raises(Crash):
         start_run(
-            settings(small_data, max_iter=4, seed=5),
+            settings(tiny_data, max_iter=4, seed=5),
             endpoint,
             reporter,
             prompts=load_prompt_files(tmp_path),
@@ -210,7 +210,7 @@ def journal_has(run: Path, event: str, iteration: int) -> bool:
 
 
 def test_sigkill_at_several_points_then_resume_loses_and_duplicates_nothing(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     script = Script()
     openai_server.default = script
@@ -233,7 +233,7 @@ def test_sigkill_at_several_points_then_resume_loses_and_duplicates_nothing(
 
     # --repair 0: one ask per iteration, so every ask counted is a first ask or a redo.
     first = launch(
-        "run", "--name", "k", "--max-iter", "6", "--seed", "9", "--repair", "0", "--quiet", "--data", str(small_data)
+        "run", "--name", "k", "--max-iter", "6", "--seed", "9", "--repair", "0", "--quiet", "--data", str(tiny_data)
     )
     try:
         wait_for(script.holding.is_set, "the model call of iteration 2", first)
@@ -244,9 +244,10 @@ def test_sigkill_at_several_points_then_resume_loses_and_duplicates_nothing(
         kill(second)  # right after an iteration's files appear
         script.process = 3
         third = launch("resume", "--quiet")  # the latest run
+        # Its reply is journaled as it arrives; the candidate is written only at the commit, after the slow evaluation.
         wait_for(lambda: journal_has(run, "model_reply", 4), "iteration 4's reply", third)
-        wait_for(lambda: (run / "iter_4_trade.py").exists(), "iteration 4's candidate", third)
         kill(third)  # during the evaluation
+        assert not (run / "iter_4_trade.py").exists()
     finally:
         for process in processes:
             if process.poll() is None:
@@ -280,13 +281,13 @@ def test_resuming_an_unknown_run_names_the_problem(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     script = Script()
     openai_server.default = script
     env = {**os.environ, "OPENAI_BASE_URL": openai_server.base_url, "OPENAI_API_KEY": CANARY}
     process = subprocess.Popen(
-        [*AUTOTRADE, "run", "--name", "i", "--max-iter", "5", "--repair", "0", "--quiet", "--data", str(small_data)],
+        [*AUTOTRADE, "run", "--name", "i", "--max-iter", "5", "--repair", "0", "--quiet", "--data", str(tiny_data)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -360,13 +361,13 @@ class InterruptingReporter(RecordingReporter):
 
 
 def test_ctrl_c_during_an_iteration_says_it_will_be_redone_on_resume(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.default = per_iteration_replies
     said = InterruptingReporter()
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
     result = start_run(
-        settings(small_data, max_iter=4),
+        settings(tiny_data, max_iter=4),
         endpoint,
         said,
         prompts=load_prompt_files(tmp_path),
@@ -379,14 +380,14 @@ def test_ctrl_c_during_an_iteration_says_it_will_be_redone_on_resume(
 
 
 def test_resume_with_a_new_base_url_records_it_for_the_hints_and_later_resumes(
-    openai_server: OpenAIServer, tmp_path: Path, small_data: Path
+    openai_server: OpenAIServer, tmp_path: Path, tiny_data: Path
 ) -> None:
     openai_server.default = per_iteration_replies
     with OpenAIServer() as gone, pytest.raises(Crash):  # the endpoint the run started with, shut down since
         gone.default = per_iteration_replies
         endpoint = model_settings(base_url=gone.base_url, environ={"OPENAI_API_KEY": CANARY})
         start_run(
-            settings(small_data, max_iter=4),
+            settings(tiny_data, max_iter=4),
             endpoint,
             CrashingReporter(2, "asking the model"),
             prompts=load_prompt_files(tmp_path),

@@ -34,11 +34,11 @@ def random_run(root: Path, data: Path, name: str | None, max_iter: int = 3) -> P
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, small_data: Path) -> Path:  # noqa: F811 - fixture
+def lab(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:  # noqa: F811 - fixture
     """Two finished runs: `old`, then `new` (the latest); each test works on a copy."""
     root = tmp_path_factory.mktemp("runs")
-    random_run(root, small_data, "old")
-    random_run(root, small_data, "new")
+    random_run(root, tiny_data, "old")
+    random_run(root, tiny_data, "new")
     return root
 
 
@@ -190,31 +190,31 @@ def test_a_state_pointing_past_the_committed_iterations_is_one_line(here: Path) 
     assert_one_line_error(invoke("resume", "new"), "state.json:")
 
 
-def test_an_empty_name_is_refused(here: Path, small_data: Path) -> None:  # noqa: F811 - fixture
+def test_an_empty_name_is_refused(here: Path, tiny_data: Path) -> None:  # noqa: F811 - fixture
     before = sorted(p.name for p in (here / "train").iterdir())
-    outcome = invoke("run", "--name", "", "--policy", "random", "--max-iter", "1", "--data", str(small_data))
+    outcome = invoke("run", "--name", "", "--policy", "random", "--max-iter", "1", "--data", str(tiny_data))
     assert_one_line_error(outcome, "run name ''")
     assert sorted(p.name for p in (here / "train").iterdir()) == before
 
 
 def test_two_runs_started_in_the_same_second_get_two_names(
-    tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: F811
     monkeypatch.setattr(loop, "default_name", lambda ticker: "spx-20250101-000000")
-    first = random_run(tmp_path, small_data, None, max_iter=1)
-    second = random_run(tmp_path, small_data, None, max_iter=1)
+    first = random_run(tmp_path, tiny_data, None, max_iter=1)
+    second = random_run(tmp_path, tiny_data, None, max_iter=1)
     assert (first.name, second.name) == ("spx-20250101-000000", "spx-20250101-000000-2")
     assert all(records(run)[0]["status"] == "ok" for run in (first, second))
 
 
 @pytest.mark.parametrize("left", ["nothing", "config.json only"])
-def test_a_start_that_never_committed_is_reused_by_its_name(left: str, tmp_path: Path, small_data: Path) -> None:  # noqa: F811
+def test_a_start_that_never_committed_is_reused_by_its_name(left: str, tmp_path: Path, tiny_data: Path) -> None:  # noqa: F811
     run = tmp_path / "train" / "half"
     run.mkdir(parents=True)
     if left == "config.json only":
         (run / "config.json").write_text('{"name": "half"}')
         (run / "journal.jsonl").write_text('{"event": "run_started"}\n')
-    assert random_run(tmp_path, small_data, "half", max_iter=1) == run
+    assert random_run(tmp_path, tiny_data, "half", max_iter=1) == run
     assert records(run)[0]["iteration"] == 0
     journal = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
     assert [e["event"] for e in journal].count("run_started") == 1

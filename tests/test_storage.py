@@ -79,13 +79,13 @@ def test_a_disk_filling_up_mid_run_stops_cleanly_and_the_run_resumes_exactly(
     small_disk: Path,
     openai_server: OpenAIServer,
     tmp_path: Path,
-    small_data: Path,  # noqa: F811 - fixtures
+    tiny_data: Path,  # noqa: F811 - fixtures
 ) -> None:
     openai_server.default = per_iteration_replies
     endpoint = model_settings(base_url=openai_server.base_url, environ={"OPENAI_API_KEY": CANARY})
     reporter = FillingReporter(small_disk, 2)
     result = start_run(
-        settings(small_data, max_iter=5, seed=5),
+        settings(tiny_data, max_iter=5, seed=5),
         endpoint,
         reporter,
         prompts=load_prompt_files(tmp_path),
@@ -106,12 +106,12 @@ def test_a_disk_filling_up_mid_run_stops_cleanly_and_the_run_resumes_exactly(
 
 def test_a_run_started_on_a_full_disk_is_one_line_and_leaves_no_directory(
     small_disk: Path,
-    small_data: Path,
+    tiny_data: Path,
     monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - fixture
 ) -> None:
     monkeypatch.chdir(small_disk)
     ballast = fill(small_disk)
-    args = ["run", "--name", "late", "--policy", "random", "--max-iter", "1", "--quiet", "--data", str(small_data)]
+    args = ["run", "--name", "late", "--policy", "random", "--max-iter", "1", "--quiet", "--data", str(tiny_data)]
     assert_one_line_error(CliRunner().invoke(app, args), "cannot write train/late/", "no space left on its disk")
     assert not (small_disk / "train" / "late").exists()
     ballast.unlink()
@@ -120,9 +120,9 @@ def test_a_run_started_on_a_full_disk_is_one_line_and_leaves_no_directory(
 
 
 def test_report_on_a_full_disk_is_one_line(
-    small_disk: Path, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+    small_disk: Path, tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: F811
-    made = random_run(tmp_path, small_data, "done", max_iter=1)
+    made = random_run(tmp_path, tiny_data, "done", max_iter=1)
     shutil.copytree(made, small_disk / "train" / "done")
     monkeypatch.chdir(small_disk)
     fill(small_disk)
@@ -132,9 +132,9 @@ def test_report_on_a_full_disk_is_one_line(
 
 
 def test_a_run_on_a_read_only_filesystem_is_one_line(
-    small_disk: Path, tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+    small_disk: Path, tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: F811
-    made = random_run(tmp_path, small_data, "done", max_iter=1)
+    made = random_run(tmp_path, tiny_data, "done", max_iter=1)
     shutil.copytree(made, small_disk / "train" / "done")
     state = json.loads((made / "state.json").read_text())
     (small_disk / "train" / "done" / "state.json").write_text(json.dumps({**state, "status": "stopped"}))  # resumable
@@ -145,11 +145,11 @@ def test_a_run_on_a_read_only_filesystem_is_one_line(
 
 
 def test_a_run_in_a_directory_without_write_permission_is_one_line(
-    tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: F811
     if os.geteuid() == 0:
         pytest.skip("root writes through any permission (the tmpfs test covers read-only as root)")
-    made = random_run(tmp_path, small_data, "done", max_iter=1)
+    made = random_run(tmp_path, tiny_data, "done", max_iter=1)
     monkeypatch.chdir(tmp_path)
     made.chmod(0o555)
     try:
@@ -163,7 +163,7 @@ def test_a_run_in_a_directory_without_write_permission_is_one_line(
 def test_a_failing_fsync_mid_run_leaves_a_stopped_state_and_a_resumable_run(
     openai_server: OpenAIServer,
     tmp_path: Path,
-    small_data: Path,
+    tiny_data: Path,
     monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - fixtures
 ) -> None:
     # A full disk often shows first at fsync (delayed allocation); here every fsync fails from iteration 2's
@@ -184,7 +184,7 @@ def test_a_failing_fsync_mid_run_leaves_a_stopped_state_and_a_resumable_run(
 
     monkeypatch.setattr(fileio.os, "fsync", fsync)
     result = start_run(
-        settings(small_data, max_iter=4, seed=5),
+        settings(tiny_data, max_iter=4, seed=5),
         endpoint,
         Filling(),
         prompts=load_prompt_files(tmp_path),
