@@ -907,3 +907,12 @@ def test_a_closed_pool_refuses_new_runs_and_has_stopped_its_server(frame: pd.Dat
     assert server.process.poll() is not None  # the fork server is gone, not left behind
     with pytest.raises(SandboxError, match="pool is closed"):
         shared.run_candidate(extract_block(baseline_source()), frame)
+
+
+def test_the_fork_server_stays_single_threaded_whatever_the_environment_installed(pool: SandboxPool) -> None:
+    """A user namespace needs a single-threaded process: pandas imports pyarrow where it is installed (CI's normal-user
+    run installs it with the rl extra), pyarrow starts a thread, and a normal user lost both namespace layers."""
+    pool.probe_layers()
+    server = pool._server
+    assert server is not None
+    assert os.listdir(f"/proc/{server.process.pid}/task") == [str(server.process.pid)]

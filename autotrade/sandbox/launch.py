@@ -69,6 +69,11 @@ def start_fresh(faults: frozenset[str] = frozenset()) -> Server:
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     boot = (
         f"import sys; sys.path.insert(0, {package_root!r}); "
+        # pandas imports pyarrow when it is installed (as verifiers' and many data stacks' dependencies pull it
+        # in), and pyarrow starts a thread: a multi-threaded server cannot enter a user namespace (unshare fails
+        # with EINVAL), so a normal user would lose the network namespace and the filesystem view. Candidates
+        # may not import it anyway; pandas falls back to its own string storage.
+        "sys.modules['pyarrow'] = None; "
         "from autotrade.sandbox.server import serve; "
         f"serve({theirs.fileno()}, {os.getpid()}, faults={sorted(faults)!r})"
     )

@@ -23,6 +23,7 @@ each facility the way such a machine would.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import resource
 import signal
@@ -353,7 +354,14 @@ def enter_namespaces(
     def unshare(flags: int) -> None:
         if "namespaces" in faults or ("user_namespace" in faults and flags & _CLONE_NEWUSER):
             raise _simulated("unshare")
-        _check(libc.unshare(flags), "unshare")
+        try:
+            _check(libc.unshare(flags), "unshare")
+        except OSError as exc:
+            threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
+            if exc.errno == errno.EINVAL and flags & _CLONE_NEWUSER and threads > 1:
+                # The one EINVAL a library can cause: a user namespace needs a single-threaded process.
+                raise OSError(exc.errno, f"{exc.strerror}: the sandbox server runs {threads} threads") from None
+            raise
 
     view: bool | str = True
     try:
